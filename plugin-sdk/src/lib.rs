@@ -1,0 +1,166 @@
+//! Write MPREG plugins in Rust.
+//!
+//! An MPREG plugin is a WebAssembly component that exports ordinary typed functions plus the
+//! `mpreg:plugin/metadata` interface, which tells the node which exports are callable commands,
+//! under which `function_id`, semver version and resource tags. The node reads the export types
+//! itself, so clients call `add(2, 3)` with plain JSON and get a clear error naming the parameter
+//! when an argument has the wrong type.
+//!
+//! This crate owns the bindings of the host imports (so every plugin shares one copy) and a
+//! builder for the manifest. A complete plugin:
+//!
+//! ```ignore
+//! use mpreg_plugin_sdk::{Command, Manifest};
+//!
+//! mpreg_plugin_sdk::wit_bindgen::generate!({
+//!     // The MPREG WIT package (the `wit/` folder of the MPREG repository, or a vendored copy).
+//!     path: "../../wit",
+//!     inline: r#"
+//!         package example:greeter;
+//!         world greeter {
+//!             include mpreg:plugin/plugin@0.1.0;
+//!             export greet: func(name: string) -> string;
+//!         }
+//!     "#,
+//!     world: "example:greeter/greeter",
+//!     runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
+//!     with: {
+//!         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
+//!         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+//!     },
+//! });
+//!
+//! struct Greeter;
+//!
+//! impl Guest for Greeter {
+//!     fn greet(name: String) -> String {
+//!         mpreg_plugin_sdk::log::info(&format!("greeting {name}"));
+//!         format!("hello, {name}")
+//!     }
+//! }
+//!
+//! impl exports::mpreg::plugin::metadata::Guest for Greeter {
+//!     fn describe() -> Manifest {
+//!         Manifest::new("greeter", env!("CARGO_PKG_VERSION"))
+//!             .command(Command::new("greet").describe("Says hello"))
+//!     }
+//! }
+//!
+//! export!(Greeter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
+//! `target/wasm32-wasip2/release/` is the plugin. See `docs/plugins.md` in the repository.
+
+pub use wit_bindgen;
+
+/// Generated bindings of the `mpreg:plugin/sdk` world. Plugins point their own `generate!` at
+/// these through `with`, so the host imports and the manifest types exist once.
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "mpreg:plugin/sdk@0.1.0",
+    });
+}
+
+pub use bindings::mpreg::plugin::types::{Command, Manifest};
+
+impl Manifest {
+    /// A manifest for plugin `name` at semver `version`, with no resource tags and no commands.
+    pub fn new(name: &str, version: &str) -> Self {
+        Manifest {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            resources: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Resource tags (matched against a request's `locs`) that every command of this plugin has.
+    pub fn resources<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resources.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a callable command.
+    pub fn command(mut self, command: Command) -> Self {
+        self.commands.push(command);
+        self
+    }
+}
+
+impl Command {
+    /// A command clients call as `name`, implemented by the exported function of the same name.
+    ///
+    /// WIT names are kebab-case; a command name with `_` maps to the export with `-`
+    /// (`add_point` → `add-point`) unless [`Command::export`] says otherwise.
+    pub fn new(name: &str) -> Self {
+        Command {
+            name: name.to_owned(),
+            export_name: name.replace('_', "-"),
+            function_id: None,
+            resources: Vec::new(),
+            description: None,
+        }
+    }
+
+    /// Implements this command with a differently named export.
+    pub fn export(mut self, export_name: &str) -> Self {
+        self.export_name = export_name.to_owned();
+        self
+    }
+
+    /// Registers the command under an explicit `function_id` (defaults to the name).
+    pub fn function_id(mut self, id: &str) -> Self {
+        self.function_id = Some(id.to_owned());
+        self
+    }
+
+    /// Resource tags of this command in addition to the plugin-wide ones.
+    pub fn resources<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resources.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// A one-line description shown by `rpc_list` and `rpc_describe`.
+    pub fn describe(mut self, text: &str) -> Self {
+        self.description = Some(text.to_owned());
+        self
+    }
+}
+
+/// Logging into the node's tracing output. Each line is tagged by the host with the plugin and
+/// the request id, so there is no need to repeat them in the message.
+pub mod log {
+    use crate::bindings::mpreg::plugin::log::{Level, log};
+
+    /// Logs at trace level.
+    pub fn trace(message: &str) {
+        log(Level::Trace, message);
+    }
+    /// Logs at debug level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
