@@ -1,1 +1,27 @@
+//! MPREG: a cluster of sandboxed nodes hosting user functions compiled to WebAssembly
+//! components, called over WebSocket with dependency-resolving multi-command requests.
+//!
+//! # Layout
+//! - [`protocol`]: wire types and error codes (shared with the client).
+//! - [`rpc`]: planning, substitution and version matching (pure), execution and routing.
+//! - [`runtime`]: the wasmtime host (node feature).
+//! - [`plugin`]: the registry of loaded functions (node feature).
+//! - [`server`]: WebSocket sessions and HTTP endpoints (node feature).
+//! - [`node`], [`config`]: assembling and running a node (node feature).
+//! - [`client`]: the Rust client (always available).
 
+pub mod client;
+pub mod protocol;
+pub mod rpc;
+
+#[cfg(feature = "node")]
+pub mod runtime;
+
+#[cfg(feature = "node")]
+pub mod config;
+#[cfg(feature = "node")]
+pub mod node;
+#[cfg(feature = "node")]
+pub mod plugin;
+#[cfg(feature = "node")]
+pub mod server;

@@ -1,0 +1,195 @@
+//! Node / NodeHandle: builds the subsystems in order (runtime, plugins, listener, server) and
+//! owns the shutdown order (stop accepting, drain requests, close connections).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::plugin::{Registry, RegistryError};
+use crate::rpc::dispatch::LocalDispatcher;
+use crate::runtime::{LoadError, Runtime};
+use crate::server::{self, ServerState};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A plugin file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    PluginFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Two plugins provide the same function version.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Seconds since the Unix epoch, as MPREG timestamps are.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This node's identity and live load, as `cluster_map` reports it.
+#[derive(Debug)]
+pub struct NodeInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Region label.
+    pub region: String,
+    /// Resource tags of the node.
+    pub resources: Vec<String>,
+    /// URLs clients use to reach it.
+    pub advertised_urls: Vec<String>,
+    /// Open client connections.
+    pub active_clients: AtomicUsize,
+    /// Requests being executed.
+    pub active_requests: AtomicUsize,
+}
+
+impl NodeInfo {
+    /// The node entry of `cluster_map` (MPREG's cluster client reads `node_id`,
+    /// `advertised_urls` and `load.load_score`).
+    pub fn describe(&self) -> Value {
+        let clients = self.active_clients.load(Ordering::Relaxed);
+        let requests = self.active_requests.load(Ordering::Relaxed);
+        json!({
+            "node_id": self.node_id,
+            "cluster_id": self.cluster_id,
+            "advertised_urls": self.advertised_urls,
+            "resources": self.resources,
+            "region": self.region,
+            "status": "healthy",
+            "last_seen": unix_now(),
+            "load": {
+                "load_score": requests as f64 + clients as f64 * 0.01,
+                "active_clients": clients,
+                "active_requests": requests,
+            },
+        })
+    }
+}
+
+fn generate_node_id() -> String {
+    format!("node-{:012x}", crate::protocol::random_u64() & 0xffff_ffff_ffff)
+}
+
+/// A running node.
+pub struct NodeHandle {
+    addr: SocketAddr,
+    info: Arc<NodeInfo>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl NodeHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://addr`.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Identity and load.
+    pub fn info(&self) -> &Arc<NodeInfo> {
+        &self.info
+    }
+
+    /// Loaded functions.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// A token that stops the node when cancelled (for signal handlers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period (the rest get a
+    /// 1007 error), closes every connection, and returns when all of that is done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the node has stopped (after the token is cancelled).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Starts a node: validates the config, loads every plugin, binds, and serves.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
+    let registry = Arc::new(Registry::new());
+    for path in &config.plugins {
+        let shown = path.display().to_string();
+        let bytes = tokio::fs::read(path).await.map_err(|source| NodeError::PluginFile { path: shown.clone(), source })?;
+        let plugin = runtime.load(bytes, &shown).await?;
+        tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version,
+            functions = plugin.functions.len(), source = %shown, "plugin loaded");
+        registry.add(Arc::new(plugin))?;
+    }
+    let bind = format!("{}:{}", config.server.host, config.server.port);
+    let listener = TcpListener::bind(&bind).await.map_err(|source| NodeError::Bind { addr: bind.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: bind, source })?;
+    let id = &config.node;
+    let advertised_urls =
+        if id.advertised_urls.is_empty() { vec![format!("ws://{addr}")] } else { id.advertised_urls.clone() };
+    let info = Arc::new(NodeInfo {
+        node_id: id.id.clone().unwrap_or_else(generate_node_id),
+        cluster_id: id.cluster_id.clone(),
+        region: id.region.clone(),
+        resources: id.resources.clone(),
+        advertised_urls,
+        active_clients: AtomicUsize::new(0),
+        active_requests: AtomicUsize::new(0),
+    });
+    let dispatcher = Arc::new(LocalDispatcher::new(info.clone(), registry.clone(), runtime));
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = Arc::new(ServerState {
+        dispatcher,
+        node: info.clone(),
+        registry: registry.clone(),
+        config: config.server.clone(),
+        shutdown: shutdown.clone(),
+        hard_stop: CancellationToken::new(),
+        sessions: tasks.clone(),
+    });
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    tasks.spawn(server::serve(listener, state, grace));
+    tracing::info!(%addr, node_id = %info.node_id, "node listening");
+    Ok(NodeHandle { addr, info, registry, shutdown, tasks })
+}

@@ -1,0 +1,103 @@
+//! The node's table of callable plugin functions: name → every loaded version.
+//!
+//! Readers take a snapshot (`ArcSwap`), so a lookup never blocks and a later change (publish,
+//! retire) swaps the whole table atomically: a call that already picked its entry finishes on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::runtime::{LoadedPlugin, PluginFunction};
+
+/// One version of one function: the plugin that holds it and which of its functions it is.
+#[derive(Debug, Clone)]
+pub struct FunctionEntry {
+    /// The plugin version.
+    pub plugin: Arc<LoadedPlugin>,
+    index: usize,
+}
+
+impl FunctionEntry {
+    /// The function's description.
+    pub fn function(&self) -> &PluginFunction {
+        &self.plugin.functions[self.index]
+    }
+
+    /// Its version (the plugin's).
+    pub fn version(&self) -> &semver::Version {
+        &self.plugin.manifest.version
+    }
+}
+
+/// A plugin that cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Another loaded plugin already provides this name, function id and version.
+    #[error("'{name}' (function_id '{function_id}') version {version} is already provided by {existing}")]
+    Duplicate {
+        /// Function name.
+        name: String,
+        /// Its function id.
+        function_id: String,
+        /// The clashing version.
+        version: String,
+        /// Where the first one came from.
+        existing: String,
+    },
+}
+
+type Table = HashMap<String, Vec<FunctionEntry>>;
+
+/// Name → versions, newest first.
+#[derive(Default)]
+pub struct Registry {
+    table: ArcSwap<Table>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every function of `plugin`, or none if any clashes with a loaded one.
+    pub fn add(&self, plugin: Arc<LoadedPlugin>) -> Result<(), RegistryError> {
+        let mut table: Table = (**self.table.load()).clone();
+        for (index, f) in plugin.functions.iter().enumerate() {
+            let versions = table.entry(f.name.clone()).or_default();
+            if let Some(clash) = versions.iter().find(|e| {
+                e.function().function_id == f.function_id && e.version() == &plugin.manifest.version
+            }) {
+                return Err(RegistryError::Duplicate {
+                    name: f.name.clone(),
+                    function_id: f.function_id.clone(),
+                    version: plugin.manifest.version.to_string(),
+                    existing: clash.plugin.origin.clone(),
+                });
+            }
+            versions.push(FunctionEntry { plugin: plugin.clone(), index });
+            versions.sort_by(|a, b| b.version().cmp(a.version()));
+        }
+        self.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// The versions of `name`, newest first.
+    pub fn versions(&self, name: &str) -> Vec<FunctionEntry> {
+        self.table.load().get(name).cloned().unwrap_or_default()
+    }
+
+    /// Every loaded function, sorted by name then version (newest first).
+    pub fn all(&self) -> Vec<FunctionEntry> {
+        let table = self.table.load();
+        let mut names: Vec<&String> = table.keys().collect();
+        names.sort();
+        names.into_iter().flat_map(|n| table[n].iter().cloned()).collect()
+    }
+
+    /// A consistent view for routing many commands against the same table.
+    pub fn snapshot(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+}

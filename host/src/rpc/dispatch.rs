@@ -1,0 +1,142 @@
+//! Runs calls on this node: built-ins first, then the best matching plugin version.
+
+use std::sync::Arc;
+
+use semver::Version;
+use serde_json::Value;
+
+use super::builtins::Builtin;
+use super::execute::{BoxFuture, Call, CallFailure, Dispatcher};
+use super::route::{self, Candidate};
+use crate::node::NodeInfo;
+use crate::plugin::{FunctionEntry, Registry};
+use crate::protocol::codes;
+use crate::runtime::{InvokeError, Runtime};
+
+/// The node's dispatcher.
+pub struct LocalDispatcher {
+    node: Arc<NodeInfo>,
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    builtin_version: Version,
+}
+
+/// A candidate as this node sees it: node resources count for every function.
+struct Local<'a, T> {
+    node: &'a NodeInfo,
+    function_id: &'a str,
+    version: &'a Version,
+    resources: &'a [String],
+    item: T,
+}
+
+impl<T> Candidate for Local<'_, T> {
+    fn function_id(&self) -> &str {
+        self.function_id
+    }
+    fn version(&self) -> &Version {
+        self.version
+    }
+    fn has_resource(&self, tag: &str) -> bool {
+        self.resources.iter().chain(&self.node.resources).any(|r| r == tag)
+    }
+}
+
+enum Target {
+    Builtin(Builtin),
+    Plugin(FunctionEntry),
+}
+
+impl LocalDispatcher {
+    /// A dispatcher over this node's built-ins and plugins.
+    pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Self {
+        let builtin_version = Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
+        LocalDispatcher { node, registry, runtime, builtin_version }
+    }
+
+    fn resolve(&self, call: &Call) -> Result<Target, CallFailure> {
+        let cmd = &call.command;
+        let vc = call.constraint.as_ref();
+        if let Some(b) = Builtin::lookup(&cmd.fun) {
+            let cand = Local { node: &self.node, function_id: &cmd.fun, version: &self.builtin_version, resources: &[], item: () };
+            if route::matches(&cand, cmd, vc, &self.node.cluster_id) {
+                return Ok(Target::Builtin(b));
+            }
+        }
+        let versions = self.registry.versions(&cmd.fun);
+        let cands: Vec<Local<'_, &FunctionEntry>> = versions
+            .iter()
+            .map(|e| Local {
+                node: &self.node,
+                function_id: &e.function().function_id,
+                version: e.version(),
+                resources: &e.function().resources,
+                item: e,
+            })
+            .collect();
+        match route::best(&cands, cmd, vc, &self.node.cluster_id) {
+            Some(c) => Ok(Target::Plugin(c.item.clone())),
+            None => Err(CallFailure::new(codes::COMMAND_NOT_FOUND, not_found(call, versions.len()))),
+        }
+    }
+}
+
+fn not_found(call: &Call, versions: usize) -> String {
+    let c = &call.command;
+    let mut text = format!("Command not found: {}", c.fun);
+    if versions > 0 {
+        text.push_str(&format!(" ({versions} version(s) exist, none matches"));
+        if let Some(id) = &c.function_id {
+            text.push_str(&format!(" function_id '{id}'"));
+        }
+        if let Some(vc) = &c.version_constraint {
+            text.push_str(&format!(" version '{vc}'"));
+        }
+        if !c.locs.is_empty() {
+            text.push_str(&format!(" locs {:?}", c.locs));
+        }
+        if let Some(t) = &c.target_cluster {
+            text.push_str(&format!(" cluster '{t}'"));
+        }
+        text.push(')');
+    }
+    text
+}
+
+impl From<InvokeError> for CallFailure {
+    fn from(e: InvokeError) -> Self {
+        let code = match e {
+            InvokeError::Timeout(_) | InvokeError::MemoryLimit(_) | InvokeError::StackOverflow => codes::RESOURCE_LIMIT,
+            InvokeError::Overloaded(_) => codes::OVERLOADED,
+            InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => codes::EXECUTION_FAILED,
+        };
+        CallFailure::new(code, e.to_string())
+    }
+}
+
+impl Dispatcher for LocalDispatcher {
+    fn check(&self, call: &Call) -> Result<(), CallFailure> {
+        self.resolve(call).map(|_| ())
+    }
+
+    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+        let target = self.resolve(&call);
+        match target {
+            Err(f) => Box::pin(async move { Err(f) }),
+            Ok(Target::Builtin(b)) => {
+                let out = b.run(&call.command, &self.node, &self.registry);
+                Box::pin(async move { out })
+            }
+            Ok(Target::Plugin(entry)) => {
+                let runtime = self.runtime.clone();
+                Box::pin(async move {
+                    let c = call.command;
+                    runtime
+                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, call.request_id)
+                        .await
+                        .map_err(CallFailure::from)
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Runs a planned request: every command starts as soon as what it waits for is done,
+//! independent commands run concurrently, the first failure fails the request and drops (so
+//! cancels) everything still running, and the whole request is bounded by its deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::{Map, Value};
+
+use super::plan::{self, Plan};
+use super::substitute::{Results, substitute};
+use super::version::VersionConstraint;
+use crate::protocol::{
+    ExecutionSummary, IntermediateResult, RpcCommand, RpcErrorBody, RpcRequest, RpcResponse, codes,
+};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One command, arguments already substituted, ready to run somewhere.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The command with substituted `args` and `kwargs`.
+    pub command: RpcCommand,
+    /// Its parsed version constraint.
+    pub constraint: Option<VersionConstraint>,
+    /// The request's `u`, for logs.
+    pub request_id: Arc<str>,
+}
+
+/// Why one call failed: the code and a cause for the details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallFailure {
+    /// Error code of the whole request.
+    pub code: i64,
+    /// What went wrong (the executor prefixes the command).
+    pub cause: String,
+}
+
+impl CallFailure {
+    /// A failure with `code`.
+    pub fn new(code: i64, cause: impl Into<String>) -> Self {
+        CallFailure { code, cause: cause.into() }
+    }
+}
+
+/// Where calls run: local runtime, built-ins, later peers.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Fails fast when nothing can serve `call` (so a typo in the last level fails before the
+    /// first level runs).
+    fn check(&self, call: &Call) -> Result<(), CallFailure>;
+    /// Runs the call.
+    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>>;
+}
+
+/// Per-request options the session decides.
+pub struct ExecOptions {
+    /// Deadline of the whole request.
+    pub deadline: Duration,
+    /// Called with each level's results, in level order, as levels complete.
+    pub on_level: Option<Box<dyn FnMut(&IntermediateResult) + Send>>,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Results of one command's visible dependencies.
+struct Visible<'a> {
+    cmds: &'a [RpcCommand],
+    results: &'a [Option<Value>],
+    allowed: Vec<usize>,
+}
+
+impl Results for Visible<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.allowed.iter().find(|&&j| self.cmds[j].name == name).and_then(|&j| self.results[j].as_ref())
+    }
+}
+
+/// Aborts a spawned task when dropped, so dropping the request cancels its commands.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+fn error_reply(u: String, code: i64, details: String) -> RpcResponse {
+    RpcResponse::err(u, RpcErrorBody::new(code, details))
+}
+
+/// Executes `req` and builds its reply (success or error; never panics on bad input).
+pub async fn execute(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, opts: ExecOptions) -> RpcResponse {
+    let u = req.u.clone();
+    let deadline = opts.deadline;
+    match tokio::time::timeout(deadline, run(req, dispatcher, opts)).await {
+        Ok(reply) => reply,
+        Err(_) => RpcResponse::err(
+            u,
+            RpcErrorBody {
+                code: codes::DEADLINE_EXCEEDED,
+                message: "Deadline exceeded".into(),
+                details: Value::String(format!("request exceeded its deadline of {} ms", deadline.as_millis())),
+            },
+        ),
+    }
+}
+
+async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOptions) -> RpcResponse {
+    let started = Instant::now();
+    let u = req.u.clone();
+    let plan = match plan::plan(&req.cmds) {
+        Ok(p) => p,
+        Err(e) => return error_reply(u, codes::EXECUTION_FAILED, e.to_string()),
+    };
+    let request_id: Arc<str> = u.as_str().into();
+    let mut constraints = Vec::with_capacity(req.cmds.len());
+    for c in &req.cmds {
+        let vc = match c.version_constraint.as_deref() {
+            None => None,
+            Some(text) => match VersionConstraint::parse(text) {
+                Ok(vc) => Some(vc),
+                Err(e) => return error_reply(u, codes::EXECUTION_FAILED, format!("command '{}': {e}", c.name)),
+            },
+        };
+        let probe = Call { command: c.clone(), constraint: vc.clone(), request_id: request_id.clone() };
+        if let Err(f) = dispatcher.check(&probe) {
+            return error_reply(u, f.code, format!("command '{}': {}", c.name, f.cause));
+        }
+        constraints.push(vc);
+    }
+
+    let n = req.cmds.len();
+    let spawn = n > 1;
+    let mut waiting: Vec<usize> = (0..n).map(|i| plan.waits_for(i).count()).collect();
+    let mut dependents = vec![Vec::new(); n];
+    for i in 0..n {
+        for d in plan.waits_for(i) {
+            dependents[d].push(i);
+        }
+    }
+    let mut results: Vec<Option<Value>> = vec![None; n];
+    let mut spans: Vec<(Duration, Duration)> = vec![(Duration::ZERO, Duration::ZERO); n];
+    let mut level_left: Vec<usize> = plan.levels.iter().map(Vec::len).collect();
+    let mut level_done_at: Vec<Option<Duration>> = vec![None; plan.levels.len()];
+    let mut emitted = 0usize;
+    let want_intermediate = req.return_intermediate_results;
+    let mut intermediate = Vec::new();
+    let mut accumulated = Map::new();
+
+    let mut running: FuturesUnordered<BoxFuture<(usize, Duration, Result<Value, CallFailure>)>> = FuturesUnordered::new();
+    let start_command = |i: usize, results: &[Option<Value>]| -> BoxFuture<(usize, Duration, Result<Value, CallFailure>)> {
+        let mut command = req.cmds[i].clone();
+        let visible = Visible { cmds: &req.cmds, results, allowed: plan.waits_for(i).collect() };
+        command.args.iter_mut().for_each(|a| substitute(a, &visible));
+        command.kwargs.values_mut().for_each(|a| substitute(a, &visible));
+        let call = Call { command, constraint: constraints[i].clone(), request_id: request_id.clone() };
+        let begun = started.elapsed();
+        let fut = dispatcher.dispatch(call);
+        if spawn {
+            let task = AbortOnDrop(tokio::spawn(fut));
+            Box::pin(async move {
+                let r = task.await.unwrap_or_else(|e| Err(CallFailure::new(codes::EXECUTION_FAILED, format!("task failed: {e}"))));
+                (i, begun, r)
+            })
+        } else {
+            Box::pin(async move { (i, begun, fut.await) })
+        }
+    };
+    for i in (0..n).filter(|&i| waiting[i] == 0) {
+        running.push(start_command(i, &results));
+    }
+    while let Some((i, begun, outcome)) = running.next().await {
+        let value = match outcome {
+            Ok(v) => v,
+            Err(f) => {
+                let c = &req.cmds[i];
+                return error_reply(u, f.code, format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause));
+            }
+        };
+        spans[i] = (begun, started.elapsed());
+        results[i] = Some(value);
+        let level = plan.level_of[i];
+        level_left[level] -= 1;
+        if level_left[level] == 0 {
+            level_done_at[level] = Some(started.elapsed());
+        }
+        // Emit completed levels in order.
+        while emitted < plan.levels.len() && level_left[emitted] == 0 {
+            if want_intermediate || opts.on_level.is_some() {
+                let level_results: Map<String, Value> = plan.levels[emitted]
+                    .iter()
+                    .map(|&j| (req.cmds[j].name.clone(), results[j].clone().unwrap_or(Value::Null)))
+                    .collect();
+                accumulated.extend(level_results.clone());
+                let ir = IntermediateResult {
+                    request_id: u.clone(),
+                    level_index: emitted,
+                    level_results,
+                    accumulated_results: accumulated.clone(),
+                    total_levels: plan.levels.len(),
+                    completed_levels: emitted + 1,
+                    timestamp: now_secs(),
+                    execution_time_ms: ms(level_done_at[emitted].unwrap_or_default()),
+                };
+                if let Some(cb) = opts.on_level.as_mut() {
+                    cb(&ir);
+                }
+                if want_intermediate {
+                    intermediate.push(ir);
+                }
+            }
+            emitted += 1;
+        }
+        for &j in &dependents[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                running.push(start_command(j, &results));
+            }
+        }
+    }
+
+    let mut r = Map::new();
+    for &i in plan.last_level() {
+        r.insert(req.cmds[i].name.clone(), results[i].take().unwrap_or(Value::Null));
+    }
+    let mut reply = RpcResponse::ok(u.clone(), r);
+    if want_intermediate {
+        reply.intermediate_results = Some(intermediate);
+    }
+    if req.include_execution_summary {
+        reply.execution_summary = Some(summary(&u, &plan, &spans, started.elapsed()));
+    }
+    reply
+}
+
+fn summary(u: &str, plan: &Plan, spans: &[(Duration, Duration)], total: Duration) -> ExecutionSummary {
+    let level_times: Vec<f64> = plan
+        .levels
+        .iter()
+        .map(|l| {
+            let start = l.iter().map(|&i| spans[i].0).min().unwrap_or_default();
+            let end = l.iter().map(|&i| spans[i].1).max().unwrap_or_default();
+            ms(end.saturating_sub(start))
+        })
+        .collect();
+    let bottleneck = level_times
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    let overlapping = (0..spans.len())
+        .filter(|&i| (0..spans.len()).any(|j| j != i && spans[i].0 < spans[j].1 && spans[j].0 < spans[i].1))
+        .count();
+    ExecutionSummary {
+        request_id: u.to_owned(),
+        total_execution_time_ms: ms(total),
+        total_levels: plan.levels.len(),
+        average_level_time_ms: level_times.iter().sum::<f64>() / level_times.len().max(1) as f64,
+        level_execution_times: level_times,
+        bottleneck_level_index: bottleneck,
+        parallel_commands_executed: overlapping,
+        cross_cluster_hops: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Runs built-in-like functions in process: `echo`, `echos`, `sleep(ms)` and `fail`.
+    struct Inline;
+
+    impl Dispatcher for Inline {
+        fn check(&self, call: &Call) -> Result<(), CallFailure> {
+            match call.command.fun.as_str() {
+                "echo" | "echos" | "sleep" | "fail" => Ok(()),
+                other => Err(CallFailure::new(codes::COMMAND_NOT_FOUND, format!("no function '{other}'"))),
+            }
+        }
+        fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+            Box::pin(async move {
+                let args = call.command.args;
+                match call.command.fun.as_str() {
+                    "echo" => Ok(args.into_iter().next().unwrap_or(Value::Null)),
+                    "echos" => Ok(Value::Array(args)),
+                    "sleep" => {
+                        let ms = args.first().and_then(Value::as_u64).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok(json!(ms))
+                    }
+                    _ => Err(CallFailure::new(codes::EXECUTION_FAILED, "failed on purpose")),
+                }
+            })
+        }
+    }
+
+    fn req(cmds: Value) -> RpcRequest {
+        let cmds: Vec<RpcCommand> = serde_json::from_value(cmds).expect("commands");
+        RpcRequest::new("u1", cmds)
+    }
+
+    async fn exec(r: RpcRequest, deadline_ms: u64) -> RpcResponse {
+        execute(r, Arc::new(Inline), ExecOptions { deadline: Duration::from_millis(deadline_ms), on_level: None }).await
+    }
+
+    #[tokio::test]
+    async fn worked_example_one() {
+        let r = req(json!([
+            {"name": "third", "fun": "echos", "args": ["second", {"k": "first"}]},
+            {"name": "first", "fun": "echo", "args": ["hello"]},
+            {"name": "second", "fun": "echos", "args": ["first", "lit"]},
+        ]));
+        let reply = exec(r, 1000).await;
+        assert_eq!(serde_json::to_value(reply.r).expect("json"), json!({"third": [["hello", "lit"], {"k": "hello"}]}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn independent_commands_run_concurrently_and_deadline_holds() {
+        let r = req(json!([
+            {"name": "a", "fun": "sleep", "args": [100]},
+            {"name": "b", "fun": "sleep", "args": [100]},
+            {"name": "c", "fun": "echos", "args": ["a", "b"]},
+        ]));
+        let t = tokio::time::Instant::now();
+        let reply = exec(r.clone(), 1000).await;
+        assert!(t.elapsed() < Duration::from_millis(150), "a and b overlap");
+        assert_eq!(serde_json::to_value(reply.r).expect("json"), json!({"c": [100, 100]}));
+        let reply = exec(r, 50).await;
+        assert_eq!(reply.error.map(|e| e.code), Some(codes::DEADLINE_EXCEEDED));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_fails_the_request_without_waiting_for_slow_siblings() {
+        let r = req(json!([
+            {"name": "slow", "fun": "sleep", "args": [10000]},
+            {"name": "bad", "fun": "fail", "args": []},
+            {"name": "after", "fun": "echo", "args": ["bad"]},
+        ]));
+        let t = tokio::time::Instant::now();
+        let reply = exec(r, 60_000).await;
+        assert!(t.elapsed() < Duration::from_millis(10));
+        let e = reply.error.expect("error");
+        assert_eq!(e.code, codes::EXECUTION_FAILED);
+        assert_eq!(e.details, json!("command 'bad' (fun 'fail'): failed on purpose"));
+    }
+
+    #[tokio::test]
+    async fn unknown_function_fails_before_anything_runs() {
+        let r = req(json!([{"name": "a", "fun": "echo", "args": [1]}, {"name": "b", "fun": "nope", "args": ["a"]}]));
+        let e = exec(r, 1000).await.error.expect("error");
+        assert_eq!(e.code, codes::COMMAND_NOT_FOUND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn levels_are_reported_in_order_even_when_a_later_one_finishes_first() {
+        let mut r = req(json!([
+            {"name": "a", "fun": "echo", "args": [1]},
+            {"name": "lone", "fun": "sleep", "args": [50]},
+            {"name": "b", "fun": "echos", "args": ["a"]},
+        ]));
+        r.return_intermediate_results = true;
+        r.include_execution_summary = true;
+        let reply = exec(r, 1000).await;
+        assert_eq!(serde_json::to_value(&reply.r).expect("json"), json!({"b": [1]}));
+        let ir = reply.intermediate_results.expect("intermediate");
+        assert_eq!(ir.len(), 2);
+        assert_eq!(ir[0].level_index, 0);
+        assert_eq!(serde_json::to_value(&ir[0].level_results).expect("json"), json!({"a": 1, "lone": 50}));
+        assert_eq!(serde_json::to_value(&ir[1].accumulated_results).expect("json"), json!({"a": 1, "lone": 50, "b": [1]}));
+        let s = reply.execution_summary.expect("summary");
+        assert_eq!(s.total_levels, 2);
+        assert_eq!(s.bottleneck_level_index, 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! The RPC engine: plan a request (pure), substitute results into arguments (pure), match
+//! version constraints (pure), then execute and route (node feature).
+
+pub mod plan;
+pub mod substitute;
+pub mod version;
+pub mod route;
+
+#[cfg(feature = "node")]
+pub mod builtins;
+#[cfg(feature = "node")]
+pub mod dispatch;
+pub mod execute;

@@ -1,0 +1,84 @@
+//! HTTP side of a node: WebSocket upgrade on any path (MPREG clients connect to `ws://host:port`)
+//! and `GET /health`.
+
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::node::NodeInfo;
+use crate::plugin::Registry;
+use crate::rpc::execute::Dispatcher;
+
+/// What every session shares.
+pub struct ServerState {
+    /// Runs calls.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// Identity and load counters.
+    pub node: Arc<NodeInfo>,
+    /// Loaded functions (for /health).
+    pub registry: Arc<Registry>,
+    /// Limits.
+    pub config: ServerConfig,
+    /// Cancelled when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: unfinished requests get an error.
+    pub hard_stop: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+}
+
+/// Accepts connections until shutdown, then drains sessions within `grace`.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
+    let app = Router::new()
+        .route("/health", get(health))
+        .fallback(upgrade)
+        .with_state(state.clone());
+    let token = state.shutdown.clone();
+    let hard_stop = state.hard_stop.clone();
+    // The grace timer: once shutdown starts, unfinished requests are failed after `grace`. Not
+    // tracked: shutdown must not wait for it when every request finished early.
+    tokio::spawn(async move {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+        hard_stop.cancel();
+    });
+    let token = state.shutdown.clone();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await {
+        tracing::error!(error = %e, "server stopped with an error");
+    }
+}
+
+async fn health(State(state): State<Arc<ServerState>>) -> Response {
+    axum::Json(json!({
+        "status": if state.shutdown.is_cancelled() { "shutting_down" } else { "ok" },
+        "node_id": state.node.node_id,
+        "cluster_id": state.node.cluster_id,
+        "functions": state.registry.all().len(),
+        "load": state.node.describe()["load"],
+    }))
+    .into_response()
+}
+
+async fn upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+    let limit = state.config.max_message_bytes;
+    let sessions = state.sessions.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let fut = session::run(socket, state);
+            async move {
+                sessions.spawn(fut);
+            }
+        })
+}

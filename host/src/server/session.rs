@@ -1,0 +1,232 @@
+//! One WebSocket connection: reads frames, runs requests concurrently (bounded), and writes
+//! replies through a bounded queue drained by a writer task that batches frames.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::ServerState;
+use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
+use crate::rpc::builtins::Builtin;
+use crate::rpc::execute::{self, ExecOptions};
+
+/// Close code for "message too big" (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for "going away" (node shutting down).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Decrements a counter when dropped.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection until the client leaves or the node has drained it.
+pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
+    let _client = Counted::new(&state.node.active_clients);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let closing = matches!(first, Message::Close(_));
+            if sink.feed(first).await.is_err() {
+                return;
+            }
+            // Batch whatever else is ready into one flush.
+            while let Ok(next) = rx.try_recv() {
+                let closing = matches!(next, Message::Close(_));
+                if sink.feed(next).await.is_err() {
+                    return;
+                }
+                if closing {
+                    break;
+                }
+            }
+            if sink.flush().await.is_err() || closing {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let permits = Arc::new(Semaphore::new(state.config.max_in_flight_per_connection));
+    let in_flight = TaskTracker::new();
+    let gone = CancellationToken::new();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled(), if !draining => {
+                draining = true;
+                in_flight.close();
+            }
+            _ = in_flight.wait(), if draining => {
+                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "node shutting down".into() };
+                let _ = tx.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            msg = stream.next() => match msg {
+                None | Some(Ok(Message::Close(_))) => {
+                    gone.cancel();
+                    break;
+                }
+                Some(Err(e)) => {
+                    if is_too_big(e) {
+                        tracing::warn!(limit = state.config.max_message_bytes, "message over the size limit; closing with 1009");
+                        let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
+                        let _ = tx.send(Message::Close(Some(frame))).await;
+                    }
+                    gone.cancel();
+                    break;
+                }
+                Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &state, &tx, &permits, &in_flight, &gone, draining).await,
+                Some(Ok(Message::Binary(b))) => handle(&b, &state, &tx, &permits, &in_flight, &gone, draining).await,
+                // Pings are answered by the WebSocket layer; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            }
+        }
+    }
+    in_flight.close();
+    in_flight.wait().await;
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(inner) => matches!(*inner, WsError::Capacity(_)),
+        Err(_) => false,
+    }
+}
+
+/// Serializes a reply, replacing one too large to send with a 1008 error.
+fn encode(reply: &RpcResponse, max: usize) -> Message {
+    let text = serde_json::to_string(reply).unwrap_or_default();
+    if text.len() <= max {
+        return Message::Text(Utf8Bytes::from(text));
+    }
+    let err = RpcResponse::err(
+        reply.u.clone(),
+        RpcErrorBody::new(
+            codes::RESOURCE_LIMIT,
+            format!("reply of {} bytes exceeds the limit of {max} bytes", text.len()),
+        ),
+    );
+    Message::Text(Utf8Bytes::from(serde_json::to_string(&err).unwrap_or_default()))
+}
+
+async fn send_error(tx: &mpsc::Sender<Message>, u: String, code: i64, message: &str, details: String) {
+    let reply = RpcResponse::err(u, RpcErrorBody { code, message: message.to_owned(), details: Value::String(details) });
+    let _ = tx.send(encode(&reply, usize::MAX)).await;
+}
+
+/// Reads one frame and starts its request (or answers it with an error).
+async fn handle(
+    bytes: &[u8],
+    state: &Arc<ServerState>,
+    tx: &mpsc::Sender<Message>,
+    permits: &Arc<Semaphore>,
+    in_flight: &TaskTracker,
+    gone: &CancellationToken,
+    draining: bool,
+) {
+    let req = match serde_json::from_slice::<RpcRequest>(bytes) {
+        Ok(req) if req.role == "rpc" => req,
+        parsed => return reject(bytes, parsed.err(), tx).await,
+    };
+    if draining {
+        let details = "node is shutting down; retry on another node".to_owned();
+        return send_error(tx, req.u, codes::OVERLOADED, "Overloaded", details).await;
+    }
+    let default = state.config.request_timeout_ms;
+    let timeout_ms = req.timeout_ms.unwrap_or(default).clamp(1, state.config.max_request_timeout_ms);
+    let simple = req.cmds.len() == 1
+        && !req.return_intermediate_results
+        && !req.include_execution_summary
+        && !req.stream_intermediate_results
+        && matches!(Builtin::lookup(&req.cmds[0].fun), Some(Builtin::Echo | Builtin::Echos));
+    let request_u = req.u.clone();
+    let opts = |tx: &mpsc::Sender<Message>, stream: bool| ExecOptions {
+        deadline: Duration::from_millis(timeout_ms),
+        on_level: stream.then(|| {
+            let tx = tx.clone();
+            let u = request_u.clone();
+            Box::new(move |ir: &crate::protocol::IntermediateResult| {
+                let msg = RpcIntermediate { role: "rpc-intermediate".into(), u: u.clone(), result: ir.clone() };
+                if let Ok(text) = serde_json::to_string(&msg) {
+                    // Streaming is best effort: a full queue drops the update, never blocks the request.
+                    let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
+                }
+            }) as Box<dyn FnMut(&crate::protocol::IntermediateResult) + Send>
+        }),
+    };
+    if simple {
+        // Built-in echo needs no task of its own: answer inline, in order.
+        let reply = execute::execute(req, state.dispatcher.clone(), opts(tx, false)).await;
+        let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
+        return;
+    }
+    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+    let opts = opts(tx, req.stream_intermediate_results);
+    let (state, tx, gone) = (state.clone(), tx.clone(), gone.clone());
+    in_flight.spawn(async move {
+        let _permit = permit;
+        let _active = Counted::new(&state.node.active_requests);
+        let u = req.u.clone();
+        if req.debug_mode {
+            tracing::debug!(u = %u, cmds = req.cmds.len(), "rpc request");
+        }
+        let reply = tokio::select! {
+            reply = execute::execute(req, state.dispatcher.clone(), opts) => reply,
+            _ = state.hard_stop.cancelled() => RpcResponse::err(u, RpcErrorBody::new(
+                codes::OVERLOADED, "node shut down before the request finished; retry on another node")),
+            _ = gone.cancelled() => return,
+        };
+        let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
+    });
+}
+
+/// Answers a frame that is not a valid RPC request: with an error when it has a string `u`,
+/// otherwise only a log line (there is nobody to address a reply to).
+async fn reject(bytes: &[u8], typed: Option<serde_json::Error>, tx: &mpsc::Sender<Message>) {
+    let head = match serde_json::from_slice::<FrameHead>(bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping frame that is not a JSON object");
+            return;
+        }
+    };
+    let Some(Value::String(u)) = head.u else {
+        tracing::warn!("dropping frame without a string `u`");
+        return;
+    };
+    match head.role.as_deref() {
+        None => send_error(tx, u, codes::UNKNOWN_ROLE, "Unknown role", "message has no `role`".into()).await,
+        Some("rpc") => {
+            let why = typed.map_or_else(|| "invalid request".to_owned(), |e| e.to_string());
+            send_error(tx, u, codes::MALFORMED_REQUEST, "Malformed request", format!("invalid rpc request: {why}")).await
+        }
+        Some(other) => {
+            let details = format!("role '{other}' is not supported by this node");
+            send_error(tx, u, codes::UNKNOWN_ROLE, "Unknown role", details).await
+        }
+    }
+}
