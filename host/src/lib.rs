@@ -8,8 +8,9 @@
 //! - [`plugin`]: the registry of loaded functions (node feature).
 //! - [`server`]: WebSocket sessions and HTTP endpoints (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
-//! - [`client`]: the Rust client (always available).
+//! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it.
 
+pub mod bench;
 pub mod client;
 pub mod protocol;
 pub mod rpc;

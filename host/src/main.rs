@@ -1,1 +1,274 @@
-fn main() {}
+//! The `mpreg` command: run a node, call functions, send requests, load-test a node.
+//! Parses arguments and calls into the library; no logic of its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use mpreg::client::{Client, ClientError};
+use mpreg::config::{NodeConfig, split_list};
+use mpreg::protocol::{RpcCommand, RpcRequest};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "mpreg", version, about = "MPREG: WebAssembly functions called over WebSocket, results everywhere")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Server {
+        #[command(subcommand)]
+        action: ServerAction,
+    },
+    /// Call one function and print its result as JSON.
+    Call(CallArgs),
+    /// Send a request from a JSON file (a full request object or an array of commands) and print
+    /// the reply.
+    Request {
+        /// Node URL, e.g. ws://127.0.0.1:6666.
+        url: String,
+        /// JSON file with the request.
+        file: PathBuf,
+    },
+    /// Load-test a running node and print latency and throughput tables.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ServerAction {
+    /// Start a node and serve until Ctrl-C or SIGTERM.
+    Start(StartArgs),
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// TOML config file (flags override it; MPREG_* variables override the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to bind.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind; 0 picks a free port (printed on start).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Resource tags of this node, comma-separated (matched against `locs`).
+    #[arg(long)]
+    resources: Option<String>,
+    /// Plugin component to load (repeatable).
+    #[arg(long = "plugin", value_name = "FILE.wasm")]
+    plugins: Vec<PathBuf>,
+    /// Cluster id.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Node id (generated when absent).
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// Node URL, e.g. ws://127.0.0.1:6666.
+    url: String,
+    /// Function name.
+    fun: String,
+    /// Positional arguments, each a JSON value (a bare word that is not JSON is taken as a string).
+    args: Vec<String>,
+    /// Keyword argument `name=json` (repeatable).
+    #[arg(long = "kw", value_name = "NAME=JSON")]
+    kwargs: Vec<String>,
+    /// Required resource tags, comma-separated.
+    #[arg(long)]
+    locs: Option<String>,
+    /// Exact function id.
+    #[arg(long)]
+    function_id: Option<String>,
+    /// Version constraint, e.g. ">=1.2, <2" or "^1".
+    #[arg(long)]
+    version: Option<String>,
+    /// Request deadline in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Node URL to load (start one with the example plugins first).
+    #[arg(long, default_value = "ws://127.0.0.1:6666")]
+    url: String,
+    /// Seconds per throughput run.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Calls per latency run.
+    #[arg(long, default_value_t = 5000)]
+    latency_calls: usize,
+    /// Plugin function that returns its input.
+    #[arg(long, default_value = "identity")]
+    function: String,
+    /// Aggregate function of the fan-out scenario.
+    #[arg(long, default_value = "join")]
+    join: String,
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_json_arg(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn start(args: StartArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(h) = args.host {
+        cfg.server.host = h;
+    }
+    if let Some(p) = args.port {
+        cfg.server.port = p;
+    }
+    if let Some(r) = args.resources {
+        cfg.node.resources = split_list(&r);
+    }
+    if let Some(c) = args.cluster_id {
+        cfg.node.cluster_id = c;
+    }
+    if let Some(id) = args.node_id {
+        cfg.node.id = Some(id);
+    }
+    cfg.plugins.extend(args.plugins);
+    let node = mpreg::node::start(cfg).await?;
+    // The first stdout line tells scripts (and `--port 0` users) where the node is.
+    println!("mpreg node {} listening on {}", node.info().node_id, node.url());
+    let token = node.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        token.cancel();
+    });
+    node.wait().await;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn call(args: CallArgs) -> Result<()> {
+    let client = Client::connect(&args.url).await?;
+    let mut cmd = RpcCommand::new(&args.fun, &args.fun, args.args.iter().map(|a| parse_json_arg(a)).collect());
+    for kv in &args.kwargs {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--kw takes NAME=JSON, got '{kv}'") };
+        cmd.kwargs.insert(k.to_owned(), parse_json_arg(v));
+    }
+    cmd.locs = args.locs.as_deref().map(split_list).unwrap_or_default();
+    cmd.function_id = args.function_id;
+    cmd.version_constraint = args.version;
+    let mut req = RpcRequest::new(client.next_id(), vec![cmd]);
+    req.timeout_ms = args.timeout_ms;
+    print_reply(client.send(req).await?, Some(&args.fun))
+}
+
+fn print_reply(reply: mpreg::protocol::RpcResponse, unwrap: Option<&str>) -> Result<()> {
+    if let Some(e) = reply.error {
+        return Err(ClientError::from(e).into());
+    }
+    let mut r = reply.r.unwrap_or_default();
+    let out = match unwrap.and_then(|name| r.remove(name)) {
+        Some(v) => v,
+        None => Value::Object(r),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn request(url: &str, file: &PathBuf) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let client = Client::connect(url).await?;
+    let mut req: RpcRequest = match value {
+        Value::Array(_) => RpcRequest::new("", serde_json::from_value(value).context("commands")?),
+        Value::Object(mut obj) => {
+            obj.entry("role").or_insert_with(|| "rpc".into());
+            obj.entry("u").or_insert_with(|| "".into());
+            serde_json::from_value(Value::Object(obj)).context("request")?
+        }
+        _ => bail!("{} must hold a request object or an array of commands", file.display()),
+    };
+    if req.u.is_empty() {
+        req.u = client.next_id();
+    }
+    let reply = client.send(req).await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    if reply.error.is_some() {
+        bail!("request failed");
+    }
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    let cfg = mpreg::bench::BenchConfig {
+        url: args.url,
+        duration: Duration::from_secs_f64(args.seconds),
+        latency_calls: args.latency_calls,
+        plugin_function: args.function,
+        join_function: args.join,
+    };
+    let report = mpreg::bench::run(&cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", mpreg::bench::render(&report));
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Server { action: ServerAction::Start(args) } => start(args).await,
+        Command::Call(args) => call(args).await,
+        Command::Request { url, file } => request(&url, &file).await,
+        Command::Bench(args) => bench(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -57,7 +57,11 @@ impl HostState {
 
     /// What the guest wrote to stderr during this call, lossily decoded and trimmed.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+        let raw = self.stderr.contents();
+        let text = String::from_utf8_lossy(&raw);
+        // Rust's panic hint is noise for someone reading an RPC error.
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
+        lines.join("\n").trim().to_owned()
     }
 }
 
