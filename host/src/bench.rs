@@ -78,7 +78,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-async fn latency(name: &str, client: &Client, calls: usize, cmds: &[RpcCommand]) -> Result<Latency, ClientError> {
+async fn latency(
+    name: &str,
+    client: &Client,
+    calls: usize,
+    cmds: &[RpcCommand],
+) -> Result<Latency, ClientError> {
     // Warm up connection, caches and instance pools.
     for _ in 0..calls.min(200) {
         client.request(cmds.to_vec()).await?;
@@ -90,7 +95,12 @@ async fn latency(name: &str, client: &Client, calls: usize, cmds: &[RpcCommand])
         samples.push(t.elapsed());
     }
     samples.sort();
-    Ok(Latency { name: name.into(), p50_us: percentile(&samples, 0.5), p99_us: percentile(&samples, 0.99), calls })
+    Ok(Latency {
+        name: name.into(),
+        p50_us: percentile(&samples, 0.5),
+        p99_us: percentile(&samples, 0.99),
+        calls,
+    })
 }
 
 /// Pipelines `template` (with `__U__` replaced by a unique id) over `connections` connections
@@ -109,9 +119,13 @@ async fn throughput(
     let mut tasks = Vec::new();
     let started = Instant::now();
     for c in 0..connections {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| ClientError::Connect { url: url.into(), reason: e.to_string() })?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async(url)
+                .await
+                .map_err(|e| ClientError::Connect {
+                    url: url.into(),
+                    reason: e.to_string(),
+                })?;
         let (mut sink, mut stream) = ws.split();
         let window = Arc::new(Semaphore::new(in_flight));
         let (ok, errors, w) = (ok.clone(), errors.clone(), window.clone());
@@ -156,7 +170,11 @@ async fn throughput(
             }
             let _ = sink.flush().await;
             // Wait for the outstanding replies, then close.
-            let _ = tokio::time::timeout(Duration::from_secs(10), window.acquire_many(in_flight as u32)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                window.acquire_many(in_flight as u32),
+            )
+            .await;
             let _ = sink.close().await;
         });
         tasks.push((sender, reader));
@@ -197,19 +215,44 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, ClientError> {
         cmd("b", f, vec![json!("a")]),
         cmd("c", f, vec![json!("b")]),
     ];
-    let mut fan: Vec<RpcCommand> = (0..10).map(|i| cmd(&format!("p{i}"), f, vec![json!(format!("part{i}"))])).collect();
+    let mut fan: Vec<RpcCommand> = (0..10)
+        .map(|i| cmd(&format!("p{i}"), f, vec![json!(format!("part{i}"))]))
+        .collect();
     let parts: Vec<Value> = (0..10).map(|i| json!(format!("p{i}"))).collect();
-    fan.push(cmd("all", &cfg.join_function, vec![Value::Array(parts), json!(",")]));
+    fan.push(cmd(
+        "all",
+        &cfg.join_function,
+        vec![Value::Array(parts), json!(",")],
+    ));
 
     let mut latency_runs = Vec::new();
     latency_runs.push(latency("echo (built-in)", &client, cfg.latency_calls, &echo).await?);
-    latency_runs.push(latency(&format!("{f} (plugin, fresh instance)"), &client, cfg.latency_calls, &plugin).await?);
+    latency_runs.push(
+        latency(
+            &format!("{f} (plugin, fresh instance)"),
+            &client,
+            cfg.latency_calls,
+            &plugin,
+        )
+        .await?,
+    );
     latency_runs.push(latency("3-step chain", &client, cfg.latency_calls / 2, &chain).await?);
-    latency_runs.push(latency("10-way fan-out + aggregate", &client, cfg.latency_calls / 4, &fan).await?);
+    latency_runs.push(
+        latency(
+            "10-way fan-out + aggregate",
+            &client,
+            cfg.latency_calls / 4,
+            &fan,
+        )
+        .await?,
+    );
 
     let mut runs = Vec::new();
     let d = cfg.duration;
-    for (label, cmds) in [("echo (built-in)", &echo), (&*format!("{f} (plugin)"), &plugin)] {
+    for (label, cmds) in [
+        ("echo (built-in)", &echo),
+        (&*format!("{f} (plugin)"), &plugin),
+    ] {
         let tpl = frame(cmds);
         for in_flight in [1, 10, 100] {
             runs.push(throughput(label, &cfg.url, &tpl, 1, in_flight, d).await?);
@@ -217,15 +260,32 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, ClientError> {
         runs.push(throughput(label, &cfg.url, &tpl, 4, 100, d).await?);
     }
     runs.push(throughput("3-step chain", &cfg.url, &frame(&chain), 1, 100, d).await?);
-    runs.push(throughput("10-way fan-out + aggregate", &cfg.url, &frame(&fan), 1, 100, d).await?);
-    Ok(Report { latency: latency_runs, throughput: runs })
+    runs.push(
+        throughput(
+            "10-way fan-out + aggregate",
+            &cfg.url,
+            &frame(&fan),
+            1,
+            100,
+            d,
+        )
+        .await?,
+    );
+    Ok(Report {
+        latency: latency_runs,
+        throughput: runs,
+    })
 }
 
 /// The report as a Markdown table.
 pub fn render(report: &Report) -> String {
-    let mut out = String::from("| latency scenario | calls | p50 µs | p99 µs |\n|---|---:|---:|---:|\n");
+    let mut out =
+        String::from("| latency scenario | calls | p50 µs | p99 µs |\n|---|---:|---:|---:|\n");
     for l in &report.latency {
-        out.push_str(&format!("| {} | {} | {:.1} | {:.1} |\n", l.name, l.calls, l.p50_us, l.p99_us));
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} |\n",
+            l.name, l.calls, l.p50_us, l.p99_us
+        ));
     }
     out.push_str("\n| throughput scenario | connections | in flight each | requests/s | ok | errors |\n|---|---:|---:|---:|---:|---:|\n");
     for t in &report.throughput {

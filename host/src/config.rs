@@ -125,8 +125,14 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads a TOML file; plugin paths are made relative to the file's folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg = Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in &mut cfg.plugins {
             if p.is_relative() {
@@ -148,7 +154,10 @@ impl NodeConfig {
             self.server.host = v;
         }
         if let Some(v) = env("MPREG_PORT") {
-            self.server.port = v.parse().map_err(|e| ConfigError::Env { name: "MPREG_PORT".into(), message: format!("{e}") })?;
+            self.server.port = v.parse().map_err(|e| ConfigError::Env {
+                name: "MPREG_PORT".into(),
+                message: format!("{e}"),
+            })?;
         }
         if let Some(v) = env("MPREG_CLUSTER_ID") {
             self.node.cluster_id = v;
@@ -173,23 +182,33 @@ impl NodeConfig {
             return bad("server.max_message_bytes must be at least 1024");
         }
         if s.max_reply_bytes < 1024 || s.max_reply_bytes > 20 << 20 {
-            return bad("server.max_reply_bytes must be between 1 KiB and 20 MiB (MPREG clients close above 20 MiB)");
+            return bad(
+                "server.max_reply_bytes must be between 1 KiB and 20 MiB (MPREG clients close above 20 MiB)",
+            );
         }
         if s.max_in_flight_per_connection == 0 || s.outbound_queue == 0 {
-            return bad("server.max_in_flight_per_connection and server.outbound_queue must be positive");
+            return bad(
+                "server.max_in_flight_per_connection and server.outbound_queue must be positive",
+            );
         }
         if s.request_timeout_ms == 0 || s.request_timeout_ms > s.max_request_timeout_ms {
-            return bad("server.request_timeout_ms must be positive and at most server.max_request_timeout_ms");
+            return bad(
+                "server.request_timeout_ms must be positive and at most server.max_request_timeout_ms",
+            );
         }
         let r = &self.runtime;
         if r.call_timeout_ms == 0 || r.epoch_tick_ms == 0 || r.epoch_tick_ms > r.call_timeout_ms {
-            return bad("runtime.call_timeout_ms and runtime.epoch_tick_ms must be positive, tick <= timeout");
+            return bad(
+                "runtime.call_timeout_ms and runtime.epoch_tick_ms must be positive, tick <= timeout",
+            );
         }
         if r.memory_limit_mib == 0 || r.memory_limit_mib > 4096 {
             return bad("runtime.memory_limit_mib must be between 1 and 4096");
         }
         if r.max_instances == 0 || r.max_stack_kib < 64 {
-            return bad("runtime.max_instances must be positive and runtime.max_stack_kib at least 64");
+            return bad(
+                "runtime.max_instances must be positive and runtime.max_stack_kib at least 64",
+            );
         }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");
@@ -200,7 +219,11 @@ impl NodeConfig {
 
 /// `a, b,,c` → `["a", "b", "c"]`.
 pub fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -232,7 +255,10 @@ mod tests {
         .expect("env");
         assert_eq!(cfg.server.port, 7000);
         assert_eq!(cfg.node.resources, ["a", "b", "c"]);
-        assert!(cfg.apply_env(|k| (k == "MPREG_PORT").then(|| "x".into())).is_err());
+        assert!(
+            cfg.apply_env(|k| (k == "MPREG_PORT").then(|| "x".into()))
+                .is_err()
+        );
         cfg.server.max_reply_bytes = 100 << 20;
         assert!(cfg.validate().is_err());
     }

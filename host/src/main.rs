@@ -13,7 +13,11 @@ use mpreg::protocol::{RpcCommand, RpcRequest};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "mpreg", version, about = "MPREG: WebAssembly functions called over WebSocket, results everywhere")]
+#[command(
+    name = "mpreg",
+    version,
+    about = "MPREG: WebAssembly functions called over WebSocket, results everywhere"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -125,7 +129,10 @@ fn parse_json_arg(s: &str) -> Value {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn start(args: StartArgs) -> Result<()> {
@@ -152,7 +159,11 @@ async fn start(args: StartArgs) -> Result<()> {
     cfg.plugins.extend(args.plugins);
     let node = mpreg::node::start(cfg).await?;
     // The first stdout line tells scripts (and `--port 0` users) where the node is.
-    println!("mpreg node {} listening on {}", node.info().node_id, node.url());
+    println!(
+        "mpreg node {} listening on {}",
+        node.info().node_id,
+        node.url()
+    );
     let token = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -187,9 +198,15 @@ async fn wait_for_signal() {
 
 async fn call(args: CallArgs) -> Result<()> {
     let client = Client::connect(&args.url).await?;
-    let mut cmd = RpcCommand::new(&args.fun, &args.fun, args.args.iter().map(|a| parse_json_arg(a)).collect());
+    let mut cmd = RpcCommand::new(
+        &args.fun,
+        &args.fun,
+        args.args.iter().map(|a| parse_json_arg(a)).collect(),
+    );
     for kv in &args.kwargs {
-        let Some((k, v)) = kv.split_once('=') else { bail!("--kw takes NAME=JSON, got '{kv}'") };
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--kw takes NAME=JSON, got '{kv}'")
+        };
         cmd.kwargs.insert(k.to_owned(), parse_json_arg(v));
     }
     cmd.locs = args.locs.as_deref().map(split_list).unwrap_or_default();
@@ -214,8 +231,10 @@ fn print_reply(reply: mpreg::protocol::RpcResponse, unwrap: Option<&str>) -> Res
 }
 
 async fn request(url: &str, file: &PathBuf) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let client = Client::connect(url).await?;
     let mut req: RpcRequest = match value {
         Value::Array(_) => RpcRequest::new("", serde_json::from_value(value).context("commands")?),
@@ -224,7 +243,10 @@ async fn request(url: &str, file: &PathBuf) -> Result<()> {
             obj.entry("u").or_insert_with(|| "".into());
             serde_json::from_value(Value::Object(obj)).context("request")?
         }
-        _ => bail!("{} must hold a request object or an array of commands", file.display()),
+        _ => bail!(
+            "{} must hold a request object or an array of commands",
+            file.display()
+        ),
     };
     if req.u.is_empty() {
         req.u = client.next_id();
@@ -259,7 +281,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Server { action: ServerAction::Start(args) } => start(args).await,
+        Command::Server {
+            action: ServerAction::Start(args),
+        } => start(args).await,
         Command::Call(args) => call(args).await,
         Command::Request { url, file } => request(&url, &file).await,
         Command::Bench(args) => bench(args).await,

@@ -49,7 +49,9 @@ pub enum NodeError {
 
 /// Seconds since the Unix epoch, as MPREG timestamps are.
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// This node's identity and live load, as `cluster_map` reports it.
@@ -95,7 +97,10 @@ impl NodeInfo {
 }
 
 fn generate_node_id() -> String {
-    format!("node-{:012x}", crate::protocol::random_u64() & 0xffff_ffff_ffff)
+    format!(
+        "node-{:012x}",
+        crate::protocol::random_u64() & 0xffff_ffff_ffff
+    )
 }
 
 /// A running node.
@@ -155,18 +160,33 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let registry = Arc::new(Registry::new());
     for path in &config.plugins {
         let shown = path.display().to_string();
-        let bytes = tokio::fs::read(path).await.map_err(|source| NodeError::PluginFile { path: shown.clone(), source })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| NodeError::PluginFile {
+                path: shown.clone(),
+                source,
+            })?;
         let plugin = runtime.load(bytes, &shown).await?;
         tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version,
             functions = plugin.functions.len(), source = %shown, "plugin loaded");
         registry.add(Arc::new(plugin))?;
     }
     let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = TcpListener::bind(&bind).await.map_err(|source| NodeError::Bind { addr: bind.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: bind, source })?;
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind { addr: bind, source })?;
     let id = &config.node;
-    let advertised_urls =
-        if id.advertised_urls.is_empty() { vec![format!("ws://{addr}")] } else { id.advertised_urls.clone() };
+    let advertised_urls = if id.advertised_urls.is_empty() {
+        vec![format!("ws://{addr}")]
+    } else {
+        id.advertised_urls.clone()
+    };
     let info = Arc::new(NodeInfo {
         node_id: id.id.clone().unwrap_or_else(generate_node_id),
         cluster_id: id.cluster_id.clone(),
@@ -176,7 +196,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         active_clients: AtomicUsize::new(0),
         active_requests: AtomicUsize::new(0),
     });
-    let dispatcher = Arc::new(LocalDispatcher::new(info.clone(), registry.clone(), runtime));
+    let dispatcher = Arc::new(LocalDispatcher::new(
+        info.clone(),
+        registry.clone(),
+        runtime,
+    ));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = Arc::new(ServerState {
@@ -191,5 +215,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     tasks.spawn(server::serve(listener, state, grace));
     tracing::info!(%addr, node_id = %info.node_id, "node listening");
-    Ok(NodeHandle { addr, info, registry, shutdown, tasks })
+    Ok(NodeHandle {
+        addr,
+        info,
+        registry,
+        shutdown,
+        tasks,
+    })
 }

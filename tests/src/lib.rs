@@ -1,1 +1,214 @@
+//! Test harness: real nodes on `127.0.0.1:0` with the example plugins, and a raw WebSocket that
+//! sends exact protocol frames and reads exact replies.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use mpreg::config::NodeConfig;
+use mpreg::node::NodeHandle;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Folder with the example plugins, built by this crate's build script.
+pub const PLUGIN_DIR: &str = env!("MPREG_PLUGIN_DIR");
+
+/// Path of example plugin `name` (`math`, `text`, `pipeline`, `chaos`, `greeter`, `greeter2`).
+pub fn plugin(name: &str) -> PathBuf {
+    PathBuf::from(PLUGIN_DIR).join(format!("mpreg_plugin_{name}.wasm"))
+}
+
+/// Every example plugin.
+pub fn all_plugins() -> Vec<PathBuf> {
+    ["math", "text", "pipeline", "chaos", "greeter", "greeter2"]
+        .into_iter()
+        .map(plugin)
+        .collect()
+}
+
+/// A config for tests: port 0, all example plugins, short limits so failures show quickly.
+pub fn test_config() -> NodeConfig {
+    let mut cfg = NodeConfig::default();
+    cfg.server.port = 0;
+    cfg.server.shutdown_grace_ms = 2_000;
+    cfg.runtime.call_timeout_ms = 1_000;
+    cfg.plugins = all_plugins();
+    cfg.node.id = Some("test-node".into());
+    cfg
+}
+
+/// A node running in this process.
+pub struct TestNode {
+    /// The node.
+    pub handle: NodeHandle,
+    /// `ws://127.0.0.1:port`.
+    pub url: String,
+}
+
+impl TestNode {
+    /// A node with [`test_config`].
+    pub async fn start() -> Result<TestNode> {
+        Self::with_config(test_config()).await
+    }
+
+    /// A node with `cfg`.
+    pub async fn with_config(cfg: NodeConfig) -> Result<TestNode> {
+        let handle = mpreg::node::start(cfg).await.context("node start")?;
+        let url = handle.url();
+        Ok(TestNode { handle, url })
+    }
+
+    /// A raw connection to it.
+    pub async fn raw(&self) -> Result<RawWs> {
+        RawWs::connect(&self.url).await
+    }
+
+    /// A client connected to it.
+    pub async fn client(&self) -> Result<mpreg::client::Client> {
+        Ok(mpreg::client::Client::connect(&self.url).await?)
+    }
+}
+
+/// A WebSocket speaking exact JSON frames.
+pub struct RawWs {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// Longest a test waits for one frame: well above any deadline the tests use.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl RawWs {
+    /// Connects.
+    pub async fn connect(url: &str) -> Result<RawWs> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(RawWs { ws })
+    }
+
+    /// Sends `v` as a binary frame, as MPREG's Python client does.
+    pub async fn send_binary(&mut self, v: &Value) -> Result<()> {
+        self.ws
+            .send(Message::Binary(serde_json::to_vec(v)?.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends `v` as a text frame.
+    pub async fn send_text(&mut self, v: &Value) -> Result<()> {
+        self.ws
+            .send(Message::Text(serde_json::to_string(v)?.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends raw text (for malformed input).
+    pub async fn send_raw(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::Text(text.to_owned().into())).await?;
+        Ok(())
+    }
+
+    /// Sends a ping and waits for the pong.
+    pub async fn ping(&mut self) -> Result<()> {
+        self.ws.send(Message::Ping(b"hi".to_vec().into())).await?;
+        loop {
+            match self.next().await? {
+                Message::Pong(p) if &p[..] == b"hi" => return Ok(()),
+                Message::Pong(_) => {}
+                other => bail!("expected pong, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Result<Message> {
+        match tokio::time::timeout(RECV_TIMEOUT, self.ws.next()).await {
+            Err(_) => bail!("no frame within {RECV_TIMEOUT:?}"),
+            Ok(None) => bail!("connection closed"),
+            Ok(Some(m)) => Ok(m?),
+        }
+    }
+
+    /// The next JSON frame (text or binary).
+    pub async fn recv(&mut self) -> Result<Value> {
+        loop {
+            match self.next().await? {
+                Message::Text(t) => return Ok(serde_json::from_str(&t)?),
+                Message::Binary(b) => return Ok(serde_json::from_slice(&b)?),
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(c) => return Err(anyhow!("closed: {c:?}")),
+                Message::Frame(_) => {}
+            }
+        }
+    }
+
+    /// Sends `v` (binary) and returns the next frame.
+    pub async fn roundtrip(&mut self, v: &Value) -> Result<Value> {
+        self.send_binary(v).await?;
+        self.recv().await
+    }
+
+    /// Waits for the server to close and returns its close frame.
+    pub async fn closed(&mut self) -> Result<Option<CloseFrame>> {
+        loop {
+            match tokio::time::timeout(RECV_TIMEOUT, self.ws.next()).await {
+                Err(_) => bail!("not closed within {RECV_TIMEOUT:?}"),
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(Message::Close(c)))) => return Ok(c),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) => return Ok(None),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `d`.
+    pub async fn silent_for(&mut self, d: Duration) -> Result<()> {
+        match tokio::time::timeout(d, self.ws.next()).await {
+            Err(_) => Ok(()),
+            Ok(m) => bail!("expected silence, got {m:?}"),
+        }
+    }
+}
+
+/// The exact request frame MPREG's Python client sends for `cmds` (protocol.md §2.1).
+pub fn rpc_frame(u: &str, cmds: Value) -> Value {
+    let Value::Array(cmds) = cmds else {
+        panic!("cmds must be an array")
+    };
+    let cmds: Vec<Value> = cmds
+        .into_iter()
+        .map(|c| {
+            let mut full = serde_json::json!({
+                "name": null, "fun": null, "args": [], "kwargs": {}, "locs": [],
+                "function_id": null, "version_constraint": null,
+                "target_cluster": null, "routing_topic": null,
+            });
+            if let (Value::Object(full), Value::Object(c)) = (&mut full, c) {
+                full.extend(c);
+            }
+            full
+        })
+        .collect();
+    serde_json::json!({
+        "role": "rpc", "cmds": cmds, "u": u,
+        "return_intermediate_results": false,
+        "intermediate_result_callback_topic": null,
+        "include_execution_summary": false,
+        "debug_mode": false,
+    })
+}
+
+/// The exact success reply for `r`.
+pub fn ok_reply(u: &str, r: Value) -> Value {
+    serde_json::json!({"role": "rpc-response", "u": u, "r": r, "error": null})
+}
+
+/// The `error` object of a reply, or a test failure.
+pub fn error_of(reply: &Value) -> Result<(i64, String)> {
+    let e = &reply["error"];
+    let code = e["code"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("no error code in {reply}"))?;
+    Ok((code, e["details"].as_str().unwrap_or_default().to_owned()))
+}

@@ -69,7 +69,11 @@ pub enum ClientError {
 
 impl From<RpcErrorBody> for ClientError {
     fn from(e: RpcErrorBody) -> Self {
-        ClientError::Rpc { code: e.code, message: e.message, details: e.details }
+        ClientError::Rpc {
+            code: e.code,
+            message: e.message,
+            details: e.details,
+        }
     }
 }
 
@@ -103,8 +107,13 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sende
 impl Client {
     /// Connects to `url` (`ws://host:port`).
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let connect_err = |reason: String| ClientError::Connect { url: url.to_owned(), reason };
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| connect_err(e.to_string()))?;
+        let connect_err = |reason: String| ClientError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::channel::<Message>(4096);
         tokio::spawn(async move {
@@ -134,7 +143,9 @@ impl Client {
                     _ => continue,
                 };
                 // Only rpc-response frames are routed; streamed intermediates are skipped.
-                let Ok(reply) = serde_json::from_slice::<RpcResponse>(bytes) else { continue };
+                let Ok(reply) = serde_json::from_slice::<RpcResponse>(bytes) else {
+                    continue;
+                };
                 if reply.role != "rpc-response" {
                     continue;
                 }
@@ -163,7 +174,11 @@ impl Client {
 
     /// A fresh request id.
     pub fn next_id(&self) -> String {
-        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Sends a full request and returns the raw reply (errors included as data).
@@ -194,7 +209,9 @@ impl Client {
         if let Some(e) = reply.error {
             return Err(e.into());
         }
-        reply.r.ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+        reply
+            .r
+            .ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
     }
 
     /// Calls one function, like MPREG's `call(fun, *args)`.
@@ -206,6 +223,7 @@ impl Client {
     pub async fn call_command(&self, cmd: RpcCommand) -> Result<Value, ClientError> {
         let name = cmd.name.clone();
         let mut r = self.request(vec![cmd]).await?;
-        r.remove(&name).ok_or_else(|| ClientError::Protocol(format!("reply lacks result '{name}'")))
+        r.remove(&name)
+            .ok_or_else(|| ClientError::Protocol(format!("reply lacks result '{name}'")))
     }
 }

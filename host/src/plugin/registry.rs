@@ -34,7 +34,9 @@ impl FunctionEntry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     /// Another loaded plugin already provides this name, function id and version.
-    #[error("'{name}' (function_id '{function_id}') version {version} is already provided by {existing}")]
+    #[error(
+        "'{name}' (function_id '{function_id}') version {version} is already provided by {existing}"
+    )]
     Duplicate {
         /// Function name.
         name: String,
@@ -76,7 +78,10 @@ impl Registry {
                     existing: clash.plugin.origin.clone(),
                 });
             }
-            versions.push(FunctionEntry { plugin: plugin.clone(), index });
+            versions.push(FunctionEntry {
+                plugin: plugin.clone(),
+                index,
+            });
             versions.sort_by(|a, b| b.version().cmp(a.version()));
         }
         self.table.store(Arc::new(table));
@@ -93,7 +98,10 @@ impl Registry {
         let table = self.table.load();
         let mut names: Vec<&String> = table.keys().collect();
         names.sort();
-        names.into_iter().flat_map(|n| table[n].iter().cloned()).collect()
+        names
+            .into_iter()
+            .flat_map(|n| table[n].iter().cloned())
+            .collect()
     }
 
     /// A consistent view for routing many commands against the same table.

@@ -35,4 +35,3 @@ pub fn message(code: i64) -> &'static str {
         _ => "Error",
     }
 }
-

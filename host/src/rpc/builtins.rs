@@ -27,12 +27,42 @@ pub enum Builtin {
 
 /// Name, signature and description of each built-in, for lookup and listings.
 const TABLE: [(&str, Builtin, &str, &str); 6] = [
-    ("echo", Builtin::Echo, "func(value: any) -> any", "returns its argument"),
-    ("echos", Builtin::Echos, "func(values: any...) -> list<any>", "returns its arguments as a list"),
-    ("cluster_map", Builtin::ClusterMap, "func() -> cluster-map", "nodes of the cluster with URLs and load"),
-    ("list_peers", Builtin::ListPeers, "func() -> list<peer>", "every other node"),
-    ("rpc_list", Builtin::RpcList, "func() -> list<function>", "every callable function"),
-    ("rpc_describe", Builtin::RpcDescribe, "func(names: string...) -> list<function>", "functions with WIT signatures"),
+    (
+        "echo",
+        Builtin::Echo,
+        "func(value: any) -> any",
+        "returns its argument",
+    ),
+    (
+        "echos",
+        Builtin::Echos,
+        "func(values: any...) -> list<any>",
+        "returns its arguments as a list",
+    ),
+    (
+        "cluster_map",
+        Builtin::ClusterMap,
+        "func() -> cluster-map",
+        "nodes of the cluster with URLs and load",
+    ),
+    (
+        "list_peers",
+        Builtin::ListPeers,
+        "func() -> list<peer>",
+        "every other node",
+    ),
+    (
+        "rpc_list",
+        Builtin::RpcList,
+        "func() -> list<function>",
+        "every callable function",
+    ),
+    (
+        "rpc_describe",
+        Builtin::RpcDescribe,
+        "func(names: string...) -> list<function>",
+        "functions with WIT signatures",
+    ),
 ];
 
 impl Builtin {
@@ -42,7 +72,12 @@ impl Builtin {
     }
 
     /// Runs the built-in. All of them are quick and never block.
-    pub fn run(self, cmd: &RpcCommand, node: &NodeInfo, registry: &Registry) -> Result<Value, CallFailure> {
+    pub fn run(
+        self,
+        cmd: &RpcCommand,
+        node: &NodeInfo,
+        registry: &Registry,
+    ) -> Result<Value, CallFailure> {
         match self {
             Builtin::Echo => match cmd.args.as_slice() {
                 [one] => Ok(one.clone()),
@@ -61,13 +96,23 @@ impl Builtin {
             Builtin::RpcList => Ok(Value::Array(list(node, registry, None, false))),
             Builtin::RpcDescribe => {
                 let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
-                Ok(Value::Array(list(node, registry, Some(&names).filter(|n| !n.is_empty()).map(|v| &**v), true)))
+                Ok(Value::Array(list(
+                    node,
+                    registry,
+                    Some(&names).filter(|n| !n.is_empty()).map(|v| &**v),
+                    true,
+                )))
             }
         }
     }
 }
 
-fn list(node: &NodeInfo, registry: &Registry, names: Option<&[&str]>, detailed: bool) -> Vec<Value> {
+fn list(
+    node: &NodeInfo,
+    registry: &Registry,
+    names: Option<&[&str]>,
+    detailed: bool,
+) -> Vec<Value> {
     let wanted = |n: &str| names.is_none_or(|ns| ns.contains(&n));
     let mut out = Vec::new();
     for (name, _, signature, description) in TABLE.iter().filter(|(n, ..)| wanted(n)) {

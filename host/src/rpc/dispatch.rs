@@ -38,7 +38,10 @@ impl<T> Candidate for Local<'_, T> {
         self.version
     }
     fn has_resource(&self, tag: &str) -> bool {
-        self.resources.iter().chain(&self.node.resources).any(|r| r == tag)
+        self.resources
+            .iter()
+            .chain(&self.node.resources)
+            .any(|r| r == tag)
     }
 }
 
@@ -50,15 +53,27 @@ enum Target {
 impl LocalDispatcher {
     /// A dispatcher over this node's built-ins and plugins.
     pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Self {
-        let builtin_version = Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
-        LocalDispatcher { node, registry, runtime, builtin_version }
+        let builtin_version =
+            Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
+        LocalDispatcher {
+            node,
+            registry,
+            runtime,
+            builtin_version,
+        }
     }
 
     fn resolve(&self, call: &Call) -> Result<Target, CallFailure> {
         let cmd = &call.command;
         let vc = call.constraint.as_ref();
         if let Some(b) = Builtin::lookup(&cmd.fun) {
-            let cand = Local { node: &self.node, function_id: &cmd.fun, version: &self.builtin_version, resources: &[], item: () };
+            let cand = Local {
+                node: &self.node,
+                function_id: &cmd.fun,
+                version: &self.builtin_version,
+                resources: &[],
+                item: (),
+            };
             if route::matches(&cand, cmd, vc, &self.node.cluster_id) {
                 return Ok(Target::Builtin(b));
             }
@@ -76,7 +91,10 @@ impl LocalDispatcher {
             .collect();
         match route::best(&cands, cmd, vc, &self.node.cluster_id) {
             Some(c) => Ok(Target::Plugin(c.item.clone())),
-            None => Err(CallFailure::new(codes::COMMAND_NOT_FOUND, not_found(call, versions.len()))),
+            None => Err(CallFailure::new(
+                codes::COMMAND_NOT_FOUND,
+                not_found(call, versions.len()),
+            )),
         }
     }
 }
@@ -106,9 +124,13 @@ fn not_found(call: &Call, versions: usize) -> String {
 impl From<InvokeError> for CallFailure {
     fn from(e: InvokeError) -> Self {
         let code = match e {
-            InvokeError::Timeout(_) | InvokeError::MemoryLimit(_) | InvokeError::StackOverflow => codes::RESOURCE_LIMIT,
+            InvokeError::Timeout(_) | InvokeError::MemoryLimit(_) | InvokeError::StackOverflow => {
+                codes::RESOURCE_LIMIT
+            }
             InvokeError::Overloaded(_) => codes::OVERLOADED,
-            InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => codes::EXECUTION_FAILED,
+            InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => {
+                codes::EXECUTION_FAILED
+            }
         };
         CallFailure::new(code, e.to_string())
     }
@@ -132,7 +154,13 @@ impl Dispatcher for LocalDispatcher {
                 Box::pin(async move {
                     let c = call.command;
                     runtime
-                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, call.request_id)
+                        .invoke(
+                            &entry.plugin,
+                            entry.function(),
+                            &c.args,
+                            &c.kwargs,
+                            call.request_id,
+                        )
                         .await
                         .map_err(CallFailure::from)
                 })

@@ -43,7 +43,10 @@ pub struct CallFailure {
 impl CallFailure {
     /// A failure with `code`.
     pub fn new(code: i64, cause: impl Into<String>) -> Self {
-        CallFailure { code, cause: cause.into() }
+        CallFailure {
+            code,
+            cause: cause.into(),
+        }
     }
 }
 
@@ -65,7 +68,9 @@ pub struct ExecOptions {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -81,7 +86,10 @@ struct Visible<'a> {
 
 impl Results for Visible<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.allowed.iter().find(|&&j| self.cmds[j].name == name).and_then(|&j| self.results[j].as_ref())
+        self.allowed
+            .iter()
+            .find(|&&j| self.cmds[j].name == name)
+            .and_then(|&j| self.results[j].as_ref())
     }
 }
 
@@ -96,7 +104,10 @@ impl<T> Drop for AbortOnDrop<T> {
 
 impl<T> Future for AbortOnDrop<T> {
     type Output = Result<T, tokio::task::JoinError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx)
     }
 }
@@ -106,7 +117,11 @@ fn error_reply(u: String, code: i64, details: String) -> RpcResponse {
 }
 
 /// Executes `req` and builds its reply (success or error; never panics on bad input).
-pub async fn execute(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, opts: ExecOptions) -> RpcResponse {
+pub async fn execute(
+    req: RpcRequest,
+    dispatcher: Arc<dyn Dispatcher>,
+    opts: ExecOptions,
+) -> RpcResponse {
     let u = req.u.clone();
     let deadline = opts.deadline;
     match tokio::time::timeout(deadline, run(req, dispatcher, opts)).await {
@@ -116,13 +131,20 @@ pub async fn execute(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, opts: Exe
             RpcErrorBody {
                 code: codes::DEADLINE_EXCEEDED,
                 message: "Deadline exceeded".into(),
-                details: Value::String(format!("request exceeded its deadline of {} ms", deadline.as_millis())),
+                details: Value::String(format!(
+                    "request exceeded its deadline of {} ms",
+                    deadline.as_millis()
+                )),
             },
         ),
     }
 }
 
-async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOptions) -> RpcResponse {
+async fn run(
+    req: RpcRequest,
+    dispatcher: Arc<dyn Dispatcher>,
+    mut opts: ExecOptions,
+) -> RpcResponse {
     let started = Instant::now();
     let u = req.u.clone();
     let plan = match plan::plan(&req.cmds) {
@@ -136,12 +158,28 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
             None => None,
             Some(text) => match VersionConstraint::parse(text) {
                 Ok(vc) => Some(vc),
-                Err(e) => return error_reply(u, codes::EXECUTION_FAILED, format!("command '{}': {e}", c.name)),
+                Err(e) => {
+                    return error_reply(
+                        u,
+                        codes::EXECUTION_FAILED,
+                        format!("command '{}': {e}", c.name),
+                    );
+                }
             },
         };
-        let probe = Call { command: c.clone(), constraint: vc.clone(), request_id: request_id.clone() };
+        let probe = Call {
+            command: c.clone(),
+            constraint: vc.clone(),
+            request_id: request_id.clone(),
+        };
         if let Err(f) = dispatcher.check(&probe) {
-            return error_reply(u, f.code, format!("command '{}': {}", c.name, f.cause));
+            // MPREG's exact 1001 details ("Command not found: <fun>") are kept as they are.
+            let details = if f.code == codes::COMMAND_NOT_FOUND {
+                f.cause
+            } else {
+                format!("command '{}': {}", c.name, f.cause)
+            };
+            return error_reply(u, f.code, details);
         }
         constraints.push(vc);
     }
@@ -164,19 +202,41 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
     let mut intermediate = Vec::new();
     let mut accumulated = Map::new();
 
-    let mut running: FuturesUnordered<BoxFuture<(usize, Duration, Result<Value, CallFailure>)>> = FuturesUnordered::new();
-    let start_command = |i: usize, results: &[Option<Value>]| -> BoxFuture<(usize, Duration, Result<Value, CallFailure>)> {
+    let mut running: FuturesUnordered<BoxFuture<(usize, Duration, Result<Value, CallFailure>)>> =
+        FuturesUnordered::new();
+    let start_command = |i: usize,
+                         results: &[Option<Value>]|
+     -> BoxFuture<(usize, Duration, Result<Value, CallFailure>)> {
         let mut command = req.cmds[i].clone();
-        let visible = Visible { cmds: &req.cmds, results, allowed: plan.waits_for(i).collect() };
-        command.args.iter_mut().for_each(|a| substitute(a, &visible));
-        command.kwargs.values_mut().for_each(|a| substitute(a, &visible));
-        let call = Call { command, constraint: constraints[i].clone(), request_id: request_id.clone() };
+        let visible = Visible {
+            cmds: &req.cmds,
+            results,
+            allowed: plan.waits_for(i).collect(),
+        };
+        command
+            .args
+            .iter_mut()
+            .for_each(|a| substitute(a, &visible));
+        command
+            .kwargs
+            .values_mut()
+            .for_each(|a| substitute(a, &visible));
+        let call = Call {
+            command,
+            constraint: constraints[i].clone(),
+            request_id: request_id.clone(),
+        };
         let begun = started.elapsed();
         let fut = dispatcher.dispatch(call);
         if spawn {
             let task = AbortOnDrop(tokio::spawn(fut));
             Box::pin(async move {
-                let r = task.await.unwrap_or_else(|e| Err(CallFailure::new(codes::EXECUTION_FAILED, format!("task failed: {e}"))));
+                let r = task.await.unwrap_or_else(|e| {
+                    Err(CallFailure::new(
+                        codes::EXECUTION_FAILED,
+                        format!("task failed: {e}"),
+                    ))
+                });
                 (i, begun, r)
             })
         } else {
@@ -191,7 +251,11 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
             Ok(v) => v,
             Err(f) => {
                 let c = &req.cmds[i];
-                return error_reply(u, f.code, format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause));
+                return error_reply(
+                    u,
+                    f.code,
+                    format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause),
+                );
             }
         };
         spans[i] = (begun, started.elapsed());
@@ -206,7 +270,12 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
             if want_intermediate || opts.on_level.is_some() {
                 let level_results: Map<String, Value> = plan.levels[emitted]
                     .iter()
-                    .map(|&j| (req.cmds[j].name.clone(), results[j].clone().unwrap_or(Value::Null)))
+                    .map(|&j| {
+                        (
+                            req.cmds[j].name.clone(),
+                            results[j].clone().unwrap_or(Value::Null),
+                        )
+                    })
                     .collect();
                 accumulated.extend(level_results.clone());
                 let ir = IntermediateResult {
@@ -238,7 +307,10 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
 
     let mut r = Map::new();
     for &i in plan.last_level() {
-        r.insert(req.cmds[i].name.clone(), results[i].take().unwrap_or(Value::Null));
+        r.insert(
+            req.cmds[i].name.clone(),
+            results[i].take().unwrap_or(Value::Null),
+        );
     }
     let mut reply = RpcResponse::ok(u.clone(), r);
     if want_intermediate {
@@ -250,7 +322,12 @@ async fn run(req: RpcRequest, dispatcher: Arc<dyn Dispatcher>, mut opts: ExecOpt
     reply
 }
 
-fn summary(u: &str, plan: &Plan, spans: &[(Duration, Duration)], total: Duration) -> ExecutionSummary {
+fn summary(
+    u: &str,
+    plan: &Plan,
+    spans: &[(Duration, Duration)],
+    total: Duration,
+) -> ExecutionSummary {
     let level_times: Vec<f64> = plan
         .levels
         .iter()
@@ -266,7 +343,9 @@ fn summary(u: &str, plan: &Plan, spans: &[(Duration, Duration)], total: Duration
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i);
     let overlapping = (0..spans.len())
-        .filter(|&i| (0..spans.len()).any(|j| j != i && spans[i].0 < spans[j].1 && spans[j].0 < spans[i].1))
+        .filter(|&i| {
+            (0..spans.len()).any(|j| j != i && spans[i].0 < spans[j].1 && spans[j].0 < spans[i].1)
+        })
         .count();
     ExecutionSummary {
         request_id: u.to_owned(),
@@ -292,7 +371,10 @@ mod tests {
         fn check(&self, call: &Call) -> Result<(), CallFailure> {
             match call.command.fun.as_str() {
                 "echo" | "echos" | "sleep" | "fail" => Ok(()),
-                other => Err(CallFailure::new(codes::COMMAND_NOT_FOUND, format!("no function '{other}'"))),
+                other => Err(CallFailure::new(
+                    codes::COMMAND_NOT_FOUND,
+                    format!("no function '{other}'"),
+                )),
             }
         }
         fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
@@ -306,7 +388,10 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         Ok(json!(ms))
                     }
-                    _ => Err(CallFailure::new(codes::EXECUTION_FAILED, "failed on purpose")),
+                    _ => Err(CallFailure::new(
+                        codes::EXECUTION_FAILED,
+                        "failed on purpose",
+                    )),
                 }
             })
         }
@@ -318,7 +403,15 @@ mod tests {
     }
 
     async fn exec(r: RpcRequest, deadline_ms: u64) -> RpcResponse {
-        execute(r, Arc::new(Inline), ExecOptions { deadline: Duration::from_millis(deadline_ms), on_level: None }).await
+        execute(
+            r,
+            Arc::new(Inline),
+            ExecOptions {
+                deadline: Duration::from_millis(deadline_ms),
+                on_level: None,
+            },
+        )
+        .await
     }
 
     #[tokio::test]
@@ -329,7 +422,10 @@ mod tests {
             {"name": "second", "fun": "echos", "args": ["first", "lit"]},
         ]));
         let reply = exec(r, 1000).await;
-        assert_eq!(serde_json::to_value(reply.r).expect("json"), json!({"third": [["hello", "lit"], {"k": "hello"}]}));
+        assert_eq!(
+            serde_json::to_value(reply.r).expect("json"),
+            json!({"third": [["hello", "lit"], {"k": "hello"}]})
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -342,7 +438,10 @@ mod tests {
         let t = tokio::time::Instant::now();
         let reply = exec(r.clone(), 1000).await;
         assert!(t.elapsed() < Duration::from_millis(150), "a and b overlap");
-        assert_eq!(serde_json::to_value(reply.r).expect("json"), json!({"c": [100, 100]}));
+        assert_eq!(
+            serde_json::to_value(reply.r).expect("json"),
+            json!({"c": [100, 100]})
+        );
         let reply = exec(r, 50).await;
         assert_eq!(reply.error.map(|e| e.code), Some(codes::DEADLINE_EXCEEDED));
     }
@@ -359,12 +458,17 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(10));
         let e = reply.error.expect("error");
         assert_eq!(e.code, codes::EXECUTION_FAILED);
-        assert_eq!(e.details, json!("command 'bad' (fun 'fail'): failed on purpose"));
+        assert_eq!(
+            e.details,
+            json!("command 'bad' (fun 'fail'): failed on purpose")
+        );
     }
 
     #[tokio::test]
     async fn unknown_function_fails_before_anything_runs() {
-        let r = req(json!([{"name": "a", "fun": "echo", "args": [1]}, {"name": "b", "fun": "nope", "args": ["a"]}]));
+        let r = req(
+            json!([{"name": "a", "fun": "echo", "args": [1]}, {"name": "b", "fun": "nope", "args": ["a"]}]),
+        );
         let e = exec(r, 1000).await.error.expect("error");
         assert_eq!(e.code, codes::COMMAND_NOT_FOUND);
     }
@@ -379,12 +483,21 @@ mod tests {
         r.return_intermediate_results = true;
         r.include_execution_summary = true;
         let reply = exec(r, 1000).await;
-        assert_eq!(serde_json::to_value(&reply.r).expect("json"), json!({"b": [1]}));
+        assert_eq!(
+            serde_json::to_value(&reply.r).expect("json"),
+            json!({"b": [1]})
+        );
         let ir = reply.intermediate_results.expect("intermediate");
         assert_eq!(ir.len(), 2);
         assert_eq!(ir[0].level_index, 0);
-        assert_eq!(serde_json::to_value(&ir[0].level_results).expect("json"), json!({"a": 1, "lone": 50}));
-        assert_eq!(serde_json::to_value(&ir[1].accumulated_results).expect("json"), json!({"a": 1, "lone": 50, "b": [1]}));
+        assert_eq!(
+            serde_json::to_value(&ir[0].level_results).expect("json"),
+            json!({"a": 1, "lone": 50})
+        );
+        assert_eq!(
+            serde_json::to_value(&ir[1].accumulated_results).expect("json"),
+            json!({"a": 1, "lone": 50, "b": [1]})
+        );
         let s = reply.execution_summary.expect("summary");
         assert_eq!(s.total_levels, 2);
         assert_eq!(s.bottleneck_level_index, 0);

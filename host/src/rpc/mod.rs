@@ -2,9 +2,9 @@
 //! version constraints (pure), then execute and route (node feature).
 
 pub mod plan;
+pub mod route;
 pub mod substitute;
 pub mod version;
-pub mod route;
 
 #[cfg(feature = "node")]
 pub mod builtins;

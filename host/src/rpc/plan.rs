@@ -38,7 +38,10 @@ pub struct Plan {
 impl Plan {
     /// Everything command `i` waits for before it starts.
     pub fn waits_for(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        self.deps[i].iter().chain(self.kwarg_deps[i].iter()).copied()
+        self.deps[i]
+            .iter()
+            .chain(self.kwarg_deps[i].iter())
+            .copied()
     }
 
     /// The commands whose results form the reply.
@@ -90,13 +93,14 @@ pub fn plan(cmds: &[RpcCommand]) -> Result<Plan, PlanError> {
         .iter()
         .map(|c| {
             let mut out = Vec::new();
-            c.args.iter().for_each(|a| collect_refs(a, &names, &mut out));
+            c.args
+                .iter()
+                .for_each(|a| collect_refs(a, &names, &mut out));
             sorted_unique(out)
         })
         .collect();
-    let level_of = levels_of(&deps).map_err(|cycle| {
-        PlanError::Cycle(cycle.iter().map(|&i| cmds[i].name.clone()).collect())
-    })?;
+    let level_of = levels_of(&deps)
+        .map_err(|cycle| PlanError::Cycle(cycle.iter().map(|&i| cmds[i].name.clone()).collect()))?;
     let depth = level_of.iter().max().map_or(0, |m| m + 1);
     let mut levels = vec![Vec::new(); depth];
     for (i, &l) in level_of.iter().enumerate() {
@@ -107,12 +111,19 @@ pub fn plan(cmds: &[RpcCommand]) -> Result<Plan, PlanError> {
         .enumerate()
         .map(|(i, c)| {
             let mut out = Vec::new();
-            c.kwargs.values().for_each(|v| collect_refs(v, &names, &mut out));
+            c.kwargs
+                .values()
+                .for_each(|v| collect_refs(v, &names, &mut out));
             out.retain(|&d| level_of[d] < level_of[i]);
             sorted_unique(out)
         })
         .collect();
-    Ok(Plan { deps, kwarg_deps, level_of, levels })
+    Ok(Plan {
+        deps,
+        kwarg_deps,
+        level_of,
+        levels,
+    })
 }
 
 /// Level of every node (0 without deps, else one more than its deepest dep), or one cycle.
@@ -175,7 +186,9 @@ mod tests {
     use serde_json::json;
 
     fn cmd(name: &str, args: Value) -> RpcCommand {
-        let Value::Array(args) = args else { panic!("args must be an array") };
+        let Value::Array(args) = args else {
+            panic!("args must be an array")
+        };
         RpcCommand::new(name, "echo", args)
     }
 
@@ -200,12 +213,18 @@ mod tests {
     fn field_paths_and_nesting_are_references_substrings_are_not() {
         let cmds = vec![
             cmd("d", json!([5])),
-            cmd("e", json!(["d.inner.value", [["d"]], {"x": {"y": "d.list"}}])),
+            cmd(
+                "e",
+                json!(["d.inner.value", [["d"]], {"x": {"y": "d.list"}}]),
+            ),
             cmd("f", json!(["xd", "d_", "|d", {"d": 1}])),
         ];
         let p = plan(&cmds).expect("plans");
         assert_eq!(p.deps[1], vec![0]);
-        assert!(p.deps[2].is_empty(), "substrings, prefixes and keys never count");
+        assert!(
+            p.deps[2].is_empty(),
+            "substrings, prefixes and keys never count"
+        );
         assert_eq!(names_of(&cmds, p.last_level()), ["e"]);
         assert_eq!(names_of(&cmds, &p.levels[0]), ["d", "f"]);
     }
@@ -215,12 +234,21 @@ mod tests {
         assert_eq!(plan(&[]), Err(PlanError::Empty));
         let dup = vec![cmd("a", json!([])), cmd("a", json!([1]))];
         assert_eq!(plan(&dup), Err(PlanError::DuplicateName("a".into())));
-        let cyc = vec![cmd("a", json!(["b"])), cmd("b", json!(["c"])), cmd("c", json!(["a"]))];
-        let Err(PlanError::Cycle(c)) = plan(&cyc) else { panic!("cycle expected") };
+        let cyc = vec![
+            cmd("a", json!(["b"])),
+            cmd("b", json!(["c"])),
+            cmd("c", json!(["a"])),
+        ];
+        let Err(PlanError::Cycle(c)) = plan(&cyc) else {
+            panic!("cycle expected")
+        };
         assert_eq!(c.first(), c.last());
         assert_eq!(c.len(), 4);
         let deep_self = vec![cmd("a", json!([{"x": [[{"y": "a.z"}]]}]))];
-        assert_eq!(plan(&deep_self), Err(PlanError::Cycle(vec!["a".into(), "a".into()])));
+        assert_eq!(
+            plan(&deep_self),
+            Err(PlanError::Cycle(vec!["a".into(), "a".into()]))
+        );
     }
 
     #[test]
@@ -232,7 +260,10 @@ mod tests {
         let cmds = vec![cmd("a", json!([1])), b, c];
         let p = plan(&cmds).expect("plans");
         assert_eq!(p.kwarg_deps[1], vec![0]);
-        assert!(p.kwarg_deps[2].is_empty(), "c is level 0; b is later, so it stays literal");
+        assert!(
+            p.kwarg_deps[2].is_empty(),
+            "c is level 0; b is later, so it stays literal"
+        );
         assert_eq!(p.level_of, vec![0, 1, 0]);
     }
 
@@ -240,9 +271,10 @@ mod tests {
     fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
         (1usize..40).prop_flat_map(|n| {
             (0..n)
-                .map(|i| proptest::collection::vec(0..i.max(1), 0..4.min(i + 1)).prop_map(move |d| {
-                    if i == 0 { Vec::new() } else { d }
-                }))
+                .map(|i| {
+                    proptest::collection::vec(0..i.max(1), 0..4.min(i + 1))
+                        .prop_map(move |d| if i == 0 { Vec::new() } else { d })
+                })
                 .collect::<Vec<_>>()
         })
     }

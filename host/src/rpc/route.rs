@@ -23,10 +23,15 @@ pub fn matches<C: Candidate + ?Sized>(
     constraint: Option<&VersionConstraint>,
     cluster_id: &str,
 ) -> bool {
-    cmd.function_id.as_deref().is_none_or(|id| id == c.function_id())
+    cmd.function_id
+        .as_deref()
+        .is_none_or(|id| id == c.function_id())
         && constraint.is_none_or(|vc| vc.matches(c.version()))
         && cmd.locs.iter().all(|l| c.has_resource(l))
-        && cmd.target_cluster.as_deref().is_none_or(|t| t == cluster_id)
+        && cmd
+            .target_cluster
+            .as_deref()
+            .is_none_or(|t| t == cluster_id)
 }
 
 /// The highest-versioned candidate that serves `cmd`.

@@ -52,7 +52,9 @@ mod tests {
         let Value::Object(m) = json!({
             "first": "hello",
             "d": {"inner": {"value": 5}, "list": [1, 2, 3]},
-        }) else { unreachable!() };
+        }) else {
+            unreachable!()
+        };
         m
     }
 
@@ -67,7 +69,10 @@ mod tests {
     fn nested_values_substituted_keys_untouched() {
         let mut args = json!([{"first": ["first", {"k": "first"}]}, "firstly", "d.list.0"]);
         substitute(&mut args, &results());
-        assert_eq!(args, json!([{"first": ["hello", {"k": "hello"}]}, "firstly", "d.list.0"]));
+        assert_eq!(
+            args,
+            json!([{"first": ["hello", {"k": "hello"}]}, "firstly", "d.list.0"])
+        );
     }
 
     #[test]

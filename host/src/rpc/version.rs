@@ -23,11 +23,20 @@ pub struct VersionConstraint {
 impl VersionConstraint {
     /// Parses MPREG or semver syntax. An empty constraint (after stripping) matches everything.
     pub fn parse(text: &str) -> Result<Self, ConstraintError> {
-        let err = |reason: String| ConstraintError { constraint: text.to_owned(), reason };
+        let err = |reason: String| ConstraintError {
+            constraint: text.to_owned(),
+            reason,
+        };
         let cleaned: String = text.replace(['(', ')'], " ").replace("version", " ");
         let mut comparators = Vec::new();
         for part in cleaned.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            comparators.push(parse_part(part).map_err(err)?);
+            if part.starts_with(['^', '~']) || part.contains(['*', 'x', 'X']) {
+                // semver's own syntax; `*` alone is a requirement with no comparators.
+                let req = semver::VersionReq::parse(part).map_err(|e| err(e.to_string()))?;
+                comparators.extend(req.comparators);
+            } else {
+                comparators.push(parse_part(part).map_err(err)?);
+            }
         }
         Ok(VersionConstraint { comparators })
     }
@@ -39,9 +48,6 @@ impl VersionConstraint {
 }
 
 fn parse_part(part: &str) -> Result<Comparator, String> {
-    if part.starts_with(['^', '~']) || part.contains('*') || part.contains(['x', 'X']) {
-        return Comparator::parse(part).map_err(|e| e.to_string());
-    }
     let (op, rest) = [
         (">=", Op::GreaterEq),
         ("<=", Op::LessEq),
@@ -80,7 +86,11 @@ pub fn parse_version_lenient(text: &str) -> Result<Version, String> {
     }
     let full = format!("{}{}", parts.join("."), suffix);
     let v = Version::parse(&full).map_err(|e| format!("'{text}' is not a version: {e}"))?;
-    Ok(Version { build: semver::BuildMetadata::EMPTY, pre: v.pre.clone(), ..v })
+    Ok(Version {
+        build: semver::BuildMetadata::EMPTY,
+        pre: v.pre.clone(),
+        ..v
+    })
 }
 
 #[cfg(test)]

@@ -46,7 +46,11 @@ fn describe(v: &Value) -> String {
 }
 
 fn mismatch(path: &str, ty: &Type, v: &Value) -> ConvertError {
-    ConvertError { path: path.to_owned(), expected: type_name(ty), got: describe(v) }
+    ConvertError {
+        path: path.to_owned(),
+        expected: type_name(ty),
+        got: describe(v),
+    }
 }
 
 fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
@@ -145,7 +149,11 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
             if used != obj.len() {
                 let unknown: Vec<&str> = obj
                     .keys()
-                    .filter(|k| !record.fields().any(|f| f.name == *k || f.name.replace('-', "_") == **k))
+                    .filter(|k| {
+                        !record
+                            .fields()
+                            .any(|f| f.name == *k || f.name.replace('-', "_") == **k)
+                    })
                     .map(String::as_str)
                     .collect();
                 return Err(ConvertError {
@@ -158,9 +166,14 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
         }
         Type::Variant(variant) => {
             let (case_name, payload) = tagged(v).ok_or_else(bad)?;
-            let case = variant.cases().find(|c| c.name == case_name).ok_or_else(bad)?;
+            let case = variant
+                .cases()
+                .find(|c| c.name == case_name)
+                .ok_or_else(bad)?;
             let payload = match (case.ty, payload) {
-                (Some(t), Some(p)) => Some(Box::new(to_val(p, &t, &format!("{path}.{case_name}"))?)),
+                (Some(t), Some(p)) => {
+                    Some(Box::new(to_val(p, &t, &format!("{path}.{case_name}"))?))
+                }
                 (None, None | Some(Value::Null)) => None,
                 _ => return Err(bad()),
             };
@@ -195,7 +208,10 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
             let items = v.as_array().ok_or_else(bad)?;
             let mut set = Vec::with_capacity(items.len());
             for item in items {
-                let name = item.as_str().filter(|s| flags.names().any(|n| n == *s)).ok_or_else(bad)?;
+                let name = item
+                    .as_str()
+                    .filter(|s| flags.names().any(|n| n == *s))
+                    .ok_or_else(bad)?;
                 set.push(name.to_owned());
             }
             Val::Flags(set)
@@ -208,7 +224,9 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
 fn tagged(v: &Value) -> Option<(&str, Option<&Value>)> {
     match v {
         Value::String(s) => Some((s.as_str(), None)),
-        Value::Object(obj) if obj.len() == 1 => obj.iter().next().map(|(k, p)| (k.as_str(), Some(p))),
+        Value::Object(obj) if obj.len() == 1 => {
+            obj.iter().next().map(|(k, p)| (k.as_str(), Some(p)))
+        }
         _ => None,
     }
 }
@@ -247,10 +265,17 @@ pub fn to_json(v: Val) -> Value {
                     .collect();
                 Value::Object(map)
             } else {
-                Value::Array(pairs.into_iter().map(|(k, v)| Value::Array(vec![to_json(k), to_json(v)])).collect())
+                Value::Array(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| Value::Array(vec![to_json(k), to_json(v)]))
+                        .collect(),
+                )
             }
         }
-        Val::Record(fields) => Value::Object(fields.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
+        Val::Record(fields) => {
+            Value::Object(fields.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+        }
         Val::Variant(case, None) | Val::Enum(case) => Value::String(case),
         Val::Variant(case, Some(p)) => single(case, to_json(*p)),
         Val::Option(None) => Value::Null,
@@ -278,8 +303,12 @@ pub fn is_supported(ty: &Type) -> bool {
         Type::Tuple(t) => t.types().all(|t| is_supported(&t)),
         Type::Variant(v) => v.cases().all(|c| c.ty.as_ref().is_none_or(is_supported)),
         Type::Option(o) => is_supported(&o.ty()),
-        Type::Result(r) => r.ok().as_ref().is_none_or(is_supported) && r.err().as_ref().is_none_or(is_supported),
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => false,
+        Type::Result(r) => {
+            r.ok().as_ref().is_none_or(is_supported) && r.err().as_ref().is_none_or(is_supported)
+        }
+        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+            false
+        }
         Type::FixedLengthList(_) => false,
         _ => true,
     }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -13,7 +13,6 @@ wasmtime::component::bindgen!({
     world: "mpreg:plugin/plugin@0.1.0",
     exports: { default: async },
 });
-
 
 /// How much a guest may write to stderr per call; what it writes there (a panic message, say) is
 /// attached to the error when the call fails.
@@ -60,14 +59,20 @@ impl HostState {
         let raw = self.stderr.contents();
         let text = String::from_utf8_lossy(&raw);
         // Rust's panic hint is noise for someone reading an RPC error.
-        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
         lines.join("\n").trim().to_owned()
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

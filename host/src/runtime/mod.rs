@@ -15,8 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type, Val, types::ComponentItem};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::component::{
+    Component, ComponentExportIndex, InstancePre, Linker, Type, Val, types::ComponentItem,
+};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 
 use host::{HostState, PluginPre};
 
@@ -154,7 +159,10 @@ pub struct LoadedPlugin {
 
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin").field("manifest", &self.manifest).field("origin", &self.origin).finish()
+        f.debug_struct("LoadedPlugin")
+            .field("manifest", &self.manifest)
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -219,7 +227,12 @@ impl Runtime {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("epoch ticker: {e}")))?;
-        Ok(Runtime { engine, linker, config, stop_ticker })
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+            stop_ticker,
+        })
     }
 
     /// The settings in force.
@@ -234,43 +247,78 @@ impl Runtime {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| LoadError::Engine(e.to_string()))?
-            .map_err(|e| LoadError::Compile { origin: source.to_owned(), reason: format!("{e:#}") })?;
-        let world = |reason: String| LoadError::World { origin: source.to_owned(), reason };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| world(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Compile {
+                origin: source.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let world = |reason: String| LoadError::World {
+            origin: source.to_owned(),
+            reason,
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| world(format!("{e:#}")))?;
         let plugin_pre = PluginPre::new(pre.clone()).map_err(|e| world(format!("{e:#}")))?;
 
         let mut store = self.store("loader".into(), "load".into());
         let described = async {
             let plugin = plugin_pre.instantiate_async(&mut store).await?;
-            plugin.mpreg_plugin_metadata().call_describe(&mut store).await
+            plugin
+                .mpreg_plugin_metadata()
+                .call_describe(&mut store)
+                .await
         }
         .await
         .map_err(|e| {
             let stderr = store.data().stderr_text();
             world(format!("calling describe failed: {e:#} {stderr}"))
         })?;
-        let manifest_err = |reason: String| LoadError::Manifest { origin: source.to_owned(), reason };
+        let manifest_err = |reason: String| LoadError::Manifest {
+            origin: source.to_owned(),
+            reason,
+        };
         let version = crate::rpc::version::parse_version_lenient(&described.version)
             .map_err(|e| manifest_err(format!("version: {e}")))?;
-        let manifest = Manifest { name: described.name.clone(), version, resources: described.resources.clone() };
+        let manifest = Manifest {
+            name: described.name.clone(),
+            version,
+            resources: described.resources.clone(),
+        };
         if described.commands.is_empty() {
             return Err(manifest_err("no commands".into()));
         }
         let ctype = component.component_type();
         let mut functions = Vec::with_capacity(described.commands.len());
         for cmd in &described.commands {
-            if cmd.name.is_empty() || functions.iter().any(|f: &PluginFunction| f.name == cmd.name) {
-                return Err(manifest_err(format!("command name '{}' is empty or repeated", cmd.name)));
+            if cmd.name.is_empty()
+                || functions
+                    .iter()
+                    .any(|f: &PluginFunction| f.name == cmd.name)
+            {
+                return Err(manifest_err(format!(
+                    "command name '{}' is empty or repeated",
+                    cmd.name
+                )));
             }
-            let Some(ComponentItem::ComponentFunc(fty)) = ctype.get_export(&self.engine, &cmd.export_name).map(|e| e.ty) else {
+            let Some(ComponentItem::ComponentFunc(fty)) = ctype
+                .get_export(&self.engine, &cmd.export_name)
+                .map(|e| e.ty)
+            else {
                 return Err(manifest_err(format!(
                     "command '{}' names export '{}', which is not a top-level exported function",
                     cmd.name, cmd.export_name
                 )));
             };
-            let params: Vec<(String, Type)> = fty.params().map(|(n, t)| (n.to_owned(), t)).collect();
+            let params: Vec<(String, Type)> =
+                fty.params().map(|(n, t)| (n.to_owned(), t)).collect();
             let result = fty.results().next();
-            if let Some(bad) = params.iter().map(|(_, t)| t).chain(result.as_ref()).find(|t| !convert::is_supported(t)) {
+            if let Some(bad) = params
+                .iter()
+                .map(|(_, t)| t)
+                .chain(result.as_ref())
+                .find(|t| !convert::is_supported(t))
+            {
                 return Err(manifest_err(format!(
                     "command '{}' uses {}, which cannot be passed as JSON",
                     cmd.name,
@@ -296,7 +344,13 @@ impl Runtime {
                 export,
             });
         }
-        Ok(LoadedPlugin { name: described.name.as_str().into(), manifest, functions, origin: source.to_owned(), pre })
+        Ok(LoadedPlugin {
+            name: described.name.as_str().into(),
+            manifest,
+            functions,
+            origin: source.to_owned(),
+            pre,
+        })
     }
 
     fn store(&self, plugin: Arc<str>, request_id: Arc<str>) -> Store<HostState> {
@@ -328,7 +382,11 @@ impl Runtime {
     ) -> Result<Value, InvokeError> {
         let params = bind_args(func, args, kwargs)?;
         let mut store = self.store(plugin.name.clone(), request_id);
-        let mut results = if func.result.is_some() { vec![Val::Bool(false)] } else { Vec::new() };
+        let mut results = if func.result.is_some() {
+            vec![Val::Bool(false)]
+        } else {
+            Vec::new()
+        };
         let outcome = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             let f = instance
@@ -344,7 +402,9 @@ impl Runtime {
             None => Ok(Value::Null),
             // A top-level `result` is how a function reports failure: `err` fails the call.
             Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| convert::to_json(*v))),
-            Some(Val::Result(Err(e))) => Err(InvokeError::Returned(e.map_or(Value::Null, |v| convert::to_json(*v)))),
+            Some(Val::Result(Err(e))) => Err(InvokeError::Returned(
+                e.map_or(Value::Null, |v| convert::to_json(*v)),
+            )),
             Some(v) => Ok(convert::to_json(v)),
         }
     }
@@ -356,7 +416,9 @@ impl Runtime {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => InvokeError::Timeout(self.config.call_timeout_ms),
             Some(Trap::StackOverflow) => InvokeError::StackOverflow,
-            Some(Trap::AllocationTooLarge) => InvokeError::MemoryLimit(self.config.memory_limit_mib),
+            Some(Trap::AllocationTooLarge) => {
+                InvokeError::MemoryLimit(self.config.memory_limit_mib)
+            }
             Some(trap) => {
                 let stderr = store.data().stderr_text();
                 if stderr.is_empty() {
@@ -378,7 +440,11 @@ impl Runtime {
 }
 
 /// Lines up positional and keyword arguments with the parameters and converts them.
-fn bind_args(func: &PluginFunction, args: &[Value], kwargs: &Map<String, Value>) -> Result<Vec<Val>, InvokeError> {
+fn bind_args(
+    func: &PluginFunction,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Vec<Val>, InvokeError> {
     if args.len() > func.params.len() {
         return Err(InvokeError::BadArguments(format!(
             "'{}' takes {} argument(s) {}, got {}",
@@ -388,7 +454,12 @@ fn bind_args(func: &PluginFunction, args: &[Value], kwargs: &Map<String, Value>)
             args.len()
         )));
     }
-    if let Some(unknown) = kwargs.keys().find(|k| !func.params.iter().any(|(n, _)| n == *k || n.replace('-', "_") == **k)) {
+    if let Some(unknown) = kwargs.keys().find(|k| {
+        !func
+            .params
+            .iter()
+            .any(|(n, _)| n == *k || n.replace('-', "_") == **k)
+    }) {
         return Err(InvokeError::BadArguments(format!(
             "'{}' has no parameter named '{unknown}' {}",
             func.name, func.signature
@@ -396,7 +467,9 @@ fn bind_args(func: &PluginFunction, args: &[Value], kwargs: &Map<String, Value>)
     }
     let mut vals = Vec::with_capacity(func.params.len());
     for (i, (pname, pty)) in func.params.iter().enumerate() {
-        let by_name = kwargs.get(pname).or_else(|| kwargs.get(&pname.replace('-', "_")));
+        let by_name = kwargs
+            .get(pname)
+            .or_else(|| kwargs.get(&pname.replace('-', "_")));
         let value = match (args.get(i), by_name) {
             (Some(_), Some(_)) => {
                 return Err(InvokeError::BadArguments(format!(

@@ -22,10 +22,19 @@ pub fn type_name(ty: &Type) -> String {
         Type::List(l) => format!("list<{}>", type_name(&l.ty())),
         Type::Map(m) => format!("map<{}, {}>", type_name(&m.key()), type_name(&m.value())),
         Type::Record(r) => {
-            let fields: Vec<String> = r.fields().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect();
+            let fields: Vec<String> = r
+                .fields()
+                .map(|f| format!("{}: {}", f.name, type_name(&f.ty)))
+                .collect();
             format!("record {{ {} }}", fields.join(", "))
         }
-        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
+        Type::Tuple(t) => format!(
+            "tuple<{}>",
+            t.types()
+                .map(|t| type_name(&t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Type::Variant(v) => {
             let cases: Vec<String> = v
                 .cases()
@@ -56,7 +65,10 @@ pub fn type_name(ty: &Type) -> String {
 
 /// `func(a: s32, b: s32) -> s32`.
 pub fn func_signature(params: &[(String, Type)], result: Option<&Type>) -> String {
-    let ps: Vec<String> = params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect();
+    let ps: Vec<String> = params
+        .iter()
+        .map(|(n, t)| format!("{n}: {}", type_name(t)))
+        .collect();
     match result {
         Some(r) => format!("func({}) -> {}", ps.join(", "), type_name(r)),
         None => format!("func({})", ps.join(", ")),

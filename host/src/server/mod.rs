@@ -54,7 +54,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
         hard_stop.cancel();
     });
     let token = state.shutdown.clone();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await
+    {
         tracing::error!(error = %e, "server stopped with an error");
     }
 }

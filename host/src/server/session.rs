@@ -127,14 +127,32 @@ fn encode(reply: &RpcResponse, max: usize) -> Message {
         reply.u.clone(),
         RpcErrorBody::new(
             codes::RESOURCE_LIMIT,
-            format!("reply of {} bytes exceeds the limit of {max} bytes", text.len()),
+            format!(
+                "reply of {} bytes exceeds the limit of {max} bytes",
+                text.len()
+            ),
         ),
     );
-    Message::Text(Utf8Bytes::from(serde_json::to_string(&err).unwrap_or_default()))
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(&err).unwrap_or_default(),
+    ))
 }
 
-async fn send_error(tx: &mpsc::Sender<Message>, u: String, code: i64, message: &str, details: String) {
-    let reply = RpcResponse::err(u, RpcErrorBody { code, message: message.to_owned(), details: Value::String(details) });
+async fn send_error(
+    tx: &mpsc::Sender<Message>,
+    u: String,
+    code: i64,
+    message: &str,
+    details: String,
+) {
+    let reply = RpcResponse::err(
+        u,
+        RpcErrorBody {
+            code,
+            message: message.to_owned(),
+            details: Value::String(details),
+        },
+    );
     let _ = tx.send(encode(&reply, usize::MAX)).await;
 }
 
@@ -157,12 +175,18 @@ async fn handle(
         return send_error(tx, req.u, codes::OVERLOADED, "Overloaded", details).await;
     }
     let default = state.config.request_timeout_ms;
-    let timeout_ms = req.timeout_ms.unwrap_or(default).clamp(1, state.config.max_request_timeout_ms);
+    let timeout_ms = req
+        .timeout_ms
+        .unwrap_or(default)
+        .clamp(1, state.config.max_request_timeout_ms);
     let simple = req.cmds.len() == 1
         && !req.return_intermediate_results
         && !req.include_execution_summary
         && !req.stream_intermediate_results
-        && matches!(Builtin::lookup(&req.cmds[0].fun), Some(Builtin::Echo | Builtin::Echos));
+        && matches!(
+            Builtin::lookup(&req.cmds[0].fun),
+            Some(Builtin::Echo | Builtin::Echos)
+        );
     let request_u = req.u.clone();
     let opts = |tx: &mpsc::Sender<Message>, stream: bool| ExecOptions {
         deadline: Duration::from_millis(timeout_ms),
@@ -170,7 +194,11 @@ async fn handle(
             let tx = tx.clone();
             let u = request_u.clone();
             Box::new(move |ir: &crate::protocol::IntermediateResult| {
-                let msg = RpcIntermediate { role: "rpc-intermediate".into(), u: u.clone(), result: ir.clone() };
+                let msg = RpcIntermediate {
+                    role: "rpc-intermediate".into(),
+                    u: u.clone(),
+                    result: ir.clone(),
+                };
                 if let Ok(text) = serde_json::to_string(&msg) {
                     // Streaming is best effort: a full queue drops the update, never blocks the request.
                     let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
@@ -184,7 +212,9 @@ async fn handle(
         let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
         return;
     }
-    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+    let Ok(permit) = permits.clone().acquire_owned().await else {
+        return;
+    };
     let opts = opts(tx, req.stream_intermediate_results);
     let (state, tx, gone) = (state.clone(), tx.clone(), gone.clone());
     in_flight.spawn(async move {
@@ -219,10 +249,26 @@ async fn reject(bytes: &[u8], typed: Option<serde_json::Error>, tx: &mpsc::Sende
         return;
     };
     match head.role.as_deref() {
-        None => send_error(tx, u, codes::UNKNOWN_ROLE, "Unknown role", "message has no `role`".into()).await,
+        None => {
+            send_error(
+                tx,
+                u,
+                codes::UNKNOWN_ROLE,
+                "Unknown role",
+                "message has no `role`".into(),
+            )
+            .await
+        }
         Some("rpc") => {
             let why = typed.map_or_else(|| "invalid request".to_owned(), |e| e.to_string());
-            send_error(tx, u, codes::MALFORMED_REQUEST, "Malformed request", format!("invalid rpc request: {why}")).await
+            send_error(
+                tx,
+                u,
+                codes::MALFORMED_REQUEST,
+                "Malformed request",
+                format!("invalid rpc request: {why}"),
+            )
+            .await
         }
         Some(other) => {
             let details = format!("role '{other}' is not supported by this node");

@@ -1,0 +1,78 @@
+//! One plugin invocation (fresh instance + call, JSON in and out) against the same logic as a
+//! native Rust function: `cargo bench -p mpreg-tests --bench invoke`.
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mpreg::runtime::{Runtime, RuntimeConfig};
+use serde_json::{Map, Value, json};
+use std::hint::black_box;
+
+/// What `text.identity` does, natively, including the JSON conversion the host does around it.
+fn native_identity(args: &[Value]) -> Value {
+    let s: String = args
+        .first()
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_default();
+    Value::String(black_box(s))
+}
+
+/// What `math.add` does, natively.
+fn native_add(args: &[Value]) -> Value {
+    let a = args[0].as_i64().unwrap_or(0) as i32;
+    let b = args[1].as_i64().unwrap_or(0) as i32;
+    json!(black_box(a).wrapping_add(b))
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let load = |name: &str| {
+        let bytes =
+            std::fs::read(mpreg_tests::plugin(name)).expect("plugin built by the build script");
+        Arc::new(rt.block_on(runtime.load(bytes, name)).expect("loads"))
+    };
+    let text = load("text");
+    let math = load("math");
+    let kwargs = Map::new();
+    let request: Arc<str> = "bench".into();
+
+    let identity = text
+        .functions
+        .iter()
+        .find(|f| f.name == "identity")
+        .expect("identity");
+    let args = vec![json!("hello")];
+    c.bench_function("native identity (json in/out)", |b| {
+        b.iter(|| native_identity(black_box(&args)))
+    });
+    c.bench_function("plugin identity: fresh instance + call", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.invoke(&text, identity, &args, &kwargs, request.clone()))
+                .expect("call")
+        })
+    });
+
+    let add = math
+        .functions
+        .iter()
+        .find(|f| f.name == "add")
+        .expect("add");
+    let args = vec![json!(2), json!(3)];
+    c.bench_function("native add (json in/out)", |b| {
+        b.iter(|| native_add(black_box(&args)))
+    });
+    c.bench_function("plugin add: fresh instance + call", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.invoke(&math, add, &args, &kwargs, request.clone()))
+                .expect("call")
+        })
+    });
+}
+
+criterion_group!(invoke, benches);
+criterion_main!(invoke);
