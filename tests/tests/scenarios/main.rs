@@ -1,1 +1,4 @@
+mod bad_input;
+mod chaos;
 mod conformance;
+mod lifecycle;

@@ -1,0 +1,125 @@
+//! The `mpreg` binary end to end: `server start --port 0` prints its URL, `call` and `request`
+//! talk to it, SIGTERM stops it cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mpreg");
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> (Server, String) {
+    let mut child = Command::new(BIN)
+        .args(["server", "start", "--port", "0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mpreg");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let url = line.split_whitespace().last().expect("url").to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{line}");
+    (Server(child), url)
+}
+
+fn mpreg(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run mpreg");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_call_request_and_sigterm() {
+    let (mut server, url) = start(&["--resources", "edge,ssd", "--cluster-id", "c1"]);
+    let (ok, out, _) = mpreg(&["call", &url, "echo", "{\"a\": [1, 2]}"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json"),
+        serde_json::json!({"a": [1, 2]})
+    );
+    let (ok, out, _) = mpreg(&["call", &url, "echos", "1", "word", "--locs", "edge"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json"),
+        serde_json::json!([1, "word"])
+    );
+    let (ok, _, err) = mpreg(&["call", &url, "nope"]);
+    assert!(!ok);
+    assert!(err.contains("1001"), "{err}");
+    let (ok, _, err) = mpreg(&["call", &url, "echo", "1", "--locs", "gpu"]);
+    assert!(!ok && err.contains("1001"), "{err}");
+
+    let file = std::env::temp_dir().join(format!("mpreg-req-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"[{"name":"a","fun":"echo","args":["x"]},{"name":"b","fun":"echos","args":["a","a"]}]"#,
+    )
+    .expect("write");
+    let (ok, out, _) = mpreg(&["request", &url, file.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    let reply: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(reply["r"], serde_json::json!({"b": ["x", "x"]}));
+    let _ = std::fs::remove_file(&file);
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let t = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bad_flags_and_files_fail_with_a_message() {
+    let (ok, out, _) = mpreg(&["--help"]);
+    assert!(ok && out.contains("server") && out.contains("bench"));
+    let (ok, _, err) = mpreg(&[
+        "server",
+        "start",
+        "--port",
+        "0",
+        "--plugin",
+        "/nonexistent.wasm",
+    ]);
+    assert!(
+        !ok && err.contains("cannot read plugin /nonexistent.wasm"),
+        "{err}"
+    );
+    let cfg = std::env::temp_dir().join(format!("mpreg-bad-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[server]\nprot = 1\n").expect("write");
+    let (ok, _, err) = mpreg(&["server", "start", "--config", cfg.to_str().expect("path")]);
+    assert!(!ok && err.contains("prot"), "{err}");
+    let _ = std::fs::remove_file(&cfg);
+    let (ok, _, err) = mpreg(&["call", "ws://127.0.0.1:1", "echo", "1"]);
+    assert!(!ok && err.contains("cannot connect"), "{err}");
+}

@@ -1,0 +1,138 @@
+//! Start-up from a config file, the Rust client, and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mpreg::client::ClientError;
+use mpreg::config::NodeConfig;
+use mpreg::protocol::RpcCommand;
+use mpreg_tests::{TestNode, error_of, plugin, rpc_frame, test_config};
+use serde_json::json;
+
+#[tokio::test]
+async fn config_file_loads_plugins_and_rejects_bad_ones() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("mpreg-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "plugins = [{:?}]\n[server]\nport = 0\n[node]\nresources = [\"ssd\"]\n",
+            plugin("text").display().to_string()
+        ),
+    )?;
+    let cfg = NodeConfig::from_file(&path)?;
+    let node = TestNode::with_config(cfg).await?;
+    let client = node.client().await?;
+    assert_eq!(
+        client.call("upper", vec![json!("abc")]).await?,
+        json!("ABC")
+    );
+    // Not a component: a clear start-up error.
+    let bogus = dir.join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0garbage")?;
+    let mut cfg = test_config();
+    cfg.plugins = vec![bogus];
+    let err = mpreg::node::start(cfg).await.err().expect("must fail");
+    assert!(
+        err.to_string()
+            .contains("is not a loadable WebAssembly component"),
+        "{err}"
+    );
+    // The same plugin twice: duplicate versions are refused.
+    let mut cfg = test_config();
+    cfg.plugins = vec![plugin("math"), plugin("math")];
+    let err = mpreg::node::start(cfg).await.err().expect("must fail");
+    assert!(err.to_string().contains("already provided"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_keeps_many_requests_in_flight_and_types_errors() -> Result<()> {
+    let node = TestNode::start().await?;
+    let client = node.client().await?;
+    let calls = (0..500).map(|i| {
+        let c = client.clone();
+        async move { c.call("add", vec![json!(i), json!(i)]).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r?, json!(2 * i));
+    }
+    let r = client
+        .request(vec![
+            RpcCommand::new("a", "add", vec![json!(1), json!(2)]),
+            RpcCommand::new("b", "mul", vec![json!("a"), json!(2.5)]),
+        ])
+        .await?;
+    assert_eq!(r["b"], json!(7.5));
+    let err = client.call("nope", vec![]).await.expect_err("unknown");
+    assert_eq!(err.code(), Some(1001));
+    let err = client
+        .call("add", vec![json!("x"), json!(1)])
+        .await
+        .expect_err("bad arg");
+    assert!(matches!(err, ClientError::Rpc { code: 1003, .. }), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_closes() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.runtime.call_timeout_ms = 5_000;
+    let node = TestNode::with_config(cfg).await?;
+    let mut ws = node.raw().await?;
+    ws.send_binary(&rpc_frame(
+        "inflight",
+        json!([{"name": "b", "fun": "busy", "args": [400]}]),
+    ))
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let url = node.url.clone();
+    let t = Instant::now();
+    let stopping = tokio::spawn(node.handle.shutdown());
+    let reply = ws.recv().await?;
+    assert_eq!(
+        reply["r"]["b"],
+        json!(400),
+        "the in-flight request finished: {reply}"
+    );
+    let close = ws.closed().await?;
+    if let Some(c) = close {
+        assert_eq!(u16::from(c.code), 1001);
+    }
+    tokio::time::timeout(Duration::from_secs(5), stopping).await??;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        mpreg_tests::RawWs::connect(&url).await.is_err(),
+        "no longer accepting"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_past_the_grace_period_get_an_error_not_silence() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.runtime.call_timeout_ms = 10_000;
+    cfg.server.shutdown_grace_ms = 200;
+    let node = TestNode::with_config(cfg).await?;
+    let mut ws = node.raw().await?;
+    ws.send_binary(&rpc_frame(
+        "long",
+        json!([{"name": "b", "fun": "busy", "args": [5000]}]),
+    ))
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(node.handle.shutdown());
+    let reply = ws.recv().await?;
+    let (code, details) = error_of(&reply)?;
+    assert_eq!(code, 1007);
+    assert!(details.contains("shut down"), "{details}");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await??;
+    Ok(())
+}
