@@ -196,8 +196,7 @@ async fn throughput(
 }
 
 fn frame(cmds: &[RpcCommand]) -> String {
-    let text = serde_json::to_string(&RpcRequest::new("__U__", cmds.to_vec())).unwrap_or_default();
-    text
+    serde_json::to_string(&RpcRequest::new("__U__", cmds.to_vec())).unwrap_or_default()
 }
 
 fn cmd(name: &str, fun: &str, args: Vec<Value>) -> RpcCommand {

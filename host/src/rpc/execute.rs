@@ -59,12 +59,18 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>>;
 }
 
+/// Receives each completed level, in level order.
+pub type LevelHook = Box<dyn FnMut(&IntermediateResult) + Send>;
+
+/// A running command: its index, when it started, and how it ended.
+type Running = BoxFuture<(usize, Duration, Result<Value, CallFailure>)>;
+
 /// Per-request options the session decides.
 pub struct ExecOptions {
     /// Deadline of the whole request.
     pub deadline: Duration,
     /// Called with each level's results, in level order, as levels complete.
-    pub on_level: Option<Box<dyn FnMut(&IntermediateResult) + Send>>,
+    pub on_level: Option<LevelHook>,
 }
 
 fn now_secs() -> f64 {
@@ -202,11 +208,8 @@ async fn run(
     let mut intermediate = Vec::new();
     let mut accumulated = Map::new();
 
-    let mut running: FuturesUnordered<BoxFuture<(usize, Duration, Result<Value, CallFailure>)>> =
-        FuturesUnordered::new();
-    let start_command = |i: usize,
-                         results: &[Option<Value>]|
-     -> BoxFuture<(usize, Duration, Result<Value, CallFailure>)> {
+    let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
+    let start_command = |i: usize, results: &[Option<Value>]| -> Running {
         let mut command = req.cmds[i].clone();
         let visible = Visible {
             cmds: &req.cmds,

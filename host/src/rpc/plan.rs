@@ -52,7 +52,7 @@ impl Plan {
 
 /// The command a string refers to, if any: the whole string is a name, or the part before its
 /// first `.` is (a field path).
-pub fn referenced<'a>(s: &str, names: &HashMap<&'a str, usize>) -> Option<usize> {
+pub fn referenced(s: &str, names: &HashMap<&str, usize>) -> Option<usize> {
     if let Some(&i) = names.get(s) {
         return Some(i);
     }

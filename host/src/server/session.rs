@@ -203,7 +203,7 @@ async fn handle(
                     // Streaming is best effort: a full queue drops the update, never blocks the request.
                     let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
                 }
-            }) as Box<dyn FnMut(&crate::protocol::IntermediateResult) + Send>
+            }) as execute::LevelHook
         }),
     };
     if simple {

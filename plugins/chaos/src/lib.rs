@@ -68,8 +68,10 @@ impl Guest for Chaos {
         if depth == 0 {
             return 0;
         }
+        // A live stack buffer per frame, so the recursion cannot be turned into a loop.
         let buf = std::hint::black_box([depth; 16]);
-        1 + Self::recurse(depth - 1) + buf[depth as usize % 16] * 0
+        let below = Self::recurse(depth - 1);
+        1 + below + u64::from(std::hint::black_box(buf)[depth as usize % 16] == u64::MAX)
     }
 
     /// Burns CPU for `ms` milliseconds of wall time, then returns `ms`.
@@ -94,7 +96,9 @@ impl exports::mpreg::plugin::metadata::Guest for Chaos {
             .command(Command::new("boom").describe("panics with message"))
             .command(Command::new("trap").describe("aborts (unreachable trap)"))
             .command(Command::new("huge").describe("returns a string of mib MiB"))
-            .command(Command::new("recurse").describe("recursion depth n (stack overflow when deep)"))
+            .command(
+                Command::new("recurse").describe("recursion depth n (stack overflow when deep)"),
+            )
             .command(Command::new("busy").describe("burns CPU for ms milliseconds"))
             .command(Command::new("fail").describe("returns err(message)"))
     }

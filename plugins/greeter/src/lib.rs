@@ -35,8 +35,16 @@ impl exports::mpreg::plugin::metadata::Guest for Greeter {
     fn describe() -> Manifest {
         let manifest = Manifest::new("greeter", env!("CARGO_PKG_VERSION"));
         // Version 2 also runs on GPU nodes, to show `locs` picking a version.
-        let manifest = if env!("CARGO_PKG_VERSION").starts_with('2') { manifest.resources(["gpu"]) } else { manifest };
-        manifest.command(Command::new("greet").function_id("greeter.greet").describe("says hello, naming its version"))
+        let manifest = if env!("CARGO_PKG_VERSION").starts_with('2') {
+            manifest.resources(["gpu"])
+        } else {
+            manifest
+        };
+        manifest.command(
+            Command::new("greet")
+                .function_id("greeter.greet")
+                .describe("says hello, naming its version"),
+        )
     }
 }
 

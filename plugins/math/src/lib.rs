@@ -79,8 +79,17 @@ impl Guest for Math {
         let count = values.len() as u32;
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mean = if values.is_empty() { 0.0 } else { values.iter().sum::<f64>() / values.len() as f64 };
-        Summary { count, mean, min: if values.is_empty() { 0.0 } else { min }, max: if values.is_empty() { 0.0 } else { max } }
+        let mean = if values.is_empty() {
+            0.0
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
+        };
+        Summary {
+            count,
+            mean,
+            min: if values.is_empty() { 0.0 } else { min },
+            max: if values.is_empty() { 0.0 } else { max },
+        }
     }
 
     fn safe_div(a: f64, b: f64) -> Option<f64> {
@@ -108,15 +117,22 @@ impl Guest for Math {
     }
 
     fn grant(p: Permissions, write: bool) -> Permissions {
-        if write { p | Permissions::WRITE } else { p - Permissions::WRITE }
+        if write {
+            p | Permissions::WRITE
+        } else {
+            p - Permissions::WRITE
+        }
     }
 
     fn is_even(n: u64) -> bool {
-        n % 2 == 0
+        n.is_multiple_of(2)
     }
 
     fn mkdict(n: i32) -> Dict {
-        Dict { inner: Inner { value: n }, list: vec![1, 2, 3] }
+        Dict {
+            inner: Inner { value: n },
+            list: vec![1, 2, 3],
+        }
     }
 }
 
@@ -126,7 +142,11 @@ impl exports::mpreg::plugin::metadata::Guest for Math {
             .resources(["cpu"])
             .command(Command::new("add").describe("a + b on 32-bit integers (wrapping)"))
             .command(Command::new("mul").describe("a * b"))
-            .command(Command::new("fib").function_id("math.fib").describe("n-th Fibonacci number; error past n = 93"))
+            .command(
+                Command::new("fib")
+                    .function_id("math.fib")
+                    .describe("n-th Fibonacci number; error past n = 93"),
+            )
             .command(Command::new("centroid").describe("mean point of a list of {x, y}"))
             .command(Command::new("stats").describe("count, mean, min and max of a list"))
             .command(Command::new("safe_div").describe("a / b, or null when b is 0"))

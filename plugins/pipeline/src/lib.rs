@@ -52,7 +52,14 @@ impl Guest for Pipeline {
     fn analyze(values: Vec<f64>) -> Analysis {
         let count = values.len();
         if count == 0 {
-            return Analysis { count: 0, sum: 0.0, mean: 0.0, min: 0.0, max: 0.0, stddev: 0.0 };
+            return Analysis {
+                count: 0,
+                sum: 0.0,
+                mean: 0.0,
+                min: 0.0,
+                max: 0.0,
+                stddev: 0.0,
+            };
         }
         let sum: f64 = values.iter().sum();
         let mean = sum / count as f64;
@@ -84,7 +91,10 @@ impl exports::mpreg::plugin::metadata::Guest for Pipeline {
     fn describe() -> Manifest {
         Manifest::new("pipeline", env!("CARGO_PKG_VERSION"))
             .resources(["cpu", "dataset-a"])
-            .command(Command::new("ingest").describe("parses numbers from text; unreadable ones become null"))
+            .command(
+                Command::new("ingest")
+                    .describe("parses numbers from text; unreadable ones become null"),
+            )
             .command(Command::new("clean").describe("drops nulls"))
             .command(Command::new("analyze").describe("count, sum, mean, min, max, stddev"))
             .command(Command::new("scale").describe("multiplies every value by factor"))

@@ -65,7 +65,8 @@ impl Guest for Text {
     }
 
     fn split_once(s: String, sep: String) -> Option<(String, String)> {
-        s.split_once(sep.as_str()).map(|(a, b)| (a.to_owned(), b.to_owned()))
+        s.split_once(sep.as_str())
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
     }
 
     fn nth_char(s: String, n: u32) -> Option<char> {

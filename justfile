@@ -1,0 +1,27 @@
+# Conveniences only: the README's commands work without `just`.
+
+# Start a node with the example plugins, call it, print results.
+demo:
+    rustup target add wasm32-wasip2 && cargo run -p mpreg-examples --example demo
+
+# The whole test suite (what CI runs after fmt and clippy).
+test:
+    rustup target add wasm32-wasip2 && cargo test --workspace
+
+# Build the example plugins into plugins/target/wasm32-wasip2/release/.
+plugins:
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+
+# A node with every example plugin on port 6666, for `mpreg call` and `mpreg bench`.
+serve: plugins
+    cargo run --release -p mpreg -- server start --port 6666 \
+        $(for p in math text pipeline chaos greeter greeter2; do echo --plugin plugins/target/wasm32-wasip2/release/mpreg_plugin_$p.wasm; done)
+
+# End-to-end load test against `just serve` (run in another terminal), then the criterion benches.
+bench:
+    cargo run --release -p mpreg -- bench --url ws://127.0.0.1:6666
+    cargo bench -p mpreg-tests
+
+# Everything CI checks.
+ci:
+    bash .ci/run
