@@ -78,22 +78,44 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// One task sends a request, waits for its reply, and repeats: the round trip a synchronous
+/// caller sees, without the hops of a multiplexed client.
 async fn latency(
     name: &str,
-    client: &Client,
+    url: &str,
     calls: usize,
-    cmds: &[RpcCommand],
+    template: &str,
 ) -> Result<Latency, ClientError> {
-    // Warm up connection, caches and instance pools.
-    for _ in 0..calls.min(200) {
-        client.request(cmds.to_vec()).await?;
-    }
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
+    let (prefix, suffix) = template.split_once("__U__").unwrap_or((template, ""));
+    let warmup = calls.min(200);
     let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
+    for n in 0..warmup + calls {
         let t = Instant::now();
-        client.request(cmds.to_vec()).await?;
-        samples.push(t.elapsed());
+        ws.send(Message::Text(format!("{prefix}l{n}{suffix}").into()))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let reply = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => break t,
+                Some(Ok(_)) => continue,
+                _ => return Err(ClientError::Closed),
+            }
+        };
+        if !reply.contains("\"error\":null") {
+            return Err(ClientError::Protocol(format!("{name}: {reply}")));
+        }
+        if n >= warmup {
+            samples.push(t.elapsed());
+        }
     }
+    let _ = ws.close(None).await;
     samples.sort();
     Ok(Latency {
         name: name.into(),
@@ -205,8 +227,10 @@ fn cmd(name: &str, fun: &str, args: Vec<Value>) -> RpcCommand {
 
 /// Runs every scenario and returns the figures.
 pub async fn run(cfg: &BenchConfig) -> Result<Report, ClientError> {
+    // Fail early, with a clear message, when the node lacks the plugin functions.
     let client = Client::connect(&cfg.url).await?;
     let f = cfg.plugin_function.as_str();
+    client.call(f, vec![json!("probe")]).await?;
     let echo = vec![cmd("echo", "echo", vec![json!("hello")])];
     let plugin = vec![cmd(f, f, vec![json!("hello")])];
     let chain = vec![
@@ -225,26 +249,20 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, ClientError> {
     ));
 
     let mut latency_runs = Vec::new();
-    latency_runs.push(latency("echo (built-in)", &client, cfg.latency_calls, &echo).await?);
+    let u = &cfg.url;
+    let n = cfg.latency_calls;
+    latency_runs.push(latency("echo (built-in)", u, n, &frame(&echo)).await?);
     latency_runs.push(
         latency(
             &format!("{f} (plugin, fresh instance)"),
-            &client,
-            cfg.latency_calls,
-            &plugin,
+            u,
+            n,
+            &frame(&plugin),
         )
         .await?,
     );
-    latency_runs.push(latency("3-step chain", &client, cfg.latency_calls / 2, &chain).await?);
-    latency_runs.push(
-        latency(
-            "10-way fan-out + aggregate",
-            &client,
-            cfg.latency_calls / 4,
-            &fan,
-        )
-        .await?,
-    );
+    latency_runs.push(latency("3-step chain", u, n / 2, &frame(&chain)).await?);
+    latency_runs.push(latency("10-way fan-out + aggregate", u, n / 4, &frame(&fan)).await?);
 
     let mut runs = Vec::new();
     let d = cfg.duration;

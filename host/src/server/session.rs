@@ -39,37 +39,20 @@ impl Drop for Counted<'_> {
 }
 
 /// Serves one connection until the client leaves or the node has drained it.
+///
+/// This task owns both halves of the socket: it reads frames, answers quick ones inline, writes
+/// the replies that request tasks queue, and flushes only when nothing else is ready, so replies
+/// go out in batches without a hop to a separate writer task.
 pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let _client = Counted::new(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
-    let writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let closing = matches!(first, Message::Close(_));
-            if sink.feed(first).await.is_err() {
-                return;
-            }
-            // Batch whatever else is ready into one flush.
-            while let Ok(next) = rx.try_recv() {
-                let closing = matches!(next, Message::Close(_));
-                if sink.feed(next).await.is_err() {
-                    return;
-                }
-                if closing {
-                    break;
-                }
-            }
-            if sink.flush().await.is_err() || closing {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
     let permits = Arc::new(Semaphore::new(state.config.max_in_flight_per_connection));
     let in_flight = TaskTracker::new();
     let gone = CancellationToken::new();
     let mut draining = false;
+    let mut unflushed = false;
+    let mut reading = true;
     loop {
         tokio::select! {
             biased;
@@ -77,36 +60,63 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 draining = true;
                 in_flight.close();
             }
-            _ = in_flight.wait(), if draining => {
-                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "node shutting down".into() };
-                let _ = tx.send(Message::Close(Some(frame))).await;
-                break;
+            Some(reply) = rx.recv() => {
+                if sink.feed(reply).await.is_err() {
+                    break;
+                }
+                unflushed = true;
             }
-            msg = stream.next() => match msg {
-                None | Some(Ok(Message::Close(_))) => {
-                    gone.cancel();
-                    break;
-                }
-                Some(Err(e)) => {
-                    if is_too_big(e) {
-                        tracing::warn!(limit = state.config.max_message_bytes, "message over the size limit; closing with 1009");
-                        let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
-                        let _ = tx.send(Message::Close(Some(frame))).await;
+            msg = stream.next(), if reading => {
+                let reply = match msg {
+                    Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &state, &tx, &permits, &in_flight, &gone, draining).await,
+                    Some(Ok(Message::Binary(b))) => handle(&b, &state, &tx, &permits, &in_flight, &gone, draining).await,
+                    // Pings are answered by the WebSocket layer; pongs need nothing.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            tracing::warn!(limit = state.config.max_message_bytes, "message over the size limit; closing with 1009");
+                            let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                        }
+                        gone.cancel();
+                        break;
                     }
-                    gone.cancel();
+                    None | Some(Ok(Message::Close(_))) => {
+                        gone.cancel();
+                        break;
+                    }
+                };
+                if let Some(reply) = reply {
+                    if sink.feed(reply).await.is_err() {
+                        break;
+                    }
+                    unflushed = true;
+                }
+            }
+            _ = in_flight.wait(), if draining && reading => {
+                // Everything in flight has finished; its replies are queued. Stop reading, send
+                // them, then say goodbye.
+                reading = false;
+                rx.close();
+            }
+            _ = std::future::ready(()), if unflushed => {
+                if sink.flush().await.is_err() {
                     break;
                 }
-                Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &state, &tx, &permits, &in_flight, &gone, draining).await,
-                Some(Ok(Message::Binary(b))) => handle(&b, &state, &tx, &permits, &in_flight, &gone, draining).await,
-                // Pings are answered by the WebSocket layer; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                unflushed = false;
+            }
+            else => {
+                // Not reading and the reply queue is drained and flushed.
+                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "node shutting down".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
             }
         }
     }
     in_flight.close();
+    let _ = sink.flush().await;
+    // Requests of a vanished client were cancelled through `gone`; this returns promptly.
     in_flight.wait().await;
-    drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
 fn is_too_big(e: axum::Error) -> bool {
@@ -138,22 +148,13 @@ fn encode(reply: &RpcResponse, max: usize) -> Message {
     ))
 }
 
-async fn send_error(
-    tx: &mpsc::Sender<Message>,
-    u: String,
-    code: i64,
-    message: &str,
-    details: String,
-) {
-    let reply = RpcResponse::err(
-        u,
-        RpcErrorBody {
-            code,
-            message: message.to_owned(),
-            details: Value::String(details),
-        },
-    );
-    let _ = tx.send(encode(&reply, usize::MAX)).await;
+fn error_message(u: String, code: i64, message: &str, details: String) -> Message {
+    let body = RpcErrorBody {
+        code,
+        message: message.to_owned(),
+        details: Value::String(details),
+    };
+    encode(&RpcResponse::err(u, body), usize::MAX)
 }
 
 /// Reads one frame and starts its request (or answers it with an error).
@@ -165,14 +166,19 @@ async fn handle(
     in_flight: &TaskTracker,
     gone: &CancellationToken,
     draining: bool,
-) {
+) -> Option<Message> {
     let req = match serde_json::from_slice::<RpcRequest>(bytes) {
         Ok(req) if req.role == "rpc" => req,
-        parsed => return reject(bytes, parsed.err(), tx).await,
+        parsed => return reject(bytes, parsed.err()),
     };
     if draining {
         let details = "node is shutting down; retry on another node".to_owned();
-        return send_error(tx, req.u, codes::OVERLOADED, "Overloaded", details).await;
+        return Some(error_message(
+            req.u,
+            codes::OVERLOADED,
+            "Overloaded",
+            details,
+        ));
     }
     let default = state.config.request_timeout_ms;
     let timeout_ms = req
@@ -209,11 +215,10 @@ async fn handle(
     if simple {
         // Built-in echo needs no task of its own: answer inline, in order.
         let reply = execute::execute(req, state.dispatcher.clone(), opts(tx, false)).await;
-        let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
-        return;
+        return Some(encode(&reply, state.config.max_reply_bytes));
     }
     let Ok(permit) = permits.clone().acquire_owned().await else {
-        return;
+        return None;
     };
     let opts = opts(tx, req.stream_intermediate_results);
     let (state, tx, gone) = (state.clone(), tx.clone(), gone.clone());
@@ -232,47 +237,42 @@ async fn handle(
         };
         let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
     });
+    None
 }
 
 /// Answers a frame that is not a valid RPC request: with an error when it has a string `u`,
 /// otherwise only a log line (there is nobody to address a reply to).
-async fn reject(bytes: &[u8], typed: Option<serde_json::Error>, tx: &mpsc::Sender<Message>) {
+fn reject(bytes: &[u8], typed: Option<serde_json::Error>) -> Option<Message> {
     let head = match serde_json::from_slice::<FrameHead>(bytes) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "dropping frame that is not a JSON object");
-            return;
+            return None;
         }
     };
     let Some(Value::String(u)) = head.u else {
         tracing::warn!("dropping frame without a string `u`");
-        return;
+        return None;
     };
-    match head.role.as_deref() {
-        None => {
-            send_error(
-                tx,
-                u,
-                codes::UNKNOWN_ROLE,
-                "Unknown role",
-                "message has no `role`".into(),
-            )
-            .await
-        }
+    Some(match head.role.as_deref() {
+        None => error_message(
+            u,
+            codes::UNKNOWN_ROLE,
+            "Unknown role",
+            "message has no `role`".into(),
+        ),
         Some("rpc") => {
             let why = typed.map_or_else(|| "invalid request".to_owned(), |e| e.to_string());
-            send_error(
-                tx,
+            error_message(
                 u,
                 codes::MALFORMED_REQUEST,
                 "Malformed request",
                 format!("invalid rpc request: {why}"),
             )
-            .await
         }
         Some(other) => {
             let details = format!("role '{other}' is not supported by this node");
-            send_error(tx, u, codes::UNKNOWN_ROLE, "Unknown role", details).await
+            error_message(u, codes::UNKNOWN_ROLE, "Unknown role", details)
         }
-    }
+    })
 }
