@@ -29,6 +29,8 @@ pub struct BenchConfig {
     pub plugin_function: String,
     /// Aggregate for the fan-out scenario: takes (list<string>, sep) (`join` of `text`).
     pub join_function: String,
+    /// Run only scenarios whose name contains this (all when empty).
+    pub only: String,
 }
 
 /// Percentiles of one latency run, in microseconds.
@@ -86,13 +88,12 @@ async fn latency(
     calls: usize,
     template: &str,
 ) -> Result<Latency, ClientError> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: url.into(),
-                reason: e.to_string(),
-            })?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
     let (prefix, suffix) = template.split_once("__U__").unwrap_or((template, ""));
     let warmup = calls.min(200);
     let mut samples = Vec::with_capacity(calls);
@@ -141,13 +142,12 @@ async fn throughput(
     let mut tasks = Vec::new();
     let started = Instant::now();
     for c in 0..connections {
-        let (ws, _) =
-            tokio_tungstenite::connect_async(url)
-                .await
-                .map_err(|e| ClientError::Connect {
-                    url: url.into(),
-                    reason: e.to_string(),
-                })?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
         let (mut sink, mut stream) = ws.split();
         let window = Arc::new(Semaphore::new(in_flight));
         let (ok, errors, w) = (ok.clone(), errors.clone(), window.clone());
@@ -187,6 +187,10 @@ async fn throughput(
                 let frame = format!("{prefix}{c}-{n}{suffix}");
                 n += 1;
                 if sink.feed(Message::Text(frame.into())).await.is_err() {
+                    break;
+                }
+                // Flush partial bursts so the node starts while the rest is being written.
+                if n % 32 == 0 && sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -248,46 +252,34 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, ClientError> {
         vec![Value::Array(parts), json!(",")],
     ));
 
+    let wanted = |name: &str| name.contains(&cfg.only);
     let mut latency_runs = Vec::new();
     let u = &cfg.url;
     let n = cfg.latency_calls;
-    latency_runs.push(latency("echo (built-in)", u, n, &frame(&echo)).await?);
-    latency_runs.push(
-        latency(
-            &format!("{f} (plugin, fresh instance)"),
-            u,
-            n,
-            &frame(&plugin),
-        )
-        .await?,
-    );
-    latency_runs.push(latency("3-step chain", u, n / 2, &frame(&chain)).await?);
-    latency_runs.push(latency("10-way fan-out + aggregate", u, n / 4, &frame(&fan)).await?);
+    let plugin_label = format!("{f} (plugin)");
+    let scenarios: [(&str, &Vec<RpcCommand>, usize); 4] = [
+        ("echo (built-in)", &echo, n),
+        (&plugin_label, &plugin, n),
+        ("3-step chain", &chain, n / 2),
+        ("10-way fan-out + aggregate", &fan, n / 4),
+    ];
+    for (name, cmds, calls) in scenarios.iter().filter(|s| wanted(s.0)) {
+        latency_runs.push(latency(name, u, *calls, &frame(cmds)).await?);
+    }
 
     let mut runs = Vec::new();
     let d = cfg.duration;
-    for (label, cmds) in [
-        ("echo (built-in)", &echo),
-        (&*format!("{f} (plugin)"), &plugin),
-    ] {
+    for (name, cmds, _) in scenarios.iter().filter(|s| wanted(s.0)) {
         let tpl = frame(cmds);
-        for in_flight in [1, 10, 100] {
-            runs.push(throughput(label, &cfg.url, &tpl, 1, in_flight, d).await?);
+        let shapes: &[(usize, usize)] = if *name == "echo (built-in)" || *name == plugin_label {
+            &[(1, 1), (1, 10), (1, 100), (4, 100)]
+        } else {
+            &[(1, 100)]
+        };
+        for &(connections, in_flight) in shapes {
+            runs.push(throughput(name, &cfg.url, &tpl, connections, in_flight, d).await?);
         }
-        runs.push(throughput(label, &cfg.url, &tpl, 4, 100, d).await?);
     }
-    runs.push(throughput("3-step chain", &cfg.url, &frame(&chain), 1, 100, d).await?);
-    runs.push(
-        throughput(
-            "10-way fan-out + aggregate",
-            &cfg.url,
-            &frame(&fan),
-            1,
-            100,
-            d,
-        )
-        .await?,
-    );
     Ok(Report {
         latency: latency_runs,
         throughput: runs,

@@ -120,6 +120,9 @@ struct BenchArgs {
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
     json: bool,
+    /// Run only scenarios whose name contains this text.
+    #[arg(long, default_value = "")]
+    only: String,
 }
 
 fn parse_json_arg(s: &str) -> Value {
@@ -266,6 +269,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         latency_calls: args.latency_calls,
         plugin_function: args.function,
         join_function: args.join,
+        only: args.only,
     };
     let report = mpreg::bench::run(&cfg).await?;
     if args.json {

@@ -111,7 +111,7 @@ impl Client {
             url: url.to_owned(),
             reason,
         };
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();

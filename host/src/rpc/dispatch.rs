@@ -8,9 +8,10 @@ use serde_json::Value;
 use super::builtins::Builtin;
 use super::execute::{BoxFuture, Call, CallFailure, Dispatcher};
 use super::route::{self, Candidate};
+use super::version::VersionConstraint;
 use crate::node::NodeInfo;
 use crate::plugin::{FunctionEntry, Registry};
-use crate::protocol::codes;
+use crate::protocol::{RpcCommand, codes};
 use crate::runtime::{InvokeError, Runtime};
 
 /// The node's dispatcher.
@@ -137,6 +138,23 @@ impl From<InvokeError> for CallFailure {
 }
 
 impl Dispatcher for LocalDispatcher {
+    fn immediate(
+        &self,
+        cmd: &RpcCommand,
+        constraint: Option<&VersionConstraint>,
+    ) -> Option<Result<Value, CallFailure>> {
+        let b = Builtin::lookup(&cmd.fun)?;
+        let cand = Local {
+            node: &self.node,
+            function_id: &cmd.fun,
+            version: &self.builtin_version,
+            resources: &[],
+            item: (),
+        };
+        route::matches(&cand, cmd, constraint, &self.node.cluster_id)
+            .then(|| b.run(cmd, &self.node, &self.registry))
+    }
+
     fn check(&self, call: &Call) -> Result<(), CallFailure> {
         self.resolve(call).map(|_| ())
     }

@@ -57,6 +57,59 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn check(&self, call: &Call) -> Result<(), CallFailure>;
     /// Runs the call.
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>>;
+    /// Answers at once when the target needs no waiting (a built-in); `None` otherwise.
+    fn immediate(
+        &self,
+        _cmd: &RpcCommand,
+        _constraint: Option<&VersionConstraint>,
+    ) -> Option<Result<Value, CallFailure>> {
+        None
+    }
+}
+
+/// Answers a one-command request on the spot when its target is immediate (built-in `echo`,
+/// say): no planner tables, timer or task. Same replies as [`execute`]; `None` means "use it".
+pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Option<RpcResponse> {
+    if req.cmds.len() != 1
+        || req.return_intermediate_results
+        || req.include_execution_summary
+        || req.stream_intermediate_results
+    {
+        return None;
+    }
+    let u = || req.u.clone();
+    // A self-reference is a cycle even for one command.
+    if let Err(e) = plan::plan(&req.cmds) {
+        return Some(error_reply(u(), codes::EXECUTION_FAILED, e.to_string()));
+    }
+    let c = &req.cmds[0];
+    let constraint = match c
+        .version_constraint
+        .as_deref()
+        .map(VersionConstraint::parse)
+    {
+        None => None,
+        Some(Ok(vc)) => Some(vc),
+        Some(Err(e)) => {
+            return Some(error_reply(
+                u(),
+                codes::EXECUTION_FAILED,
+                format!("command '{}': {e}", c.name),
+            ));
+        }
+    };
+    Some(match dispatcher.immediate(c, constraint.as_ref())? {
+        Ok(v) => {
+            let mut r = Map::with_capacity(1);
+            r.insert(c.name.clone(), v);
+            RpcResponse::ok(u(), r)
+        }
+        Err(f) => error_reply(
+            u(),
+            f.code,
+            format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause),
+        ),
+    })
 }
 
 /// Receives each completed level, in level order.

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
         hard_stop.cancel();
     });
     let token = state.shutdown.clone();
+    // Replies are small and latency matters more than packet count.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await

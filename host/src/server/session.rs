@@ -14,11 +14,13 @@ use tokio_util::task::TaskTracker;
 
 use super::ServerState;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
-use crate::rpc::builtins::Builtin;
 use crate::rpc::execute::{self, ExecOptions};
 
 /// Close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Replies written before a flush even when more requests are waiting: lets the client start on
+/// the first replies while the rest of a burst is still being processed.
+const FLUSH_EVERY: usize = 32;
 /// Close code for "going away" (node shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -51,7 +53,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let in_flight = TaskTracker::new();
     let gone = CancellationToken::new();
     let mut draining = false;
-    let mut unflushed = false;
+    let mut unflushed = 0usize;
     let mut reading = true;
     loop {
         tokio::select! {
@@ -64,7 +66,13 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 if sink.feed(reply).await.is_err() {
                     break;
                 }
-                unflushed = true;
+                unflushed += 1;
+                if unflushed >= FLUSH_EVERY {
+                    if sink.flush().await.is_err() {
+                        break;
+                    }
+                    unflushed = 0;
+                }
             }
             msg = stream.next(), if reading => {
                 let reply = match msg {
@@ -90,7 +98,13 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     if sink.feed(reply).await.is_err() {
                         break;
                     }
-                    unflushed = true;
+                    unflushed += 1;
+                if unflushed >= FLUSH_EVERY {
+                    if sink.flush().await.is_err() {
+                        break;
+                    }
+                    unflushed = 0;
+                }
                 }
             }
             _ = in_flight.wait(), if draining && reading => {
@@ -99,11 +113,11 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 reading = false;
                 rx.close();
             }
-            _ = std::future::ready(()), if unflushed => {
+            _ = std::future::ready(()), if unflushed > 0 => {
                 if sink.flush().await.is_err() {
                     break;
                 }
-                unflushed = false;
+                unflushed = 0;
             }
             else => {
                 // Not reading and the reply queue is drained and flushed.
@@ -180,19 +194,16 @@ async fn handle(
             details,
         ));
     }
+    if let Some(reply) = execute::execute_immediate(&req, &*state.dispatcher) {
+        // Answered inline, in order: no task, no timer.
+        return Some(encode(&reply, state.config.max_reply_bytes));
+    }
     let default = state.config.request_timeout_ms;
     let timeout_ms = req
         .timeout_ms
         .unwrap_or(default)
         .clamp(1, state.config.max_request_timeout_ms);
-    let simple = req.cmds.len() == 1
-        && !req.return_intermediate_results
-        && !req.include_execution_summary
-        && !req.stream_intermediate_results
-        && matches!(
-            Builtin::lookup(&req.cmds[0].fun),
-            Some(Builtin::Echo | Builtin::Echos)
-        );
+
     let request_u = req.u.clone();
     let opts = |tx: &mpsc::Sender<Message>, stream: bool| ExecOptions {
         deadline: Duration::from_millis(timeout_ms),
@@ -212,11 +223,6 @@ async fn handle(
             }) as execute::LevelHook
         }),
     };
-    if simple {
-        // Built-in echo needs no task of its own: answer inline, in order.
-        let reply = execute::execute(req, state.dispatcher.clone(), opts(tx, false)).await;
-        return Some(encode(&reply, state.config.max_reply_bytes));
-    }
     let Ok(permit) = permits.clone().acquire_owned().await else {
         return None;
     };

@@ -136,3 +136,21 @@ async fn requests_past_the_grace_period_get_an_error_not_silence() -> Result<()>
     tokio::time::timeout(Duration::from_secs(10), stopping).await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn health_endpoint_reports_the_node() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start().await?;
+    let mut tcp = tokio::net::TcpStream::connect(node.handle.addr()).await?;
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut raw)).await??;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let health: serde_json::Value = serde_json::from_str(body)?;
+    assert_eq!(health["status"], json!("ok"));
+    assert_eq!(health["node_id"], json!("test-node"));
+    assert!(health["functions"].as_u64().unwrap_or(0) > 20, "{health}");
+    Ok(())
+}
