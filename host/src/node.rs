@@ -103,7 +103,8 @@ fn generate_node_id() -> String {
     )
 }
 
-/// A running node.
+/// A running node. Clones share it (any clone can stop it or wait for it).
+#[derive(Clone)]
 pub struct NodeHandle {
     addr: SocketAddr,
     info: Arc<NodeInfo>,

@@ -49,6 +49,13 @@ pub struct TestNode {
     pub url: String,
 }
 
+impl Drop for TestNode {
+    /// Stops the node (and frees its wasm instance pool) when a test ends without shutting it down.
+    fn drop(&mut self) {
+        self.handle.shutdown_token().cancel();
+    }
+}
+
 impl TestNode {
     /// A node with [`test_config`].
     pub async fn start() -> Result<TestNode> {

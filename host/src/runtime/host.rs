@@ -8,11 +8,18 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "mpreg:plugin/plugin@0.1.0",
-    exports: { default: async },
-});
+/// Generated from `wit/plugin.wit`; in a module of its own so the generated `mpreg` package
+/// module cannot clash with this crate's name.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "mpreg:plugin/plugin@0.1.0",
+        exports: { default: async },
+    });
+}
+
+pub use bindings::PluginPre;
+use bindings::mpreg::plugin as wit;
 
 /// How much a guest may write to stderr per call; what it writes there (a panic message, say) is
 /// attached to the error when the call fails.
@@ -76,9 +83,9 @@ impl WasiView for HostState {
     }
 }
 
-impl mpreg::plugin::log::Host for HostState {
-    fn log(&mut self, level: mpreg::plugin::log::Level, message: String) {
-        use mpreg::plugin::log::Level;
+impl wit::log::Host for HostState {
+    fn log(&mut self, level: wit::log::Level, message: String) {
+        use wit::log::Level;
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -98,13 +105,13 @@ impl mpreg::plugin::log::Host for HostState {
     }
 }
 
-impl mpreg::plugin::types::Host for HostState {}
+impl wit::types::Host for HostState {}
 
 /// Adds every import a plugin may use: WASI p2 (with the empty context above) and our interfaces.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    mpreg::plugin::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    mpreg::plugin::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

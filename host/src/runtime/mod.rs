@@ -194,7 +194,8 @@ impl Runtime {
             .max_memory_size(memory as usize)
             .max_memories_per_component(4)
             .max_core_instances_per_component(32)
-            .linear_memory_keep_resident(1 << 20)
+            .linear_memory_keep_resident(4 << 20)
+            .async_stack_keep_resident(128 << 10)
             .table_keep_resident(1 << 20)
             .pagemap_scan(Enabled::Auto);
         let mut cfg = Config::new();

@@ -91,7 +91,7 @@ async fn shutdown_finishes_in_flight_requests_then_closes() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let url = node.url.clone();
     let t = Instant::now();
-    let stopping = tokio::spawn(node.handle.shutdown());
+    let stopping = tokio::spawn(node.handle.clone().shutdown());
     let reply = ws.recv().await?;
     assert_eq!(
         reply["r"]["b"],
@@ -128,7 +128,7 @@ async fn requests_past_the_grace_period_get_an_error_not_silence() -> Result<()>
     ))
     .await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let stopping = tokio::spawn(node.handle.shutdown());
+    let stopping = tokio::spawn(node.handle.clone().shutdown());
     let reply = ws.recv().await?;
     let (code, details) = error_of(&reply)?;
     assert_eq!(code, 1007);
