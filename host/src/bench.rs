@@ -190,7 +190,7 @@ async fn throughput(
                     break;
                 }
                 // Flush partial bursts so the node starts while the rest is being written.
-                if n % 32 == 0 && sink.flush().await.is_err() {
+                if n.is_multiple_of(32) && sink.flush().await.is_err() {
                     break;
                 }
             }
