@@ -23,15 +23,14 @@ pub struct LocalDispatcher {
 }
 
 /// A candidate as this node sees it: node resources count for every function.
-struct Local<'a, T> {
+struct Local<'a> {
     node: &'a NodeInfo,
     function_id: &'a str,
     version: &'a Version,
     resources: &'a [String],
-    item: T,
 }
 
-impl<T> Candidate for Local<'_, T> {
+impl Candidate for Local<'_> {
     fn function_id(&self) -> &str {
         self.function_id
     }
@@ -73,25 +72,31 @@ impl LocalDispatcher {
                 function_id: &cmd.fun,
                 version: &self.builtin_version,
                 resources: &[],
-                item: (),
             };
             if route::matches(&cand, cmd, vc, &self.node.cluster_id) {
                 return Ok(Target::Builtin(b));
             }
         }
-        let versions = self.registry.versions(&cmd.fun);
-        let cands: Vec<Local<'_, &FunctionEntry>> = versions
+        // Route against a borrowed snapshot: no copy of the version list per call.
+        let table = self.registry.snapshot();
+        let versions = table
+            .get(cmd.fun.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let best = versions
             .iter()
-            .map(|e| Local {
-                node: &self.node,
-                function_id: &e.function().function_id,
-                version: e.version(),
-                resources: &e.function().resources,
-                item: e,
+            .filter(|e| {
+                let cand = Local {
+                    node: &self.node,
+                    function_id: &e.function().function_id,
+                    version: e.version(),
+                    resources: &e.function().resources,
+                };
+                route::matches(&cand, cmd, vc, &self.node.cluster_id)
             })
-            .collect();
-        match route::best(&cands, cmd, vc, &self.node.cluster_id) {
-            Some(c) => Ok(Target::Plugin(c.item.clone())),
+            .max_by(|a, b| a.version().cmp(b.version()));
+        match best {
+            Some(entry) => Ok(Target::Plugin(entry.clone())),
             None => Err(CallFailure::new(
                 codes::COMMAND_NOT_FOUND,
                 not_found(call, versions.len()),
@@ -149,7 +154,6 @@ impl Dispatcher for LocalDispatcher {
             function_id: &cmd.fun,
             version: &self.builtin_version,
             resources: &[],
-            item: (),
         };
         route::matches(&cand, cmd, constraint, &self.node.cluster_id)
             .then(|| b.run(cmd, &self.node, &self.registry))

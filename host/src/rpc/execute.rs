@@ -226,6 +226,11 @@ async fn run(
                 }
             },
         };
+        // With one command, dispatching it fails just as fast: resolve once, not twice.
+        if req.cmds.len() == 1 {
+            constraints.push(vc);
+            continue;
+        }
         let probe = Call {
             command: c.clone(),
             constraint: vc.clone(),
