@@ -104,11 +104,7 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
             r.insert(c.name.clone(), v);
             RpcResponse::ok(u(), r)
         }
-        Err(f) => error_reply(
-            u(),
-            f.code,
-            format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause),
-        ),
+        Err(f) => error_reply(u(), f.code, failure_details(c, f)),
     })
 }
 
@@ -168,6 +164,16 @@ impl<T> Future for AbortOnDrop<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// The reply details of a failed command. MPREG's exact 1001 text (`Command not found: <fun>`)
+/// is kept as is; every other failure names the command and its function.
+fn failure_details(c: &RpcCommand, f: CallFailure) -> String {
+    if f.code == codes::COMMAND_NOT_FOUND {
+        f.cause
+    } else {
+        format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause)
     }
 }
 
@@ -237,13 +243,7 @@ async fn run(
             request_id: request_id.clone(),
         };
         if let Err(f) = dispatcher.check(&probe) {
-            // MPREG's exact 1001 details ("Command not found: <fun>") are kept as they are.
-            let details = if f.code == codes::COMMAND_NOT_FOUND {
-                f.cause
-            } else {
-                format!("command '{}': {}", c.name, f.cause)
-            };
-            return error_reply(u, f.code, details);
+            return error_reply(u, f.code, failure_details(c, f));
         }
         constraints.push(vc);
     }
@@ -311,12 +311,7 @@ async fn run(
         let value = match outcome {
             Ok(v) => v,
             Err(f) => {
-                let c = &req.cmds[i];
-                return error_reply(
-                    u,
-                    f.code,
-                    format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause),
-                );
+                return error_reply(u, f.code, failure_details(&req.cmds[i], f));
             }
         };
         spans[i] = (begun, started.elapsed());
@@ -439,7 +434,10 @@ mod tests {
             }
         }
         fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+            // Like the node's dispatcher, dispatch resolves the target itself.
+            let resolved = self.check(&call);
             Box::pin(async move {
+                resolved?;
                 let args = call.command.args;
                 match call.command.fun.as_str() {
                     "echo" => Ok(args.into_iter().next().unwrap_or(Value::Null)),
@@ -523,6 +521,20 @@ mod tests {
             e.details,
             json!("command 'bad' (fun 'fail'): failed on purpose")
         );
+    }
+
+    #[tokio::test]
+    async fn not_found_details_are_mpregs_exact_text_alone_or_in_a_graph() {
+        for cmds in [
+            json!([{"name": "x", "fun": "nope"}]),
+            json!([{"name": "a", "fun": "echo", "args": [1]}, {"name": "x", "fun": "nope"}]),
+        ] {
+            let e = exec(req(cmds), 1000).await.error.expect("error");
+            assert_eq!(
+                (e.code, e.details),
+                (codes::COMMAND_NOT_FOUND, json!("no function 'nope'"))
+            );
+        }
     }
 
     #[tokio::test]

@@ -63,15 +63,8 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 in_flight.close();
             }
             Some(reply) = rx.recv() => {
-                if sink.feed(reply).await.is_err() {
+                if write(&mut sink, reply, &mut unflushed).await.is_err() {
                     break;
-                }
-                unflushed += 1;
-                if unflushed >= FLUSH_EVERY {
-                    if sink.flush().await.is_err() {
-                        break;
-                    }
-                    unflushed = 0;
                 }
             }
             msg = stream.next(), if reading => {
@@ -94,17 +87,10 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                         break;
                     }
                 };
-                if let Some(reply) = reply {
-                    if sink.feed(reply).await.is_err() {
-                        break;
-                    }
-                    unflushed += 1;
-                if unflushed >= FLUSH_EVERY {
-                    if sink.flush().await.is_err() {
-                        break;
-                    }
-                    unflushed = 0;
-                }
+                if let Some(reply) = reply
+                    && write(&mut sink, reply, &mut unflushed).await.is_err()
+                {
+                    break;
                 }
             }
             _ = in_flight.wait(), if draining && reading => {
@@ -131,6 +117,21 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let _ = sink.flush().await;
     // Requests of a vanished client were cancelled through `gone`; this returns promptly.
     in_flight.wait().await;
+}
+
+/// Queues a reply on the socket, flushing once every [`FLUSH_EVERY`] unflushed replies (the
+/// session loop flushes the remainder when nothing else is ready).
+async fn write<S>(sink: &mut S, reply: Message, unflushed: &mut usize) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    sink.feed(reply).await?;
+    *unflushed += 1;
+    if *unflushed >= FLUSH_EVERY {
+        sink.flush().await?;
+        *unflushed = 0;
+    }
+    Ok(())
 }
 
 fn is_too_big(e: axum::Error) -> bool {
