@@ -88,11 +88,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The versions of `name`, newest first.
-    pub fn versions(&self, name: &str) -> Vec<FunctionEntry> {
-        self.table.load().get(name).cloned().unwrap_or_default()
-    }
-
     /// Every loaded function, sorted by name then version (newest first).
     pub fn all(&self) -> Vec<FunctionEntry> {
         let table = self.table.load();

@@ -96,12 +96,9 @@ impl Builtin {
             Builtin::RpcList => Ok(Value::Array(list(node, registry, None, false))),
             Builtin::RpcDescribe => {
                 let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
-                Ok(Value::Array(list(
-                    node,
-                    registry,
-                    Some(&names).filter(|n| !n.is_empty()).map(|v| &**v),
-                    true,
-                )))
+                // No names: describe everything.
+                let filter = (!names.is_empty()).then_some(names.as_slice());
+                Ok(Value::Array(list(node, registry, filter, true)))
             }
         }
     }

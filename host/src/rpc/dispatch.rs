@@ -28,6 +28,8 @@ struct Local<'a> {
     function_id: &'a str,
     version: &'a Version,
     resources: &'a [String],
+    /// The plugin version behind it; `None` for a built-in.
+    entry: Option<&'a FunctionEntry>,
 }
 
 impl Candidate for Local<'_> {
@@ -63,19 +65,24 @@ impl LocalDispatcher {
         }
     }
 
+    /// The built-in `cmd` names, if it also satisfies the command's constraints.
+    fn builtin(&self, cmd: &RpcCommand, vc: Option<&VersionConstraint>) -> Option<Builtin> {
+        let b = Builtin::lookup(&cmd.fun)?;
+        let cand = Local {
+            node: &self.node,
+            function_id: &cmd.fun,
+            version: &self.builtin_version,
+            resources: &[],
+            entry: None,
+        };
+        route::matches(&cand, cmd, vc, &self.node.cluster_id).then_some(b)
+    }
+
     fn resolve(&self, call: &Call) -> Result<Target, CallFailure> {
         let cmd = &call.command;
         let vc = call.constraint.as_ref();
-        if let Some(b) = Builtin::lookup(&cmd.fun) {
-            let cand = Local {
-                node: &self.node,
-                function_id: &cmd.fun,
-                version: &self.builtin_version,
-                resources: &[],
-            };
-            if route::matches(&cand, cmd, vc, &self.node.cluster_id) {
-                return Ok(Target::Builtin(b));
-            }
+        if let Some(b) = self.builtin(cmd, vc) {
+            return Ok(Target::Builtin(b));
         }
         // Route against a borrowed snapshot: no copy of the version list per call.
         let table = self.registry.snapshot();
@@ -83,19 +90,14 @@ impl LocalDispatcher {
             .get(cmd.fun.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let best = versions
-            .iter()
-            .filter(|e| {
-                let cand = Local {
-                    node: &self.node,
-                    function_id: &e.function().function_id,
-                    version: e.version(),
-                    resources: &e.function().resources,
-                };
-                route::matches(&cand, cmd, vc, &self.node.cluster_id)
-            })
-            .max_by(|a, b| a.version().cmp(b.version()));
-        match best {
+        let candidates = versions.iter().map(|e| Local {
+            node: &self.node,
+            function_id: &e.function().function_id,
+            version: e.version(),
+            resources: &e.function().resources,
+            entry: Some(e),
+        });
+        match route::best(candidates, cmd, vc, &self.node.cluster_id).and_then(|c| c.entry) {
             Some(entry) => Ok(Target::Plugin(entry.clone())),
             None => Err(CallFailure::new(
                 codes::COMMAND_NOT_FOUND,
@@ -148,15 +150,8 @@ impl Dispatcher for LocalDispatcher {
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
     ) -> Option<Result<Value, CallFailure>> {
-        let b = Builtin::lookup(&cmd.fun)?;
-        let cand = Local {
-            node: &self.node,
-            function_id: &cmd.fun,
-            version: &self.builtin_version,
-            resources: &[],
-        };
-        route::matches(&cand, cmd, constraint, &self.node.cluster_id)
-            .then(|| b.run(cmd, &self.node, &self.registry))
+        let b = self.builtin(cmd, constraint)?;
+        Some(b.run(cmd, &self.node, &self.registry))
     }
 
     fn check(&self, call: &Call) -> Result<(), CallFailure> {

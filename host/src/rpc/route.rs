@@ -35,16 +35,28 @@ pub fn matches<C: Candidate + ?Sized>(
 }
 
 /// The highest-versioned candidate that serves `cmd`.
-pub fn best<'a, C: Candidate>(
-    candidates: &'a [C],
+pub fn best<C: Candidate>(
+    candidates: impl IntoIterator<Item = C>,
     cmd: &RpcCommand,
     constraint: Option<&VersionConstraint>,
     cluster_id: &str,
-) -> Option<&'a C> {
+) -> Option<C> {
     candidates
-        .iter()
-        .filter(|c| matches(*c, cmd, constraint, cluster_id))
+        .into_iter()
+        .filter(|c| matches(c, cmd, constraint, cluster_id))
         .max_by(|a, b| a.version().cmp(b.version()))
+}
+
+impl<C: Candidate + ?Sized> Candidate for &C {
+    fn function_id(&self) -> &str {
+        (**self).function_id()
+    }
+    fn version(&self) -> &Version {
+        (**self).version()
+    }
+    fn has_resource(&self, tag: &str) -> bool {
+        (**self).has_resource(tag)
+    }
 }
 
 #[cfg(test)]
