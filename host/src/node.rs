@@ -197,11 +197,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         active_clients: AtomicUsize::new(0),
         active_requests: AtomicUsize::new(0),
     });
-    let dispatcher = Arc::new(LocalDispatcher::new(
-        info.clone(),
-        registry.clone(),
-        runtime,
-    ));
+    let dispatcher = LocalDispatcher::new(info.clone(), registry.clone(), runtime);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = Arc::new(ServerState {

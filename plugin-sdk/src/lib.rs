@@ -26,6 +26,7 @@
 //!     runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
 //!     with: {
 //!         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
+//!         "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
 //!         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
 //!     },
 //! });
@@ -135,6 +136,69 @@ impl Command {
     pub fn describe(mut self, text: &str) -> Self {
         self.description = Some(text.to_owned());
         self
+    }
+}
+
+/// Calls into other functions of the cluster, through the node's RPC engine.
+///
+/// ```ignore
+/// // Inside a plugin function: add 2 and 3 with whatever node function `add` is.
+/// let sum: i64 = mpreg_plugin_sdk::call::call("add", &[2.into(), 3.into()])?;
+/// ```
+pub mod call {
+    use crate::bindings::mpreg::plugin::call::call as host_call;
+    pub use crate::bindings::mpreg::plugin::call::{CallError, CallOptions};
+
+    impl Default for CallOptions {
+        fn default() -> Self {
+            CallOptions {
+                function_id: None,
+                version: None,
+                locs: Vec::new(),
+                kwargs: None,
+            }
+        }
+    }
+
+    impl CallError {
+        /// A sentence for humans (and for returning as a plugin's own `err`).
+        pub fn message(&self) -> String {
+            match self {
+                CallError::NotFound(m) => format!("not found: {m}"),
+                CallError::BadArguments(m) => format!("bad arguments: {m}"),
+                CallError::Failed(m) => format!("call failed: {m}"),
+                CallError::TooDeep(limit) => {
+                    format!("nested calls reached the node's depth limit of {limit}")
+                }
+                CallError::Other(m) => m.clone(),
+            }
+        }
+    }
+
+    /// Calls `fun` with JSON text arguments (`"[2, 3]"`) and returns the JSON text of its result.
+    pub fn call_json(fun: &str, args: &str, options: &CallOptions) -> Result<String, CallError> {
+        host_call(fun, args, options)
+    }
+
+    /// Calls `fun` with positional arguments and decodes its result.
+    pub fn call<T: serde::de::DeserializeOwned>(
+        fun: &str,
+        args: &[serde_json::Value],
+    ) -> Result<T, CallError> {
+        call_with(fun, args, &CallOptions::default())
+    }
+
+    /// [`call`] with a `function_id`, a version constraint, `locs` or keyword arguments.
+    pub fn call_with<T: serde::de::DeserializeOwned>(
+        fun: &str,
+        args: &[serde_json::Value],
+        options: &CallOptions,
+    ) -> Result<T, CallError> {
+        let args =
+            serde_json::to_string(args).map_err(|e| CallError::BadArguments(e.to_string()))?;
+        let out = host_call(fun, &args, options)?;
+        serde_json::from_str(&out)
+            .map_err(|e| CallError::Other(format!("cannot decode the result of '{fun}': {e}")))
     }
 }
 

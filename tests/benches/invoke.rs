@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mpreg::runtime::{Runtime, RuntimeConfig};
+use mpreg::runtime::{CallContext, Runtime, RuntimeConfig};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 
@@ -52,8 +52,14 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("plugin identity: fresh instance + call", |b| {
         b.iter(|| {
-            rt.block_on(runtime.invoke(&text, identity, &args, &kwargs, request.clone()))
-                .expect("call")
+            rt.block_on(runtime.invoke(
+                &text,
+                identity,
+                &args,
+                &kwargs,
+                CallContext::isolated(request.clone()),
+            ))
+            .expect("call")
         })
     });
 
@@ -68,8 +74,14 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("plugin add: fresh instance + call", |b| {
         b.iter(|| {
-            rt.block_on(runtime.invoke(&math, add, &args, &kwargs, request.clone()))
-                .expect("call")
+            rt.block_on(runtime.invoke(
+                &math,
+                add,
+                &args,
+                &kwargs,
+                CallContext::isolated(request.clone()),
+            ))
+            .expect("call")
         })
     });
 }

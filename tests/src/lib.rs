@@ -24,10 +24,12 @@ pub fn plugin(name: &str) -> PathBuf {
 
 /// Every example plugin.
 pub fn all_plugins() -> Vec<PathBuf> {
-    ["math", "text", "pipeline", "chaos", "greeter", "greeter2"]
-        .into_iter()
-        .map(plugin)
-        .collect()
+    [
+        "math", "text", "pipeline", "chaos", "greeter", "greeter2", "relay",
+    ]
+    .into_iter()
+    .map(plugin)
+    .collect()
 }
 
 /// A config for tests: port 0, all example plugins, short limits so failures show quickly.

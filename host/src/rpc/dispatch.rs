@@ -1,6 +1,6 @@
 //! Runs calls on this node: built-ins first, then the best matching plugin version.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use semver::Version;
 use serde_json::Value;
@@ -12,7 +12,9 @@ use super::version::VersionConstraint;
 use crate::node::NodeInfo;
 use crate::plugin::{FunctionEntry, Registry};
 use crate::protocol::{RpcCommand, codes};
-use crate::runtime::{InvokeError, Runtime};
+use crate::runtime::{
+    CallContext, InvokeError, NestedCall, NestedCalls, NestedError, NestedFuture, Runtime,
+};
 
 /// The node's dispatcher.
 pub struct LocalDispatcher {
@@ -20,6 +22,8 @@ pub struct LocalDispatcher {
     registry: Arc<Registry>,
     runtime: Arc<Runtime>,
     builtin_version: Version,
+    /// Itself, handed to plugins as the target of their `call` import.
+    this: Weak<LocalDispatcher>,
 }
 
 /// A candidate as this node sees it: node resources count for every function.
@@ -54,14 +58,24 @@ enum Target {
 
 impl LocalDispatcher {
     /// A dispatcher over this node's built-ins and plugins.
-    pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Arc<Self> {
         let builtin_version =
             Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
-        LocalDispatcher {
+        Arc::new_cyclic(|this| LocalDispatcher {
             node,
             registry,
             runtime,
             builtin_version,
+            this: this.clone(),
+        })
+    }
+
+    /// The context a plugin call runs in: plugins may call back into this dispatcher.
+    fn context(&self, call: &Call) -> CallContext {
+        CallContext {
+            request_id: call.request_id.clone(),
+            depth: call.depth,
+            nested: self.this.upgrade().map(|d| d as Arc<dyn NestedCalls>),
         }
     }
 
@@ -132,9 +146,10 @@ fn not_found(call: &Call, versions: usize) -> String {
 impl From<InvokeError> for CallFailure {
     fn from(e: InvokeError) -> Self {
         let code = match e {
-            InvokeError::Timeout(_) | InvokeError::MemoryLimit(_) | InvokeError::StackOverflow => {
-                codes::RESOURCE_LIMIT
-            }
+            InvokeError::Timeout(_)
+            | InvokeError::MemoryLimit(_)
+            | InvokeError::StackOverflow
+            | InvokeError::OutOfFuel(_) => codes::RESOURCE_LIMIT,
             InvokeError::Overloaded(_) => codes::OVERLOADED,
             InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => {
                 codes::EXECUTION_FAILED
@@ -168,18 +183,61 @@ impl Dispatcher for LocalDispatcher {
             }
             Ok(Target::Plugin(entry)) => {
                 let runtime = self.runtime.clone();
+                let ctx = self.context(&call);
                 Box::pin(async move {
                     let c = call.command;
                     runtime
-                        .invoke(
-                            &entry.plugin,
-                            entry.function(),
-                            &c.args,
-                            &c.kwargs,
-                            call.request_id,
-                        )
+                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
                         .await
                         .map_err(CallFailure::from)
+                })
+            }
+        }
+    }
+}
+
+impl NestedCalls for LocalDispatcher {
+    fn call(&self, nested: NestedCall) -> NestedFuture {
+        let constraint = match nested.version.as_deref().map(VersionConstraint::parse) {
+            None => None,
+            Some(Ok(vc)) => Some(vc),
+            Some(Err(e)) => {
+                let msg = format!("invalid version constraint: {e}");
+                return Box::pin(async move { Err(NestedError::BadArguments(msg)) });
+            }
+        };
+        let mut command = RpcCommand::new(nested.fun.clone(), nested.fun, nested.args);
+        command.kwargs = nested.kwargs;
+        command.locs = nested.locs;
+        command.function_id = nested.function_id;
+        command.version_constraint = nested.version;
+        let call = Call {
+            command,
+            constraint,
+            request_id: nested.request_id,
+            depth: nested.depth,
+        };
+        match self.resolve(&call) {
+            Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.cause)) }),
+            Ok(Target::Builtin(b)) => {
+                let out = b
+                    .run(&call.command, &self.node, &self.registry)
+                    .map_err(|f| NestedError::Failed(f.cause));
+                Box::pin(async move { out })
+            }
+            Ok(Target::Plugin(entry)) => {
+                let runtime = self.runtime.clone();
+                let ctx = self.context(&call);
+                Box::pin(async move {
+                    let c = call.command;
+                    runtime
+                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
+                        .await
+                        .map_err(|e| match e {
+                            InvokeError::BadArguments(m) => NestedError::BadArguments(m),
+                            InvokeError::Overloaded(_) => NestedError::Other(e.to_string()),
+                            other => NestedError::Failed(format!("'{}' {other}", c.fun)),
+                        })
                 })
             }
         }

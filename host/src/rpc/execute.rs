@@ -29,6 +29,8 @@ pub struct Call {
     pub constraint: Option<VersionConstraint>,
     /// The request's `u`, for logs.
     pub request_id: Arc<str>,
+    /// 0 for a command of a client request; n for a call made by a plugin at depth n − 1.
+    pub depth: u32,
 }
 
 /// Why one call failed: the code and a cause for the details.
@@ -241,6 +243,7 @@ async fn run(
             command: c.clone(),
             constraint: vc.clone(),
             request_id: request_id.clone(),
+            depth: 0,
         };
         if let Err(f) = dispatcher.check(&probe) {
             return error_reply(u, f.code, failure_details(c, f));
@@ -286,6 +289,7 @@ async fn run(
             command,
             constraint: constraints[i].clone(),
             request_id: request_id.clone(),
+            depth: 0,
         };
         let begun = started.elapsed();
         let fut = dispatcher.dispatch(call);

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{CallContext, NestedCall, NestedError, Sandbox};
 
 /// Generated from `wit/plugin.wit`; in a module of its own so the generated `mpreg` package
 /// module cannot clash with this crate's name.
@@ -15,6 +19,8 @@ mod bindings {
         path: "../wit",
         world: "mpreg:plugin/plugin@0.1.0",
         exports: { default: async },
+        // A nested call waits for the callee, which may run on another task or node.
+        imports: { "mpreg:plugin/call.call": async },
     });
 }
 
@@ -27,8 +33,8 @@ const STDERR_CAPACITY: usize = 64 * 1024;
 /// Longest log line taken from a guest; the rest is cut off.
 const MAX_LOG_LINE: usize = 4096;
 
-/// Everything one call's `Store` owns: a fresh WASI context with no ambient authority, the
-/// memory limiter, and who is calling (for log lines).
+/// Everything one call's `Store` owns: a fresh WASI context with only what the plugin's sandbox
+/// grants, the memory limiter, and who is calling (for log lines and nested calls).
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -36,29 +42,40 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
-    request_id: Arc<str>,
+    ctx: CallContext,
+    max_depth: u32,
 }
 
 impl HostState {
-    /// State for one call of `plugin` on behalf of request `request_id`.
-    pub fn new(plugin: Arc<str>, request_id: Arc<str>, memory_limit: usize) -> Self {
+    /// State for one call of `plugin` within `ctx`.
+    pub fn new(
+        plugin: Arc<str>,
+        ctx: CallContext,
+        memory_limit: usize,
+        max_depth: u32,
+        sandbox: &Sandbox,
+    ) -> wasmtime::Result<Self> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // No preopened directories, no environment, no network, no inherited stdio.
-        let wasi = WasiCtx::builder()
+        // No network and no inherited stdio; environment and directories only when granted.
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(SinkOutputStream)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        HostState {
-            wasi,
+            .allow_ip_name_lookup(false);
+        if sandbox.grants_anything() {
+            sandbox.grant(&mut builder)?;
+        }
+        Ok(HostState {
+            wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             stderr,
             plugin,
-            request_id,
-        }
+            ctx,
+            max_depth,
+        })
     }
 
     /// What the guest wrote to stderr during this call, lossily decoded and trimmed.
@@ -94,7 +111,7 @@ impl wit::log::Host for HostState {
             }
             message.truncate(cut);
         }
-        let (plugin, request) = (&*self.plugin, &*self.request_id);
+        let (plugin, request) = (&*self.plugin, &*self.ctx.request_id);
         match level {
             Level::Trace => tracing::trace!(target: "mpreg::plugin", plugin, request, "{message}"),
             Level::Debug => tracing::debug!(target: "mpreg::plugin", plugin, request, "{message}"),
@@ -107,11 +124,89 @@ impl wit::log::Host for HostState {
 
 impl wit::types::Host for HostState {}
 
+impl wit::call::Host for HostState {
+    async fn call(
+        &mut self,
+        fun: String,
+        args: String,
+        options: wit::call::CallOptions,
+    ) -> Result<String, wit::call::CallError> {
+        use wit::call::CallError;
+        let depth = self.ctx.depth + 1;
+        if depth > self.max_depth {
+            return Err(CallError::TooDeep(self.max_depth));
+        }
+        let Some(nested) = self.ctx.nested.clone() else {
+            return Err(CallError::Other(
+                "calls are not available here (the plugin is being loaded)".into(),
+            ));
+        };
+        let args = match serde_json::from_str::<Value>(&args) {
+            Ok(Value::Array(a)) => a,
+            Ok(other) => {
+                return Err(CallError::BadArguments(format!(
+                    "args must be a JSON array, got {}",
+                    json_kind(&other)
+                )));
+            }
+            Err(e) => {
+                return Err(CallError::BadArguments(format!(
+                    "args are not valid JSON: {e}"
+                )));
+            }
+        };
+        let kwargs = match options.kwargs.as_deref().map(serde_json::from_str::<Value>) {
+            None => Map::new(),
+            Some(Ok(Value::Object(m))) => m,
+            Some(Ok(other)) => {
+                return Err(CallError::BadArguments(format!(
+                    "kwargs must be a JSON object, got {}",
+                    json_kind(&other)
+                )));
+            }
+            Some(Err(e)) => {
+                return Err(CallError::BadArguments(format!(
+                    "kwargs are not valid JSON: {e}"
+                )));
+            }
+        };
+        let call = NestedCall {
+            fun,
+            args,
+            kwargs,
+            function_id: options.function_id,
+            version: options.version,
+            locs: options.locs,
+            request_id: self.ctx.request_id.clone(),
+            depth,
+        };
+        match nested.call(call).await {
+            Ok(v) => Ok(v.to_string()),
+            Err(NestedError::NotFound(m)) => Err(CallError::NotFound(m)),
+            Err(NestedError::BadArguments(m)) => Err(CallError::BadArguments(m)),
+            Err(NestedError::Failed(m)) => Err(CallError::Failed(m)),
+            Err(NestedError::Other(m)) => Err(CallError::Other(m)),
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Adds every import a plugin may use: WASI p2 (with the empty context above) and our interfaces.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::call::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

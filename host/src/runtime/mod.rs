@@ -7,10 +7,13 @@
 
 pub mod convert;
 mod host;
+pub mod sandbox;
 pub mod signature;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,7 @@ use wasmtime::{
 use host::{HostState, PluginPre};
 
 pub use convert::ConvertError;
+pub use sandbox::{DirGrant, Limits, Sandbox, SandboxError};
 
 /// Settings of the runtime (the `[runtime]` section of the node config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +46,13 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Guest stack limit; deeper recursion traps with a stack-overflow error.
     pub max_stack_kib: u32,
+    /// Largest memory limit any plugin may be given (the size of an instance slot).
+    pub max_memory_limit_mib: u64,
+    /// Compile guests with fuel metering so plugins can be given a `fuel` budget (costs a
+    /// little speed in every guest).
+    pub fuel_metering: bool,
+    /// How deep plugins may nest `call`s (a plugin calling a plugin calling …).
+    pub max_call_depth: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +63,9 @@ impl Default for RuntimeConfig {
             epoch_tick_ms: 2,
             max_instances: 1_000,
             max_stack_kib: 512,
+            max_memory_limit_mib: 256,
+            fuel_metering: false,
+            max_call_depth: 8,
         }
     }
 }
@@ -83,6 +97,14 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// Its sandbox cannot be honoured.
+    #[error("{origin}: {source}")]
+    Sandbox {
+        /// Where it came from.
+        origin: String,
+        /// What is wrong.
+        source: SandboxError,
+    },
     /// The engine could not be built.
     #[error("wasm engine: {0}")]
     Engine(String),
@@ -103,6 +125,9 @@ pub enum InvokeError {
     /// The call ran past its execution limit.
     #[error("exceeded its execution limit of {0} ms")]
     Timeout(u64),
+    /// The guest used up its fuel budget.
+    #[error("exceeded its fuel budget of {0} units")]
+    OutOfFuel(u64),
     /// The guest asked for more memory than its limit.
     #[error("exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
@@ -153,8 +178,144 @@ pub struct LoadedPlugin {
     pub functions: Vec<PluginFunction>,
     /// Where it was loaded from.
     pub origin: String,
+    /// Lowercase hex sha256 of the component bytes: its identity in the plugin store.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// What the plugin may use.
+    pub sandbox: Sandbox,
+    /// The limits in force (sandbox over node defaults).
+    pub limits: Limits,
+    /// How long compiling (or loading compiled code) and pre-instantiation took.
+    pub load_ms: f64,
+    /// When it was loaded (Unix seconds).
+    pub loaded_at: f64,
+    /// Call counters.
+    pub stats: CallStats,
     pre: InstancePre<HostState>,
     name: Arc<str>,
+}
+
+/// Calls of one plugin version, for `describe` and for draining on retire.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Calls started.
+    pub calls: AtomicU64,
+    /// Calls that failed (any reason).
+    pub failures: AtomicU64,
+    /// Calls running now.
+    pub in_flight: AtomicU64,
+}
+
+/// Compiled code of a component, before it is checked against our world.
+pub struct Compiled {
+    component: Component,
+}
+
+impl Compiled {
+    /// The machine code, for the compile cache; only this engine's configuration can load it.
+    pub fn serialize(&self) -> Result<Vec<u8>, LoadError> {
+        self.component
+            .serialize()
+            .map_err(|e| LoadError::Engine(format!("serializing compiled code: {e:#}")))
+    }
+}
+
+/// Boxed future of a nested call.
+pub type NestedFuture = Pin<Box<dyn Future<Output = Result<Value, NestedError>> + Send>>;
+
+/// Runs a plugin's `call` import. Implemented by the RPC layer, so a nested call is routed like
+/// any other; the runtime only enforces the depth limit.
+pub trait NestedCalls: Send + Sync {
+    /// Runs `call` and returns its result.
+    fn call(&self, call: NestedCall) -> NestedFuture;
+}
+
+/// One `call` from inside a plugin.
+#[derive(Debug, Clone)]
+pub struct NestedCall {
+    /// Function name.
+    pub fun: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// `function_id` to match.
+    pub function_id: Option<String>,
+    /// Version constraint.
+    pub version: Option<String>,
+    /// Resource tags to match.
+    pub locs: Vec<String>,
+    /// The request the outermost call belongs to.
+    pub request_id: Arc<str>,
+    /// Nesting depth of the callee (1 for a call made by a top-level call).
+    pub depth: u32,
+}
+
+/// Why a nested call failed; maps onto the WIT `call-error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NestedError {
+    /// Nothing matches.
+    #[error("{0}")]
+    NotFound(String),
+    /// Arguments do not fit.
+    #[error("{0}")]
+    BadArguments(String),
+    /// The callee failed.
+    #[error("{0}")]
+    Failed(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Who a call runs for: the request id (for logs), its nesting depth, and how to make nested
+/// calls (absent where plugins may not call out, e.g. while loading).
+#[derive(Clone)]
+pub struct CallContext {
+    /// The request's `u`.
+    pub request_id: Arc<str>,
+    /// 0 for a call from a client request.
+    pub depth: u32,
+    /// Where `call` goes.
+    pub nested: Option<Arc<dyn NestedCalls>>,
+}
+
+impl CallContext {
+    /// A top-level call that may not call out.
+    pub fn isolated(request_id: Arc<str>) -> Self {
+        CallContext {
+            request_id,
+            depth: 0,
+            nested: None,
+        }
+    }
+}
+
+/// Why bytes are not a WebAssembly component, judged from the header alone.
+pub fn check_component_header(bytes: &[u8]) -> Result<(), String> {
+    match bytes {
+        [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, ..] => Ok(()),
+        [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ..] => Err(
+            "this is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)"
+                .into(),
+        ),
+        [0x00, 0x61, 0x73, 0x6d, ..] => {
+            Err("unsupported WebAssembly binary version (expected a component)".into())
+        }
+        _ => Err(format!(
+            "not a WebAssembly component (the file does not start with \\0asm; {} bytes)",
+            bytes.len()
+        )),
+    }
+}
+
+/// Lowercase hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -185,13 +346,14 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let memory = config.memory_limit_mib.saturating_mul(1 << 20);
+        let slot = config.max_memory_limit_mib.saturating_mul(1 << 20);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.max_instances)
             .total_core_instances(config.max_instances.saturating_mul(4))
             .total_memories(config.max_instances.saturating_mul(2))
             .total_tables(config.max_instances.saturating_mul(4))
             .total_stacks(config.max_instances)
-            .max_memory_size(memory as usize)
+            .max_memory_size(slot.max(memory) as usize)
             .max_memories_per_component(4)
             .max_core_instances_per_component(32)
             .linear_memory_keep_resident(4 << 20)
@@ -205,9 +367,10 @@ impl Runtime {
             .max_wasm_stack(config.max_stack_kib as usize * 1024)
             .async_stack_size(config.max_stack_kib as usize * 1024 + (256 << 10))
             // Reserve only what a guest may use (plus guard) instead of 4 GiB per slot.
-            .memory_reservation(memory.max(1 << 20).next_power_of_two())
+            .memory_reservation(slot.max(memory).max(1 << 20).next_power_of_two())
             .memory_guard_size(32 << 20)
             .memory_reservation_for_growth(0)
+            .consume_fuel(config.fuel_metering)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
@@ -241,9 +404,22 @@ impl Runtime {
         &self.config
     }
 
-    /// Compiles `bytes` (on a blocking thread: Cranelift takes tens of milliseconds),
-    /// pre-instantiates it and reads its manifest.
-    pub async fn load(&self, bytes: Vec<u8>, source: &str) -> Result<LoadedPlugin, LoadError> {
+    /// A fingerprint of everything that makes compiled code loadable: wasmtime's own
+    /// compatibility hash (version, target, engine settings). Keys the compile cache.
+    pub fn engine_fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Compiles `bytes` with Cranelift, on a blocking thread (it takes tens of milliseconds to
+    /// seconds).
+    pub async fn compile(&self, bytes: Vec<u8>, source: &str) -> Result<Compiled, LoadError> {
+        check_component_header(&bytes).map_err(|reason| LoadError::Compile {
+            origin: source.to_owned(),
+            reason,
+        })?;
         let engine = self.engine.clone();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
@@ -252,17 +428,73 @@ impl Runtime {
                 origin: source.to_owned(),
                 reason: format!("{e:#}"),
             })?;
+        Ok(Compiled { component })
+    }
+
+    /// Loads code that [`Compiled::serialize`] produced on an engine with the same
+    /// [`Runtime::engine_fingerprint`].
+    pub fn deserialize(&self, compiled: &[u8], source: &str) -> Result<Compiled, LoadError> {
+        // SAFETY: wasmtime runs these bytes as machine code, so they must come from
+        // `Component::serialize` and must not have been tampered with. The only caller is the
+        // plugin store, which reads them from the node's own data directory, where this node
+        // wrote them after compiling bytes whose sha256 it checked. wasmtime itself rejects code
+        // from another version or engine configuration.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, compiled) }.map_err(|e| {
+            LoadError::Compile {
+                origin: source.to_owned(),
+                reason: format!("compiled code is unusable: {e:#}"),
+            }
+        })?;
+        Ok(Compiled { component })
+    }
+
+    /// Compiles and pre-instantiates `bytes` with the default sandbox.
+    pub async fn load(&self, bytes: Vec<u8>, source: &str) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let (sha256, size) = (sha256_hex(&bytes), bytes.len());
+        let compiled = self.compile(bytes, source).await?;
+        self.instantiate(&compiled, source, Sandbox::default(), sha256, size, started)
+            .await
+    }
+
+    /// Checks compiled code against our world (imports we provide, the `metadata` export),
+    /// pre-instantiates it, and reads its manifest by calling `describe` in a fresh instance
+    /// under the plugin's own limits. `started` is when loading began (for `load_ms`).
+    pub async fn instantiate(
+        &self,
+        compiled: &Compiled,
+        source: &str,
+        sandbox: Sandbox,
+        sha256: String,
+        size: usize,
+        started: Instant,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let component = &compiled.component;
+        let limits = sandbox
+            .limits(&self.config)
+            .map_err(|source_err| LoadError::Sandbox {
+                origin: source.to_owned(),
+                source: source_err,
+            })?;
         let world = |reason: String| LoadError::World {
             origin: source.to_owned(),
             reason,
         };
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| world(format!("{e:#}")))?;
         let plugin_pre = PluginPre::new(pre.clone()).map_err(|e| world(format!("{e:#}")))?;
 
-        let mut store = self.store("loader".into(), "load".into());
+        let mut store = self
+            .store(
+                "loader".into(),
+                &sandbox,
+                &limits,
+                CallContext::isolated("load".into()),
+            )
+            .map_err(|e| world(format!("{e:#}")))?;
         let described = async {
             let plugin = plugin_pre.instantiate_async(&mut store).await?;
             plugin
@@ -279,6 +511,11 @@ impl Runtime {
             origin: source.to_owned(),
             reason,
         };
+        if described.name.trim().is_empty() || described.name.len() > 128 {
+            return Err(manifest_err(
+                "the plugin name must be 1 to 128 characters".into(),
+            ));
+        }
         let version = crate::rpc::version::parse_version_lenient(&described.version)
             .map_err(|e| manifest_err(format!("version: {e}")))?;
         let manifest = Manifest {
@@ -350,15 +587,34 @@ impl Runtime {
             manifest,
             functions,
             origin: source.to_owned(),
+            sha256,
+            size,
+            sandbox,
+            limits,
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            loaded_at: crate::node::unix_now(),
+            stats: CallStats::default(),
             pre,
         })
     }
 
-    fn store(&self, plugin: Arc<str>, request_id: Arc<str>) -> Store<HostState> {
-        let memory = (self.config.memory_limit_mib as usize).saturating_mul(1 << 20);
-        let mut store = Store::new(&self.engine, HostState::new(plugin, request_id, memory));
+    fn store(
+        &self,
+        plugin: Arc<str>,
+        sandbox: &Sandbox,
+        limits: &Limits,
+        ctx: CallContext,
+    ) -> wasmtime::Result<Store<HostState>> {
+        let memory = (limits.memory_limit_mib as usize).saturating_mul(1 << 20);
+        let state = HostState::new(plugin, ctx, memory, self.config.max_call_depth, sandbox)?;
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + Duration::from_millis(self.config.call_timeout_ms);
+        if let Some(fuel) = limits.fuel {
+            store.set_fuel(fuel)?;
+        } else if self.config.fuel_metering {
+            store.set_fuel(u64::MAX)?;
+        }
+        let deadline = Instant::now() + Duration::from_millis(limits.call_timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -368,7 +624,7 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        store
+        Ok(store)
     }
 
     /// Calls `func` of `plugin` in a fresh instance. `args` fill parameters in order, then
@@ -379,10 +635,31 @@ impl Runtime {
         func: &PluginFunction,
         args: &[Value],
         kwargs: &Map<String, Value>,
-        request_id: Arc<str>,
+        ctx: CallContext,
+    ) -> Result<Value, InvokeError> {
+        let stats = &plugin.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let out = self.invoke_inner(plugin, func, args, kwargs, ctx).await;
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if out.is_err() {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    async fn invoke_inner(
+        &self,
+        plugin: &LoadedPlugin,
+        func: &PluginFunction,
+        args: &[Value],
+        kwargs: &Map<String, Value>,
+        ctx: CallContext,
     ) -> Result<Value, InvokeError> {
         let params = bind_args(func, args, kwargs)?;
-        let mut store = self.store(plugin.name.clone(), request_id);
+        let mut store = self
+            .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
+            .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
         let mut results = if func.result.is_some() {
             vec![Val::Bool(false)]
         } else {
@@ -397,7 +674,7 @@ impl Runtime {
         }
         .await;
         if let Err(e) = outcome {
-            return Err(self.classify(e, &store));
+            return Err(self.classify(e, &store, &plugin.limits));
         }
         match results.pop() {
             None => Ok(Value::Null),
@@ -410,16 +687,20 @@ impl Runtime {
         }
     }
 
-    fn classify(&self, e: wasmtime::Error, store: &Store<HostState>) -> InvokeError {
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<HostState>,
+        limits: &Limits,
+    ) -> InvokeError {
         if store.data().limiter.hit {
-            return InvokeError::MemoryLimit(self.config.memory_limit_mib);
+            return InvokeError::MemoryLimit(limits.memory_limit_mib);
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => InvokeError::Timeout(self.config.call_timeout_ms),
+            Some(Trap::Interrupt) => InvokeError::Timeout(limits.call_timeout_ms),
             Some(Trap::StackOverflow) => InvokeError::StackOverflow,
-            Some(Trap::AllocationTooLarge) => {
-                InvokeError::MemoryLimit(self.config.memory_limit_mib)
-            }
+            Some(Trap::OutOfFuel) => InvokeError::OutOfFuel(limits.fuel.unwrap_or(u64::MAX)),
+            Some(Trap::AllocationTooLarge) => InvokeError::MemoryLimit(limits.memory_limit_mib),
             Some(trap) => {
                 let stderr = store.data().stderr_text();
                 if stderr.is_empty() {

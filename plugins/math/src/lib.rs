@@ -37,6 +37,7 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
     runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
     with: {
         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
+        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
     },
 });

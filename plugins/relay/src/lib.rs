@@ -1,0 +1,71 @@
+//! `relay`: functions that call other functions through the host's `call` import, including one
+//! that recurses without end so the node's depth limit can be seen to stop it.
+
+use mpreg_plugin_sdk::call::{self, CallOptions};
+use mpreg_plugin_sdk::{Command, Manifest};
+
+mpreg_plugin_sdk::wit_bindgen::generate!({
+    path: "../../wit",
+    inline: r#"
+        package mpreg-examples:relay;
+
+        world relay {
+            include mpreg:plugin/plugin@0.1.0;
+
+            /// `add(x, x)`, computed by whichever node function `add` is.
+            export double: func(x: s32) -> result<s32, string>;
+            /// Calls `fun` with the JSON array `args` and returns its JSON result.
+            export forward: func(fun: string, args: string) -> result<string, string>;
+            /// Calls itself with `n + 1`, forever: only the depth limit ends it.
+            export recurse: func(n: u32) -> result<u32, string>;
+            /// Calls `greet` pinned to a version constraint.
+            export greet-version: func(name: string, version: string) -> result<string, string>;
+        }
+    "#,
+    world: "mpreg-examples:relay/relay",
+    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
+    with: {
+        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
+        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
+        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    },
+});
+
+struct Relay;
+
+impl Guest for Relay {
+    fn double(x: i32) -> Result<i32, String> {
+        call::call("add", &[x.into(), x.into()]).map_err(|e| e.message())
+    }
+
+    fn forward(fun: String, args: String) -> Result<String, String> {
+        call::call_json(&fun, &args, &CallOptions::default()).map_err(|e| e.message())
+    }
+
+    fn recurse(n: u32) -> Result<u32, String> {
+        mpreg_plugin_sdk::log::debug(&format!("recursing at depth {n}"));
+        call::call("recurse", &[(n + 1).into()]).map_err(|e| e.message())
+    }
+
+    fn greet_version(name: String, version: String) -> Result<String, String> {
+        let options = CallOptions {
+            version: Some(version),
+            ..CallOptions::default()
+        };
+        call::call_with("greet", &[name.into()], &options).map_err(|e| e.message())
+    }
+}
+
+impl exports::mpreg::plugin::metadata::Guest for Relay {
+    fn describe() -> Manifest {
+        Manifest::new("relay", env!("CARGO_PKG_VERSION"))
+            .command(Command::new("double").describe("add(x, x) through a nested call"))
+            .command(Command::new("forward").describe("Calls any function with JSON arguments"))
+            .command(Command::new("recurse").describe("Calls itself until the depth limit"))
+            .command(
+                Command::new("greet_version").describe("Calls greet with a version constraint"),
+            )
+    }
+}
+
+export!(Relay);
