@@ -30,7 +30,7 @@ async fn main() -> Result<()> {
     cfg.runtime.call_timeout_ms = 500;
     cfg.plugins = ["math", "text", "pipeline", "chaos", "greeter", "greeter2"]
         .into_iter()
-        .map(plugin)
+        .map(|name| plugin(name).into())
         .collect();
     let node = mpreg::node::start(cfg).await?;
     println!("node {} listening on {}\n", node.info().node_id, node.url());

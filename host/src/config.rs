@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{RuntimeConfig, Sandbox};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -18,8 +18,80 @@ pub struct NodeConfig {
     pub node: IdentityConfig,
     /// Plugin execution limits.
     pub runtime: RuntimeConfig,
-    /// Component files to load at start-up (relative paths are relative to the config file).
-    pub plugins: Vec<PathBuf>,
+    /// Plugin publishing and the admin API.
+    pub admin: AdminConfig,
+    /// Component files to load at start-up (relative paths are relative to the config file):
+    /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// A component file to load at start-up, with its sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PluginSpecRepr")]
+pub struct PluginSpec {
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// Limits and grants (default: node limits, nothing granted).
+    pub sandbox: Sandbox,
+}
+
+impl From<PathBuf> for PluginSpec {
+    fn from(path: PathBuf) -> Self {
+        PluginSpec {
+            path,
+            sandbox: Sandbox::default(),
+        }
+    }
+}
+
+/// The two ways to write a plugin entry.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PluginSpecRepr {
+    Path(PathBuf),
+    Table(PluginTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginTable {
+    path: PathBuf,
+    #[serde(default)]
+    sandbox: Sandbox,
+}
+
+impl From<PluginSpecRepr> for PluginSpec {
+    fn from(r: PluginSpecRepr) -> Self {
+        match r {
+            PluginSpecRepr::Path(path) => path.into(),
+            PluginSpecRepr::Table(t) => PluginSpec {
+                path: t.path,
+                sandbox: t.sandbox,
+            },
+        }
+    }
+}
+
+/// `[admin]`: the HTTP admin API (`/admin/...`) used to publish, list, describe and retire
+/// plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token the admin API requires (at least 16 characters). When unset, a token is
+    /// generated on the first start, printed once, and only its hash is kept in the data
+    /// directory.
+    pub token: Option<String>,
+    /// Largest component accepted by publish.
+    pub max_upload_mib: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: None,
+            max_upload_mib: 64,
+        }
+    }
 }
 
 /// `[server]`.
@@ -76,6 +148,9 @@ pub struct IdentityConfig {
     pub resources: Vec<String>,
     /// URLs clients should use to reach this node; derived from the bound address when empty.
     pub advertised_urls: Vec<String>,
+    /// Where published plugins (and later queues and caches) are kept. Unset: in memory only,
+    /// so nothing survives a restart.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for IdentityConfig {
@@ -86,6 +161,7 @@ impl Default for IdentityConfig {
             region: "local".into(),
             resources: Vec::new(),
             advertised_urls: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -135,8 +211,8 @@ impl NodeConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in &mut cfg.plugins {
-            if p.is_relative() {
-                *p = base.join(&*p);
+            if p.path.is_relative() {
+                p.path = base.join(&p.path);
             }
         }
         Ok(cfg)
@@ -148,7 +224,7 @@ impl NodeConfig {
     }
 
     /// Applies `MPREG_HOST`, `MPREG_PORT`, `MPREG_CLUSTER_ID`, `MPREG_REGION`, `MPREG_RESOURCES`
-    /// (comma-separated) and `MPREG_NODE_ID` from `env`.
+    /// (comma-separated), `MPREG_NODE_ID`, `MPREG_DATA_DIR` and `MPREG_ADMIN_TOKEN` from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("MPREG_HOST") {
             self.server.host = v;
@@ -170,6 +246,12 @@ impl NodeConfig {
         }
         if let Some(v) = env("MPREG_RESOURCES") {
             self.node.resources = split_list(&v);
+        }
+        if let Some(v) = env("MPREG_DATA_DIR") {
+            self.node.data_dir = Some(v.into());
+        }
+        if let Some(v) = env("MPREG_ADMIN_TOKEN") {
+            self.admin.token = Some(v);
         }
         Ok(())
     }
@@ -210,6 +292,18 @@ impl NodeConfig {
                 "runtime.max_instances must be positive and runtime.max_stack_kib at least 64",
             );
         }
+        if r.memory_limit_mib > r.max_memory_limit_mib {
+            return bad("runtime.memory_limit_mib must not exceed runtime.max_memory_limit_mib");
+        }
+        if r.max_call_depth == 0 || r.max_call_depth > 64 {
+            return bad("runtime.max_call_depth must be between 1 and 64");
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return bad("admin.token must be at least 16 characters");
+        }
+        if self.admin.max_upload_mib == 0 || self.admin.max_upload_mib > 1024 {
+            return bad("admin.max_upload_mib must be between 1 and 1024");
+        }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");
         }
@@ -242,6 +336,22 @@ mod tests {
         assert!(cfg.validate().is_ok());
         let err = NodeConfig::from_toml("[server]\nprot = 1\n").expect_err("typo");
         assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn plugin_entries_are_paths_or_tables_with_a_sandbox() {
+        let cfg = NodeConfig::from_toml(
+            "plugins = [\"a.wasm\", { path = \"b.wasm\", sandbox = { memory_limit_mib = 200, env = { MODE = \"x\" } } }]\n[admin]\ntoken = \"0123456789abcdef\"\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.plugins[0], PluginSpec::from(PathBuf::from("a.wasm")));
+        assert_eq!(cfg.plugins[1].sandbox.memory_limit_mib, Some(200));
+        assert_eq!(cfg.plugins[1].sandbox.env["MODE"], "x");
+        assert!(cfg.validate().is_ok());
+        assert!(NodeConfig::from_toml("plugins = [{ path = \"b.wasm\", sandbx = {} }]").is_err());
+        let mut short = cfg.clone();
+        short.admin.token = Some("short".into());
+        assert!(short.validate().is_err());
     }
 
     #[test]

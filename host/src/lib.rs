@@ -5,8 +5,10 @@
 //! - [`protocol`]: wire types and error codes (shared with the client).
 //! - [`rpc`]: planning, substitution and version matching (pure), execution and routing.
 //! - [`runtime`]: the wasmtime host (node feature).
-//! - [`plugin`]: the registry of loaded functions (node feature).
-//! - [`server`]: WebSocket sessions and HTTP endpoints (node feature).
+//! - [`plugin`]: the registry of loaded functions, the sled plugin store, publish / retire /
+//!   restore (node feature).
+//! - [`server`]: WebSocket sessions, `/health` and the admin API (node feature);
+//!   [`admin_client`]: its blocking client (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it.
 
@@ -18,6 +20,8 @@ pub mod rpc;
 #[cfg(feature = "node")]
 pub mod runtime;
 
+#[cfg(feature = "node")]
+pub mod admin_client;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]

@@ -73,6 +73,14 @@ struct StartArgs {
     /// Node id (generated when absent).
     #[arg(long)]
     node_id: Option<String>,
+    /// Folder for published plugins and compiled code (kept across restarts). Without it the
+    /// node keeps them in memory only.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Admin API token (at least 16 characters). Without one, a token is generated on the
+    /// first start with this data directory and printed once.
+    #[arg(long, env = "MPREG_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -159,7 +167,13 @@ async fn start(args: StartArgs) -> Result<()> {
     if let Some(id) = args.node_id {
         cfg.node.id = Some(id);
     }
-    cfg.plugins.extend(args.plugins);
+    if let Some(d) = args.data_dir {
+        cfg.node.data_dir = Some(d);
+    }
+    if let Some(t) = args.admin_token {
+        cfg.admin.token = Some(t);
+    }
+    cfg.plugins.extend(args.plugins.into_iter().map(Into::into));
     let node = mpreg::node::start(cfg).await?;
     // The first stdout line tells scripts (and `--port 0` users) where the node is.
     println!(
@@ -167,6 +181,14 @@ async fn start(args: StartArgs) -> Result<()> {
         node.info().node_id,
         node.url()
     );
+    if let Some(token) = node.generated_admin_token() {
+        // Not println!: a script that read only the first line may have closed stdout.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "admin token (shown once, only its hash is kept): {token}"
+        );
+    }
     let token = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, NodeConfig};
-use crate::plugin::{Registry, RegistryError};
+use crate::plugin::{
+    PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
+};
 use crate::rpc::dispatch::LocalDispatcher;
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
@@ -34,6 +36,15 @@ pub enum NodeError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A plugin from the config could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PublishError),
+    /// The plugin store could not be opened (another node using the same data directory?).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something the node needs at start-up failed (the random source, a blocking task).
+    #[error("start-up failed: {0}")]
+    Startup(String),
     /// Two plugins provide the same function version.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -109,6 +120,8 @@ pub struct NodeHandle {
     addr: SocketAddr,
     info: Arc<NodeInfo>,
     registry: Arc<Registry>,
+    manager: Arc<PluginManager>,
+    generated_token: Option<Arc<str>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -132,6 +145,22 @@ impl NodeHandle {
     /// Loaded functions.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Publishes and retires plugins.
+    pub fn plugins(&self) -> &Arc<PluginManager> {
+        &self.manager
+    }
+
+    /// The admin token this start generated (first start without a configured token): shown
+    /// once, since only its hash is stored.
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_token.as_deref()
+    }
+
+    /// `http://addr`, the base of the admin API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A token that stops the node when cancelled (for signal handlers).
@@ -159,18 +188,37 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
     let registry = Arc::new(Registry::new());
-    for path in &config.plugins {
-        let shown = path.display().to_string();
-        let bytes = tokio::fs::read(path)
+    if let Some(dir) = &config.node.data_dir {
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::PluginFile {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let dir = config.node.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || PluginStore::open(dir.as_deref()))
+        .await
+        .map_err(|e| NodeError::Startup(format!("opening the plugin store: {e}")))??;
+    let (admin, generated_token) = admin_auth(&config, &store).await?;
+    let manager = Arc::new(PluginManager::new(runtime.clone(), registry.clone(), store));
+    for spec in &config.plugins {
+        let shown = spec.path.display().to_string();
+        let bytes = tokio::fs::read(&spec.path)
             .await
             .map_err(|source| NodeError::PluginFile {
                 path: shown.clone(),
                 source,
             })?;
-        let plugin = runtime.load(bytes, &shown).await?;
+        let plugin = manager
+            .load_static(bytes, &shown, spec.sandbox.clone())
+            .await?;
         tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version,
-            functions = plugin.functions.len(), source = %shown, "plugin loaded");
-        registry.add(Arc::new(plugin))?;
+            functions = plugin.functions.len(), source = %shown, load_ms = plugin.load_ms,
+            "plugin loaded");
+        registry.add(plugin)?;
+    }
+    let restored = manager.restore().await?;
+    if restored > 0 {
+        tracing::info!(restored, "published plugins restored");
     }
     let bind = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&bind)
@@ -204,6 +252,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         dispatcher,
         node: info.clone(),
         registry: registry.clone(),
+        manager: manager.clone(),
+        admin,
+        max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
         config: config.server.clone(),
         shutdown: shutdown.clone(),
         hard_stop: CancellationToken::new(),
@@ -216,7 +267,35 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         addr,
         info,
         registry,
+        manager,
+        generated_token,
         shutdown,
         tasks,
     })
+}
+
+/// The admin API's credentials: the configured token, else the one generated on an earlier
+/// start (only its hash was kept), else a new one, returned so it can be shown once.
+async fn admin_auth(
+    config: &NodeConfig,
+    store: &PluginStore,
+) -> Result<(server::AdminAuth, Option<Arc<str>>), NodeError> {
+    if let Some(token) = &config.admin.token {
+        return Ok((server::AdminAuth::from_token(token), None));
+    }
+    if let Some(hash) = store.admin_token_hash()? {
+        return Ok((server::AdminAuth::from_hash(hash), None));
+    }
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw)
+        .map_err(|e| NodeError::Startup(format!("generating the admin token: {e}")))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("mpreg-{token}");
+    let auth = server::AdminAuth::from_token(&token);
+    store.set_admin_token_hash(auth.hash())?;
+    store.flush().await?;
+    tracing::warn!(
+        "generated an admin token (shown once; set admin.token or MPREG_ADMIN_TOKEN to choose one)"
+    );
+    Ok((auth, Some(token.into())))
 }

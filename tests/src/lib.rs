@@ -17,12 +17,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Folder with the example plugins, built by this crate's build script.
 pub const PLUGIN_DIR: &str = env!("MPREG_PLUGIN_DIR");
 
-/// Path of example plugin `name` (`math`, `text`, `pipeline`, `chaos`, `greeter`, `greeter2`).
+/// Path of example plugin `name` (`math`, `text`, `pipeline`, `chaos`, `greeter`, `greeter2`,
+/// `relay`, `badmeta`).
 pub fn plugin(name: &str) -> PathBuf {
     PathBuf::from(PLUGIN_DIR).join(format!("mpreg_plugin_{name}.wasm"))
 }
 
-/// Every example plugin.
+/// Every example plugin that loads (not `badmeta`).
 pub fn all_plugins() -> Vec<PathBuf> {
     [
         "math", "text", "pipeline", "chaos", "greeter", "greeter2", "relay",
@@ -38,9 +39,35 @@ pub fn test_config() -> NodeConfig {
     cfg.server.port = 0;
     cfg.server.shutdown_grace_ms = 2_000;
     cfg.runtime.call_timeout_ms = 1_000;
-    cfg.plugins = all_plugins();
+    cfg.plugins = all_plugins().into_iter().map(Into::into).collect();
     cfg.node.id = Some("test-node".into());
+    cfg.admin.token = Some(ADMIN_TOKEN.into());
     cfg
+}
+
+/// The admin token of [`test_config`] nodes.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Runs a blocking admin call off the async runtime.
+pub async fn admin<T, F>(url: &str, token: &str, f: F) -> Result<T, mpreg::admin_client::AdminError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mpreg::admin_client::AdminClient) -> Result<T, mpreg::admin_client::AdminError>
+        + Send
+        + 'static,
+{
+    let client = mpreg::admin_client::AdminClient::new(url, token);
+    tokio::task::spawn_blocking(move || f(&client))
+        .await
+        .expect("admin call panicked")
+}
+
+/// Publishes `bytes` with the test token.
+pub async fn publish(url: &str, bytes: Vec<u8>) -> Result<Value, mpreg::admin_client::AdminError> {
+    admin(url, ADMIN_TOKEN, move |c| {
+        c.publish(&bytes, None, &mut |_| {})
+    })
+    .await
 }
 
 /// A node running in this process.

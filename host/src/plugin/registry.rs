@@ -55,6 +55,8 @@ type Table = HashMap<String, Vec<FunctionEntry>>;
 #[derive(Default)]
 pub struct Registry {
     table: ArcSwap<Table>,
+    /// Serializes writers (read, modify, swap); readers never take it.
+    writer: std::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -65,27 +67,80 @@ impl Registry {
 
     /// Adds every function of `plugin`, or none if any clashes with a loaded one.
     pub fn add(&self, plugin: Arc<LoadedPlugin>) -> Result<(), RegistryError> {
+        self.replace(None, Some(plugin)).map(|_| ())
+    }
+
+    /// In one atomic swap: removes plugin `remove` (name, version) if loaded, and adds `add`.
+    /// Returns the removed plugin. Calls that already picked an entry keep it (they hold an
+    /// `Arc`); calls routed after the swap see only the new set.
+    pub fn replace(
+        &self,
+        remove: Option<(&str, &semver::Version)>,
+        add: Option<Arc<LoadedPlugin>>,
+    ) -> Result<Option<Arc<LoadedPlugin>>, RegistryError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut table: Table = (**self.table.load()).clone();
-        for (index, f) in plugin.functions.iter().enumerate() {
-            let versions = table.entry(f.name.clone()).or_default();
-            if let Some(clash) = versions.iter().find(|e| {
-                e.function().function_id == f.function_id && e.version() == &plugin.manifest.version
-            }) {
-                return Err(RegistryError::Duplicate {
-                    name: f.name.clone(),
-                    function_id: f.function_id.clone(),
-                    version: plugin.manifest.version.to_string(),
-                    existing: clash.plugin.origin.clone(),
+        let mut removed = None;
+        if let Some((name, version)) = remove {
+            for versions in table.values_mut() {
+                versions.retain(|e| {
+                    let hit = e.plugin.manifest.name == name && e.version() == version;
+                    if hit {
+                        removed = Some(e.plugin.clone());
+                    }
+                    !hit
                 });
             }
-            versions.push(FunctionEntry {
-                plugin: plugin.clone(),
-                index,
-            });
-            versions.sort_by(|a, b| b.version().cmp(a.version()));
+            table.retain(|_, v| !v.is_empty());
+        }
+        if let Some(plugin) = add {
+            for (index, f) in plugin.functions.iter().enumerate() {
+                let versions = table.entry(f.name.clone()).or_default();
+                if let Some(clash) = versions.iter().find(|e| {
+                    e.function().function_id == f.function_id
+                        && e.version() == &plugin.manifest.version
+                }) {
+                    return Err(RegistryError::Duplicate {
+                        name: f.name.clone(),
+                        function_id: f.function_id.clone(),
+                        version: plugin.manifest.version.to_string(),
+                        existing: clash.plugin.origin.clone(),
+                    });
+                }
+                versions.push(FunctionEntry {
+                    plugin: plugin.clone(),
+                    index,
+                });
+                versions.sort_by(|a, b| b.version().cmp(a.version()));
+            }
         }
         self.table.store(Arc::new(table));
-        Ok(())
+        Ok(removed)
+    }
+
+    /// Every loaded plugin version once, by name then version (newest first).
+    pub fn plugins(&self) -> Vec<Arc<LoadedPlugin>> {
+        let table = self.table.load();
+        let mut out: Vec<Arc<LoadedPlugin>> = Vec::new();
+        for versions in table.values() {
+            for e in versions {
+                if !out.iter().any(|p| Arc::ptr_eq(p, &e.plugin)) {
+                    out.push(e.plugin.clone());
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.manifest.name.as_str(), &b.manifest.version)
+                .cmp(&(b.manifest.name.as_str(), &a.manifest.version))
+        });
+        out
+    }
+
+    /// The loaded plugin `name` at `version`.
+    pub fn plugin(&self, name: &str, version: &semver::Version) -> Option<Arc<LoadedPlugin>> {
+        self.plugins()
+            .into_iter()
+            .find(|p| p.manifest.name == name && &p.manifest.version == version)
     }
 
     /// Every loaded function, sorted by name then version (newest first).

@@ -1,7 +1,10 @@
 //! HTTP side of a node: WebSocket upgrade on any path (MPREG clients connect to `ws://host:port`)
-//! and `GET /health`.
+//! `GET /health`, and the admin API under `/admin` (see [`admin`]).
 
+pub mod admin;
 mod session;
+
+pub use admin::AdminAuth;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::node::NodeInfo;
-use crate::plugin::Registry;
+use crate::plugin::{PluginManager, Registry};
 use crate::rpc::execute::Dispatcher;
 
 /// What every session shares.
@@ -29,6 +32,12 @@ pub struct ServerState {
     pub node: Arc<NodeInfo>,
     /// Loaded functions (for /health).
     pub registry: Arc<Registry>,
+    /// Publishes and retires plugins (admin API).
+    pub manager: Arc<PluginManager>,
+    /// Admin API credentials.
+    pub admin: AdminAuth,
+    /// Largest accepted upload.
+    pub max_upload_bytes: usize,
     /// Limits.
     pub config: ServerConfig,
     /// Cancelled when the node starts shutting down.
@@ -43,6 +52,12 @@ pub struct ServerState {
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/admin/plugins", get(admin::list).post(admin::publish))
+        .route("/admin/plugins/{name}", get(admin::describe_newest))
+        .route(
+            "/admin/plugins/{name}/{version}",
+            get(admin::describe).delete(admin::retire),
+        )
         .fallback(upgrade)
         .with_state(state.clone());
     let token = state.shutdown.clone();

@@ -18,6 +18,8 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
             export recurse: func(depth: u64) -> u64;
             export busy: func(ms: u32) -> u32;
             export fail: func(message: string) -> result<string, string>;
+            export env: func(name: string) -> option<string>;
+            export read-file: func(path: string) -> result<string, string>;
         }
     "#,
     world: "mpreg-examples:chaos/chaos",
@@ -87,6 +89,16 @@ impl Guest for Chaos {
     fn fail(message: String) -> Result<String, String> {
         Err(message)
     }
+
+    /// `None` unless the plugin's sandbox grants the variable.
+    fn env(name: String) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    /// Fails unless the plugin's sandbox preopens a directory holding `path`.
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))
+    }
 }
 
 impl exports::mpreg::plugin::metadata::Guest for Chaos {
@@ -102,6 +114,8 @@ impl exports::mpreg::plugin::metadata::Guest for Chaos {
             )
             .command(Command::new("busy").describe("burns CPU for ms milliseconds"))
             .command(Command::new("fail").describe("returns err(message)"))
+            .command(Command::new("env").describe("reads an environment variable (sandbox grant)"))
+            .command(Command::new("read_file").describe("reads a file (sandbox grant)"))
     }
 }
 

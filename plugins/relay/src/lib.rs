@@ -17,7 +17,7 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
             /// Calls `fun` with the JSON array `args` and returns its JSON result.
             export forward: func(fun: string, args: string) -> result<string, string>;
             /// Calls itself with `n + 1`, forever: only the depth limit ends it.
-            export recurse: func(n: u32) -> result<u32, string>;
+            export descend: func(n: u32) -> result<u32, string>;
             /// Calls `greet` pinned to a version constraint.
             export greet-version: func(name: string, version: string) -> result<string, string>;
         }
@@ -42,9 +42,9 @@ impl Guest for Relay {
         call::call_json(&fun, &args, &CallOptions::default()).map_err(|e| e.message())
     }
 
-    fn recurse(n: u32) -> Result<u32, String> {
+    fn descend(n: u32) -> Result<u32, String> {
         mpreg_plugin_sdk::log::debug(&format!("recursing at depth {n}"));
-        call::call("recurse", &[(n + 1).into()]).map_err(|e| e.message())
+        call::call("descend", &[(n + 1).into()]).map_err(|e| e.message())
     }
 
     fn greet_version(name: String, version: String) -> Result<String, String> {
@@ -61,7 +61,7 @@ impl exports::mpreg::plugin::metadata::Guest for Relay {
         Manifest::new("relay", env!("CARGO_PKG_VERSION"))
             .command(Command::new("double").describe("add(x, x) through a nested call"))
             .command(Command::new("forward").describe("Calls any function with JSON arguments"))
-            .command(Command::new("recurse").describe("Calls itself until the depth limit"))
+            .command(Command::new("descend").describe("Calls itself until the depth limit"))
             .command(
                 Command::new("greet_version").describe("Calls greet with a version constraint"),
             )

@@ -32,7 +32,7 @@ async fn config_file_loads_plugins_and_rejects_bad_ones() -> Result<()> {
     let bogus = dir.join("bogus.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0garbage")?;
     let mut cfg = test_config();
-    cfg.plugins = vec![bogus];
+    cfg.plugins = vec![bogus.into()];
     let err = mpreg::node::start(cfg).await.err().expect("must fail");
     assert!(
         err.to_string()
@@ -41,7 +41,7 @@ async fn config_file_loads_plugins_and_rejects_bad_ones() -> Result<()> {
     );
     // The same plugin twice: duplicate versions are refused.
     let mut cfg = test_config();
-    cfg.plugins = vec![plugin("math"), plugin("math")];
+    cfg.plugins = vec![plugin("math").into(), plugin("math").into()];
     let err = mpreg::node::start(cfg).await.err().expect("must fail");
     assert!(err.to_string().contains("already provided"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

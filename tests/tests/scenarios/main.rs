@@ -2,3 +2,4 @@ mod bad_input;
 mod chaos;
 mod conformance;
 mod lifecycle;
+mod publish;

@@ -1,0 +1,470 @@
+//! Publishing, retiring and restoring plugins: the only writer of the registry after start-up.
+//!
+//! Publish validates everything before anything is stored (component header, compilation, our
+//! world, the manifest, the sandbox, version immutability, clashes with loaded functions), then
+//! swaps the registry and persists. Retire swaps the version out at once and then waits for the
+//! calls still running on it. Both are serialized by one lock; calls never take it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::registry::{Registry, RegistryError};
+use super::store::{PluginRecord, PluginStore, StoreError};
+use crate::runtime::{
+    Compiled, LoadError, LoadedPlugin, Runtime, Sandbox, check_component_header, sha256_hex,
+};
+
+/// Why a publish or retire was refused. Nothing was stored or changed when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The bytes are not a WebAssembly component.
+    #[error("{0}")]
+    NotComponent(String),
+    /// Compilation, the world check, the manifest or the sandbox failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The version exists with other bytes, or another plugin provides the same function version.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such plugin version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PublishError {
+    /// The HTTP status that says this best.
+    pub fn status(&self) -> u16 {
+        match self {
+            PublishError::NotComponent(_) => 400,
+            PublishError::Load(LoadError::Compile { .. } | LoadError::Sandbox { .. }) => 400,
+            PublishError::Load(LoadError::World { .. } | LoadError::Manifest { .. }) => 422,
+            PublishError::Load(LoadError::Engine(_)) | PublishError::Store(_) => 500,
+            PublishError::Conflict(_) => 409,
+            PublishError::NotFound(_) => 404,
+        }
+    }
+
+    /// A short machine-readable kind, next to the human message in admin replies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::NotComponent(_) => "not_a_component",
+            PublishError::Load(LoadError::Compile { .. }) => "not_loadable",
+            PublishError::Load(LoadError::Sandbox { .. }) => "invalid_sandbox",
+            PublishError::Load(LoadError::World { .. }) => "wrong_world",
+            PublishError::Load(LoadError::Manifest { .. }) => "invalid_metadata",
+            PublishError::Load(LoadError::Engine(_)) => "engine",
+            PublishError::Store(_) => "storage",
+            PublishError::Conflict(_) => "conflict",
+            PublishError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    /// Plugin name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// sha256 of the bytes.
+    pub sha256: String,
+    /// `published` (new), `unchanged` (these bytes were already active), `reactivated` (a
+    /// retired version came back) or `updated` (same bytes, new sandbox).
+    pub outcome: &'static str,
+    /// Where the machine code came from: `compiled`, `cache` or `loaded` (already running).
+    pub code: &'static str,
+    /// Time from receiving the bytes to callable, in ms.
+    pub ready_ms: f64,
+    /// Commands it provides.
+    pub functions: Vec<String>,
+}
+
+/// What a retire did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retired {
+    /// Plugin name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Whether every call running on it finished before the reply.
+    pub drained: bool,
+    /// Calls still running when the drain wait gave up.
+    pub still_running: u64,
+}
+
+/// Publishes, retires and restores plugins.
+pub struct PluginManager {
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    store: PluginStore,
+    engine: String,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl PluginManager {
+    /// A manager over the node's runtime, registry and store.
+    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, store: PluginStore) -> Self {
+        let engine = runtime.engine_fingerprint();
+        PluginManager {
+            runtime,
+            registry,
+            store,
+            engine,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The store (for the admin token).
+    pub fn store(&self) -> &PluginStore {
+        &self.store
+    }
+
+    /// Compiled code for `bytes`: from the cache when this engine compiled them before,
+    /// otherwise compiled now and cached. Returns where it came from.
+    async fn code(
+        &self,
+        bytes: Vec<u8>,
+        sha256: &str,
+        origin: &str,
+    ) -> Result<(Compiled, &'static str), PublishError> {
+        if let Some(code) = self.store.compiled(sha256, &self.engine)? {
+            match self.runtime.deserialize(&code, origin) {
+                Ok(compiled) => return Ok((compiled, "cache")),
+                Err(e) => {
+                    tracing::warn!(error = %e, sha256, "cached code unusable; compiling again");
+                    self.store.drop_compiled(sha256, &self.engine)?;
+                }
+            }
+        }
+        let compiled = self.runtime.compile(bytes, origin).await?;
+        match compiled.serialize() {
+            Ok(code) => self.store.put_compiled(sha256, &self.engine, &code)?,
+            Err(e) => tracing::warn!(error = %e, "compiled code not cached"),
+        }
+        Ok((compiled, "compiled"))
+    }
+
+    /// Loads a plugin from a file named in the config (not stored, but its compiled code is
+    /// cached like a published one's).
+    pub async fn load_static(
+        &self,
+        bytes: Vec<u8>,
+        origin: &str,
+        sandbox: Sandbox,
+    ) -> Result<Arc<LoadedPlugin>, PublishError> {
+        let started = Instant::now();
+        let (sha256, size) = (sha256_hex(&bytes), bytes.len());
+        let (compiled, _) = self.code(bytes, &sha256, origin).await?;
+        let plugin = self
+            .runtime
+            .instantiate(&compiled, origin, sandbox, sha256, size, started)
+            .await?;
+        Ok(Arc::new(plugin))
+    }
+
+    /// Brings back every active published version (at start-up). A version that no longer
+    /// loads is logged and skipped, so one bad record cannot keep the node down.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let mut restored = 0;
+        for record in self.store.records()? {
+            if !record.active {
+                continue;
+            }
+            let key = PluginRecord::key_of(&record.name, &record.version);
+            let Some(bytes) = self.store.blob(&record.sha256)? else {
+                tracing::error!(plugin = %key, "stored bytes missing; not restored");
+                continue;
+            };
+            let started = Instant::now();
+            let origin = format!("published {key}");
+            let loaded = async {
+                let (compiled, _) = self.code(bytes, &record.sha256, &origin).await?;
+                let plugin = self
+                    .runtime
+                    .instantiate(
+                        &compiled,
+                        &origin,
+                        record.sandbox.clone(),
+                        record.sha256.clone(),
+                        record.size as usize,
+                        started,
+                    )
+                    .await?;
+                self.registry
+                    .add(Arc::new(plugin))
+                    .map_err(|e| PublishError::Conflict(e.to_string()))
+            }
+            .await;
+            match loaded {
+                Ok(()) => restored += 1,
+                Err(e) => tracing::error!(plugin = %key, error = %e, "not restored"),
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Validates, stores and activates a component. `sandbox` replaces the one stored with
+    /// the version when given.
+    pub async fn publish(
+        &self,
+        bytes: Vec<u8>,
+        sandbox: Option<Sandbox>,
+    ) -> Result<Published, PublishError> {
+        let started = Instant::now();
+        check_component_header(&bytes).map_err(PublishError::NotComponent)?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len();
+        let _guard = self.lock.lock().await;
+
+        let running = self
+            .registry
+            .plugins()
+            .into_iter()
+            .find(|p| p.sha256 == sha256);
+        if let Some(p) = &running
+            && sandbox.as_ref().is_none_or(|s| s == &p.sandbox)
+        {
+            return Ok(Published {
+                name: p.manifest.name.clone(),
+                version: p.manifest.version.to_string(),
+                sha256,
+                outcome: "unchanged",
+                code: "loaded",
+                ready_ms: started.elapsed().as_secs_f64() * 1000.0,
+                functions: p.functions.iter().map(|f| f.name.clone()).collect(),
+            });
+        }
+
+        let origin = format!("published sha256:{}", &sha256[..12]);
+        let (compiled, code) = self.code(bytes.clone(), &sha256, &origin).await?;
+        // The sandbox comes from the request, else from an earlier publish of these bytes.
+        let previous = self
+            .store
+            .records()?
+            .into_iter()
+            .find(|r| r.sha256 == sha256);
+        let sandbox = sandbox
+            .or_else(|| previous.as_ref().map(|r| r.sandbox.clone()))
+            .unwrap_or_default();
+        let plugin = self
+            .runtime
+            .instantiate(&compiled, &origin, sandbox, sha256.clone(), size, started)
+            .await?;
+        let name = plugin.manifest.name.clone();
+        let version = plugin.manifest.version.to_string();
+        let existing = self.store.record(&name, &version)?;
+        if let Some(r) = &existing
+            && r.sha256 != sha256
+        {
+            return Err(PublishError::Conflict(format!(
+                "'{name}' version {version} is already published with different bytes \
+                 (sha256 {}); versions are immutable: publish it under a new version",
+                r.sha256
+            )));
+        }
+        let outcome = match (&existing, &running) {
+            (_, Some(_)) => "updated",
+            (Some(_), None) => "reactivated",
+            (None, None) => "published",
+        };
+        let functions = plugin.functions.iter().map(|f| f.name.clone()).collect();
+        let plugin = Arc::new(plugin);
+        let replaced = running
+            .as_ref()
+            .map(|p| (p.manifest.name.as_str(), &p.manifest.version));
+        // Swap first: a clash with another plugin's function is found before anything is
+        // stored. If storing then fails, the swap is undone.
+        let old = self
+            .registry
+            .replace(replaced, Some(plugin.clone()))
+            .map_err(|e: RegistryError| PublishError::Conflict(e.to_string()))?;
+        let record = PluginRecord {
+            name: name.clone(),
+            version: version.clone(),
+            sha256: sha256.clone(),
+            size: size as u64,
+            sandbox: plugin.sandbox.clone(),
+            active: true,
+            published_at: crate::node::unix_now(),
+        };
+        let stored = async {
+            self.store.put_blob(&sha256, &bytes)?;
+            self.store.put_record(&record)?;
+            self.store.flush().await
+        }
+        .await;
+        if let Err(e) = stored {
+            let undo = self
+                .registry
+                .replace(Some((&name, &plugin.manifest.version)), old);
+            if let Err(undo) = undo {
+                tracing::error!(error = %undo, "could not restore the previous registry entry");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(plugin = %name, %version, sha256 = %&sha256[..12], outcome, code,
+            "plugin published");
+        Ok(Published {
+            name,
+            version,
+            sha256,
+            outcome,
+            code,
+            ready_ms: started.elapsed().as_secs_f64() * 1000.0,
+            functions,
+        })
+    }
+
+    /// Stops serving `name@version`: new calls stop seeing it at once; the reply waits until
+    /// calls already running on it have finished (bounded by its call deadline).
+    pub async fn retire(&self, name: &str, version: &str) -> Result<Retired, PublishError> {
+        let parsed = crate::rpc::version::parse_version_lenient(version)
+            .map_err(|e| PublishError::NotFound(format!("invalid version '{version}': {e}")))?;
+        let removed = {
+            let _guard = self.lock.lock().await;
+            let removed = self
+                .registry
+                .replace(Some((name, &parsed)), None)
+                .map_err(|e| PublishError::Conflict(e.to_string()))?;
+            let record = self.store.record(name, &parsed.to_string())?;
+            if let Some(mut r) = record.filter(|r| r.active) {
+                r.active = false;
+                self.store.put_record(&r)?;
+                self.store.flush().await?;
+            } else if removed.is_none() {
+                return Err(PublishError::NotFound(format!(
+                    "no active plugin '{name}' version {parsed}"
+                )));
+            }
+            removed
+        };
+        let (mut drained, mut still_running) = (true, 0);
+        if let Some(plugin) = removed {
+            let limit = Duration::from_millis(plugin.limits.call_timeout_ms + 1_000);
+            let until = Instant::now() + limit;
+            // Everything that can still run on it holds an `Arc` (calls that routed to it before
+            // the swap); when only ours is left, nothing can.
+            while Arc::strong_count(&plugin) > 1 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            still_running = plugin
+                .stats
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed);
+            drained = Arc::strong_count(&plugin) == 1;
+        }
+        tracing::info!(plugin = %name, version = %parsed, drained, "plugin retired");
+        Ok(Retired {
+            name: name.to_owned(),
+            version: parsed.to_string(),
+            drained,
+            still_running,
+        })
+    }
+
+    /// Every plugin version: loaded ones (published or from the config) and retired ones.
+    pub fn list(&self) -> Result<Vec<Value>, StoreError> {
+        let loaded = self.registry.plugins();
+        let mut out: Vec<Value> = loaded.iter().map(|p| summary(p, true)).collect();
+        for r in self.store.records()? {
+            let live = loaded
+                .iter()
+                .any(|p| p.manifest.name == r.name && p.manifest.version.to_string() == r.version);
+            if !live {
+                out.push(json!({
+                    "name": r.name, "version": r.version, "sha256": r.sha256, "size": r.size,
+                    "active": false, "source": "published",
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything about one version (the newest loaded one when `version` is `None`).
+    pub fn describe(&self, name: &str, version: Option<&str>) -> Result<Value, PublishError> {
+        let wanted = version
+            .map(crate::rpc::version::parse_version_lenient)
+            .transpose()
+            .map_err(|e| PublishError::NotFound(format!("invalid version: {e}")))?;
+        let plugin = self.registry.plugins().into_iter().find(|p| {
+            p.manifest.name == name && wanted.as_ref().is_none_or(|v| v == &p.manifest.version)
+        });
+        if let Some(p) = plugin {
+            return Ok(details(
+                &p,
+                self.store.record(name, &p.manifest.version.to_string())?,
+            ));
+        }
+        if let Some(v) = &wanted
+            && let Some(r) = self.store.record(name, &v.to_string())?
+        {
+            return Ok(json!({
+                "name": r.name, "version": r.version, "sha256": r.sha256, "size": r.size,
+                "active": false, "source": "published", "published_at": r.published_at,
+                "sandbox": r.sandbox,
+            }));
+        }
+        Err(PublishError::NotFound(match version {
+            Some(v) => format!("no plugin '{name}' version {v}"),
+            None => format!("no loaded plugin '{name}'"),
+        }))
+    }
+}
+
+fn source(p: &LoadedPlugin) -> &'static str {
+    if p.origin.starts_with("published") {
+        "published"
+    } else {
+        "config"
+    }
+}
+
+fn summary(p: &LoadedPlugin, active: bool) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "name": p.manifest.name,
+        "version": p.manifest.version.to_string(),
+        "sha256": p.sha256,
+        "size": p.size,
+        "active": active,
+        "source": source(p),
+        "functions": p.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        "calls": p.stats.calls.load(Relaxed),
+    })
+}
+
+fn details(p: &LoadedPlugin, record: Option<PluginRecord>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "name": p.manifest.name,
+        "version": p.manifest.version.to_string(),
+        "active": true,
+        "source": source(p),
+        "origin": p.origin,
+        "sha256": p.sha256,
+        "size": p.size,
+        "resources": p.manifest.resources,
+        "load_ms": p.load_ms,
+        "loaded_at": p.loaded_at,
+        "published_at": record.map(|r| r.published_at),
+        "sandbox": p.sandbox,
+        "limits": p.limits,
+        "calls": p.stats.calls.load(Relaxed),
+        "failures": p.stats.failures.load(Relaxed),
+        "in_flight": p.stats.in_flight.load(Relaxed),
+        "functions": p.functions.iter().map(|f| json!({
+            "name": f.name,
+            "function_id": f.function_id,
+            "signature": f.signature,
+            "resources": f.resources,
+            "description": f.description,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,247 @@
+//! The admin API: publish, list, describe and retire plugins over HTTP. Every route needs
+//! `Authorization: Bearer <admin token>`; the token is checked before the body is read, so an
+//! unauthenticated upload stores nothing and costs nothing.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | `POST` | `/admin/plugins` | publish the component in the body (`x-mpreg-sandbox`: JSON sandbox) |
+//! | `GET` | `/admin/plugins` | list every version |
+//! | `GET` | `/admin/plugins/{name}` | describe the newest loaded version |
+//! | `GET` | `/admin/plugins/{name}/{version}` | describe one version |
+//! | `DELETE` | `/admin/plugins/{name}/{version}` | retire it (drains running calls first) |
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::ServerState;
+use crate::plugin::PublishError;
+use crate::runtime::{Sandbox, sha256_hex};
+
+/// Header carrying the sandbox of a publish, as JSON (same fields as the config's `sandbox`).
+pub const SANDBOX_HEADER: &str = "x-mpreg-sandbox";
+
+/// Checks admin tokens against a sha256, so the token itself is never stored.
+#[derive(Clone)]
+pub struct AdminAuth {
+    hash: String,
+}
+
+impl AdminAuth {
+    /// From the token itself.
+    pub fn from_token(token: &str) -> Self {
+        AdminAuth {
+            hash: sha256_hex(token.as_bytes()),
+        }
+    }
+
+    /// From a stored hash.
+    pub fn from_hash(hash: String) -> Self {
+        AdminAuth { hash }
+    }
+
+    /// The hash, for storing.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether `token` is the admin token (constant time in the token's hash).
+    pub fn accepts(&self, token: &str) -> bool {
+        let presented = sha256_hex(token.as_bytes());
+        presented.len() == self.hash.len()
+            && presented
+                .bytes()
+                .zip(self.hash.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "error": { "kind": kind, "message": message.into() } });
+    (status, Json(body)).into_response()
+}
+
+fn publish_error(e: PublishError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.kind(), e.to_string())
+}
+
+/// `Err(response)` unless the request carries the admin token.
+fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some("") | None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
+        )),
+        Some(t) if state.admin.accepts(t) => Ok(()),
+        _ => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "wrong admin token; nothing was changed",
+        )),
+    }
+}
+
+/// `POST /admin/plugins`.
+pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Err(r) = authorize(&state, &parts.headers) {
+        return r;
+    }
+    let limit = state.max_upload_bytes;
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "upload larger than {} MiB (admin.max_upload_mib); nothing was stored",
+                limit >> 20
+            ),
+        )
+    };
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        // Read and discard a moderately oversized body so the client, still sending, gets the
+        // reason instead of a broken pipe; far larger ones are cut off.
+        if len <= limit.saturating_mul(8) {
+            let mut stream = Body::new(body).into_data_stream();
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+        }
+        return too_big();
+    }
+    let sandbox = match parts.headers.get(SANDBOX_HEADER) {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Sandbox>(t).map_err(|e| e.to_string()))
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_sandbox",
+                    format!("{SANDBOX_HEADER} is not a valid sandbox: {e}"),
+                );
+            }
+        },
+    };
+    let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(b) => b,
+        Err(_) => return too_big(),
+    };
+    if bytes.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_a_component",
+            "empty upload: send the component's bytes as the request body",
+        );
+    }
+    match state.manager.publish(bytes.to_vec(), sandbox).await {
+        Ok(p) => {
+            let status = if p.outcome == "published" {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(p)).into_response()
+        }
+        Err(e) => publish_error(e),
+    }
+}
+
+/// `GET /admin/plugins`.
+pub async fn list(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match state.manager.list() {
+        Ok(list) => Json(json!({ "plugins": list })).into_response(),
+        Err(e) => publish_error(e.into()),
+    }
+}
+
+/// `GET /admin/plugins/{name}`.
+pub async fn describe_newest(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    reply(state.manager.describe(&name, None))
+}
+
+/// `GET /admin/plugins/{name}/{version}`.
+pub async fn describe(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    reply(state.manager.describe(&name, Some(&version)))
+}
+
+/// `DELETE /admin/plugins/{name}/{version}`.
+pub async fn retire(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match state.manager.retire(&name, &version).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => publish_error(e),
+    }
+}
+
+fn reply(result: Result<Value, PublishError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => publish_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_compared_by_hash() {
+        let auth = AdminAuth::from_token("0123456789abcdef");
+        assert!(auth.accepts("0123456789abcdef"));
+        assert!(!auth.accepts("0123456789abcdeg"));
+        assert!(!auth.accepts(""));
+        let again = AdminAuth::from_hash(auth.hash().to_owned());
+        assert!(again.accepts("0123456789abcdef"));
+    }
+}
