@@ -149,6 +149,8 @@ pub mod call {
     use crate::bindings::mpreg::plugin::call::call as host_call;
     pub use crate::bindings::mpreg::plugin::call::{CallError, CallOptions};
 
+    // Generated type: a derive cannot be added to it here.
+    #[allow(clippy::derivable_impls)]
     impl Default for CallOptions {
         fn default() -> Self {
             CallOptions {

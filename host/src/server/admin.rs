@@ -72,10 +72,10 @@ fn publish_error(e: PublishError) -> Response {
     error(status, e.kind(), e.to_string())
 }
 
-/// `Err(response)` unless the request carries the admin token.
-fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal, unless the request carries the admin token.
+fn refusal(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
@@ -87,13 +87,13 @@ fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token {
-        Some("") | None => Err(error(
+        Some("") | None => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
         )),
-        Some(t) if state.admin.accepts(t) => Ok(()),
-        _ => Err(error(
+        Some(t) if state.admin.accepts(t) => None,
+        _ => Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "wrong admin token; nothing was changed",
@@ -104,7 +104,7 @@ fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
 /// `POST /admin/plugins`.
 pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(r) = authorize(&state, &parts.headers) {
+    if let Some(r) = refusal(&state, &parts.headers) {
         return r;
     }
     let limit = state.max_upload_bytes;
@@ -176,7 +176,7 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
 
 /// `GET /admin/plugins`.
 pub async fn list(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     match state.manager.list() {
@@ -191,7 +191,7 @@ pub async fn describe_newest(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     reply(state.manager.describe(&name, None))
@@ -203,7 +203,7 @@ pub async fn describe(
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     reply(state.manager.describe(&name, Some(&version)))
@@ -215,7 +215,7 @@ pub async fn retire(
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     match state.manager.retire(&name, &version).await {

@@ -3,3 +3,4 @@ mod chaos;
 mod conformance;
 mod lifecycle;
 mod publish;
+mod sandbox;
