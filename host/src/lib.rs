@@ -10,6 +10,7 @@
 //! - [`server`]: WebSocket sessions, `/health` and the admin API (node feature);
 //!   [`admin_client`]: its blocking client (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
+//! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
 //! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it.
 
 pub mod bench;
@@ -28,5 +29,7 @@ pub mod config;
 pub mod node;
 #[cfg(feature = "node")]
 pub mod plugin;
+#[cfg(feature = "node")]
+pub mod scaffold;
 #[cfg(feature = "node")]
 pub mod server;

@@ -42,6 +42,129 @@ enum Command {
     },
     /// Load-test a running node and print latency and throughput tables.
     Bench(BenchArgs),
+    /// Create, build, publish and manage plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Create a plugin project that builds as it is.
+    New {
+        /// Plugin name (lowercase letters, digits and '-').
+        name: String,
+        /// Language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: mpreg::scaffold::Lang,
+        /// Folder to create (default: ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Rust SDK folder (default: the plugin-sdk of the checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the project in a folder into a component, then load it and show its metadata.
+    Build {
+        /// Project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Upload a component to a node (it is validated, stored and callable at once).
+    Publish {
+        /// The component.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// List every plugin version on a node.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one plugin: metadata, WIT signatures, sha256, size, load time, call counts.
+    Describe {
+        /// Plugin name.
+        name: String,
+        /// Version (default: the newest loaded one).
+        version: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop serving one version (running calls finish first).
+    Retire {
+        /// Plugin name.
+        name: String,
+        /// Version.
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// Node URL (ws:// or http://).
+    #[arg(long, default_value = "ws://127.0.0.1:6666")]
+    node: String,
+    /// Admin token of the node.
+    #[arg(long, env = "MPREG_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Memory limit of the plugin in MiB (node default when absent).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Deadline of one call in ms (node default when absent).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Fuel budget per call (the node must run with runtime.fuel_metering).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Environment variable the plugin may read, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Directory the plugin may open, HOST:GUEST or HOST:GUEST:rw (repeatable; read-only unless :rw).
+    #[arg(long = "dir", value_name = "HOST:GUEST[:rw]")]
+    dirs: Vec<String>,
+}
+
+impl SandboxArgs {
+    /// `None` when no flag was given (the node keeps the stored or default sandbox).
+    fn to_sandbox(&self) -> Result<Option<mpreg::runtime::Sandbox>> {
+        let mut s = mpreg::runtime::Sandbox {
+            memory_limit_mib: self.memory_mib,
+            call_timeout_ms: self.timeout_ms,
+            fuel: self.fuel,
+            ..Default::default()
+        };
+        for kv in &self.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--env takes NAME=VALUE, got '{kv}'")
+            };
+            s.env.insert(k.to_owned(), v.to_owned());
+        }
+        for d in &self.dirs {
+            let parts: Vec<&str> = d.split(':').collect();
+            let (host, guest, read_only) = match parts.as_slice() {
+                [h, g] => (h, g, true),
+                [h, g, "rw"] => (h, g, false),
+                [h, g, "ro"] => (h, g, true),
+                _ => bail!("--dir takes HOST:GUEST or HOST:GUEST:rw, got '{d}'"),
+            };
+            s.dirs.push(mpreg::runtime::DirGrant {
+                host: PathBuf::from(host),
+                guest: (*guest).to_owned(),
+                read_only,
+            });
+        }
+        Ok((s != mpreg::runtime::Sandbox::default()).then_some(s))
+    }
 }
 
 #[derive(Subcommand)]
@@ -302,6 +425,140 @@ async fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+async fn plugin(action: PluginAction) -> Result<()> {
+    use mpreg::admin_client::AdminClient;
+    match action {
+        PluginAction::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk.unwrap_or_else(|| PathBuf::from(mpreg::scaffold::SDK_PATH));
+            let files = mpreg::scaffold::new_project(&dir, &name, lang, &sdk)?;
+            println!("created {} ({} files)", dir.display(), files.len());
+            println!("next: mpreg plugin build {}", dir.display());
+            Ok(())
+        }
+        PluginAction::Build { dir } => {
+            let out = tokio::task::spawn_blocking(move || mpreg::scaffold::build(&dir)).await??;
+            let bytes =
+                std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+            let size = bytes.len();
+            // Load it exactly as a node would: proves it targets our world and shows the
+            // metadata it carries.
+            let runtime = mpreg::runtime::Runtime::new(Default::default())?;
+            let plugin = runtime.load(bytes, &out.display().to_string()).await?;
+            println!(
+                "built {} ({} bytes, sha256 {})",
+                out.display(),
+                size,
+                plugin.sha256
+            );
+            println!(
+                "plugin {} {}",
+                plugin.manifest.name, plugin.manifest.version
+            );
+            for f in &plugin.functions {
+                println!("  {} [{}] {}", f.name, f.function_id, f.signature);
+            }
+            Ok(())
+        }
+        PluginAction::Publish {
+            file,
+            admin,
+            sandbox,
+        } => {
+            let sandbox = sandbox.to_sandbox()?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let reply = tokio::task::spawn_blocking(move || {
+                let bar = indicatif::ProgressBar::new(bytes.len() as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "uploading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let client = AdminClient::new(&admin.node, &admin.token);
+                let reply =
+                    client.publish(&bytes, sandbox.as_ref(), &mut |sent| bar.set_position(sent));
+                bar.finish_and_clear();
+                reply
+            })
+            .await??;
+            println!(
+                "{} {} {}: {} (code {}, callable after {:.1} ms)",
+                reply["outcome"].as_str().unwrap_or("?"),
+                reply["name"].as_str().unwrap_or("?"),
+                reply["version"].as_str().unwrap_or("?"),
+                reply["functions"],
+                reply["code"].as_str().unwrap_or("?"),
+                reply["ready_ms"].as_f64().unwrap_or(0.0)
+            );
+            Ok(())
+        }
+        PluginAction::List { admin } => {
+            let reply = tokio::task::spawn_blocking(move || {
+                AdminClient::new(&admin.node, &admin.token).list()
+            })
+            .await??;
+            println!(
+                "{:<20} {:<10} {:<8} {:<10} {:>8}  sha256",
+                "name", "version", "active", "source", "calls"
+            );
+            for p in reply["plugins"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<10} {:<8} {:<10} {:>8}  {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["version"].as_str().unwrap_or(""),
+                    p["active"].to_string(),
+                    p["source"].as_str().unwrap_or(""),
+                    p["calls"]
+                        .as_u64()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                    p["sha256"]
+                        .as_str()
+                        .map(|s| &s[..s.len().min(16)])
+                        .unwrap_or(""),
+                );
+            }
+            Ok(())
+        }
+        PluginAction::Describe {
+            name,
+            version,
+            admin,
+        } => {
+            let reply = tokio::task::spawn_blocking(move || {
+                AdminClient::new(&admin.node, &admin.token).describe(&name, version.as_deref())
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+            Ok(())
+        }
+        PluginAction::Retire {
+            name,
+            version,
+            admin,
+        } => {
+            let reply = tokio::task::spawn_blocking(move || {
+                AdminClient::new(&admin.node, &admin.token).retire(&name, &version)
+            })
+            .await??;
+            println!(
+                "retired {} {} (drained: {})",
+                reply["name"].as_str().unwrap_or("?"),
+                reply["version"].as_str().unwrap_or("?"),
+                reply["drained"]
+            );
+            Ok(())
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -313,6 +570,7 @@ async fn main() -> ExitCode {
         Command::Call(args) => call(args).await,
         Command::Request { url, file } => request(&url, &file).await,
         Command::Bench(args) => bench(args).await,
+        Command::Plugin { action } => plugin(action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

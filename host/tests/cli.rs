@@ -123,3 +123,93 @@ fn bad_flags_and_files_fail_with_a_message() {
     let (ok, _, err) = mpreg(&["call", "ws://127.0.0.1:1", "echo", "1"]);
     assert!(!ok && err.contains("cannot connect"), "{err}");
 }
+
+/// `mpreg plugin new` → `build` → `publish` → `call` → `list` / `describe` → `retire`, with the
+/// binary only, as a user would. The plugin's cargo build shares a target folder under
+/// `plugins/target` so repeated runs do not rebuild its dependencies.
+#[test]
+fn plugin_new_build_publish_describe_retire() {
+    let work = std::env::temp_dir().join(format!("mpreg-cli-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    let project = work.join("hello-fn");
+    let project_s = project.to_str().expect("path");
+    let (ok, out, err) = mpreg(&[
+        "plugin", "new", "hello-fn", "--lang", "rust", "--dir", project_s,
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = mpreg(&["plugin", "new", "hello-fn", "--dir", project_s]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = mpreg(&["plugin", "new", "Bad_Name"]);
+    assert!(
+        !ok && err.contains("must start with a lowercase letter"),
+        "{err}"
+    );
+
+    let shared_target = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/target/scaffold");
+    let out = Command::new(BIN)
+        .args(["plugin", "build", project_s])
+        .env("CARGO_TARGET_DIR", shared_target)
+        .output()
+        .expect("run build");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("hello_fn_add [hello-fn.add] func(a: s32, b: s32) -> result<s32, string>"),
+        "{stdout}"
+    );
+    let wasm = project.join("hello-fn.wasm");
+
+    let data = work.join("data");
+    let token = "cli-test-token-0123456789";
+    let (_server, url) = start(&[
+        "--data-dir",
+        data.to_str().expect("path"),
+        "--admin-token",
+        token,
+    ]);
+    let admin = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--node", &url, "--token", token]);
+        mpreg(&all)
+    };
+    let (ok, out, err) = admin(&[
+        "plugin",
+        "publish",
+        wasm.to_str().expect("path"),
+        "--memory-mib",
+        "32",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("published hello-fn 0.1.0"), "{out}");
+    let (ok, out, _) = mpreg(&["call", &url, "hello_fn_add", "2", "3"]);
+    assert!(ok && out.trim() == "5", "{out}");
+    let (ok, out, err) = admin(&["plugin", "list"]);
+    assert!(
+        ok && out.contains("hello-fn") && out.contains("0.1.0"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = admin(&["plugin", "describe", "hello-fn"]);
+    assert!(ok, "{out}");
+    let d: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(d["limits"]["memory_limit_mib"], 32);
+    assert_eq!(d["calls"], 1);
+    let (ok, _, err) = mpreg(&[
+        "plugin",
+        "publish",
+        wasm.to_str().expect("path"),
+        "--node",
+        &url,
+        "--token",
+        "wrong-token-000000000",
+    ]);
+    assert!(!ok && err.contains("wrong admin token"), "{err}");
+    let (ok, out, _) = admin(&["plugin", "retire", "hello-fn", "0.1.0"]);
+    assert!(ok && out.contains("drained: true"), "{out}");
+    let (ok, _, err) = mpreg(&["call", &url, "hello_fn_add", "2", "3"]);
+    assert!(!ok && err.contains("1001"), "{err}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -115,3 +115,61 @@ async fn python_and_javascript_plugins_take_typed_arguments() -> Result<()> {
     );
     Ok(())
 }
+
+/// `mpreg plugin new --lang python|js` gives projects that build (with the toolchains the build
+/// script installed from PyPI and npm) into plugins that load and answer.
+#[tokio::test]
+async fn python_and_javascript_templates_build_into_working_plugins() -> Result<()> {
+    let tools = std::path::Path::new(mpreg_tests::PLUGIN_DIR)
+        .ancestors()
+        .nth(2)
+        .expect("plugins/target")
+        .join("tools");
+    let tool_dirs = vec![
+        tools.join("python-venv").join("bin"),
+        tools.join("js").join("node_modules").join(".bin"),
+    ];
+    let work = tempfile::tempdir()?;
+    let sdk = std::path::Path::new(mpreg::scaffold::SDK_PATH);
+    let mut specs = Vec::new();
+    for (name, lang) in [
+        ("py-template", mpreg::scaffold::Lang::Python),
+        ("js-template", mpreg::scaffold::Lang::Js),
+    ] {
+        let dir = work.path().join(name);
+        mpreg::scaffold::new_project(&dir, name, lang, sdk)?;
+        let dirs = tool_dirs.clone();
+        let built =
+            tokio::task::spawn_blocking(move || mpreg::scaffold::build_with(&dir, &dirs)).await??;
+        specs.push(built.into());
+    }
+    let mut cfg = test_config();
+    cfg.plugins = specs;
+    cfg.runtime.call_timeout_ms = 10_000;
+    cfg.node.data_dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("templates"));
+    let node = TestNode::with_config(cfg).await?;
+    let client = node.client().await?;
+    for prefix in ["py_template", "js_template"] {
+        let lang = &prefix[..2];
+        assert_eq!(
+            client
+                .call(&format!("{prefix}_hello"), vec![json!("ada")])
+                .await?,
+            json!(format!("hello, ada, from {lang}-template")),
+        );
+        assert_eq!(
+            client
+                .call(&format!("{prefix}_add"), vec![json!(2), json!(3)])
+                .await?,
+            json!(5)
+        );
+        let (code, details) = rpc_error(
+            client
+                .call(&format!("{prefix}_add"), vec![json!(2147483647), json!(1)])
+                .await,
+        );
+        assert_eq!(code, 1003);
+        assert!(details.contains("overflows s32"), "{details}");
+    }
+    Ok(())
+}
