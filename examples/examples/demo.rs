@@ -2,8 +2,8 @@
 //!
 //! Starts a node on an embedded default (127.0.0.1, free port, no external service) with the
 //! example plugins, then calls it over a real WebSocket: single calls, typed records, a 3-step
-//! dependency chain, a fan-out/fan-in, versions side by side, `locs` routing, and a misbehaving
-//! plugin failing alone.
+//! dependency chain, a fan-out/fan-in, versions side by side, `locs` routing, a misbehaving
+//! plugin failing alone, and a plugin published over HTTP that calls other functions.
 
 use anyhow::Result;
 use mpreg::client::Client;
@@ -28,6 +28,7 @@ async fn main() -> Result<()> {
     cfg.server.port = 0;
     cfg.node.resources = vec!["demo-box".into()];
     cfg.runtime.call_timeout_ms = 500;
+    cfg.admin.token = Some("demo-admin-token-0123".into());
     cfg.plugins = ["math", "text", "pipeline", "chaos", "greeter", "greeter2"]
         .into_iter()
         .map(|name| plugin(name).into())
@@ -121,6 +122,21 @@ async fn main() -> Result<()> {
     show(
         "\nstill serving: echo",
         &client.call("echo", vec![json!("done")]).await?,
+    );
+
+    // Publish a plugin to the running node over its admin API, then call it: `relay.double`
+    // calls `add` through the node (the host's `call` import).
+    let relay = std::fs::read(plugin("relay"))?;
+    let admin = mpreg::admin_client::AdminClient::new(&node.url(), "demo-admin-token-0123");
+    let published =
+        tokio::task::spawn_blocking(move || admin.publish(&relay, None, &mut |_| {})).await??;
+    println!(
+        "\npublished {} {} over HTTP: {}",
+        published["name"], published["version"], published["functions"]
+    );
+    show(
+        "double(21)  (a published plugin calling add through the node)",
+        &client.call("double", vec![json!(21)]).await?,
     );
     node.shutdown().await;
     Ok(())
