@@ -240,6 +240,14 @@ pub fn ok_reply(u: &str, r: Value) -> Value {
     serde_json::json!({"role": "rpc-response", "u": u, "r": r, "error": null})
 }
 
+/// The code and details of a failed client call; panics (fails the test) on success.
+pub fn rpc_error(r: Result<Value, mpreg::client::ClientError>) -> (i64, String) {
+    match r {
+        Err(mpreg::client::ClientError::Rpc { code, details, .. }) => (code, details.to_string()),
+        other => panic!("expected an rpc error, got {other:?}"),
+    }
+}
+
 /// The `error` object of a reply, or a test failure.
 pub fn error_of(reply: &Value) -> Result<(i64, String)> {
     let e = &reply["error"];

@@ -70,6 +70,22 @@ impl LocalDispatcher {
         })
     }
 
+    /// Runs `call` on the plugin version `entry`, in a context that lets it call back in.
+    fn run_plugin(
+        &self,
+        entry: FunctionEntry,
+        call: Call,
+    ) -> impl Future<Output = Result<Value, InvokeError>> + Send + 'static {
+        let runtime = self.runtime.clone();
+        let ctx = self.context(&call);
+        async move {
+            let c = call.command;
+            runtime
+                .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
+                .await
+        }
+    }
+
     /// The context a plugin call runs in: plugins may call back into this dispatcher.
     fn context(&self, call: &Call) -> CallContext {
         CallContext {
@@ -182,15 +198,8 @@ impl Dispatcher for LocalDispatcher {
                 Box::pin(async move { out })
             }
             Ok(Target::Plugin(entry)) => {
-                let runtime = self.runtime.clone();
-                let ctx = self.context(&call);
-                Box::pin(async move {
-                    let c = call.command;
-                    runtime
-                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
-                        .await
-                        .map_err(CallFailure::from)
-                })
+                let run = self.run_plugin(entry, call);
+                Box::pin(async move { run.await.map_err(CallFailure::from) })
             }
         }
     }
@@ -226,18 +235,14 @@ impl NestedCalls for LocalDispatcher {
                 Box::pin(async move { out })
             }
             Ok(Target::Plugin(entry)) => {
-                let runtime = self.runtime.clone();
-                let ctx = self.context(&call);
+                let fun = call.command.fun.clone();
+                let run = self.run_plugin(entry, call);
                 Box::pin(async move {
-                    let c = call.command;
-                    runtime
-                        .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
-                        .await
-                        .map_err(|e| match e {
-                            InvokeError::BadArguments(m) => NestedError::BadArguments(m),
-                            InvokeError::Overloaded(_) => NestedError::Other(e.to_string()),
-                            other => NestedError::Failed(format!("'{}' {other}", c.fun)),
-                        })
+                    run.await.map_err(|e| match e {
+                        InvokeError::BadArguments(m) => NestedError::BadArguments(m),
+                        InvokeError::Overloaded(_) => NestedError::Other(e.to_string()),
+                        other => NestedError::Failed(format!("'{fun}' {other}")),
+                    })
                 })
             }
         }

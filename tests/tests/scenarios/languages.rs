@@ -2,16 +2,8 @@
 //! crate's build script against the same WIT world, called over WebSocket like Rust ones.
 
 use anyhow::Result;
-use mpreg::client::ClientError;
-use mpreg_tests::{TestNode, plugin, test_config};
+use mpreg_tests::{TestNode, plugin, rpc_error, test_config};
 use serde_json::{Value, json};
-
-fn rpc_error(r: Result<Value, ClientError>) -> (i64, String) {
-    match r {
-        Err(ClientError::Rpc { code, details, .. }) => (code, details.to_string()),
-        other => panic!("expected an rpc error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn python_and_javascript_plugins_take_typed_arguments() -> Result<()> {

@@ -2,17 +2,9 @@
 //! depth limit, and limits and grants given per plugin (default deny).
 
 use anyhow::Result;
-use mpreg::client::ClientError;
 use mpreg::runtime::{DirGrant, Sandbox};
-use mpreg_tests::{TestNode, plugin, test_config};
+use mpreg_tests::{TestNode, plugin, rpc_error, test_config};
 use serde_json::{Value, json};
-
-fn rpc_error(r: Result<Value, ClientError>) -> (i64, String) {
-    match r {
-        Err(ClientError::Rpc { code, details, .. }) => (code, details.to_string()),
-        other => panic!("expected an rpc error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_plugin_calls_other_functions_and_runaway_recursion_hits_the_depth_limit() -> Result<()> {
