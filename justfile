@@ -15,12 +15,18 @@ plugins:
 # A node with every example plugin on port 6666, for `mpreg call` and `mpreg bench`.
 serve: plugins
     cargo run --release -p mpreg -- server start --port 6666 \
-        $(for p in math text pipeline chaos greeter greeter2; do echo --plugin plugins/target/wasm32-wasip2/release/mpreg_plugin_$p.wasm; done)
+        --data-dir mpreg-data \
+        $(for p in math text pipeline chaos greeter greeter2 relay; do echo --plugin plugins/target/wasm32-wasip2/release/mpreg_plugin_$p.wasm; done)
 
-# End-to-end load test against `just serve` (run in another terminal), then the criterion benches.
+# End-to-end load test against `just serve` (run in another terminal), then the in-process benches
+# (planner, invocation, plugin lifecycle).
 bench:
     cargo run --release -p mpreg -- bench --url ws://127.0.0.1:6666
     cargo bench -p mpreg-tests
+
+# Publish / hot swap / per-language figures only.
+bench-lifecycle:
+    cargo bench -p mpreg-tests --bench lifecycle
 
 # Everything CI checks.
 ci:
