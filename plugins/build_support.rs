@@ -88,51 +88,62 @@ fn build_other_language_plugins(out: &std::path::Path) {
     let tools = plugins.join("target").join("tools");
     let wit = plugins.parent().expect("workspace root").join("wit");
 
-    // Python.
-    let py = plugins.join("python-stats");
-    let py_out = out.join("mpreg_plugin_pystats.wasm");
-    if stale(&py_out, &[py.join("app.py"), py.join("wit"), wit.clone()]) {
-        let venv = tools.join("python-venv");
-        let bin = venv.join("bin");
-        if !bin.join("componentize-py").exists() {
-            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-            run(Command::new(python).args(["-m", "venv"]).arg(&venv), "creating a Python virtualenv");
-            run(
-                Command::new(bin.join("pip")).args(["install", "--quiet", "--disable-pip-version-check", COMPONENTIZE_PY]),
-                "installing componentize-py from PyPI",
-            );
-        }
-        run(
-            Command::new(bin.join("componentize-py"))
-                .current_dir(&py)
-                .args(["-d", "wit", "-w", "pystats", "componentize", "app", "-o"])
-                .arg(&py_out),
-            "building the Python plugin with componentize-py",
-        );
-    }
-
-    // JavaScript.
-    let js = plugins.join("js-text");
-    let js_out = out.join("mpreg_plugin_jstext.wasm");
-    if stale(&js_out, &[js.join("app.js"), js.join("wit"), js.join("package-lock.json"), wit]) {
-        let npm_dir = tools.join("js");
-        let cli = npm_dir.join("node_modules").join(".bin").join("componentize-js");
-        if !cli.exists() || stale(&cli, &[js.join("package-lock.json")]) {
-            std::fs::create_dir_all(&npm_dir).expect("creating plugins/target/tools/js");
-            for f in ["package.json", "package-lock.json"] {
-                std::fs::copy(js.join(f), npm_dir.join(f)).expect("copying the npm manifest");
+    // The two builds are independent and partly single-threaded: run them side by side.
+    std::thread::scope(|scope| {
+        let python = scope.spawn(|| {
+            // Python.
+            let py = plugins.join("python-stats");
+            let py_out = out.join("mpreg_plugin_pystats.wasm");
+            if stale(&py_out, &[py.join("app.py"), py.join("wit"), wit.clone()]) {
+                let venv = tools.join("python-venv");
+                let bin = venv.join("bin");
+                if !bin.join("componentize-py").exists() {
+                    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+                    run(Command::new(python).args(["-m", "venv"]).arg(&venv), "creating a Python virtualenv");
+                    run(
+                        Command::new(bin.join("pip")).args(["install", "--quiet", "--disable-pip-version-check", COMPONENTIZE_PY]),
+                        "installing componentize-py from PyPI",
+                    );
+                }
+                run(
+                    Command::new(bin.join("componentize-py"))
+                        .current_dir(&py)
+                        .args(["-d", "wit", "-w", "pystats", "componentize", "app", "-o"])
+                        .arg(&py_out),
+                    "building the Python plugin with componentize-py",
+                );
             }
-            run(
-                Command::new("npm").current_dir(&npm_dir).args(["install", "--no-audit", "--no-fund", "--loglevel=error"]),
-                "installing componentize-js from npm",
-            );
+        });
+        let javascript = scope.spawn(|| {
+            // JavaScript.
+            let js = plugins.join("js-text");
+            let js_out = out.join("mpreg_plugin_jstext.wasm");
+            if stale(&js_out, &[js.join("app.js"), js.join("wit"), js.join("package-lock.json"), wit.clone()]) {
+                let npm_dir = tools.join("js");
+                let cli = npm_dir.join("node_modules").join(".bin").join("componentize-js");
+                if !cli.exists() || stale(&cli, &[js.join("package-lock.json")]) {
+                    std::fs::create_dir_all(&npm_dir).expect("creating plugins/target/tools/js");
+                    for f in ["package.json", "package-lock.json"] {
+                        std::fs::copy(js.join(f), npm_dir.join(f)).expect("copying the npm manifest");
+                    }
+                    run(
+                        Command::new("npm").current_dir(&npm_dir).args(["install", "--no-audit", "--no-fund", "--loglevel=error"]),
+                        "installing componentize-js from npm",
+                    );
+                }
+                run(
+                    Command::new(&cli)
+                        .current_dir(&js)
+                        .args(["app.js", "--wit", "wit", "--world-name", "jstext", "-d", "http", "-d", "fetch-event", "-o"])
+                        .arg(&js_out),
+                    "building the JavaScript plugin with componentize-js",
+                );
+            }
+        });
+        for (name, handle) in [("Python", python), ("JavaScript", javascript)] {
+            if handle.join().is_err() {
+                panic!("building the {name} example plugin failed (see above)");
+            }
         }
-        run(
-            Command::new(&cli)
-                .current_dir(&js)
-                .args(["app.js", "--wit", "wit", "--world-name", "jstext", "-d", "http", "-d", "fetch-event", "-o"])
-                .arg(&js_out),
-            "building the JavaScript plugin with componentize-js",
-        );
-    }
+    });
 }

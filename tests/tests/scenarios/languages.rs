@@ -123,17 +123,25 @@ async fn python_and_javascript_templates_build_into_working_plugins() -> Result<
     ];
     let work = tempfile::tempdir()?;
     let sdk = std::path::Path::new(mpreg::scaffold::SDK_PATH);
-    let mut specs = Vec::new();
-    for (name, lang) in [
+    let sdk: &'static std::path::Path = sdk;
+    // Both builds at once: each is partly single-threaded.
+    let builds: Vec<_> = [
         ("py-template", mpreg::scaffold::Lang::Python),
         ("js-template", mpreg::scaffold::Lang::Js),
-    ] {
+    ]
+    .into_iter()
+    .map(|(name, lang)| {
         let dir = work.path().join(name);
-        mpreg::scaffold::new_project(&dir, name, lang, sdk)?;
         let dirs = tool_dirs.clone();
-        let built =
-            tokio::task::spawn_blocking(move || mpreg::scaffold::build_with(&dir, &dirs)).await??;
-        specs.push(built.into());
+        tokio::task::spawn_blocking(move || {
+            mpreg::scaffold::new_project(&dir, name, lang, sdk)?;
+            mpreg::scaffold::build_with(&dir, &dirs)
+        })
+    })
+    .collect();
+    let mut specs = Vec::new();
+    for build in builds {
+        specs.push(build.await??.into());
     }
     let mut cfg = test_config();
     cfg.plugins = specs;
