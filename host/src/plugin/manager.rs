@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -130,7 +131,7 @@ impl PluginManager {
     /// otherwise compiled now and cached. Returns where it came from.
     async fn code(
         &self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         sha256: &str,
         origin: &str,
     ) -> Result<(Compiled, &'static str), PublishError> {
@@ -161,7 +162,7 @@ impl PluginManager {
     ) -> Result<Arc<LoadedPlugin>, PublishError> {
         let started = Instant::now();
         let (sha256, size) = (sha256_hex(&bytes), bytes.len());
-        let (compiled, _) = self.code(bytes, &sha256, origin).await?;
+        let (compiled, _) = self.code(bytes.into(), &sha256, origin).await?;
         let plugin = self
             .runtime
             .instantiate(&compiled, origin, sandbox, sha256, size, started)
@@ -185,7 +186,7 @@ impl PluginManager {
             let started = Instant::now();
             let origin = format!("published {key}");
             let loaded = async {
-                let (compiled, _) = self.code(bytes, &record.sha256, &origin).await?;
+                let (compiled, _) = self.code(bytes.into(), &record.sha256, &origin).await?;
                 let plugin = self
                     .runtime
                     .instantiate(
@@ -214,7 +215,7 @@ impl PluginManager {
     /// the version when given.
     pub async fn publish(
         &self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         sandbox: Option<Sandbox>,
     ) -> Result<Published, PublishError> {
         let started = Instant::now();

@@ -207,6 +207,22 @@ pub struct CallStats {
     pub in_flight: AtomicU64,
 }
 
+/// Counts one running call for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Compiled code of a component, before it is checked against our world.
 pub struct Compiled {
     component: Component,
@@ -414,8 +430,8 @@ impl Runtime {
     }
 
     /// Compiles `bytes` with Cranelift, on a blocking thread (it takes tens of milliseconds to
-    /// seconds).
-    pub async fn compile(&self, bytes: Vec<u8>, source: &str) -> Result<Compiled, LoadError> {
+    /// seconds). `Bytes`, so the caller can keep (and store) the same buffer without a copy.
+    pub async fn compile(&self, bytes: bytes::Bytes, source: &str) -> Result<Compiled, LoadError> {
         check_component_header(&bytes).map_err(|reason| LoadError::Compile {
             origin: source.to_owned(),
             reason,
@@ -453,7 +469,7 @@ impl Runtime {
     pub async fn load(&self, bytes: Vec<u8>, source: &str) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
         let (sha256, size) = (sha256_hex(&bytes), bytes.len());
-        let compiled = self.compile(bytes, source).await?;
+        let compiled = self.compile(bytes.into(), source).await?;
         self.instantiate(&compiled, source, Sandbox::default(), sha256, size, started)
             .await
     }
@@ -639,52 +655,45 @@ impl Runtime {
     ) -> Result<Value, InvokeError> {
         let stats = &plugin.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let out = self.invoke_inner(plugin, func, args, kwargs, ctx).await;
-        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // A guard, so a call whose future is dropped (request deadline, client gone) still
+        // stops counting as running.
+        let _running = InFlight::enter(&stats.in_flight);
+        let out = async {
+            let params = bind_args(func, args, kwargs)?;
+            let mut store = self
+                .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
+                .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
+            let mut results = if func.result.is_some() {
+                vec![Val::Bool(false)]
+            } else {
+                Vec::new()
+            };
+            let outcome = async {
+                let instance = plugin.pre.instantiate_async(&mut store).await?;
+                let f = instance
+                    .get_func(&mut store, func.export)
+                    .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
+                f.call_async(&mut store, &params, &mut results).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                return Err(self.classify(e, &store, &plugin.limits));
+            }
+            match results.pop() {
+                None => Ok(Value::Null),
+                // A top-level `result` is how a function reports failure: `err` fails the call.
+                Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| convert::to_json(*v))),
+                Some(Val::Result(Err(e))) => Err(InvokeError::Returned(
+                    e.map_or(Value::Null, |v| convert::to_json(*v)),
+                )),
+                Some(v) => Ok(convert::to_json(v)),
+            }
+        }
+        .await;
         if out.is_err() {
             stats.failures.fetch_add(1, Ordering::Relaxed);
         }
         out
-    }
-
-    async fn invoke_inner(
-        &self,
-        plugin: &LoadedPlugin,
-        func: &PluginFunction,
-        args: &[Value],
-        kwargs: &Map<String, Value>,
-        ctx: CallContext,
-    ) -> Result<Value, InvokeError> {
-        let params = bind_args(func, args, kwargs)?;
-        let mut store = self
-            .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
-            .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
-        let mut results = if func.result.is_some() {
-            vec![Val::Bool(false)]
-        } else {
-            Vec::new()
-        };
-        let outcome = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            let f = instance
-                .get_func(&mut store, func.export)
-                .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
-            f.call_async(&mut store, &params, &mut results).await
-        }
-        .await;
-        if let Err(e) = outcome {
-            return Err(self.classify(e, &store, &plugin.limits));
-        }
-        match results.pop() {
-            None => Ok(Value::Null),
-            // A top-level `result` is how a function reports failure: `err` fails the call.
-            Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| convert::to_json(*v))),
-            Some(Val::Result(Err(e))) => Err(InvokeError::Returned(
-                e.map_or(Value::Null, |v| convert::to_json(*v)),
-            )),
-            Some(v) => Ok(convert::to_json(v)),
-        }
     }
 
     fn classify(

@@ -10,6 +10,7 @@
 //! | `GET` | `/admin/plugins/{name}/{version}` | describe one version |
 //! | `DELETE` | `/admin/plugins/{name}/{version}` | retire it (drains running calls first) |
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -161,7 +162,7 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
             "empty upload: send the component's bytes as the request body",
         );
     }
-    match state.manager.publish(bytes.to_vec(), sandbox).await {
+    match state.manager.publish(bytes, sandbox).await {
         Ok(p) => {
             let status = if p.outcome == "published" {
                 StatusCode::CREATED
@@ -185,28 +186,22 @@ pub async fn list(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> 
     }
 }
 
-/// `GET /admin/plugins/{name}`.
-pub async fn describe_newest(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(r) = refusal(&state, &headers) {
-        return r;
-    }
-    reply(state.manager.describe(&name, None))
-}
-
+/// `GET /admin/plugins/{name}` (the newest loaded version) and
 /// `GET /admin/plugins/{name}/{version}`.
 pub async fn describe(
     State(state): State<Arc<ServerState>>,
     headers: HeaderMap,
-    Path((name, version)): Path<(String, String)>,
+    Path(params): Path<HashMap<String, String>>,
 ) -> Response {
     if let Some(r) = refusal(&state, &headers) {
         return r;
     }
-    reply(state.manager.describe(&name, Some(&version)))
+    let name = params.get("name").map_or("", String::as_str);
+    reply(
+        state
+            .manager
+            .describe(name, params.get("version").map(String::as_str)),
+    )
 }
 
 /// `DELETE /admin/plugins/{name}/{version}`.

@@ -53,7 +53,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
     let app = Router::new()
         .route("/health", get(health))
         .route("/admin/plugins", get(admin::list).post(admin::publish))
-        .route("/admin/plugins/{name}", get(admin::describe_newest))
+        .route("/admin/plugins/{name}", get(admin::describe))
         .route(
             "/admin/plugins/{name}/{version}",
             get(admin::describe).delete(admin::retire),
