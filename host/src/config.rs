@@ -20,6 +20,8 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// Plugin publishing and the admin API.
     pub admin: AdminConfig,
+    /// Gossip, peer links and plugin distribution.
+    pub cluster: ClusterConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -90,6 +92,46 @@ impl Default for AdminConfig {
         AdminConfig {
             token: None,
             max_upload_mib: 64,
+        }
+    }
+}
+
+/// `[cluster]`: how this node finds the others and shares work with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Nodes to join through, as `host:port` or `ws://host:port` (their port serves both
+    /// WebSocket and gossip). Empty: this node starts a cluster others can join.
+    pub peers: Vec<String>,
+    /// Gossip on; off makes a standalone node (no UDP socket, nothing forwarded).
+    pub enabled: bool,
+    /// UDP address for gossip; default: the server's host and bound port.
+    pub gossip_addr: Option<String>,
+    /// Time between gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Failure detector threshold: a node silent for about this many mean heartbeat intervals
+    /// is declared dead and leaves the catalog.
+    pub phi_threshold: f64,
+    /// How often the node's load is re-advertised (when it changed).
+    pub load_report_ms: u64,
+    /// How many times a call may be forwarded after the coordinator's own forward.
+    pub max_hops: u8,
+    /// Install plugin versions published on other nodes (by placement) and follow their
+    /// retirement.
+    pub distribute_plugins: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            peers: Vec::new(),
+            enabled: true,
+            gossip_addr: None,
+            gossip_interval_ms: 100,
+            phi_threshold: 8.0,
+            load_report_ms: 200,
+            max_hops: 2,
+            distribute_plugins: true,
         }
     }
 }
@@ -224,7 +266,8 @@ impl NodeConfig {
     }
 
     /// Applies `MPREG_HOST`, `MPREG_PORT`, `MPREG_CLUSTER_ID`, `MPREG_REGION`, `MPREG_RESOURCES`
-    /// (comma-separated), `MPREG_NODE_ID`, `MPREG_DATA_DIR` and `MPREG_ADMIN_TOKEN` from `env`.
+    /// (comma-separated), `MPREG_NODE_ID`, `MPREG_DATA_DIR`, `MPREG_ADMIN_TOKEN` and `MPREG_PEERS`
+    /// (comma-separated) from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("MPREG_HOST") {
             self.server.host = v;
@@ -252,6 +295,9 @@ impl NodeConfig {
         }
         if let Some(v) = env("MPREG_ADMIN_TOKEN") {
             self.admin.token = Some(v);
+        }
+        if let Some(v) = env("MPREG_PEERS") {
+            self.cluster.peers = split_list(&v);
         }
         Ok(())
     }
@@ -306,6 +352,30 @@ impl NodeConfig {
         }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");
+        }
+        let c = &self.cluster;
+        if c.gossip_interval_ms == 0 || c.gossip_interval_ms > 10_000 {
+            return bad("cluster.gossip_interval_ms must be between 1 and 10000");
+        }
+        if !(c.phi_threshold >= 1.0 && c.phi_threshold <= 100.0) {
+            return bad("cluster.phi_threshold must be between 1 and 100");
+        }
+        if c.load_report_ms == 0 {
+            return bad("cluster.load_report_ms must be positive");
+        }
+        if let Some(a) = &c.gossip_addr
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad("cluster.gossip_addr must be an ip:port address");
+        }
+        if let Some(p) = c.peers.iter().find(|p| {
+            let addr = crate::cluster::seed_addr(p);
+            addr.rsplit_once(':')
+                .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.peers: '{p}' is not host:port or ws://host:port"
+            )));
         }
         Ok(())
     }
@@ -365,6 +435,15 @@ mod tests {
         .expect("env");
         assert_eq!(cfg.server.port, 7000);
         assert_eq!(cfg.node.resources, ["a", "b", "c"]);
+        cfg.apply_env(|k| (k == "MPREG_PEERS").then(|| "10.0.0.1:6666, ws://h:7".into()))
+            .expect("peers");
+        assert_eq!(cfg.cluster.peers, ["10.0.0.1:6666", "ws://h:7"]);
+        assert!(cfg.validate().is_ok());
+        let mut bad = cfg.clone();
+        bad.cluster.peers = vec!["nohostport".into()];
+        assert!(bad.validate().is_err());
+        bad.cluster.peers = vec!["ws://h:notaport".into()];
+        assert!(bad.validate().is_err());
         assert!(
             cfg.apply_env(|k| (k == "MPREG_PORT").then(|| "x".into()))
                 .is_err()

@@ -9,6 +9,7 @@
 //!   restore (node feature).
 //! - [`server`]: WebSocket sessions, `/health` and the admin API (node feature);
 //!   [`admin_client`]: its blocking client (node feature).
+//! - [`cluster`]: gossip membership and catalog, peer links, plugin distribution (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
 //! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it.
@@ -23,6 +24,8 @@ pub mod runtime;
 
 #[cfg(feature = "node")]
 pub mod admin_client;
+#[cfg(feature = "node")]
+pub mod cluster;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]

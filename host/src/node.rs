@@ -11,11 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
+use crate::cluster::membership::GossipError;
 use crate::config::{ConfigError, NodeConfig};
 use crate::plugin::{
     PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
 };
-use crate::rpc::dispatch::LocalDispatcher;
+use crate::rpc::dispatch::NodeDispatcher;
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
 
@@ -48,6 +50,9 @@ pub enum NodeError {
     /// Two plugins provide the same function version.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Gossip could not start (the UDP port is taken?).
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -82,6 +87,8 @@ pub struct NodeInfo {
     pub active_clients: AtomicUsize,
     /// Requests being executed.
     pub active_requests: AtomicUsize,
+    /// Plugin calls running on this node (for any coordinator): the load score.
+    pub running_calls: AtomicUsize,
 }
 
 impl NodeInfo {
@@ -90,6 +97,7 @@ impl NodeInfo {
     pub fn describe(&self) -> Value {
         let clients = self.active_clients.load(Ordering::Relaxed);
         let requests = self.active_requests.load(Ordering::Relaxed);
+        let running = self.running_calls.load(Ordering::Relaxed);
         json!({
             "node_id": self.node_id,
             "cluster_id": self.cluster_id,
@@ -99,9 +107,10 @@ impl NodeInfo {
             "status": "healthy",
             "last_seen": unix_now(),
             "load": {
-                "load_score": requests as f64 + clients as f64 * 0.01,
+                "load_score": running as f64,
                 "active_clients": clients,
                 "active_requests": requests,
+                "running_calls": running,
             },
         })
     }
@@ -122,7 +131,9 @@ pub struct NodeHandle {
     registry: Arc<Registry>,
     manager: Arc<PluginManager>,
     generated_token: Option<Arc<str>>,
+    cluster: Option<Arc<Cluster>>,
     shutdown: CancellationToken,
+    killed: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -163,6 +174,22 @@ impl NodeHandle {
         format!("http://{}", self.addr)
     }
 
+    /// The cluster this node is in (`None` when `cluster.enabled` is off).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Stops the node the way a crash would, for failure tests: gossip goes silent, every
+    /// connection and peer link drops at once, nothing is drained or answered.
+    pub async fn crash(self) {
+        if let Some(c) = &self.cluster {
+            c.stop_gossip();
+        }
+        self.killed.cancel();
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
     /// A token that stops the node when cancelled (for signal handlers).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -199,7 +226,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .await
         .map_err(|e| NodeError::Startup(format!("opening the plugin store: {e}")))??;
     let (admin, generated_token) = admin_auth(&config, &store).await?;
-    let manager = Arc::new(PluginManager::new(runtime.clone(), registry.clone(), store));
+    let node_id = match config.node.id.clone() {
+        Some(id) => id,
+        None => stored_node_id(&store).await?,
+    };
+    let manager = Arc::new(PluginManager::new(
+        runtime.clone(),
+        registry.clone(),
+        store,
+        config.node.resources.clone(),
+    ));
     for spec in &config.plugins {
         let shown = spec.path.display().to_string();
         let bytes = tokio::fs::read(&spec.path)
@@ -237,19 +273,23 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         id.advertised_urls.clone()
     };
     let info = Arc::new(NodeInfo {
-        node_id: id.id.clone().unwrap_or_else(generate_node_id),
+        node_id,
         cluster_id: id.cluster_id.clone(),
         region: id.region.clone(),
         resources: id.resources.clone(),
         advertised_urls,
         active_clients: AtomicUsize::new(0),
         active_requests: AtomicUsize::new(0),
+        running_calls: AtomicUsize::new(0),
     });
-    let dispatcher = LocalDispatcher::new(info.clone(), registry.clone(), runtime);
+    let dispatcher = NodeDispatcher::new(info.clone(), registry.clone(), runtime);
     let shutdown = CancellationToken::new();
+    let killed = CancellationToken::new();
+    // A peer fetching a component needs a frame as large as the largest upload.
+    let max_peer_frame_bytes = ((config.admin.max_upload_mib as usize) << 20) + (1 << 20);
     let tasks = TaskTracker::new();
     let state = Arc::new(ServerState {
-        dispatcher,
+        dispatcher: dispatcher.clone(),
         node: info.clone(),
         registry: registry.clone(),
         manager: manager.clone(),
@@ -259,19 +299,66 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         shutdown: shutdown.clone(),
         hard_stop: CancellationToken::new(),
         sessions: tasks.clone(),
+        killed: killed.clone(),
+        max_peer_frame_bytes,
     });
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     tasks.spawn(server::serve(listener, state, grace));
     tracing::info!(%addr, node_id = %info.node_id, "node listening");
+    let cluster = if config.cluster.enabled {
+        let gossip_addr = match &config.cluster.gossip_addr {
+            Some(a) => a.parse().map_err(|_| {
+                ConfigError::Invalid(format!("cluster.gossip_addr '{a}' is not ip:port"))
+            })?,
+            None => addr,
+        };
+        let cluster = Cluster::start(
+            &config.cluster,
+            info.clone(),
+            manager.clone(),
+            gossip_addr,
+            max_peer_frame_bytes,
+            shutdown.clone(),
+        )
+        .await;
+        let cluster = match cluster {
+            Ok(c) => c,
+            Err(e) => {
+                shutdown.cancel();
+                tasks.close();
+                tasks.wait().await;
+                return Err(e.into());
+            }
+        };
+        dispatcher.join(cluster.clone());
+        tracing::info!(%gossip_addr, peers = ?config.cluster.peers, "gossip started");
+        Some(cluster)
+    } else {
+        None
+    };
     Ok(NodeHandle {
         addr,
         info,
         registry,
         manager,
         generated_token,
+        cluster,
         shutdown,
+        killed,
         tasks,
     })
+}
+
+/// The node id kept in the data directory, so a restarted node is the same node to its peers;
+/// generated (and kept) on the first start.
+async fn stored_node_id(store: &PluginStore) -> Result<String, NodeError> {
+    if let Some(id) = store.node_id()? {
+        return Ok(id);
+    }
+    let id = generate_node_id();
+    store.set_node_id(&id)?;
+    store.flush().await?;
+    Ok(id)
 }
 
 /// The admin API's credentials: the configured token, else the one generated on an earlier

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::registry::{Registry, RegistryError};
 use super::store::{PluginRecord, PluginStore, StoreError};
+use crate::cluster::catalog::PluginAd;
 use crate::runtime::{
     Compiled, LoadError, LoadedPlugin, Runtime, Sandbox, check_component_header, sha256_hex,
 };
@@ -87,6 +88,17 @@ pub struct Published {
     pub functions: Vec<String>,
 }
 
+/// How to publish: everything optional.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Replaces the sandbox stored with the version.
+    pub sandbox: Option<Sandbox>,
+    /// Resource tags a node must have to host the version (default: every node).
+    pub placement: Option<Vec<String>>,
+    /// The state's time when it comes from another node (default: now).
+    pub changed_at: Option<f64>,
+}
+
 /// What a retire did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Retired {
@@ -107,11 +119,19 @@ pub struct PluginManager {
     store: PluginStore,
     engine: String,
     lock: tokio::sync::Mutex<()>,
+    /// This node's resource tags, matched against placements.
+    resources: Vec<String>,
+    changed: tokio::sync::Notify,
 }
 
 impl PluginManager {
     /// A manager over the node's runtime, registry and store.
-    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, store: PluginStore) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        store: PluginStore,
+        resources: Vec<String>,
+    ) -> Self {
         let engine = runtime.engine_fingerprint();
         PluginManager {
             runtime,
@@ -119,7 +139,51 @@ impl PluginManager {
             store,
             engine,
             lock: tokio::sync::Mutex::new(()),
+            resources,
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Woken after every publish, retire and restore (the cluster advertiser waits on it).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// The loaded functions.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The stored bytes with this sha256.
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.blob(sha256)
+    }
+
+    /// Every published version's state, as the cluster sees it.
+    pub fn plugin_ads(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), PluginAd>, StoreError> {
+        Ok(self
+            .store
+            .records()?
+            .into_iter()
+            .map(|r| {
+                let ad = PluginAd {
+                    sha256: r.sha256.clone(),
+                    size: r.size,
+                    active: r.active,
+                    changed_at: r.changed(),
+                    placement: r.placement.clone(),
+                    sandbox: r.sandbox.clone(),
+                };
+                ((r.name, r.version), ad)
+            })
+            .collect())
+    }
+
+    /// Whether this node should host a version with this placement.
+    fn hosts(&self, placement: &[String]) -> bool {
+        placement.iter().all(|t| self.resources.contains(t))
     }
 
     /// The store (for the admin token).
@@ -175,7 +239,7 @@ impl PluginManager {
     pub async fn restore(&self) -> Result<usize, StoreError> {
         let mut restored = 0;
         for record in self.store.records()? {
-            if !record.active {
+            if !record.active || !self.hosts(&record.placement) {
                 continue;
             }
             let key = PluginRecord::key_of(&record.name, &record.version);
@@ -208,6 +272,7 @@ impl PluginManager {
                 Err(e) => tracing::error!(plugin = %key, error = %e, "not restored"),
             }
         }
+        self.changed.notify_one();
         Ok(restored)
     }
 
@@ -218,6 +283,37 @@ impl PluginManager {
         bytes: Bytes,
         sandbox: Option<Sandbox>,
     ) -> Result<Published, PublishError> {
+        let options = PublishOptions {
+            sandbox,
+            ..PublishOptions::default()
+        };
+        self.publish_with(bytes, options).await
+    }
+
+    /// Validates, stores and activates a component (on this node when its placement allows:
+    /// otherwise it is only stored, for the nodes that should host it to fetch).
+    pub async fn publish_with(
+        &self,
+        bytes: Bytes,
+        options: PublishOptions,
+    ) -> Result<Published, PublishError> {
+        let out = self.publish_locked(bytes, options).await;
+        if out.is_ok() {
+            self.changed.notify_one();
+        }
+        out
+    }
+
+    async fn publish_locked(
+        &self,
+        bytes: Bytes,
+        options: PublishOptions,
+    ) -> Result<Published, PublishError> {
+        let PublishOptions {
+            sandbox,
+            placement,
+            changed_at,
+        } = options;
         let started = Instant::now();
         check_component_header(&bytes).map_err(PublishError::NotComponent)?;
         let sha256 = sha256_hex(&bytes);
@@ -232,6 +328,17 @@ impl PluginManager {
         if let Some(p) = &running
             && sandbox.as_ref().is_none_or(|s| s == &p.sandbox)
         {
+            // A state from another node still moves the record's time, so the cluster
+            // converges on it.
+            let version = p.manifest.version.to_string();
+            if let Some(at) = changed_at
+                && let Some(mut r) = self.store.record(&p.manifest.name, &version)?
+                && r.changed() < at
+            {
+                r.changed_at = at;
+                self.store.put_record(&r)?;
+                self.store.flush().await?;
+            }
             return Ok(Published {
                 name: p.manifest.name.clone(),
                 version: p.manifest.version.to_string(),
@@ -270,10 +377,15 @@ impl PluginManager {
                 r.sha256
             )));
         }
-        let outcome = match (&existing, &running) {
-            (_, Some(_)) => "updated",
-            (Some(_), None) => "reactivated",
-            (None, None) => "published",
+        let placement = placement
+            .or_else(|| existing.as_ref().map(|r| r.placement.clone()))
+            .unwrap_or_default();
+        let hosted = self.hosts(&placement);
+        let outcome = match (&existing, &running, hosted) {
+            (_, _, false) => "stored",
+            (_, Some(_), true) => "updated",
+            (Some(_), None, true) => "reactivated",
+            (None, None, true) => "published",
         };
         let functions = plugin.functions.iter().map(|f| f.name.clone()).collect();
         let plugin = Arc::new(plugin);
@@ -281,11 +393,13 @@ impl PluginManager {
             .as_ref()
             .map(|p| (p.manifest.name.as_str(), &p.manifest.version));
         // Swap first: a clash with another plugin's function is found before anything is
-        // stored. If storing then fails, the swap is undone.
+        // stored. If storing then fails, the swap is undone. A version this node does not
+        // host only leaves the registry (if a previous placement had it here).
         let old = self
             .registry
-            .replace(replaced, Some(plugin.clone()))
+            .replace(replaced, hosted.then(|| plugin.clone()))
             .map_err(|e: RegistryError| PublishError::Conflict(e.to_string()))?;
+        let now = crate::node::unix_now();
         let record = PluginRecord {
             name: name.clone(),
             version: version.clone(),
@@ -293,7 +407,9 @@ impl PluginManager {
             size: size as u64,
             sandbox: plugin.sandbox.clone(),
             active: true,
-            published_at: crate::node::unix_now(),
+            published_at: now,
+            changed_at: changed_at.unwrap_or(now),
+            placement,
         };
         let stored = async {
             self.store.put_blob(&sha256, &bytes)?;
@@ -326,6 +442,26 @@ impl PluginManager {
     /// Stops serving `name@version`: new calls stop seeing it at once; the reply waits until
     /// calls already running on it have finished (bounded by its call deadline).
     pub async fn retire(&self, name: &str, version: &str) -> Result<Retired, PublishError> {
+        self.retire_at(name, version, None).await
+    }
+
+    /// Like [`retire`](Self::retire), recording `changed_at` (when it was retired elsewhere in
+    /// the cluster) instead of now.
+    pub async fn retire_at(
+        &self,
+        name: &str,
+        version: &str,
+        changed_at: Option<f64>,
+    ) -> Result<Retired, PublishError> {
+        self.retire_locked(name, version, changed_at).await
+    }
+
+    async fn retire_locked(
+        &self,
+        name: &str,
+        version: &str,
+        changed_at: Option<f64>,
+    ) -> Result<Retired, PublishError> {
         let parsed = crate::rpc::version::parse_version_lenient(version)
             .map_err(|e| PublishError::NotFound(format!("invalid version '{version}': {e}")))?;
         let removed = {
@@ -337,6 +473,7 @@ impl PluginManager {
             let record = self.store.record(name, &parsed.to_string())?;
             if let Some(mut r) = record.filter(|r| r.active) {
                 r.active = false;
+                r.changed_at = changed_at.unwrap_or_else(crate::node::unix_now);
                 self.store.put_record(&r)?;
                 self.store.flush().await?;
             } else if removed.is_none() {
@@ -346,6 +483,8 @@ impl PluginManager {
             }
             removed
         };
+        // Tell the cluster now, not after the drain.
+        self.changed.notify_one();
         let (mut drained, mut still_running) = (true, 0);
         if let Some(plugin) = removed {
             let limit = Duration::from_millis(plugin.limits.call_timeout_ms + 1_000);

@@ -5,6 +5,6 @@ pub mod manager;
 pub mod registry;
 pub mod store;
 
-pub use manager::{PluginManager, PublishError, Published, Retired};
+pub use manager::{PluginManager, PublishError, PublishOptions, Published, Retired};
 pub use registry::{FunctionEntry, Registry, RegistryError};
 pub use store::{PluginRecord, PluginStore, StoreError};

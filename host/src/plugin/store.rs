@@ -47,12 +47,29 @@ pub struct PluginRecord {
     pub active: bool,
     /// When it was (last) published, Unix seconds.
     pub published_at: f64,
+    /// When it was last published or retired anywhere in the cluster, Unix seconds: the newest
+    /// state of a version wins across nodes. 0 in records written before clustering
+    /// (`published_at` stands in).
+    #[serde(default)]
+    pub changed_at: f64,
+    /// Resource tags a node must have to host it (empty: every node).
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 impl PluginRecord {
     /// The key of `name@version`.
     pub fn key_of(name: &str, version: &str) -> String {
         format!("{name}@{version}")
+    }
+
+    /// When its state last changed.
+    pub fn changed(&self) -> f64 {
+        if self.changed_at > 0.0 {
+            self.changed_at
+        } else {
+            self.published_at
+        }
     }
 }
 
@@ -67,6 +84,7 @@ pub struct PluginStore {
 }
 
 const TOKEN_KEY: &str = "admin_token_sha256";
+const NODE_ID_KEY: &str = "node_id";
 
 impl PluginStore {
     /// Opens (or creates) the store in `dir`; `None` keeps everything in memory (tests, demos).
@@ -168,6 +186,20 @@ impl PluginStore {
             .collect()
     }
 
+    /// The node id kept from the first start.
+    pub fn node_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(NODE_ID_KEY)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Keeps the node id.
+    pub fn set_node_id(&self, id: &str) -> Result<(), StoreError> {
+        self.meta.insert(NODE_ID_KEY, id.as_bytes())?;
+        Ok(())
+    }
+
     /// The stored admin token hash, if a token was generated earlier.
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -209,6 +241,8 @@ mod tests {
             sandbox: Sandbox::default(),
             active,
             published_at: 1.0,
+            changed_at: 0.0,
+            placement: Vec::new(),
         }
     }
 

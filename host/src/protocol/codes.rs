@@ -21,6 +21,10 @@ pub const OVERLOADED: i64 = 1007;
 /// larger than a reply may be.
 pub const RESOURCE_LIMIT: i64 = 1008;
 
+/// OURS: the node running a command was lost (crashed, link broken) after the call was sent to
+/// it; the call may or may not have run, so it is not retried automatically.
+pub const NODE_LOST: i64 = 1009;
+
 /// The short, stable `message` for a code.
 pub fn message(code: i64) -> &'static str {
     match code {
@@ -32,6 +36,7 @@ pub fn message(code: i64) -> &'static str {
         UNAUTHORIZED => "Unauthorized",
         OVERLOADED => "Overloaded",
         RESOURCE_LIMIT => "Resource limit exceeded",
+        NODE_LOST => "Node lost",
         _ => "Error",
     }
 }

@@ -4,6 +4,8 @@
 use serde_json::{Value, json};
 
 use super::execute::CallFailure;
+use crate::cluster::Cluster;
+use crate::cluster::catalog::PeerNode;
 use crate::node::NodeInfo;
 use crate::plugin::Registry;
 use crate::protocol::{RpcCommand, codes};
@@ -71,13 +73,16 @@ impl Builtin {
         TABLE.iter().find(|(n, ..)| *n == name).map(|(_, b, ..)| *b)
     }
 
-    /// Runs the built-in. All of them are quick and never block.
+    /// Runs the built-in. All of them are quick and never block. The discovery built-ins
+    /// answer for the whole cluster when the node is in one.
     pub fn run(
         self,
         cmd: &RpcCommand,
         node: &NodeInfo,
         registry: &Registry,
+        cluster: Option<&Cluster>,
     ) -> Result<Value, CallFailure> {
+        let peers = || cluster.map(|c| c.view().nodes.clone()).unwrap_or_default();
         match self {
             Builtin::Echo => match cmd.args.as_slice() {
                 [one] => Ok(one.clone()),
@@ -87,26 +92,103 @@ impl Builtin {
                 )),
             },
             Builtin::Echos => Ok(Value::Array(cmd.args.clone())),
-            Builtin::ClusterMap => Ok(json!({
-                "cluster_id": node.cluster_id,
-                "generated_at": crate::node::unix_now(),
-                "nodes": [node.describe()],
-            })),
-            Builtin::ListPeers => Ok(json!([])),
-            Builtin::RpcList => Ok(Value::Array(list(node, registry, None, false))),
+            Builtin::ClusterMap => {
+                let mut me = node.describe();
+                me["functions"] = json!(local_functions(registry));
+                let mut nodes = vec![me];
+                nodes.extend(peers().iter().map(|p| describe_peer(p, &node.cluster_id)));
+                Ok(json!({
+                    "cluster_id": node.cluster_id,
+                    "generated_at": crate::node::unix_now(),
+                    "nodes": nodes,
+                }))
+            }
+            Builtin::ListPeers => Ok(Value::Array(
+                peers()
+                    .iter()
+                    .map(|p| list_peer(p, &node.cluster_id))
+                    .collect(),
+            )),
+            Builtin::RpcList => Ok(Value::Array(list(node, registry, cluster, None, false))),
             Builtin::RpcDescribe => {
                 let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
                 // No names: describe everything.
                 let filter = (!names.is_empty()).then_some(names.as_slice());
-                Ok(Value::Array(list(node, registry, filter, true)))
+                Ok(Value::Array(list(node, registry, cluster, filter, true)))
             }
         }
     }
 }
 
+/// `name@version` of every function this node serves.
+fn local_functions(registry: &Registry) -> Vec<String> {
+    let mut fs: Vec<String> = registry
+        .all()
+        .iter()
+        .map(|e| format!("{}@{}", e.function().name, e.version()))
+        .collect();
+    fs.sort();
+    fs
+}
+
+fn peer_functions(p: &PeerNode) -> Vec<String> {
+    let mut fs: Vec<String> = p
+        .functions
+        .iter()
+        .map(|f| format!("{}@{}", f.name, f.version))
+        .collect();
+    fs.sort();
+    fs
+}
+
+fn load_of(p: &PeerNode) -> Value {
+    json!({
+        "load_score": p.load.score,
+        "active_clients": p.load.clients,
+        "active_requests": p.load.requests,
+        "running_calls": p.load.score,
+    })
+}
+
+/// A peer's `cluster_map` entry: the same shape as this node's.
+fn describe_peer(p: &PeerNode, cluster_id: &str) -> Value {
+    json!({
+        "node_id": p.node_id,
+        "cluster_id": cluster_id,
+        "advertised_urls": p.urls,
+        "resources": p.resources,
+        "region": p.region,
+        "status": "healthy",
+        "last_seen": crate::node::unix_now(),
+        "started_at": p.started,
+        "load": load_of(p),
+        "functions": peer_functions(p),
+    })
+}
+
+/// A peer as MPREG's `list_peers` reports it.
+fn list_peer(p: &PeerNode, cluster_id: &str) -> Value {
+    let mut funs: Vec<&str> = p.functions.iter().map(|f| f.name.as_str()).collect();
+    funs.sort();
+    funs.dedup();
+    json!({
+        "url": p.url(),
+        "node_id": p.node_id,
+        "cluster_id": cluster_id,
+        "funs": funs,
+        "locs": p.resources,
+        "last_seen": crate::node::unix_now(),
+        "status": "healthy",
+        "advertised_urls": p.urls,
+        "region": p.region,
+        "load": load_of(p),
+    })
+}
+
 fn list(
     node: &NodeInfo,
     registry: &Registry,
+    cluster: Option<&Cluster>,
     names: Option<&[&str]>,
     detailed: bool,
 ) -> Vec<Value> {
@@ -139,6 +221,36 @@ fn list(
             v["export"] = json!(f.export_name);
         }
         out.push(v);
+    }
+    if let Some(c) = cluster {
+        let view = c.view();
+        let mut remote: Vec<_> = view
+            .all_functions()
+            .filter(|f| wanted(&f.ad.name))
+            .collect();
+        remote.sort_by(|a, b| {
+            (&a.ad.name, &a.ad.version, &a.node.node_id).cmp(&(
+                &b.ad.name,
+                &b.ad.version,
+                &b.node.node_id,
+            ))
+        });
+        for f in remote {
+            let mut resources = f.node.resources.clone();
+            resources.extend(f.ad.resources.iter().cloned());
+            resources.sort();
+            resources.dedup();
+            let mut v = json!({
+                "name": f.ad.name, "function_id": f.ad.function_id,
+                "version": f.ad.version.to_string(), "resources": resources,
+                "node_id": f.node.node_id, "cluster_id": node.cluster_id, "kind": "plugin",
+                "plugin": f.ad.plugin, "description": f.ad.description,
+            });
+            if detailed {
+                v["signature"] = json!(f.ad.signature);
+            }
+            out.push(v);
+        }
     }
     out
 }

@@ -1,6 +1,11 @@
-//! Runs calls on this node: built-ins first, then the best matching plugin version.
+//! Runs calls where they belong: built-ins here; otherwise the highest matching version
+//! anywhere in the cluster, on this node or forwarded to a peer over its link, choosing among the
+//! nodes that have it by load. A call that could not be sent to a peer is routed to the next
+//! match; one lost after it was sent fails with [`codes::NODE_LOST`].
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use semver::Version;
 use serde_json::Value;
@@ -9,6 +14,10 @@ use super::builtins::Builtin;
 use super::execute::{BoxFuture, Call, CallFailure, Dispatcher};
 use super::route::{self, Candidate};
 use super::version::VersionConstraint;
+use crate::cluster::Cluster;
+use crate::cluster::catalog::RemoteFunction;
+use crate::cluster::link::LinkError;
+use crate::cluster::wire::{ForwardedCall, RemoteFailure};
 use crate::node::NodeInfo;
 use crate::plugin::{FunctionEntry, Registry};
 use crate::protocol::{RpcCommand, codes};
@@ -17,14 +26,21 @@ use crate::runtime::{
 };
 
 /// The node's dispatcher.
-pub struct LocalDispatcher {
+pub struct NodeDispatcher {
     node: Arc<NodeInfo>,
     registry: Arc<Registry>,
     runtime: Arc<Runtime>,
     builtin_version: Version,
     /// Itself, handed to plugins as the target of their `call` import.
-    this: Weak<LocalDispatcher>,
+    this: Weak<NodeDispatcher>,
+    /// The cluster, once joined (a standalone node has none).
+    cluster: OnceLock<Arc<Cluster>>,
+    /// Breaks ties between equally loaded nodes, so sequential calls spread.
+    rotation: AtomicUsize,
 }
+
+/// How many other nodes a call not sent (link down) is offered to before it fails.
+const MAX_REROUTES: usize = 3;
 
 /// A candidate as this node sees it: node resources count for every function.
 struct Local<'a> {
@@ -54,20 +70,49 @@ impl Candidate for Local<'_> {
 enum Target {
     Builtin(Builtin),
     Plugin(FunctionEntry),
+    Remote(RemoteFunction),
 }
 
-impl LocalDispatcher {
+/// Counts a running plugin call in the node's load for as long as it lives.
+struct Running(Arc<NodeInfo>);
+
+impl Running {
+    fn enter(node: &Arc<NodeInfo>) -> Self {
+        node.running_calls.fetch_add(1, Ordering::Relaxed);
+        Running(node.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl NodeDispatcher {
     /// A dispatcher over this node's built-ins and plugins.
     pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Arc<Self> {
         let builtin_version =
             Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
-        Arc::new_cyclic(|this| LocalDispatcher {
+        Arc::new_cyclic(|this| NodeDispatcher {
             node,
             registry,
             runtime,
             builtin_version,
             this: this.clone(),
+            cluster: OnceLock::new(),
+            rotation: AtomicUsize::new(0),
         })
+    }
+
+    /// Routes to peers from now on.
+    pub fn join(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster, if joined.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     /// Runs `call` on the plugin version `entry`, in a context that lets it call back in.
@@ -78,7 +123,9 @@ impl LocalDispatcher {
     ) -> impl Future<Output = Result<Value, InvokeError>> + Send + 'static {
         let runtime = self.runtime.clone();
         let ctx = self.context(&call);
+        let running = Running::enter(&self.node);
         async move {
+            let _running = running;
             let c = call.command;
             runtime
                 .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
@@ -108,13 +155,15 @@ impl LocalDispatcher {
         route::matches(&cand, cmd, vc, &self.node.cluster_id).then_some(b)
     }
 
-    fn resolve(&self, call: &Call) -> Result<Target, CallFailure> {
+    /// Where `call` runs: a built-in, else the highest matching version here or on a live peer
+    /// not in `exclude`, the least loaded node among those that have it.
+    fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallFailure> {
         let cmd = &call.command;
         let vc = call.constraint.as_ref();
         if let Some(b) = self.builtin(cmd, vc) {
             return Ok(Target::Builtin(b));
         }
-        // Route against a borrowed snapshot: no copy of the version list per call.
+        // Route against borrowed snapshots: no copy of the version lists per call.
         let table = self.registry.snapshot();
         let versions = table
             .get(cmd.fun.as_str())
@@ -127,11 +176,235 @@ impl LocalDispatcher {
             resources: &e.function().resources,
             entry: Some(e),
         });
-        match route::best(candidates, cmd, vc, &self.node.cluster_id).and_then(|c| c.entry) {
-            Some(entry) => Ok(Target::Plugin(entry.clone())),
-            None => Err(CallFailure::new(
+        let local = route::best(candidates, cmd, vc, &self.node.cluster_id).and_then(|c| c.entry);
+        let view = self.cluster.get().map(|c| (c, c.view()));
+        let remote: Vec<&RemoteFunction> = match &view {
+            None => Vec::new(),
+            Some((cluster, view)) => {
+                let fs = view.functions(&cmd.fun);
+                let reachable = fs.iter().filter(|f| {
+                    !exclude.contains(&f.node.node_id)
+                        && cluster
+                            .link(&f.node.node_id)
+                            .is_some_and(|l| l.is_connected())
+                });
+                let best = route::best(reachable.clone(), cmd, vc, &self.node.cluster_id);
+                match (best, local) {
+                    (None, _) => Vec::new(),
+                    (Some(b), Some(l)) if l.version() > &b.ad.version => Vec::new(),
+                    (Some(b), _) => reachable
+                        .filter(|f| {
+                            f.ad.version == b.ad.version
+                                && route::matches(*f, cmd, vc, &self.node.cluster_id)
+                        })
+                        .collect(),
+                }
+            }
+        };
+        let local = local.filter(|l| remote.first().is_none_or(|r| l.version() >= &r.ad.version));
+        if remote.is_empty() {
+            return match local {
+                Some(entry) => Ok(Target::Plugin(entry.clone())),
+                None => {
+                    let known = versions.len()
+                        + view
+                            .as_ref()
+                            .map_or(0, |(_, v)| v.functions(&cmd.fun).len());
+                    Err(CallFailure::new(
+                        codes::COMMAND_NOT_FOUND,
+                        not_found(call, known),
+                    ))
+                }
+            };
+        }
+        // Load of each candidate node: calls running there as it last said, or the calls this
+        // node has outstanding there, whichever is higher (gossip lags; our own count does not).
+        let cluster = view.as_ref().map(|(c, _)| c);
+        let load_of = |f: &RemoteFunction| -> f64 {
+            let ours = cluster
+                .and_then(|c| c.link(&f.node.node_id))
+                .map_or(0, |l| l.in_flight());
+            f.node.load.score.max(ours as f64)
+        };
+        let mut loads: Vec<f64> = remote.iter().map(|f| load_of(f)).collect();
+        if local.is_some() {
+            loads.push(self.node.running_calls.load(Ordering::Relaxed) as f64);
+        }
+        let least = loads.iter().copied().fold(f64::INFINITY, f64::min);
+        let tied: Vec<usize> = (0..loads.len()).filter(|&i| loads[i] <= least).collect();
+        let pick = tied[self.rotation.fetch_add(1, Ordering::Relaxed) % tied.len()];
+        Ok(match remote.get(pick) {
+            Some(f) => Target::Remote((*f).clone()),
+            None => match local {
+                Some(entry) => Target::Plugin(entry.clone()),
+                None => Target::Remote(remote[0].clone()),
+            },
+        })
+    }
+
+    /// Runs `call` on a peer, re-routing while it could not be sent; `path` are the nodes it
+    /// went through (this one last).
+    async fn forward(
+        self: Arc<Self>,
+        first: RemoteFunction,
+        call: Call,
+        path: Vec<String>,
+        hops_left: u8,
+    ) -> Result<Value, CallFailure> {
+        let Some(cluster) = self.cluster.get().cloned() else {
+            return Err(CallFailure::new(
                 codes::COMMAND_NOT_FOUND,
-                not_found(call, versions.len()),
+                "not in a cluster",
+            ));
+        };
+        let command = serde_json::to_string(&call.command)
+            .map_err(|e| CallFailure::new(codes::EXECUTION_FAILED, e.to_string()))?;
+        let mut target = first;
+        let mut tried: Vec<String> = path.clone();
+        let mut not_sent = Vec::new();
+        loop {
+            let node_id = target.node.node_id.clone();
+            let timeout_ms = call.deadline.map_or(30_000, |d| {
+                d.saturating_duration_since(Instant::now()).as_millis() as u64
+            });
+            if timeout_ms == 0 {
+                return Err(CallFailure::new(
+                    codes::DEADLINE_EXCEEDED,
+                    "deadline passed before the call could be forwarded",
+                ));
+            }
+            let fwd = ForwardedCall {
+                request_id: call.request_id.to_string(),
+                command: command.clone(),
+                hops_left,
+                path: path.clone(),
+                timeout_ms,
+                depth: call.depth,
+            };
+            let outcome = match cluster.link(&node_id) {
+                Some(link) => link.call(fwd).await,
+                None => Err(LinkError::NotSent(format!(
+                    "node {node_id} left the cluster"
+                ))),
+            };
+            match outcome {
+                Ok(text) => {
+                    return serde_json::from_str(&text).map_err(|e| {
+                        CallFailure::new(
+                            codes::EXECUTION_FAILED,
+                            format!("node {node_id} sent an unreadable result: {e}"),
+                        )
+                    });
+                }
+                Err(LinkError::Remote(RemoteFailure { code, cause }))
+                    if code == codes::OVERLOADED =>
+                {
+                    // Refused without running it (shutting down, no free instance): try the
+                    // next node.
+                    not_sent.push(format!("node {node_id}: {cause}"));
+                    tried.push(node_id);
+                    if not_sent.len() > MAX_REROUTES {
+                        break;
+                    }
+                    match self.resolve(&call, &tried) {
+                        Ok(Target::Remote(next)) => target = next,
+                        Ok(other) => return self.start(other, call).await,
+                        Err(_) => break,
+                    }
+                }
+                Err(LinkError::Remote(RemoteFailure { code, cause })) => {
+                    return Err(CallFailure::new(
+                        code,
+                        format!("on node {node_id}: {cause}"),
+                    ));
+                }
+                Err(LinkError::Lost(why)) => {
+                    return Err(CallFailure::new(codes::NODE_LOST, why));
+                }
+                Err(LinkError::Protocol(why)) => {
+                    return Err(CallFailure::new(codes::EXECUTION_FAILED, why));
+                }
+                Err(LinkError::NotSent(why)) => {
+                    tracing::debug!(node = %node_id, %why, "call not sent; re-routing");
+                    not_sent.push(why);
+                    tried.push(node_id);
+                    if not_sent.len() > MAX_REROUTES {
+                        break;
+                    }
+                    match self.resolve(&call, &tried) {
+                        Ok(Target::Remote(next)) => target = next,
+                        Ok(other) => return self.start(other, call).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        Err(CallFailure::new(
+            codes::COMMAND_NOT_FOUND,
+            format!(
+                "Command not found: {} (every node that has it is unreachable: {})",
+                call.command.fun,
+                not_sent.join("; ")
+            ),
+        ))
+    }
+
+    /// Runs a call a peer forwarded here: locally when this node has it, else onward while the
+    /// hop budget lasts, never back through `path`.
+    pub async fn run_forwarded(self: Arc<Self>, fwd: ForwardedCall) -> Result<Value, CallFailure> {
+        let command: RpcCommand = serde_json::from_str(&fwd.command).map_err(|e| {
+            CallFailure::new(codes::MALFORMED_REQUEST, format!("forwarded command: {e}"))
+        })?;
+        let constraint = command
+            .version_constraint
+            .as_deref()
+            .map(VersionConstraint::parse)
+            .transpose()
+            .map_err(|e| CallFailure::new(codes::EXECUTION_FAILED, e.to_string()))?;
+        let timeout = Duration::from_millis(fwd.timeout_ms);
+        let call = Call {
+            command,
+            constraint,
+            request_id: fwd.request_id.as_str().into(),
+            depth: fwd.depth,
+            deadline: Some(Instant::now() + timeout),
+        };
+        let mut path = fwd.path;
+        path.push(self.node.node_id.clone());
+        let run = async {
+            match self.resolve(&call, &path)? {
+                Target::Builtin(b) => b.run(
+                    &call.command,
+                    &self.node,
+                    &self.registry,
+                    self.cluster.get().map(|c| &**c),
+                ),
+                Target::Plugin(entry) => self
+                    .run_plugin(entry, call)
+                    .await
+                    .map_err(CallFailure::from),
+                Target::Remote(next) => {
+                    if fwd.hops_left == 0 {
+                        return Err(CallFailure::new(
+                            codes::COMMAND_NOT_FOUND,
+                            format!(
+                                "Command not found: {} here, and the hop budget is spent (path {})",
+                                call.command.fun,
+                                path.join(" -> ")
+                            ),
+                        ));
+                    }
+                    self.clone()
+                        .forward(next, call, path.clone(), fwd.hops_left - 1)
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(CallFailure::new(
+                codes::DEADLINE_EXCEEDED,
+                format!("deadline of {} ms exceeded", fwd.timeout_ms),
             )),
         }
     }
@@ -175,37 +448,67 @@ impl From<InvokeError> for CallFailure {
     }
 }
 
-impl Dispatcher for LocalDispatcher {
+impl NodeDispatcher {
+    fn cluster_ref(&self) -> Option<&Cluster> {
+        self.cluster.get().map(|c| &**c)
+    }
+
+    /// Starts `call` on `target`.
+    fn start(&self, target: Target, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+        match target {
+            Target::Builtin(b) => {
+                let out = b.run(
+                    &call.command,
+                    &self.node,
+                    &self.registry,
+                    self.cluster_ref(),
+                );
+                Box::pin(async move { out })
+            }
+            Target::Plugin(entry) => {
+                let run = self.run_plugin(entry, call);
+                Box::pin(async move { run.await.map_err(CallFailure::from) })
+            }
+            Target::Remote(f) => match self.this.upgrade() {
+                Some(this) => {
+                    let (path, hops) = (vec![self.node.node_id.clone()], self.max_hops());
+                    Box::pin(this.forward(f, call, path, hops))
+                }
+                None => {
+                    Box::pin(async { Err(CallFailure::new(codes::OVERLOADED, "node stopping")) })
+                }
+            },
+        }
+    }
+
+    fn max_hops(&self) -> u8 {
+        self.cluster.get().map_or(0, |c| c.max_hops())
+    }
+}
+
+impl Dispatcher for NodeDispatcher {
     fn immediate(
         &self,
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
     ) -> Option<Result<Value, CallFailure>> {
         let b = self.builtin(cmd, constraint)?;
-        Some(b.run(cmd, &self.node, &self.registry))
+        Some(b.run(cmd, &self.node, &self.registry, self.cluster_ref()))
     }
 
     fn check(&self, call: &Call) -> Result<(), CallFailure> {
-        self.resolve(call).map(|_| ())
+        self.resolve(call, &[]).map(|_| ())
     }
 
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
-        let target = self.resolve(&call);
-        match target {
+        match self.resolve(&call, &[]) {
             Err(f) => Box::pin(async move { Err(f) }),
-            Ok(Target::Builtin(b)) => {
-                let out = b.run(&call.command, &self.node, &self.registry);
-                Box::pin(async move { out })
-            }
-            Ok(Target::Plugin(entry)) => {
-                let run = self.run_plugin(entry, call);
-                Box::pin(async move { run.await.map_err(CallFailure::from) })
-            }
+            Ok(target) => self.start(target, call),
         }
     }
 }
 
-impl NestedCalls for LocalDispatcher {
+impl NestedCalls for NodeDispatcher {
     fn call(&self, nested: NestedCall) -> NestedFuture {
         let constraint = match nested.version.as_deref().map(VersionConstraint::parse) {
             None => None,
@@ -225,15 +528,10 @@ impl NestedCalls for LocalDispatcher {
             constraint,
             request_id: nested.request_id,
             depth: nested.depth,
+            deadline: None,
         };
-        match self.resolve(&call) {
+        match self.resolve(&call, &[]) {
             Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.cause)) }),
-            Ok(Target::Builtin(b)) => {
-                let out = b
-                    .run(&call.command, &self.node, &self.registry)
-                    .map_err(|f| NestedError::Failed(f.cause));
-                Box::pin(async move { out })
-            }
             Ok(Target::Plugin(entry)) => {
                 let fun = call.command.fun.clone();
                 let run = self.run_plugin(entry, call);
@@ -242,6 +540,15 @@ impl NestedCalls for LocalDispatcher {
                         InvokeError::BadArguments(m) => NestedError::BadArguments(m),
                         InvokeError::Overloaded(_) => NestedError::Other(e.to_string()),
                         other => NestedError::Failed(format!("'{fun}' {other}")),
+                    })
+                })
+            }
+            Ok(target) => {
+                let run = self.start(target, call);
+                Box::pin(async move {
+                    run.await.map_err(|f| match f.code {
+                        codes::COMMAND_NOT_FOUND => NestedError::NotFound(f.cause),
+                        _ => NestedError::Failed(f.cause),
                     })
                 })
             }

@@ -31,6 +31,8 @@ pub struct Call {
     pub request_id: Arc<str>,
     /// 0 for a command of a client request; n for a call made by a plugin at depth n − 1.
     pub depth: u32,
+    /// When the request it belongs to must be answered (a forwarded call carries what is left).
+    pub deadline: Option<Instant>,
 }
 
 /// Why one call failed: the code and a cause for the details.
@@ -244,6 +246,7 @@ async fn run(
             constraint: vc.clone(),
             request_id: request_id.clone(),
             depth: 0,
+            deadline: None,
         };
         if let Err(f) = dispatcher.check(&probe) {
             return error_reply(u, f.code, failure_details(c, f));
@@ -269,6 +272,7 @@ async fn run(
     let mut intermediate = Vec::new();
     let mut accumulated = Map::new();
 
+    let deadline_at = started + opts.deadline;
     let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
     let start_command = |i: usize, results: &[Option<Value>]| -> Running {
         let mut command = req.cmds[i].clone();
@@ -290,6 +294,7 @@ async fn run(
             constraint: constraints[i].clone(),
             request_id: request_id.clone(),
             depth: 0,
+            deadline: Some(deadline_at),
         };
         let begun = started.elapsed();
         let fut = dispatcher.dispatch(call);

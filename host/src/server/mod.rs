@@ -2,6 +2,7 @@
 //! `GET /health`, and the admin API under `/admin` (see [`admin`]).
 
 pub mod admin;
+mod peer;
 mod session;
 
 pub use admin::AdminAuth;
@@ -19,15 +20,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::wire::PEER_PATH;
 use crate::config::ServerConfig;
 use crate::node::NodeInfo;
 use crate::plugin::{PluginManager, Registry};
-use crate::rpc::execute::Dispatcher;
+use crate::rpc::dispatch::NodeDispatcher;
 
 /// What every session shares.
 pub struct ServerState {
-    /// Runs calls.
-    pub dispatcher: Arc<dyn Dispatcher>,
+    /// Runs calls, here or on peers.
+    pub dispatcher: Arc<NodeDispatcher>,
     /// Identity and load counters.
     pub node: Arc<NodeInfo>,
     /// Loaded functions (for /health).
@@ -46,12 +48,17 @@ pub struct ServerState {
     pub hard_stop: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Cancelled when the node is killed (tests of crashes): connections drop at once.
+    pub killed: CancellationToken,
+    /// Largest peer-link frame (a component being fetched).
+    pub max_peer_frame_bytes: usize,
 }
 
 /// Accepts connections until shutdown, then drains sessions within `grace`.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
     let app = Router::new()
         .route("/health", get(health))
+        .route(PEER_PATH, get(peer_upgrade))
         .route("/admin/plugins", get(admin::list).post(admin::publish))
         .route("/admin/plugins/{name}", get(admin::describe))
         .route(
@@ -91,6 +98,19 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "load": state.node.describe()["load"],
     }))
     .into_response()
+}
+
+async fn peer_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+    let limit = state.max_peer_frame_bytes;
+    let sessions = state.sessions.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let fut = peer::run(socket, state);
+            async move {
+                sessions.spawn(fut);
+            }
+        })
 }
 
 async fn upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {

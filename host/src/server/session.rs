@@ -58,6 +58,10 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     loop {
         tokio::select! {
             biased;
+            _ = state.killed.cancelled() => {
+                gone.cancel();
+                break;
+            }
             _ = state.shutdown.cancelled(), if !draining => {
                 draining = true;
                 in_flight.close();
@@ -237,7 +241,7 @@ async fn handle(
             tracing::debug!(u = %u, cmds = req.cmds.len(), "rpc request");
         }
         let reply = tokio::select! {
-            reply = execute::execute(req, state.dispatcher.clone(), opts) => reply,
+            reply = execute::execute(req, state.dispatcher.clone() as Arc<dyn execute::Dispatcher>, opts) => reply,
             _ = state.hard_stop.cancelled() => RpcResponse::err(u, RpcErrorBody::new(
                 codes::OVERLOADED, "node shut down before the request finished; retry on another node")),
             _ = gone.cancelled() => return,

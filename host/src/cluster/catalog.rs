@@ -1,0 +1,387 @@
+//! What nodes tell each other through gossip, and the routing view built from it.
+//!
+//! Each node owns a set of key-values in the gossip state (chitchat replicates them and expires
+//! a node's whole set when the failure detector declares it dead). This module is the schema of
+//! those keys and the pure code that turns the live nodes' key-values into a [`ClusterView`]:
+//! no I/O, so every rule is unit-tested here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::rpc::route::Candidate;
+use crate::runtime::Sandbox;
+
+/// `["ws://host:port", …]`: where clients and peers reach the node.
+pub const KEY_URLS: &str = "urls";
+/// The node's region label.
+pub const KEY_REGION: &str = "region";
+/// `["gpu", …]`: the node's resource tags.
+pub const KEY_RESOURCES: &str = "resources";
+/// [`LoadAd`] as JSON, refreshed a few times a second when it changes.
+pub const KEY_LOAD: &str = "load";
+/// Unix seconds at start.
+pub const KEY_STARTED: &str = "started";
+/// `f:{name}@{version}/{function_id}` → [`FunctionAd`]: one callable function version. The key
+/// only has to be unique; readers take the identity from the value.
+pub const FUNCTION_PREFIX: &str = "f:";
+/// `p:{name}@{version}` → [`PluginAd`]: a published plugin version and its state.
+pub const PLUGIN_PREFIX: &str = "p:";
+
+/// A function version a node serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionAd {
+    /// Name clients call.
+    pub name: String,
+    /// Its version.
+    pub version: Version,
+    /// Identity for `function_id` matching.
+    pub function_id: String,
+    /// The function's own resource tags (the node's are added when matching).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// WIT signature, for `rpc_describe`.
+    #[serde(default)]
+    pub signature: String,
+    /// From the manifest.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The plugin that provides it.
+    #[serde(default)]
+    pub plugin: String,
+}
+
+/// A published plugin version as one node holds it. The newest `changed_at` across the cluster
+/// is the version's desired state (see `distribute`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginAd {
+    /// sha256 of the component: what a node fetches and verifies.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: u64,
+    /// Published (true) or retired (false).
+    pub active: bool,
+    /// When it was last published or retired, Unix seconds (last writer wins).
+    pub changed_at: f64,
+    /// Resource tags a node must have to host it; empty: every node.
+    #[serde(default)]
+    pub placement: Vec<String>,
+    /// Limits and grants it runs with.
+    #[serde(default)]
+    pub sandbox: Sandbox,
+}
+
+/// How busy a node is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadAd {
+    /// MPREG's `load_score`: plugin calls running on the node (lower is less busy).
+    pub score: f64,
+    /// Open client connections.
+    pub clients: u64,
+    /// Client requests being executed.
+    pub requests: u64,
+}
+
+/// The gossip key of a function version.
+pub fn function_key(name: &str, version: &str, function_id: &str) -> String {
+    format!("{FUNCTION_PREFIX}{name}@{version}/{function_id}")
+}
+
+/// The gossip key of a plugin version.
+pub fn plugin_key(name: &str, version: &str) -> String {
+    format!("{PLUGIN_PREFIX}{name}@{version}")
+}
+
+/// Splits `name@version` (the part after a prefix).
+fn split_at_version(s: &str) -> Option<(&str, &str)> {
+    let at = s.rfind('@')?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
+/// Another live node of the cluster, as its gossip state describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerNode {
+    /// Node id.
+    pub node_id: String,
+    /// Incremented each time the node restarts (its start time in ms).
+    pub generation: u64,
+    /// URLs clients and peers use.
+    pub urls: Vec<String>,
+    /// Region label.
+    pub region: String,
+    /// Resource tags.
+    pub resources: Vec<String>,
+    /// Its load.
+    pub load: LoadAd,
+    /// Start time, Unix seconds.
+    pub started: f64,
+    /// Function versions it serves.
+    pub functions: Vec<FunctionAd>,
+    /// Plugin versions it holds: (name, version, ad).
+    pub plugins: Vec<(String, String, PluginAd)>,
+}
+
+impl PeerNode {
+    /// Reads a node's key-values. `None` when the node has not advertised where to reach it
+    /// yet (it is joining). A malformed entry is skipped and reported in `skipped`, so one bad
+    /// key cannot hide a node.
+    pub fn parse<'a>(
+        node_id: &str,
+        generation: u64,
+        kvs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        skipped: &mut Vec<String>,
+    ) -> Option<PeerNode> {
+        let mut node = PeerNode {
+            node_id: node_id.to_owned(),
+            generation,
+            urls: Vec::new(),
+            region: String::new(),
+            resources: Vec::new(),
+            load: LoadAd::default(),
+            started: 0.0,
+            functions: Vec::new(),
+            plugins: Vec::new(),
+        };
+        for (k, v) in kvs {
+            let ok = match k {
+                KEY_URLS => serde_json::from_str(v).map(|u| node.urls = u).is_ok(),
+                KEY_REGION => {
+                    node.region = v.to_owned();
+                    true
+                }
+                KEY_RESOURCES => serde_json::from_str(v).map(|r| node.resources = r).is_ok(),
+                KEY_LOAD => serde_json::from_str(v).map(|l| node.load = l).is_ok(),
+                KEY_STARTED => v.parse().map(|s| node.started = s).is_ok(),
+                _ => {
+                    if k.starts_with(FUNCTION_PREFIX) {
+                        serde_json::from_str::<FunctionAd>(v)
+                            .map(|f| node.functions.push(f))
+                            .is_ok()
+                    } else if let Some(rest) = k.strip_prefix(PLUGIN_PREFIX) {
+                        parse_plugin(rest, v)
+                            .map(|p| node.plugins.push(p))
+                            .is_some()
+                    } else {
+                        // Keys of a newer node version: ignored, not an error.
+                        true
+                    }
+                }
+            };
+            if !ok {
+                skipped.push(format!("{node_id}: {k}"));
+            }
+        }
+        (!node.urls.is_empty()).then_some(node)
+    }
+
+    /// The URL peers dial.
+    pub fn url(&self) -> &str {
+        self.urls.first().map_or("", String::as_str)
+    }
+}
+
+fn parse_plugin(rest: &str, v: &str) -> Option<(String, String, PluginAd)> {
+    let (name, version) = split_at_version(rest)?;
+    Version::parse(version).ok()?;
+    let ad: PluginAd = serde_json::from_str(v).ok()?;
+    Some((name.to_owned(), version.to_owned(), ad))
+}
+
+/// A function version on another node: a routing candidate.
+#[derive(Debug, Clone)]
+pub struct RemoteFunction {
+    /// The node serving it.
+    pub node: Arc<PeerNode>,
+    /// What the node advertised.
+    pub ad: FunctionAd,
+}
+
+impl Candidate for RemoteFunction {
+    fn function_id(&self) -> &str {
+        &self.ad.function_id
+    }
+    fn version(&self) -> &Version {
+        &self.ad.version
+    }
+    fn has_resource(&self, tag: &str) -> bool {
+        self.ad
+            .resources
+            .iter()
+            .chain(&self.node.resources)
+            .any(|r| r == tag)
+    }
+}
+
+/// Every other live node and what it serves: an immutable snapshot, swapped whole when the
+/// gossip state changes, so routing reads it without locks.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// Live nodes other than this one, by node id.
+    pub nodes: Vec<Arc<PeerNode>>,
+    functions: HashMap<String, Vec<RemoteFunction>>,
+}
+
+impl ClusterView {
+    /// Indexes `nodes` by function name.
+    pub fn new(mut nodes: Vec<PeerNode>) -> Self {
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let nodes: Vec<Arc<PeerNode>> = nodes.into_iter().map(Arc::new).collect();
+        let mut functions: HashMap<String, Vec<RemoteFunction>> = HashMap::new();
+        for n in &nodes {
+            for ad in &n.functions {
+                functions
+                    .entry(ad.name.clone())
+                    .or_default()
+                    .push(RemoteFunction {
+                        node: n.clone(),
+                        ad: ad.clone(),
+                    });
+            }
+        }
+        ClusterView { nodes, functions }
+    }
+
+    /// Remote versions of function `name` on every live node.
+    pub fn functions(&self, name: &str) -> &[RemoteFunction] {
+        self.functions.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every remote function, for listings.
+    pub fn all_functions(&self) -> impl Iterator<Item = &RemoteFunction> {
+        self.functions.values().flatten()
+    }
+
+    /// The live node `node_id`.
+    pub fn node(&self, node_id: &str) -> Option<&Arc<PeerNode>> {
+        self.nodes.iter().find(|n| n.node_id == node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn parse(id: &str, kvs: &[(String, String)]) -> (Option<PeerNode>, Vec<String>) {
+        let mut skipped = Vec::new();
+        let n = PeerNode::parse(
+            id,
+            1,
+            kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut skipped,
+        );
+        (n, skipped)
+    }
+
+    fn fun(name: &str, version: &str, id: &str, res: &[&str]) -> String {
+        serde_json::to_string(&FunctionAd {
+            name: name.into(),
+            version: Version::parse(version).expect("version"),
+            function_id: id.into(),
+            resources: res.iter().map(|s| s.to_string()).collect(),
+            signature: "func() -> s32".into(),
+            description: None,
+            plugin: "math".into(),
+        })
+        .expect("json")
+    }
+
+    #[test]
+    fn a_node_is_read_with_its_functions_and_plugins() {
+        let plugin = PluginAd {
+            sha256: "ab".into(),
+            size: 3,
+            active: true,
+            changed_at: 5.0,
+            placement: vec![],
+            sandbox: Sandbox::default(),
+        };
+        let kvs = kv(&[
+            (KEY_URLS, r#"["ws://127.0.0.1:1"]"#.into()),
+            (KEY_REGION, "eu".into()),
+            (KEY_RESOURCES, r#"["gpu"]"#.into()),
+            (KEY_LOAD, r#"{"score":2.0,"clients":1,"requests":1}"#.into()),
+            (
+                &function_key("add", "1.2.0", "math.add"),
+                fun("add", "1.2.0", "math.add", &["cpu"]),
+            ),
+            (
+                &plugin_key("math", "1.2.0"),
+                serde_json::to_string(&plugin).expect("json"),
+            ),
+            ("future-key", "whatever".into()),
+        ]);
+        let (node, skipped) = parse("n1", &kvs);
+        let node = node.expect("complete node");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(node.url(), "ws://127.0.0.1:1");
+        assert_eq!(node.region, "eu");
+        assert_eq!(node.load.score, 2.0);
+        assert_eq!(node.functions.len(), 1);
+        assert_eq!(node.functions[0].name, "add");
+        assert_eq!(node.functions[0].version, Version::new(1, 2, 0));
+        assert_eq!(node.plugins, vec![("math".into(), "1.2.0".into(), plugin)]);
+
+        let view = ClusterView::new(vec![node]);
+        let f = &view.functions("add")[0];
+        // The function's tags and the node's both count for `locs`.
+        assert!(f.has_resource("cpu") && f.has_resource("gpu") && !f.has_resource("tpu"));
+        assert!(view.functions("mul").is_empty());
+        assert!(view.node("n1").is_some());
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped_not_fatal() {
+        let kvs = kv(&[
+            (KEY_URLS, r#"["ws://x:1"]"#.into()),
+            (KEY_LOAD, "not json".into()),
+            (
+                "f:add@1/add",
+                r#"{"name":"add","version":"x","function_id":"add"}"#.into(),
+            ),
+            ("f:add@1.0.0/other", "[]".into()),
+            ("p:noversion", "{}".into()),
+            (
+                &function_key("mul", "1.0.0", "mul"),
+                fun("mul", "1.0.0", "mul", &[]),
+            ),
+            ("p:x@1.0.0", "{}".into()),
+        ]);
+        let (node, skipped) = parse("n2", &kvs);
+        let node = node.expect("node");
+        assert_eq!(node.functions.len(), 1, "only the valid function is kept");
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+    }
+
+    #[test]
+    fn a_node_without_urls_is_not_routable_yet() {
+        let (node, _) = parse("n3", &kv(&[(KEY_REGION, "eu".into())]));
+        assert!(node.is_none());
+    }
+
+    #[test]
+    fn identity_comes_from_the_value_so_any_name_round_trips() {
+        let (name, version, id) = ("scope@fn/x", "2.0.0-rc.1", "id/with/slash@1");
+        let key = function_key(name, version, id);
+        let (n, skipped) = parse(
+            "n4",
+            &kv(&[
+                (KEY_URLS, r#"["ws://x:1"]"#.into()),
+                (&key, fun(name, version, id, &[])),
+            ]),
+        );
+        assert!(skipped.is_empty());
+        let n = n.expect("node");
+        assert_eq!(n.functions[0].name, name);
+        assert_eq!(n.functions[0].function_id, id);
+        assert_eq!(n.functions[0].version.to_string(), version);
+    }
+}

@@ -1,0 +1,359 @@
+//! Peer links: one persistent, multiplexed WebSocket per live peer, dialed by this node.
+//!
+//! One task owns each link's socket: it writes queued frames (batched, one flush per burst),
+//! matches replies to waiters by id, and redials with backoff when the connection drops. A call
+//! knows whether it ever left this node: [`LinkError::NotSent`] is safe to route elsewhere,
+//! [`LinkError::Lost`] may have run and is reported, never retried.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::ClusterView;
+use super::wire::{ForwardedCall, PEER_PATH, PeerFrame, RemoteFailure};
+
+/// Why a call over a link did not return a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    /// The call never left this node (no link, link down): route it elsewhere.
+    #[error("{0}")]
+    NotSent(String),
+    /// The link broke after the call was sent: it may or may not have run.
+    #[error("{0}")]
+    Lost(String),
+    /// The peer ran it and it failed.
+    #[error("{}", .0.cause)]
+    Remote(RemoteFailure),
+    /// The peer answered with something unexpected.
+    #[error("peer protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Backoff between redials: doubles from the first value up to the second.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(25), Duration::from_secs(2));
+/// How long a dial (TCP + WebSocket + hello) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames queued per link before callers wait.
+const QUEUE: usize = 4096;
+
+type Waiter = oneshot::Sender<Result<PeerFrame, LinkError>>;
+
+struct Outgoing {
+    id: u64,
+    frame: Vec<u8>,
+    waiter: Waiter,
+}
+
+/// A link to one peer.
+pub struct PeerLink {
+    /// The peer's node id.
+    pub node_id: String,
+    /// The URL dialed.
+    pub url: String,
+    tx: mpsc::Sender<Outgoing>,
+    connected: AtomicBool,
+    in_flight: AtomicUsize,
+    next_id: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// Counts one outstanding call for as long as it lives.
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl PeerLink {
+    /// Whether the link is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Calls this node has running on the peer over this link.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    async fn request(&self, make: impl FnOnce(u64) -> PeerFrame) -> Result<PeerFrame, LinkError> {
+        if !self.is_connected() {
+            return Err(LinkError::NotSent(format!(
+                "node {} is unreachable (link down)",
+                self.node_id
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = make(id)
+            .encode()
+            .map_err(|e| LinkError::NotSent(e.to_string()))?;
+        let (waiter, wait) = oneshot::channel();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _outstanding = Outstanding(&self.in_flight);
+        self.tx
+            .send(Outgoing { id, frame, waiter })
+            .await
+            .map_err(|_| LinkError::NotSent(format!("link to {} is closed", self.node_id)))?;
+        match wait.await {
+            Ok(r) => r,
+            // The link task dropped the waiter without an answer: it stopped.
+            Err(_) => Err(LinkError::Lost(format!(
+                "link to node {} closed while the call was running",
+                self.node_id
+            ))),
+        }
+    }
+
+    /// Runs a call on the peer; returns the result as JSON text.
+    pub async fn call(&self, call: ForwardedCall) -> Result<String, LinkError> {
+        match self.request(|id| PeerFrame::Call { id, call }).await? {
+            PeerFrame::Reply { result, .. } => result.map_err(LinkError::Remote),
+            other => Err(LinkError::Protocol(format!(
+                "expected a reply, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Fetches a component by sha256 (`None`: the peer does not have it).
+    pub async fn fetch(&self, sha256: &str) -> Result<Option<Vec<u8>>, LinkError> {
+        let sha256 = sha256.to_owned();
+        match self.request(|id| PeerFrame::Fetch { id, sha256 }).await? {
+            PeerFrame::Blob { bytes, .. } => Ok(bytes),
+            _ => Err(LinkError::Protocol("expected a blob".into())),
+        }
+    }
+}
+
+/// Who this node is, for the hello frame.
+#[derive(Debug, Clone)]
+pub struct LinkIdentity {
+    /// Our node id.
+    pub node_id: String,
+    /// Our cluster id.
+    pub cluster_id: String,
+    /// Largest frame accepted (a component being fetched).
+    pub max_frame_bytes: usize,
+}
+
+/// Every peer link of this node, kept in step with the live nodes.
+pub struct PeerLinks {
+    me: LinkIdentity,
+    links: Mutex<HashMap<String, Arc<PeerLink>>>,
+    shutdown: CancellationToken,
+}
+
+impl PeerLinks {
+    /// No links yet; they stop when `shutdown` is cancelled.
+    pub fn new(me: LinkIdentity, shutdown: CancellationToken) -> Self {
+        PeerLinks {
+            me,
+            links: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PeerLink>>> {
+        // Inserts and removes only: a panic elsewhere cannot leave the map half-changed.
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The link to `node_id`, if that node is live.
+    pub fn get(&self, node_id: &str) -> Option<Arc<PeerLink>> {
+        self.links().get(node_id).cloned()
+    }
+
+    /// Dials every live node not linked yet and closes links to nodes that left.
+    pub fn sync(&self, view: &ClusterView) {
+        let mut links = self.links();
+        links.retain(|id, link| {
+            let keep = view
+                .node(id)
+                .is_some_and(|n| format!("{}{PEER_PATH}", n.url()) == link.url);
+            if !keep {
+                link.stop.cancel();
+            }
+            keep
+        });
+        for node in &view.nodes {
+            if links.contains_key(&node.node_id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let link = Arc::new(PeerLink {
+                node_id: node.node_id.clone(),
+                url: format!("{}{PEER_PATH}", node.url()),
+                tx,
+                connected: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                stop: self.shutdown.child_token(),
+            });
+            tokio::spawn(maintain(link.clone(), rx, self.me.clone()));
+            links.insert(node.node_id.clone(), link);
+        }
+    }
+
+    /// Waits until the link to `node_id` is up (or `timeout` passes).
+    pub async fn wait_connected(&self, node_id: &str, timeout: Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.get(node_id).is_some_and(|l| l.is_connected()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Dials, serves, redials with backoff until the link is stopped.
+async fn maintain(link: Arc<PeerLink>, mut rx: mpsc::Receiver<Outgoing>, me: LinkIdentity) {
+    let mut backoff = BACKOFF.0;
+    loop {
+        let dialed = tokio::select! {
+            _ = link.stop.cancelled() => break,
+            d = tokio::time::timeout(DIAL_TIMEOUT, dial(&link.url, &me)) => d,
+        };
+        match dialed {
+            Ok(Ok(ws)) => {
+                backoff = BACKOFF.0;
+                link.connected.store(true, Ordering::Relaxed);
+                tracing::debug!(peer = %link.node_id, "peer link up");
+                let why = serve(ws, &link, &mut rx).await;
+                link.connected.store(false, Ordering::Relaxed);
+                if link.stop.is_cancelled() {
+                    break;
+                }
+                tracing::info!(peer = %link.node_id, reason = %why, "peer link down; redialing");
+            }
+            Ok(Err(e)) => tracing::debug!(peer = %link.node_id, error = %e, "peer dial failed"),
+            Err(_) => tracing::debug!(peer = %link.node_id, "peer dial timed out"),
+        }
+        // While down, nothing waits on this link: whatever is queued fails as not sent.
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = link.stop.cancelled() => return drain(&mut rx, &link),
+                _ = &mut pause => break,
+                Some(out) = rx.recv() => {
+                    let _ = out.waiter.send(Err(LinkError::NotSent(format!(
+                        "node {} is unreachable (link down)", link.node_id))));
+                }
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+    drain(&mut rx, &link);
+}
+
+fn drain(rx: &mut mpsc::Receiver<Outgoing>, link: &PeerLink) {
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        let _ = out.waiter.send(Err(LinkError::NotSent(format!(
+            "link to {} stopped",
+            link.node_id
+        ))));
+    }
+}
+
+async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(me.max_frame_bytes))
+        .max_frame_size(Some(me.max_frame_bytes));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = PeerFrame::Hello {
+        node_id: me.node_id.clone(),
+        cluster_id: me.cluster_id.clone(),
+    };
+    let bytes = hello.encode().map_err(|e| e.to_string())?;
+    ws.send(Message::Binary(bytes.into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                return match PeerFrame::decode(&b).map_err(|e| e.to_string())? {
+                    PeerFrame::Welcome { refused: None, .. } => Ok(ws),
+                    PeerFrame::Welcome {
+                        refused: Some(why), ..
+                    } => Err(format!("refused: {why}")),
+                    other => Err(format!("expected welcome, got {other:?}")),
+                };
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => return Err(format!("unexpected {other:?}")),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed during hello".into()),
+        }
+    }
+}
+
+/// Runs one connection until it breaks or the link stops; fails every waiter it still holds.
+async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -> String {
+    let (mut sink, mut stream) = ws.split();
+    let mut waiting: HashMap<u64, Waiter> = HashMap::new();
+    let why = loop {
+        tokio::select! {
+            _ = link.stop.cancelled() => {
+                let _ = sink.close().await;
+                break "stopped".to_owned();
+            }
+            Some(first) = rx.recv() => {
+                // Take the whole burst, then flush once.
+                let mut out = Some(first);
+                let mut failed = None;
+                while let Some(o) = out.take() {
+                    waiting.insert(o.id, o.waiter);
+                    if let Err(e) = sink.feed(Message::Binary(o.frame.into())).await {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                    out = rx.try_recv().ok();
+                }
+                if let Some(e) = failed {
+                    break e;
+                }
+                if let Err(e) = sink.flush().await {
+                    break e.to_string();
+                }
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(b))) => match PeerFrame::decode(&b) {
+                    Ok(f @ (PeerFrame::Reply { id, .. } | PeerFrame::Blob { id, .. })) => {
+                        if let Some(w) = waiting.remove(&id) {
+                            let _ = w.send(Ok(f));
+                        }
+                    }
+                    Ok(other) => tracing::warn!(peer = %link.node_id, ?other, "unexpected frame"),
+                    Err(e) => break e.to_string(),
+                },
+                Some(Ok(Message::Close(_))) | None => break "closed by the peer".to_owned(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e.to_string(),
+            },
+        }
+    };
+    for (_, w) in waiting {
+        let _ = w.send(Err(LinkError::Lost(format!(
+            "node {} was lost while running the call ({why})",
+            link.node_id
+        ))));
+    }
+    why
+}

@@ -1,0 +1,344 @@
+//! The cluster: gossip membership and catalog ([`membership`], [`catalog`]), persistent peer
+//! links ([`link`], [`wire`]), and plugin distribution ([`distribute`]).
+//!
+//! Three background tasks keep this node in step: the advertiser writes this node's functions,
+//! plugin records and load into the gossip state; the link keeper dials every live peer and
+//! drops links to nodes that left; the distributor installs and retires plugin versions to
+//! follow the newest state anywhere in the cluster.
+
+pub mod catalog;
+pub mod distribute;
+pub mod link;
+pub mod membership;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use self::catalog::{
+    FUNCTION_PREFIX, FunctionAd, KEY_LOAD, KEY_REGION, KEY_RESOURCES, KEY_STARTED, KEY_URLS,
+    LoadAd, PLUGIN_PREFIX, PluginAd,
+};
+use self::distribute::Action;
+use self::link::{LinkIdentity, PeerLink, PeerLinks};
+use self::membership::{GossipError, GossipSettings, Membership};
+use crate::config::ClusterConfig;
+use crate::node::NodeInfo;
+use crate::plugin::{PluginManager, PublishOptions};
+use crate::runtime::sha256_hex;
+
+/// How long a failed install waits before it is tried again.
+const RETRY_INSTALL: Duration = Duration::from_secs(3);
+/// The distributor also runs this often without a trigger (a missed wake-up heals).
+const DISTRIBUTE_EVERY: Duration = Duration::from_secs(2);
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    membership: Membership,
+    links: Arc<PeerLinks>,
+    node: Arc<NodeInfo>,
+    max_hops: u8,
+}
+
+/// `host:port` from a peer given as `host:port` or a `ws://` / `http://` URL.
+pub fn seed_addr(peer: &str) -> String {
+    let rest = peer.split_once("://").map_or(peer, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+impl Cluster {
+    /// Joins the cluster through `config.peers` (none: this node starts a cluster of its own)
+    /// and starts the background tasks; they stop with `shutdown`.
+    pub async fn start(
+        config: &ClusterConfig,
+        node: Arc<NodeInfo>,
+        manager: Arc<PluginManager>,
+        gossip_addr: SocketAddr,
+        max_frame_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Cluster>, GossipError> {
+        let settings = GossipSettings {
+            node_id: node.node_id.clone(),
+            cluster_id: node.cluster_id.clone(),
+            addr: gossip_addr,
+            seeds: config.peers.iter().map(|p| seed_addr(p)).collect(),
+            interval: Duration::from_millis(config.gossip_interval_ms),
+            phi_threshold: config.phi_threshold,
+        };
+        let mut initial = vec![
+            (KEY_URLS.to_owned(), json_text(&node.advertised_urls)),
+            (KEY_REGION.to_owned(), node.region.clone()),
+            (KEY_RESOURCES.to_owned(), json_text(&node.resources)),
+            (KEY_STARTED.to_owned(), crate::node::unix_now().to_string()),
+            (KEY_LOAD.to_owned(), json_text(&load(&node))),
+        ];
+        // Functions loaded before the start are advertised in the very first gossip round.
+        initial.extend(advertised(&manager));
+        let membership = Membership::start(settings, initial, shutdown.clone()).await?;
+        let links = Arc::new(PeerLinks::new(
+            LinkIdentity {
+                node_id: node.node_id.clone(),
+                cluster_id: node.cluster_id.clone(),
+                max_frame_bytes,
+            },
+            shutdown.clone(),
+        ));
+        let cluster = Arc::new(Cluster {
+            membership,
+            links,
+            node,
+            max_hops: config.max_hops,
+        });
+        tokio::spawn(keep_links(cluster.clone(), shutdown.clone()));
+        tokio::spawn(advertise(
+            cluster.clone(),
+            manager.clone(),
+            Duration::from_millis(config.load_report_ms),
+            shutdown.clone(),
+        ));
+        if config.distribute_plugins {
+            tokio::spawn(distribute(cluster.clone(), manager, shutdown));
+        }
+        Ok(cluster)
+    }
+
+    /// The other live nodes and what they serve.
+    pub fn view(&self) -> arc_swap::Guard<Arc<catalog::ClusterView>> {
+        self.membership.view_ref()
+    }
+
+    /// The link to `node_id`.
+    pub fn link(&self, node_id: &str) -> Option<Arc<PeerLink>> {
+        self.links.get(node_id)
+    }
+
+    /// Every link, for tests and status.
+    pub fn links(&self) -> &PeerLinks {
+        &self.links
+    }
+
+    /// Forwards a call may still make after the coordinator's.
+    pub fn max_hops(&self) -> u8 {
+        self.max_hops
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node.node_id
+    }
+
+    /// Stops gossip at once, as a crash would (tests).
+    pub fn stop_gossip(&self) {
+        self.membership.stop();
+    }
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn load(node: &NodeInfo) -> LoadAd {
+    LoadAd {
+        score: node.running_calls.load(Ordering::Relaxed) as f64,
+        clients: node.active_clients.load(Ordering::Relaxed) as u64,
+        requests: node.active_requests.load(Ordering::Relaxed) as u64,
+    }
+}
+
+/// This node's function and plugin keys: what its registry serves and its store holds.
+fn advertised(manager: &PluginManager) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in manager.registry().plugins() {
+        for f in &p.functions {
+            let ad = FunctionAd {
+                name: f.name.clone(),
+                version: p.manifest.version.clone(),
+                function_id: f.function_id.clone(),
+                resources: f.resources.clone(),
+                signature: f.signature.clone(),
+                description: f.description.clone(),
+                plugin: p.manifest.name.clone(),
+            };
+            let key = catalog::function_key(&f.name, &ad.version.to_string(), &f.function_id);
+            out.insert(key, json_text(&ad));
+        }
+    }
+    match manager.plugin_ads() {
+        Ok(ads) => {
+            for ((name, version), ad) in ads {
+                out.insert(catalog::plugin_key(&name, &version), json_text(&ad));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read plugin records to advertise"),
+    }
+    out
+}
+
+async fn keep_links(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut changes = cluster.membership.changes();
+    loop {
+        let view = changes.borrow_and_update().clone();
+        cluster.links.sync(&view);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = changes.changed() => if r.is_err() { break },
+        }
+    }
+}
+
+/// Writes functions and plugin records when they change, and the load every `every`.
+async fn advertise(
+    cluster: Arc<Cluster>,
+    manager: Arc<PluginManager>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = Instant::now();
+    loop {
+        let full = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = manager.changed().notified() => true,
+            _ = tick.tick() => last_full.elapsed() >= DISTRIBUTE_EVERY,
+        };
+        if full {
+            last_full = Instant::now();
+            let desired = advertised(&manager);
+            cluster
+                .membership
+                .advertise(&[FUNCTION_PREFIX, PLUGIN_PREFIX], &desired)
+                .await;
+        }
+        cluster
+            .membership
+            .set(KEY_LOAD, json_text(&load(&cluster.node)))
+            .await;
+    }
+}
+
+/// Follows the cluster's plugin states (see [`distribute`]).
+async fn distribute(
+    cluster: Arc<Cluster>,
+    manager: Arc<PluginManager>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = cluster.membership.changes();
+    let mut failed: HashMap<(String, String, String), Instant> = HashMap::new();
+    loop {
+        let view = changes.borrow_and_update().clone();
+        let local = match manager.plugin_ads() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read plugin records");
+                HashMap::new()
+            }
+        };
+        failed.retain(|_, at| at.elapsed() < RETRY_INSTALL);
+        for action in distribute::decide(&cluster.node.resources, &local, &view) {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match action {
+                Action::Install {
+                    name,
+                    version,
+                    ad,
+                    sources,
+                } => {
+                    let key = (name.clone(), version.clone(), ad.sha256.clone());
+                    if failed.contains_key(&key) {
+                        continue;
+                    }
+                    if let Err(e) = install(&cluster, &manager, &ad, &sources).await {
+                        tracing::warn!(plugin = %name, %version, error = %e, "install from the cluster failed; will retry");
+                        failed.insert(key, Instant::now());
+                    }
+                }
+                Action::Retire {
+                    name,
+                    version,
+                    changed_at,
+                } => {
+                    if let Err(e) = manager.retire_at(&name, &version, Some(changed_at)).await {
+                        tracing::warn!(plugin = %name, %version, error = %e, "retire from the cluster failed");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = changes.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(DISTRIBUTE_EVERY) => {}
+        }
+    }
+}
+
+/// Gets the bytes (held already, or from the first source that has them), checks their
+/// sha256, and publishes them with the cluster's state.
+async fn install(
+    cluster: &Cluster,
+    manager: &PluginManager,
+    ad: &PluginAd,
+    sources: &[String],
+) -> Result<(), String> {
+    let bytes = match manager.blob(&ad.sha256).map_err(|e| e.to_string())? {
+        Some(b) => b,
+        None => fetch(cluster, &ad.sha256, sources).await?,
+    };
+    let options = PublishOptions {
+        sandbox: Some(ad.sandbox.clone()),
+        placement: Some(ad.placement.clone()),
+        changed_at: Some(ad.changed_at),
+    };
+    let done = manager
+        .publish_with(bytes.into(), options)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(plugin = %done.name, version = %done.version, outcome = done.outcome,
+        "plugin installed from the cluster");
+    Ok(())
+}
+
+async fn fetch(cluster: &Cluster, sha256: &str, sources: &[String]) -> Result<Vec<u8>, String> {
+    let mut why = Vec::new();
+    for node in sources {
+        let Some(link) = cluster.link(node) else {
+            why.push(format!("{node}: no link"));
+            continue;
+        };
+        if !cluster
+            .links
+            .wait_connected(node, Duration::from_secs(2))
+            .await
+        {
+            why.push(format!("{node}: unreachable"));
+            continue;
+        }
+        match link.fetch(sha256).await {
+            Ok(Some(bytes)) if sha256_hex(&bytes) == sha256 => return Ok(bytes),
+            Ok(Some(_)) => why.push(format!("{node}: bytes do not match sha256 {sha256}")),
+            Ok(None) => why.push(format!("{node}: does not hold it")),
+            Err(e) => why.push(format!("{node}: {e}")),
+        }
+    }
+    Err(format!("cannot fetch {sha256}: {}", why.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_may_be_given_as_urls_or_addresses() {
+        assert_eq!(seed_addr("127.0.0.1:6666"), "127.0.0.1:6666");
+        assert_eq!(seed_addr("ws://10.0.0.2:7000"), "10.0.0.2:7000");
+        assert_eq!(seed_addr("ws://host:1/some/path"), "host:1");
+        assert_eq!(seed_addr("http://host:2/"), "host:2");
+    }
+}
