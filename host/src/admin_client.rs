@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::runtime::Sandbox;
-use crate::server::admin::SANDBOX_HEADER;
+use crate::server::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
 
 /// An admin call that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,18 @@ impl AdminClient {
         sandbox: Option<&Sandbox>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Value, AdminError> {
+        self.publish_placed(bytes, sandbox, &[], progress)
+    }
+
+    /// Like [`publish`](Self::publish), hosting the version in the cluster only on nodes with
+    /// every tag of `placement` (empty: every node).
+    pub fn publish_placed(
+        &self,
+        bytes: &[u8],
+        sandbox: Option<&Sandbox>,
+        placement: &[String],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Value, AdminError> {
         let url = format!("{}/admin/plugins", self.base);
         let mut request = self
             .authorized(self.agent.post(&url))
@@ -127,6 +139,9 @@ impl AdminClient {
                 message: e.to_string(),
             })?;
             request = request.header(SANDBOX_HEADER, json);
+        }
+        if !placement.is_empty() {
+            request = request.header(PLACEMENT_HEADER, placement.join(","));
         }
         let mut reader = Progress {
             inner: bytes,

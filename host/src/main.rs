@@ -47,6 +47,24 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Inspect a cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Print every node of the cluster with its functions and load (asks one node's
+    /// `cluster_map`).
+    Status {
+        /// Any node's URL, e.g. ws://127.0.0.1:6666.
+        url: String,
+        /// Print the raw cluster map as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +93,10 @@ enum PluginAction {
     Publish {
         /// The component.
         file: PathBuf,
+        /// Host it only on cluster nodes with all these resource tags, comma-separated
+        /// (default: every node).
+        #[arg(long, value_name = "TAG,...")]
+        placement: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
         #[command(flatten)]
@@ -193,6 +215,12 @@ struct StartArgs {
     /// Cluster id.
     #[arg(long)]
     cluster_id: Option<String>,
+    /// Nodes to join, comma-separated `host:port` or `ws://host:port` (repeatable).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    peers: Vec<String>,
+    /// Region label shown in the cluster map.
+    #[arg(long)]
+    region: Option<String>,
     /// Node id (generated when absent).
     #[arg(long)]
     node_id: Option<String>,
@@ -286,6 +314,12 @@ async fn start(args: StartArgs) -> Result<()> {
     }
     if let Some(c) = args.cluster_id {
         cfg.node.cluster_id = c;
+    }
+    for p in &args.peers {
+        cfg.cluster.peers.extend(split_list(p));
+    }
+    if let Some(r) = args.region {
+        cfg.node.region = r;
     }
     if let Some(id) = args.node_id {
         cfg.node.id = Some(id);
@@ -467,10 +501,12 @@ async fn plugin(action: PluginAction) -> Result<()> {
         }
         PluginAction::Publish {
             file,
+            placement,
             admin,
             sandbox,
         } => {
             let sandbox = sandbox.to_sandbox()?;
+            let placement = placement.as_deref().map(split_list).unwrap_or_default();
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let reply = tokio::task::spawn_blocking(move || {
@@ -483,7 +519,9 @@ async fn plugin(action: PluginAction) -> Result<()> {
                 );
                 let client = AdminClient::new(&admin.node, &admin.token);
                 let reply =
-                    client.publish(&bytes, sandbox.as_ref(), &mut |sent| bar.set_position(sent));
+                    client.publish_placed(&bytes, sandbox.as_ref(), &placement, &mut |sent| {
+                        bar.set_position(sent)
+                    });
                 bar.finish_and_clear();
                 reply
             })
@@ -559,6 +597,50 @@ async fn plugin(action: PluginAction) -> Result<()> {
     }
 }
 
+async fn cluster_status(url: &str, json: bool) -> Result<()> {
+    let client = mpreg::client::Client::connect(url).await?;
+    let map = client.call("cluster_map", Vec::new()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(());
+    }
+    let nodes = map["nodes"].as_array().cloned().unwrap_or_default();
+    println!(
+        "cluster {}: {} node(s)\n",
+        map["cluster_id"].as_str().unwrap_or("?"),
+        nodes.len()
+    );
+    println!(
+        "{:<20} {:<26} {:<10} {:<14} {:>6} {:>8}  functions",
+        "node", "url", "region", "resources", "load", "clients"
+    );
+    for n in &nodes {
+        let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let list = |v: &Value| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        let fns = list(&n["functions"]);
+        println!(
+            "{:<20} {:<26} {:<10} {:<14} {:>6} {:>8}  {}",
+            text(&n["node_id"]),
+            text(&n["advertised_urls"][0]),
+            text(&n["region"]),
+            list(&n["resources"]),
+            n["load"]["load_score"].as_f64().unwrap_or(0.0),
+            n["load"]["active_clients"].as_u64().unwrap_or(0),
+            if fns.is_empty() { "-".to_owned() } else { fns },
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -571,6 +653,9 @@ async fn main() -> ExitCode {
         Command::Request { url, file } => request(&url, &file).await,
         Command::Bench(args) => bench(args).await,
         Command::Plugin { action } => plugin(action).await,
+        Command::Cluster {
+            action: ClusterAction::Status { url, json },
+        } => cluster_status(&url, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
+
+pub use cluster::ClusterClient;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -26,6 +26,9 @@ use crate::runtime::{Sandbox, sha256_hex};
 
 /// Header carrying the sandbox of a publish, as JSON (same fields as the config's `sandbox`).
 pub const SANDBOX_HEADER: &str = "x-mpreg-sandbox";
+/// Header carrying the placement of a publish: comma-separated resource tags a node must have
+/// to host the version (absent: every node of the cluster).
+pub const PLACEMENT_HEADER: &str = "x-mpreg-placement";
 
 /// Checks admin tokens against a sha256, so the token itself is never stored.
 #[derive(Clone)]
@@ -151,6 +154,11 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
             }
         },
     };
+    let placement = parts
+        .headers
+        .get(PLACEMENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::config::split_list);
     let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
         Ok(b) => b,
         Err(_) => return too_big(),
@@ -162,7 +170,12 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
             "empty upload: send the component's bytes as the request body",
         );
     }
-    match state.manager.publish(bytes, sandbox).await {
+    let options = crate::plugin::PublishOptions {
+        sandbox,
+        placement,
+        changed_at: None,
+    };
+    match state.manager.publish_with(bytes, options).await {
         Ok(p) => {
             let status = if p.outcome == "published" {
                 StatusCode::CREATED
