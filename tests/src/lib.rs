@@ -109,6 +109,114 @@ impl TestNode {
     }
 }
 
+/// A config for one node of a test cluster: [`test_config`] with id `id`, resources `tags`,
+/// only the plugins named (e.g. `["math"]`), joining through `peers`, and fast gossip so tests
+/// see joins and deaths quickly.
+pub fn cluster_config(id: &str, tags: &[&str], plugins: &[&str], peers: &[String]) -> NodeConfig {
+    let mut cfg = test_config();
+    cfg.node.id = Some(id.into());
+    cfg.node.resources = tags.iter().map(|t| t.to_string()).collect();
+    cfg.plugins = plugins.iter().map(|p| plugin(p).into()).collect();
+    cfg.cluster.peers = peers.to_vec();
+    cfg.cluster.gossip_interval_ms = 50;
+    cfg.cluster.load_report_ms = 50;
+    cfg
+}
+
+/// Polls `check` every 10 ms until it holds; fails naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("not within {timeout:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Several nodes of one cluster in this process. Node 0 is the seed the others join through.
+pub struct TestCluster {
+    /// The nodes; `None` once crashed.
+    pub nodes: Vec<Option<TestNode>>,
+}
+
+impl TestCluster {
+    /// Starts `configs[0]`, then the rest joining through it, and waits until every node sees
+    /// every other with a working link.
+    pub async fn start(mut configs: Vec<NodeConfig>) -> Result<TestCluster> {
+        let mut nodes = Vec::new();
+        let mut seed: Option<String> = None;
+        for mut cfg in configs.drain(..) {
+            if let Some(s) = &seed {
+                cfg.cluster.peers.push(s.clone());
+            }
+            let node = TestNode::with_config(cfg).await?;
+            seed.get_or_insert_with(|| node.handle.addr().to_string());
+            nodes.push(Some(node));
+        }
+        let cluster = TestCluster { nodes };
+        cluster.wait_formed(Duration::from_secs(10)).await?;
+        Ok(cluster)
+    }
+
+    /// The seed's address, for nodes joining later.
+    pub fn seed(&self) -> Result<String> {
+        self.nodes
+            .iter()
+            .flatten()
+            .next()
+            .map(|n| n.handle.addr().to_string())
+            .ok_or_else(|| anyhow!("no live node"))
+    }
+
+    /// Node `i` (panics if it was crashed: a test bug).
+    pub fn node(&self, i: usize) -> &TestNode {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Whether every live node sees every other live node with its link up.
+    pub fn formed(&self) -> bool {
+        let live: Vec<&TestNode> = self.nodes.iter().flatten().collect();
+        live.iter().all(|n| {
+            let Some(c) = n.handle.cluster() else {
+                return false;
+            };
+            let view = c.view();
+            view.nodes.len() == live.len() - 1
+                && view
+                    .nodes
+                    .iter()
+                    .all(|p| c.link(&p.node_id).is_some_and(|l| l.is_connected()))
+        })
+    }
+
+    /// Waits until [`formed`](Self::formed).
+    pub async fn wait_formed(&self, timeout: Duration) -> Result<Duration> {
+        eventually(timeout, "cluster formed", || async { self.formed() }).await
+    }
+
+    /// Crashes node `i`: gossip stops and its connections drop at once.
+    pub async fn crash(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.handle.clone().crash().await;
+        }
+    }
+
+    /// Puts a node (re)started with `cfg` in slot `i`, joining through the seed.
+    pub async fn restart(&mut self, i: usize, mut cfg: NodeConfig) -> Result<()> {
+        cfg.cluster.peers = vec![self.seed()?];
+        self.nodes[i] = Some(TestNode::with_config(cfg).await?);
+        Ok(())
+    }
+}
+
 /// A WebSocket speaking exact JSON frames.
 pub struct RawWs {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

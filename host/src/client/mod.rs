@@ -28,7 +28,7 @@ mod cluster;
 pub use cluster::ClusterClient;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +98,8 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<RpcResponse>>>>;
 pub struct Client {
     tx: mpsc::Sender<Message>,
     pending: Pending,
+    /// Set when the connection is gone: later requests fail at once instead of waiting.
+    closed: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -138,6 +140,8 @@ impl Client {
         });
         let pending: Pending = Arc::default();
         let reader_pending = pending.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let bytes = match &msg {
@@ -157,17 +161,26 @@ impl Client {
                     let _ = waiter.send(reply);
                 }
             }
-            // Connection gone: dropping the senders wakes every waiter with `Closed`.
-            lock(&reader_pending).clear();
+            // Connection gone: dropping the senders wakes every waiter with `Closed`; the flag
+            // (set under the lock) turns away requests registered after this.
+            let mut pending = lock(&reader_pending);
+            reader_closed.store(true, Ordering::Release);
+            pending.clear();
         });
         let prefix = format!("{:x}", crate::protocol::random_u64());
         Ok(Client {
             tx,
             pending,
+            closed,
             next: Arc::new(AtomicU64::new(0)),
             prefix: prefix.into(),
             timeout: Duration::from_secs(60),
         })
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Sets how long to wait for any reply (default 60 s; the node's own deadline is 30 s).
@@ -192,7 +205,13 @@ impl Client {
         }
         let text = serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (done, wait) = oneshot::channel();
-        lock(&self.pending).insert(req.u.clone(), done);
+        {
+            let mut pending = lock(&self.pending);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(ClientError::Closed);
+            }
+            pending.insert(req.u.clone(), done);
+        }
         if self.tx.send(Message::Text(text.into())).await.is_err() {
             lock(&self.pending).remove(&req.u);
             return Err(ClientError::Closed);

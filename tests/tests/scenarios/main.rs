@@ -1,5 +1,6 @@
 mod bad_input;
 mod chaos;
+mod cluster;
 mod conformance;
 mod languages;
 mod lifecycle;
