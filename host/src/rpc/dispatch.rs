@@ -287,7 +287,9 @@ impl NodeDispatcher {
                     "node {node_id} left the cluster"
                 ))),
             };
-            match outcome {
+            // Refused without running it (link down, shutting down, no free instance): the
+            // next node gets it. Anything else is final.
+            let refused = match outcome {
                 Ok(text) => {
                     return serde_json::from_str(&text).map_err(|e| {
                         CallFailure::new(
@@ -296,21 +298,11 @@ impl NodeDispatcher {
                         )
                     });
                 }
+                Err(LinkError::NotSent(why)) => why,
                 Err(LinkError::Remote(RemoteFailure { code, cause }))
                     if code == codes::OVERLOADED =>
                 {
-                    // Refused without running it (shutting down, no free instance): try the
-                    // next node.
-                    not_sent.push(format!("node {node_id}: {cause}"));
-                    tried.push(node_id);
-                    if not_sent.len() > MAX_REROUTES {
-                        break;
-                    }
-                    match self.resolve(&call, &tried) {
-                        Ok(Target::Remote(next)) => target = next,
-                        Ok(other) => return self.start(other, call).await,
-                        Err(_) => break,
-                    }
+                    format!("node {node_id}: {cause}")
                 }
                 Err(LinkError::Remote(RemoteFailure { code, cause })) => {
                     return Err(CallFailure::new(
@@ -318,25 +310,21 @@ impl NodeDispatcher {
                         format!("on node {node_id}: {cause}"),
                     ));
                 }
-                Err(LinkError::Lost(why)) => {
-                    return Err(CallFailure::new(codes::NODE_LOST, why));
-                }
+                Err(LinkError::Lost(why)) => return Err(CallFailure::new(codes::NODE_LOST, why)),
                 Err(LinkError::Protocol(why)) => {
                     return Err(CallFailure::new(codes::EXECUTION_FAILED, why));
                 }
-                Err(LinkError::NotSent(why)) => {
-                    tracing::debug!(node = %node_id, %why, "call not sent; re-routing");
-                    not_sent.push(why);
-                    tried.push(node_id);
-                    if not_sent.len() > MAX_REROUTES {
-                        break;
-                    }
-                    match self.resolve(&call, &tried) {
-                        Ok(Target::Remote(next)) => target = next,
-                        Ok(other) => return self.start(other, call).await,
-                        Err(_) => break,
-                    }
-                }
+            };
+            tracing::debug!(node = %node_id, why = %refused, "call not run there; re-routing");
+            not_sent.push(refused);
+            tried.push(node_id);
+            if not_sent.len() > MAX_REROUTES {
+                break;
+            }
+            match self.resolve(&call, &tried) {
+                Ok(Target::Remote(next)) => target = next,
+                Ok(other) => return self.start(other, call).await,
+                Err(_) => break,
             }
         }
         Err(CallFailure::new(

@@ -58,7 +58,8 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     loop {
         tokio::select! {
             biased;
-            _ = state.killed.cancelled() => {
+            // Guarded, so the `else` below can still fire once reading stops.
+            _ = state.killed.cancelled(), if reading => {
                 gone.cancel();
                 break;
             }
