@@ -213,3 +213,104 @@ fn plugin_new_build_publish_describe_retire() {
     assert!(!ok && err.contains("1001"), "{err}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The example `math` plugin, built like the tests crate builds it (a no-op when it is fresh).
+fn math_plugin() -> String {
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(plugins.join("target"))
+        .env_remove("CARGO_TARGET_DIR")
+        .stderr(Stdio::null())
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building the example plugins");
+    let path = plugins.join("target/wasm32-wasip2/release/mpreg_plugin_math.wasm");
+    assert!(path.exists(), "{}", path.display());
+    path.display().to_string()
+}
+
+/// Polls `mpreg call` until `check` accepts its outcome; returns how long that took.
+fn call_until(
+    args: &[&str],
+    limit: Duration,
+    check: impl Fn(bool, &str, &str) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        let mut all = vec!["call"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = mpreg(&all);
+        if check(ok, &out, &err) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "not within {limit:?}: {args:?} → {out} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_sigkilled_node_process_leaves_the_cluster_and_calls_go_to_the_survivor() {
+    let math = math_plugin();
+    let (_a, url_a) = start(&["--node-id", "proc-a", "--plugin", &math]);
+    let seed = url_a.trim_start_matches("ws://").to_owned();
+    let (mut b, _url_b) = start(&[
+        "--node-id",
+        "proc-b",
+        "--resources",
+        "only-b",
+        "--peers",
+        &seed,
+        "--plugin",
+        &math,
+    ]);
+    // Formed: a call that only node b can serve works through node a.
+    call_until(
+        &[&url_a, "add", "2", "3", "--locs", "only-b"],
+        Duration::from_secs(10),
+        |ok, out, _| ok && out.trim() == "5",
+    );
+    let (ok, out, _) = mpreg(&["cluster", "status", &url_a]);
+    assert!(
+        ok && out.contains("proc-a") && out.contains("proc-b"),
+        "{out}"
+    );
+
+    b.0.kill().expect("SIGKILL");
+    let _ = b.0.wait();
+    let t = Instant::now();
+    // Its link dropped with the process: it is not routed to even before gossip gives up on it.
+    let unrouted = call_until(
+        &[&url_a, "add", "2", "3", "--locs", "only-b"],
+        Duration::from_secs(10),
+        |ok, _, err| !ok && err.contains("1001"),
+    );
+    assert!(
+        unrouted < Duration::from_secs(2),
+        "dead node still routed after {unrouted:?}"
+    );
+    let (ok, out, _) = mpreg(&["call", &url_a, "add", "2", "3"]);
+    assert!(ok && out.trim() == "5", "the survivor serves: {out}");
+    // The failure detector then drops it from the catalog.
+    loop {
+        let (ok, out, _) = mpreg(&["cluster", "status", &url_a]);
+        assert!(ok, "{out}");
+        if !out.contains("proc-b") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(6), "still listed: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -170,17 +170,15 @@ impl ClusterClient {
         for _ in 0..attempts {
             let (url, client) = match self.current() {
                 Some(c) => c,
-                None => match self.reconnect(None).await {
-                    Ok(c) => (self.current_url(), c),
-                    Err(e) => return Err(e),
-                },
+                None => {
+                    let c = self.reconnect(None).await?;
+                    (self.current_url(), c)
+                }
             };
             match client.send(req.clone()).await {
                 Err(ClientError::Closed) => {
                     last = ClientError::Closed;
-                    if let Err(e) = self.reconnect(Some(&url)).await {
-                        return Err(e);
-                    }
+                    self.reconnect(Some(&url)).await?;
                 }
                 other => return other,
             }
