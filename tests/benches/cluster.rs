@@ -239,9 +239,24 @@ fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // MPREG_BENCH_THREADS=1: everything on one thread (no cross-thread wake-ups), to separate
+    // the cost of thread hand-offs from the cost of the work.
+    let threads: usize = std::env::var("MPREG_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async {
         let only = std::env::var("MPREG_BENCH_ONLY").unwrap_or_default();
         if only.is_empty() || only.contains("forward") {

@@ -51,6 +51,10 @@ struct Outgoing {
     waiter: Waiter,
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
 /// A link to one peer.
 pub struct PeerLink {
     /// The peer's node id.
@@ -58,6 +62,12 @@ pub struct PeerLink {
     /// The URL dialed.
     pub url: String,
     tx: mpsc::Sender<Outgoing>,
+    /// The socket's write half while connected. A caller that finds it free writes its frame
+    /// itself (no hand-off to the link task: the low-latency path); under contention frames go
+    /// through `tx` and the link task writes them in batches.
+    writer: tokio::sync::Mutex<Option<Sink>>,
+    /// Calls written and not answered yet.
+    waiting: Mutex<HashMap<u64, Waiter>>,
     connected: AtomicBool,
     in_flight: AtomicUsize,
     next_id: AtomicU64,
@@ -98,10 +108,28 @@ impl PeerLink {
         let (waiter, wait) = oneshot::channel();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _outstanding = Outstanding(&self.in_flight);
-        self.tx
-            .send(Outgoing { id, frame, waiter })
-            .await
-            .map_err(|_| LinkError::NotSent(format!("link to {} is closed", self.node_id)))?;
+        match self.writer.try_lock() {
+            Ok(mut guard) => {
+                let Some(sink) = guard.as_mut() else {
+                    return Err(LinkError::NotSent(format!(
+                        "node {} is unreachable (link down)",
+                        self.node_id
+                    )));
+                };
+                // Registered before writing: the reply may come back before `flush` returns.
+                // If the link dies now, its task fails every registered waiter as lost.
+                self.waiters().insert(id, waiter);
+                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    // The link task sees the broken socket too and fails the waiter.
+                    tracing::debug!(peer = %self.node_id, "write on peer link failed");
+                }
+            }
+            Err(_) => self
+                .tx
+                .send(Outgoing { id, frame, waiter })
+                .await
+                .map_err(|_| LinkError::NotSent(format!("link to {} is closed", self.node_id)))?,
+        }
         match wait.await {
             Ok(r) => r,
             // The link task dropped the waiter without an answer: it stopped.
@@ -110,6 +138,11 @@ impl PeerLink {
                 self.node_id
             ))),
         }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        // Single inserts and removes: a panic elsewhere cannot leave the map half-changed.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs a call on the peer; returns the result as JSON text.
@@ -191,6 +224,8 @@ impl PeerLinks {
                 node_id: node.node_id.clone(),
                 url: format!("{}{PEER_PATH}", node.url()),
                 tx,
+                writer: tokio::sync::Mutex::new(None),
+                waiting: Mutex::default(),
                 connected: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
@@ -215,9 +250,6 @@ impl PeerLinks {
         }
     }
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Dials, serves, redials with backoff until the link is stopped.
 async fn maintain(link: Arc<PeerLink>, mut rx: mpsc::Receiver<Outgoing>, me: LinkIdentity) {
@@ -304,22 +336,21 @@ async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
     }
 }
 
-/// Runs one connection until it breaks or the link stops; fails every waiter it still holds.
+/// Runs one connection until it breaks or the link stops; then fails every call written on it.
 async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -> String {
-    let (mut sink, mut stream) = ws.split();
-    let mut waiting: HashMap<u64, Waiter> = HashMap::new();
+    let (sink, mut stream) = ws.split();
+    *link.writer.lock().await = Some(sink);
     let why = loop {
         tokio::select! {
-            _ = link.stop.cancelled() => {
-                let _ = sink.close().await;
-                break "stopped".to_owned();
-            }
+            _ = link.stop.cancelled() => break "stopped".to_owned(),
             Some(first) = rx.recv() => {
                 // Take the whole burst, then flush once.
+                let mut guard = link.writer.lock().await;
+                let Some(sink) = guard.as_mut() else { break "writer gone".to_owned() };
                 let mut out = Some(first);
                 let mut failed = None;
                 while let Some(o) = out.take() {
-                    waiting.insert(o.id, o.waiter);
+                    link.waiters().insert(o.id, o.waiter);
                     if let Err(e) = sink.feed(Message::Binary(o.frame.into())).await {
                         failed = Some(e.to_string());
                         break;
@@ -336,7 +367,7 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => match PeerFrame::decode(&b) {
                     Ok(f @ (PeerFrame::Reply { id, .. } | PeerFrame::Blob { id, .. })) => {
-                        if let Some(w) = waiting.remove(&id) {
+                        if let Some(w) = link.waiters().remove(&id) {
                             let _ = w.send(Ok(f));
                         }
                     }
@@ -349,7 +380,12 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
             },
         }
     };
-    for (_, w) in waiting {
+    // No caller can write once the writer is gone; then everything written is failed.
+    if let Some(mut sink) = link.writer.lock().await.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
+    let lost: Vec<Waiter> = link.waiters().drain().map(|(_, w)| w).collect();
+    for w in lost {
         let _ = w.send(Err(LinkError::Lost(format!(
             "node {} was lost while running the call ({why})",
             link.node_id

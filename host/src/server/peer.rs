@@ -1,10 +1,13 @@
 //! The listening end of a peer link: runs forwarded calls and serves component bytes to peers.
 //!
-//! Every call runs in its own task and its reply is queued to this connection's writer, so one
-//! slow call never holds up the others on the link. On shutdown, calls already received finish
-//! and are answered; new ones are refused (the coordinator routes them elsewhere).
+//! A call is first polled right here: a quick one (most are: a fresh instance, a few µs of guest
+//! code) is answered without a hand-off to another task. One that has to wait moves to a task
+//! of its own and its reply is queued to this connection, so a slow call never holds up the
+//! others on the link. On shutdown, calls already received finish and are answered; new ones
+//! are refused (the coordinator routes them elsewhere).
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -26,6 +29,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let permits = Arc::new(Semaphore::new(state.config.max_in_flight_per_connection));
     let in_flight = TaskTracker::new();
     let mut draining = false;
+    let mut unflushed = false;
     loop {
         tokio::select! {
             biased;
@@ -47,22 +51,33 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 if !ok || sink.flush().await.is_err() {
                     break;
                 }
+                unflushed = false;
             }
             _ = in_flight.wait(), if draining => break,
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => match PeerFrame::decode(&b) {
                     Ok(frame) => {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                        let (state, tx) = (state.clone(), tx.clone());
-                        let refuse = draining;
-                        in_flight.spawn(async move {
-                            let _permit = permit;
-                            if let Some(reply) = answer(frame, &state, refuse).await
-                                && let Ok(bytes) = reply.encode()
-                            {
-                                let _ = tx.send(bytes).await;
+                        let mut work = Box::pin(answer(frame, state.clone(), draining));
+                        match futures_util::poll!(&mut work) {
+                            Poll::Ready(reply) => {
+                                if let Some(bytes) = reply.and_then(|r| r.encode().ok()) {
+                                    if sink.feed(Message::Binary(bytes.into())).await.is_err() {
+                                        break;
+                                    }
+                                    unflushed = true;
+                                }
                             }
-                        });
+                            Poll::Pending => {
+                                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                                let tx = tx.clone();
+                                in_flight.spawn(async move {
+                                    let _permit = permit;
+                                    if let Some(bytes) = work.await.and_then(|r| r.encode().ok()) {
+                                        let _ = tx.send(bytes).await;
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "closing peer link");
@@ -72,6 +87,13 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
+            // Nothing else is ready: send what was answered inline.
+            _ = std::future::ready(()), if unflushed => {
+                if sink.flush().await.is_err() {
+                    break;
+                }
+                unflushed = false;
+            }
         }
     }
     let _ = sink.close().await;
@@ -117,7 +139,7 @@ where
     }
 }
 
-async fn answer(frame: PeerFrame, state: &ServerState, refuse: bool) -> Option<PeerFrame> {
+async fn answer(frame: PeerFrame, state: Arc<ServerState>, refuse: bool) -> Option<PeerFrame> {
     match frame {
         PeerFrame::Call { id, call } => {
             let result = if refuse {
