@@ -233,23 +233,38 @@ async fn handle(
         return None;
     };
     let opts = opts(tx, req.stream_intermediate_results);
-    let (state, tx, gone) = (state.clone(), tx.clone(), gone.clone());
-    in_flight.spawn(async move {
+    let (task_state, gone) = (state.clone(), gone.clone());
+    let mut work = Box::pin(async move {
+        let state = task_state;
         let _permit = permit;
         let _active = Counted::new(&state.node.active_requests);
         let u = req.u.clone();
         if req.debug_mode {
             tracing::debug!(u = %u, cmds = req.cmds.len(), "rpc request");
         }
+        let dispatcher = state.dispatcher.clone() as Arc<dyn execute::Dispatcher>;
         let reply = tokio::select! {
-            reply = execute::execute(req, state.dispatcher.clone() as Arc<dyn execute::Dispatcher>, opts) => reply,
+            reply = execute::execute(req, dispatcher, opts) => reply,
             _ = state.hard_stop.cancelled() => RpcResponse::err(u, RpcErrorBody::new(
                 codes::OVERLOADED, "node shut down before the request finished; retry on another node")),
-            _ = gone.cancelled() => return,
+            _ = gone.cancelled() => return None,
         };
-        let _ = tx.send(encode(&reply, state.config.max_reply_bytes)).await;
+        Some(encode(&reply, state.config.max_reply_bytes))
     });
-    None
+    // Polled here first: a request that completes without waiting (a plugin call that does not
+    // yield) is answered by this task, with no hand-off to another task and back.
+    match futures_util::poll!(&mut work) {
+        std::task::Poll::Ready(reply) => reply,
+        std::task::Poll::Pending => {
+            let tx = tx.clone();
+            in_flight.spawn(async move {
+                if let Some(reply) = work.await {
+                    let _ = tx.send(reply).await;
+                }
+            });
+            None
+        }
+    }
 }
 
 /// Answers a frame that is not a valid RPC request: with an error when it has a string `u`,
