@@ -19,7 +19,7 @@ serve: plugins
         $(for p in math text pipeline chaos greeter greeter2 relay; do echo --plugin plugins/target/wasm32-wasip2/release/mpreg_plugin_$p.wasm; done)
 
 # End-to-end load test against `just serve` (run in another terminal), then the in-process benches
-# (planner, invocation, plugin lifecycle).
+# (planner, invocation, plugin lifecycle, cluster).
 bench:
     cargo run --release -p mpreg -- bench --url ws://127.0.0.1:6666
     cargo bench -p mpreg-tests
@@ -27,6 +27,14 @@ bench:
 # Publish / hot swap / per-language figures only.
 bench-lifecycle:
     cargo bench -p mpreg-tests --bench lifecycle
+
+# Forwarding, formation and failure-detection figures (nodes in process).
+bench-cluster:
+    cargo bench -p mpreg-tests --bench cluster
+
+# Three nodes in one process: a chain across them, publish on one and call on another, a crash.
+cluster-demo:
+    rustup target add wasm32-wasip2 && cargo run -p mpreg-examples --example cluster
 
 # Everything CI checks.
 ci:
