@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, result_named, results};
 use crate::protocol::{RpcCommand, RpcRequest, RpcResponse};
 
 struct State {
@@ -188,13 +188,7 @@ impl ClusterClient {
 
     /// Runs a multi-command request and returns `r`.
     pub async fn request(&self, cmds: Vec<RpcCommand>) -> Result<Map<String, Value>, ClientError> {
-        let reply = self.send(RpcRequest::new("", cmds)).await?;
-        if let Some(e) = reply.error {
-            return Err(e.into());
-        }
-        reply
-            .r
-            .ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+        results(self.send(RpcRequest::new("", cmds)).await?)
     }
 
     /// Calls one function anywhere in the cluster.
@@ -205,9 +199,7 @@ impl ClusterClient {
     /// Calls one command (with `locs`, `function_id`, `version_constraint` or kwargs set).
     pub async fn call_command(&self, cmd: RpcCommand) -> Result<Value, ClientError> {
         let name = cmd.name.clone();
-        let mut r = self.request(vec![cmd]).await?;
-        r.remove(&name)
-            .ok_or_else(|| ClientError::Protocol(format!("reply lacks result '{name}'")))
+        result_named(self.request(vec![cmd]).await?, &name)
     }
 }
 

@@ -228,13 +228,7 @@ impl Client {
 
     /// Runs a multi-command request and returns `r` (the last level's results).
     pub async fn request(&self, cmds: Vec<RpcCommand>) -> Result<Map<String, Value>, ClientError> {
-        let reply = self.send(RpcRequest::new("", cmds)).await?;
-        if let Some(e) = reply.error {
-            return Err(e.into());
-        }
-        reply
-            .r
-            .ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+        results(self.send(RpcRequest::new("", cmds)).await?)
     }
 
     /// Calls one function, like MPREG's `call(fun, *args)`.
@@ -245,8 +239,22 @@ impl Client {
     /// Calls one command (with `locs`, `function_id`, `version_constraint` or kwargs set).
     pub async fn call_command(&self, cmd: RpcCommand) -> Result<Value, ClientError> {
         let name = cmd.name.clone();
-        let mut r = self.request(vec![cmd]).await?;
-        r.remove(&name)
-            .ok_or_else(|| ClientError::Protocol(format!("reply lacks result '{name}'")))
+        result_named(self.request(vec![cmd]).await?, &name)
     }
+}
+
+/// `r` of a reply, or its error.
+fn results(reply: RpcResponse) -> Result<Map<String, Value>, ClientError> {
+    if let Some(e) = reply.error {
+        return Err(e.into());
+    }
+    reply
+        .r
+        .ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+}
+
+/// The result called `name` in `r`.
+fn result_named(mut r: Map<String, Value>, name: &str) -> Result<Value, ClientError> {
+    r.remove(name)
+        .ok_or_else(|| ClientError::Protocol(format!("reply lacks result '{name}'")))
 }

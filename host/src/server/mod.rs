@@ -100,26 +100,33 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     .into_response()
 }
 
+/// A peer link: frames as large as a component being fetched.
 async fn peer_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
     let limit = state.max_peer_frame_bytes;
-    let sessions = state.sessions.clone();
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            let fut = peer::run(socket, state);
-            async move {
-                sessions.spawn(fut);
-            }
-        })
+    accept(ws, limit, &state.sessions.clone(), move |socket| {
+        peer::run(socket, state)
+    })
 }
 
+/// A client connection.
 async fn upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
     let limit = state.config.max_message_bytes;
-    let sessions = state.sessions.clone();
+    accept(ws, limit, &state.sessions.clone(), move |socket| {
+        session::run(socket, state)
+    })
+}
+
+/// Upgrades with a message limit and runs the connection as a tracked session task.
+fn accept<F, Fut>(ws: WebSocketUpgrade, limit: usize, sessions: &TaskTracker, run: F) -> Response
+where
+    F: FnOnce(axum::extract::ws::WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let sessions = sessions.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            let fut = session::run(socket, state);
+            let fut = run(socket);
             async move {
                 sessions.spawn(fut);
             }

@@ -348,3 +348,134 @@ async fn the_cluster_client_fails_over_when_its_node_dies() -> Result<()> {
     assert!(matches!(err, ClientError::Connect { .. }), "{err}");
     Ok(())
 }
+
+/// Speaks the peer protocol directly to node `url`: hello, then each frame, returning replies.
+async fn peer_exchange(
+    url: &str,
+    cluster_id: &str,
+    frames: Vec<mpreg::cluster::wire::PeerFrame>,
+) -> Result<Vec<mpreg::cluster::wire::PeerFrame>> {
+    use futures_util::{SinkExt, StreamExt};
+    use mpreg::cluster::wire::{PEER_PATH, PeerFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}{PEER_PATH}")).await?;
+    let hello = PeerFrame::Hello {
+        node_id: "tester".into(),
+        cluster_id: cluster_id.into(),
+    };
+    let mut out = Vec::new();
+    for f in std::iter::once(hello).chain(frames) {
+        ws.send(Message::Binary(f.encode()?.into())).await?;
+        let next = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?;
+        match next {
+            Some(Ok(Message::Binary(b))) => out.push(PeerFrame::decode(&b)?),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_calls_respect_the_hop_budget_and_path_and_peers_must_match() -> Result<()> {
+    use mpreg::cluster::wire::{ForwardedCall, PeerFrame, RemoteFailure};
+    let cluster = TestCluster::start(vec![
+        cluster_config("hop-a", &[], &[], &[]),
+        cluster_config("hop-b", &["b"], &["math"], &[]),
+    ])
+    .await?;
+    let a = &cluster.node(0).url;
+    let call = |hops_left: u8, path: Vec<String>, id: u64| PeerFrame::Call {
+        id,
+        call: ForwardedCall {
+            request_id: "hop-test".into(),
+            command: r#"{"name":"x","fun":"add","args":[2,3]}"#.into(),
+            hops_left,
+            path,
+            timeout_ms: 5_000,
+            depth: 0,
+        },
+    };
+    let replies = peer_exchange(
+        a,
+        "default",
+        vec![
+            // Node a lacks `add`: with budget it forwards to b; without, 1001; never back
+            // through a node on the path.
+            call(1, vec!["tester".into()], 1),
+            call(0, vec!["tester".into()], 2),
+            call(1, vec!["hop-b".into()], 3),
+            PeerFrame::Fetch {
+                id: 4,
+                sha256: "00".repeat(32),
+            },
+        ],
+    )
+    .await?;
+    assert!(
+        matches!(&replies[0], PeerFrame::Welcome { refused: None, .. }),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies[1],
+        PeerFrame::Reply {
+            id: 1,
+            result: Ok("5".into())
+        }
+    );
+    for (i, id) in [(2, 2u64), (3, 3)] {
+        let PeerFrame::Reply {
+            id: got,
+            result: Err(RemoteFailure { code, cause }),
+        } = &replies[i]
+        else {
+            panic!("{:?}", replies[i])
+        };
+        assert_eq!((*got, *code), (id, 1001), "{cause}");
+    }
+    assert_eq!(
+        replies[4],
+        PeerFrame::Blob { id: 4, bytes: None },
+        "unknown sha256"
+    );
+
+    // Another cluster's node is refused.
+    let refused = peer_exchange(a, "elsewhere", vec![]).await?;
+    assert!(
+        matches!(&refused[0], PeerFrame::Welcome { refused: Some(why), .. } if why.contains("elsewhere")),
+        "{refused:?}"
+    );
+    // Garbage instead of a hello is refused; garbage after it closes the link; the node keeps
+    // serving throughout.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!("{a}{}", mpreg::cluster::wire::PEER_PATH);
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+        ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+            .await?;
+        let Some(Ok(Message::Binary(b))) = ws.next().await else {
+            anyhow::bail!("no welcome")
+        };
+        assert!(matches!(
+            PeerFrame::decode(&b)?,
+            PeerFrame::Welcome {
+                refused: Some(_),
+                ..
+            }
+        ));
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+        let hello = PeerFrame::Hello {
+            node_id: "tester".into(),
+            cluster_id: "default".into(),
+        };
+        ws.send(Message::Binary(hello.encode()?.into())).await?;
+        let _welcome = ws.next().await;
+        ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+            .await?;
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?;
+        assert!(!matches!(end, Some(Ok(Message::Binary(_)))), "{end:?}");
+    }
+    let c = cluster.node(0).client().await?;
+    assert_eq!(c.call("add", vec![json!(1), json!(1)]).await?, json!(2));
+    Ok(())
+}
