@@ -163,6 +163,11 @@ impl NodeDispatcher {
         if let Some(b) = self.builtin(cmd, vc) {
             return Ok(Target::Builtin(b));
         }
+        if Builtin::lookup(&cmd.fun).is_some()
+            && let Some(remote) = self.builtin_elsewhere(call, exclude)
+        {
+            return Ok(Target::Remote(remote));
+        }
         // Route against borrowed snapshots: no copy of the version lists per call.
         let table = self.registry.snapshot();
         let versions = table
@@ -230,9 +235,7 @@ impl NodeDispatcher {
         if local.is_some() {
             loads.push(self.node.running_calls.load(Ordering::Relaxed) as f64);
         }
-        let least = loads.iter().copied().fold(f64::INFINITY, f64::min);
-        let tied: Vec<usize> = (0..loads.len()).filter(|&i| loads[i] <= least).collect();
-        let pick = tied[self.rotation.fetch_add(1, Ordering::Relaxed) % tied.len()];
+        let pick = self.least_loaded(&loads).unwrap_or(0);
         Ok(match remote.get(pick) {
             Some(f) => Target::Remote((*f).clone()),
             None => match local {
@@ -240,6 +243,46 @@ impl NodeDispatcher {
                 None => Target::Remote(remote[0].clone()),
             },
         })
+    }
+
+    /// A peer whose copy of built-in `call.command.fun` matches where this node's does not (its
+    /// `locs` name another node's tags): every node has the built-ins, so they route like any
+    /// function.
+    fn builtin_elsewhere(&self, call: &Call, exclude: &[String]) -> Option<RemoteFunction> {
+        let cluster = self.cluster.get()?;
+        let cmd = &call.command;
+        let view = cluster.view();
+        let candidates: Vec<RemoteFunction> = view
+            .nodes
+            .iter()
+            .filter(|n| {
+                !exclude.contains(&n.node_id)
+                    && cluster.link(&n.node_id).is_some_and(|l| l.is_connected())
+            })
+            .map(|n| RemoteFunction {
+                node: n.clone(),
+                ad: crate::cluster::catalog::FunctionAd {
+                    name: cmd.fun.clone(),
+                    version: self.builtin_version.clone(),
+                    function_id: cmd.fun.clone(),
+                    resources: Vec::new(),
+                    signature: String::new(),
+                    description: None,
+                    plugin: String::new(),
+                },
+            })
+            .filter(|f| route::matches(f, cmd, call.constraint.as_ref(), &self.node.cluster_id))
+            .collect();
+        let loads: Vec<f64> = candidates.iter().map(|f| f.node.load.score).collect();
+        candidates.get(self.least_loaded(&loads)?).cloned()
+    }
+
+    /// The index of the lowest load; ties rotate, so sequential calls spread.
+    fn least_loaded(&self, loads: &[f64]) -> Option<usize> {
+        let least = loads.iter().copied().fold(f64::INFINITY, f64::min);
+        let tied: Vec<usize> = (0..loads.len()).filter(|&i| loads[i] <= least).collect();
+        let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+        tied.get(turn % tied.len().max(1)).copied()
     }
 
     /// Runs `call` on a peer, re-routing while it could not be sent; `path` are the nodes it

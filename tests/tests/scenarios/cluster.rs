@@ -72,6 +72,15 @@ async fn commands_run_where_their_locs_are_and_discovery_sees_the_cluster() -> R
     assert_eq!(err.code(), Some(1001), "{err}");
     assert!(started.elapsed() < Duration::from_millis(500));
 
+    // Built-ins are on every node, so they route by `locs` too.
+    let there = client
+        .call_command(cmd("e", "cluster_map", vec![], &["c"]))
+        .await?;
+    assert_eq!(
+        there["nodes"][0]["node_id"], "node-c",
+        "answered by node c itself"
+    );
+
     // A failure on the remote node comes back with its cause and where it happened.
     let err = client
         .call_command(cmd("f", "fib", vec![json!("not a number")], &["b"]))
