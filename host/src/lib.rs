@@ -9,6 +9,7 @@
 //!   restore (node feature).
 //! - [`server`]: WebSocket sessions, `/health` and the admin API (node feature);
 //!   [`admin_client`]: its blocking client (node feature).
+//! - [`pubsub`]: topic patterns and the matching trie (node feature).
 //! - [`cluster`]: gossip membership and catalog, peer links, plugin distribution (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
@@ -32,6 +33,8 @@ pub mod config;
 pub mod node;
 #[cfg(feature = "node")]
 pub mod plugin;
+#[cfg(feature = "node")]
+pub mod pubsub;
 #[cfg(feature = "node")]
 pub mod scaffold;
 #[cfg(feature = "node")]
