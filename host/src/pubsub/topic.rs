@@ -202,16 +202,21 @@ impl<T: Clone + Eq + Hash> TopicTrie<T> {
         self.len == 0
     }
 
+    /// The child of node `at` for `seg`, if there is one.
+    fn child(&self, at: usize, seg: &Segment) -> Option<usize> {
+        let n = &self.nodes[at];
+        match seg {
+            Segment::Literal(l) => n.literal.get(l).copied(),
+            Segment::One => n.one,
+            Segment::Any => n.any,
+        }
+    }
+
     /// Adds `id` under `pattern`.
     pub fn insert(&mut self, pattern: &Pattern, id: T) {
         let mut at = 0;
         for seg in pattern.segments() {
-            let next = match seg {
-                Segment::Literal(l) => self.nodes[at].literal.get(l).copied(),
-                Segment::One => self.nodes[at].one,
-                Segment::Any => self.nodes[at].any,
-            };
-            at = match next {
+            at = match self.child(at, seg) {
                 Some(n) => n,
                 None => {
                     let n = self.nodes.len();
@@ -237,12 +242,7 @@ impl<T: Clone + Eq + Hash> TopicTrie<T> {
     pub fn remove(&mut self, pattern: &Pattern, id: &T) -> bool {
         let mut at = 0;
         for seg in pattern.segments() {
-            let next = match seg {
-                Segment::Literal(l) => self.nodes[at].literal.get(l).copied(),
-                Segment::One => self.nodes[at].one,
-                Segment::Any => self.nodes[at].any,
-            };
-            match next {
+            match self.child(at, seg) {
                 Some(n) => at = n,
                 None => return false,
             }
