@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     /// Gossip, peer links and plugin distribution.
     pub cluster: ClusterConfig,
+    /// Topic exchange: backlog and slow subscribers.
+    pub pubsub: PubsubConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -132,6 +134,58 @@ impl Default for ClusterConfig {
             load_report_ms: 200,
             max_hops: 2,
             distribute_plugins: true,
+        }
+    }
+}
+
+/// `[pubsub]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubsubConfig {
+    /// Messages kept per topic for subscribers that ask for the backlog (0: no backlog).
+    pub backlog_per_topic: usize,
+    /// Oldest message kept, in seconds.
+    pub backlog_max_age_s: u64,
+    /// Topics with a backlog; the least recently published one goes first.
+    pub backlog_max_topics: usize,
+    /// Total size of retained messages; the oldest goes first.
+    pub backlog_max_mib: usize,
+    /// How long a publish waits for room in a subscriber's full queue before that subscriber
+    /// is disconnected as a slow consumer.
+    pub slow_subscriber_ms: u64,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Patterns one subscription may hold.
+    pub max_patterns_per_subscription: usize,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        PubsubConfig {
+            backlog_per_topic: 1000,
+            backlog_max_age_s: 300,
+            backlog_max_topics: 10_000,
+            backlog_max_mib: 64,
+            slow_subscriber_ms: 2000,
+            max_subscriptions_per_connection: 10_000,
+            max_patterns_per_subscription: 256,
+        }
+    }
+}
+
+impl PubsubConfig {
+    /// The exchange's settings.
+    pub fn settings(&self) -> crate::pubsub::exchange::ExchangeSettings {
+        crate::pubsub::exchange::ExchangeSettings {
+            backlog: crate::pubsub::backlog::Limits {
+                per_topic: self.backlog_per_topic,
+                max_age: std::time::Duration::from_secs(self.backlog_max_age_s),
+                max_topics: self.backlog_max_topics,
+                max_bytes: self.backlog_max_mib.saturating_mul(1 << 20),
+            },
+            slow_subscriber: std::time::Duration::from_millis(self.slow_subscriber_ms),
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_patterns_per_subscription: self.max_patterns_per_subscription,
         }
     }
 }
@@ -352,6 +406,15 @@ impl NodeConfig {
         }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");
+        }
+        let p = &self.pubsub;
+        if p.slow_subscriber_ms == 0
+            || p.max_subscriptions_per_connection == 0
+            || p.max_patterns_per_subscription == 0
+        {
+            return bad(
+                "pubsub.slow_subscriber_ms, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
+            );
         }
         let c = &self.cluster;
         if c.gossip_interval_ms == 0 || c.gossip_interval_ms > 10_000 {

@@ -17,6 +17,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::plugin::{
     PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
 };
+use crate::pubsub::exchange::Exchange;
 use crate::rpc::dispatch::NodeDispatcher;
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
@@ -132,6 +133,7 @@ pub struct NodeHandle {
     manager: Arc<PluginManager>,
     generated_token: Option<Arc<str>>,
     cluster: Option<Arc<Cluster>>,
+    exchange: Arc<Exchange>,
     shutdown: CancellationToken,
     killed: CancellationToken,
     tasks: TaskTracker,
@@ -141,6 +143,11 @@ impl NodeHandle {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The topic exchange (subscriptions, backlog, counters).
+    pub fn exchange(&self) -> &Arc<Exchange> {
+        &self.exchange
     }
 
     /// `ws://addr`.
@@ -288,7 +295,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     // A peer fetching a component needs a frame as large as the largest upload.
     let max_peer_frame_bytes = ((config.admin.max_upload_mib as usize) << 20) + (1 << 20);
     let tasks = TaskTracker::new();
+    let exchange = Exchange::new(config.pubsub.settings());
     let state = Arc::new(ServerState {
+        exchange: exchange.clone(),
         dispatcher: dispatcher.clone(),
         node: info.clone(),
         registry: registry.clone(),
@@ -318,6 +327,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             manager.clone(),
             gossip_addr,
             max_peer_frame_bytes,
+            exchange.clone(),
             shutdown.clone(),
         )
         .await;
@@ -343,6 +353,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         manager,
         generated_token,
         cluster,
+        exchange,
         shutdown,
         killed,
         tasks,

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use crate::pubsub::exchange::{EXACT_INTEREST_PREFIX, INTEREST_PREFIX};
+use crate::pubsub::topic::{MatchScratch, Pattern, TopicTrie};
 use crate::rpc::route::Candidate;
 use crate::runtime::Sandbox;
 
@@ -121,6 +123,9 @@ pub struct PeerNode {
     pub functions: Vec<FunctionAd>,
     /// Plugin versions it holds: (name, version, ad).
     pub plugins: Vec<(String, String, PluginAd)>,
+    /// Patterns its subscribers hold (`s:{pattern}` / `e:{topic}` keys): publishes on other
+    /// nodes are forwarded to it only when they match one.
+    pub interest: Vec<Pattern>,
 }
 
 impl PeerNode {
@@ -143,6 +148,7 @@ impl PeerNode {
             started: 0.0,
             functions: Vec::new(),
             plugins: Vec::new(),
+            interest: Vec::new(),
         };
         for (k, v) in kvs {
             let ok = match k {
@@ -158,6 +164,14 @@ impl PeerNode {
                     if k.starts_with(FUNCTION_PREFIX) {
                         serde_json::from_str::<FunctionAd>(v)
                             .map(|f| node.functions.push(f))
+                            .is_ok()
+                    } else if let Some(p) = k.strip_prefix(INTEREST_PREFIX) {
+                        Pattern::parse(p, false)
+                            .map(|p| node.interest.push(p))
+                            .is_ok()
+                    } else if let Some(p) = k.strip_prefix(EXACT_INTEREST_PREFIX) {
+                        Pattern::parse(p, true)
+                            .map(|p| node.interest.push(p))
                             .is_ok()
                     } else if let Some(rest) = k.strip_prefix(PLUGIN_PREFIX) {
                         parse_plugin(rest, v)
@@ -221,6 +235,8 @@ pub struct ClusterView {
     /// Live nodes other than this one, by node id.
     pub nodes: Vec<Arc<PeerNode>>,
     functions: HashMap<String, Vec<RemoteFunction>>,
+    /// Every node's subscription patterns; ids are indexes into `nodes`.
+    interest: TopicTrie<usize>,
 }
 
 impl ClusterView {
@@ -240,7 +256,28 @@ impl ClusterView {
                     });
             }
         }
-        ClusterView { nodes, functions }
+        let mut interest = TopicTrie::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for p in &n.interest {
+                interest.insert(p, i);
+            }
+        }
+        ClusterView {
+            nodes,
+            functions,
+            interest,
+        }
+    }
+
+    /// The nodes with a subscription matching `topic`, each once.
+    pub fn interested(&self, topic: &str) -> Vec<&Arc<PeerNode>> {
+        if self.interest.is_empty() {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        self.interest
+            .matches_into(topic, &mut MatchScratch::default(), &mut hits);
+        hits.into_iter().filter_map(|i| self.nodes.get(i)).collect()
     }
 
     /// Remote versions of function `name` on every live node.
@@ -359,6 +396,41 @@ mod tests {
         let node = node.expect("node");
         assert_eq!(node.functions.len(), 1, "only the valid function is kept");
         assert_eq!(skipped.len(), 5, "{skipped:?}");
+    }
+
+    #[test]
+    fn subscription_interest_routes_topics_to_nodes() {
+        let a = kv(&[
+            (KEY_URLS, r#"["ws://a:1"]"#.into()),
+            ("s:orders.#", String::new()),
+            ("e:audit.log", String::new()),
+            ("e:audit.*", String::new()),
+        ]);
+        let b = kv(&[
+            (KEY_URLS, r#"["ws://b:1"]"#.into()),
+            ("s:*.created", String::new()),
+            ("s:bad*pattern", String::new()),
+        ]);
+        let (na, sa) = parse("a", &a);
+        let (nb, sb) = parse("b", &b);
+        // An exact pattern cannot hold a wildcard (subscribe refuses it): skipped if seen.
+        assert_eq!(sa.len(), 1, "{sa:?}");
+        assert_eq!(sb.len(), 1, "the malformed pattern is skipped");
+        let view = ClusterView::new(vec![na.expect("a"), nb.expect("b")]);
+        let ids = |t: &str| -> Vec<String> {
+            let mut v: Vec<String> = view
+                .interested(t)
+                .iter()
+                .map(|n| n.node_id.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids("orders.created"), ["a", "b"]);
+        assert_eq!(ids("orders"), ["a"]);
+        assert_eq!(ids("audit.log"), ["a"]);
+        assert!(ids("audit.x").is_empty());
+        assert!(ids("users.login").is_empty());
     }
 
     #[test]

@@ -140,6 +140,7 @@ mod tests {
                 .iter()
                 .map(|(n, v, a)| (n.to_string(), v.to_string(), a.clone()))
                 .collect(),
+            interest: vec![],
         }
     }
 

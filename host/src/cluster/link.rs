@@ -47,8 +47,9 @@ type Waiter = oneshot::Sender<Result<PeerFrame, LinkError>>;
 
 struct Outgoing {
     id: u64,
-    frame: Vec<u8>,
-    waiter: Waiter,
+    frame: bytes::Bytes,
+    /// `None` for a one-way frame.
+    waiter: Option<Waiter>,
 }
 
 type Socket =
@@ -126,7 +127,11 @@ impl PeerLink {
             }
             Err(_) => self
                 .tx
-                .send(Outgoing { id, frame, waiter })
+                .send(Outgoing {
+                    id,
+                    frame: frame.into(),
+                    waiter: Some(waiter),
+                })
                 .await
                 .map_err(|_| LinkError::NotSent(format!("link to {} is closed", self.node_id)))?,
         }
@@ -143,6 +148,31 @@ impl PeerLink {
     fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         // Single inserts and removes: a panic elsewhere cannot leave the map half-changed.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a one-way frame (already encoded). Frames posted on one link arrive in the order
+    /// posted. Dropped, with a log line, when the link is down: what is posted is best effort.
+    pub fn post(&self, frame: bytes::Bytes) {
+        if !self.is_connected() {
+            tracing::debug!(peer = %self.node_id, "link down; one-way frame dropped");
+            return;
+        }
+        let out = Outgoing {
+            id: 0,
+            frame,
+            waiter: None,
+        };
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                // A backlogged link: wait for room off this task.
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(out).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Runs a call on the peer; returns the result as JSON text.
@@ -282,8 +312,10 @@ async fn maintain(link: Arc<PeerLink>, mut rx: mpsc::Receiver<Outgoing>, me: Lin
                 _ = link.stop.cancelled() => return drain(&mut rx, &link),
                 _ = &mut pause => break,
                 Some(out) = rx.recv() => {
-                    let _ = out.waiter.send(Err(LinkError::NotSent(format!(
-                        "node {} is unreachable (link down)", link.node_id))));
+                    if let Some(w) = out.waiter {
+                        let _ = w.send(Err(LinkError::NotSent(format!(
+                            "node {} is unreachable (link down)", link.node_id))));
+                    }
                 }
             }
         }
@@ -295,10 +327,12 @@ async fn maintain(link: Arc<PeerLink>, mut rx: mpsc::Receiver<Outgoing>, me: Lin
 fn drain(rx: &mut mpsc::Receiver<Outgoing>, link: &PeerLink) {
     rx.close();
     while let Ok(out) = rx.try_recv() {
-        let _ = out.waiter.send(Err(LinkError::NotSent(format!(
-            "link to {} stopped",
-            link.node_id
-        ))));
+        if let Some(w) = out.waiter {
+            let _ = w.send(Err(LinkError::NotSent(format!(
+                "link to {} stopped",
+                link.node_id
+            ))));
+        }
     }
 }
 
@@ -350,8 +384,10 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
                 let mut out = Some(first);
                 let mut failed = None;
                 while let Some(o) = out.take() {
-                    link.waiters().insert(o.id, o.waiter);
-                    if let Err(e) = sink.feed(Message::Binary(o.frame.into())).await {
+                    if let Some(w) = o.waiter {
+                        link.waiters().insert(o.id, w);
+                    }
+                    if let Err(e) = sink.feed(Message::Binary(o.frame)).await {
                         failed = Some(e.to_string());
                         break;
                     }

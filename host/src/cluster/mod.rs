@@ -30,6 +30,7 @@ use self::membership::{GossipError, GossipSettings, Membership};
 use crate::config::ClusterConfig;
 use crate::node::NodeInfo;
 use crate::plugin::{PluginManager, PublishOptions};
+use crate::pubsub::exchange::{EXACT_INTEREST_PREFIX, Exchange, Fanout, INTEREST_PREFIX};
 use crate::runtime::sha256_hex;
 
 /// How long a failed install waits before it is tried again.
@@ -60,6 +61,7 @@ impl Cluster {
         manager: Arc<PluginManager>,
         gossip_addr: SocketAddr,
         max_frame_bytes: usize,
+        exchange: Arc<Exchange>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, GossipError> {
         let settings = GossipSettings {
@@ -79,6 +81,7 @@ impl Cluster {
         ];
         // Functions loaded before the start are advertised in the very first gossip round.
         initial.extend(advertised(&manager));
+        initial.extend(exchange.interest());
         let membership = Membership::start(settings, initial, shutdown.clone()).await?;
         let links = Arc::new(PeerLinks::new(
             LinkIdentity {
@@ -94,6 +97,12 @@ impl Cluster {
             node,
             max_hops: config.max_hops,
         });
+        exchange.join(cluster.clone());
+        tokio::spawn(advertise_interest(
+            cluster.clone(),
+            exchange,
+            shutdown.clone(),
+        ));
         tokio::spawn(keep_links(cluster.clone(), shutdown.clone()));
         tokio::spawn(advertise(
             cluster.clone(),
@@ -135,6 +144,52 @@ impl Cluster {
     /// Stops gossip at once, as a crash would (tests).
     pub fn stop_gossip(&self) {
         self.membership.stop();
+    }
+}
+
+impl Fanout for Cluster {
+    fn forward(&self, topic: &str, raw: &Arc<str>) {
+        let view = self.membership.view_ref();
+        let nodes = view.interested(topic);
+        if nodes.is_empty() {
+            return;
+        }
+        let frame = wire::PeerFrame::Publish {
+            message: raw.to_string(),
+        };
+        let bytes = match frame.encode() {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a publish for peers");
+                return;
+            }
+        };
+        for node in nodes {
+            match self.links.get(&node.node_id) {
+                Some(link) => link.post(bytes.clone()),
+                None => tracing::debug!(peer = %node.node_id, "no link; publish not forwarded"),
+            }
+        }
+    }
+}
+
+/// Keeps this node's subscription patterns in its gossip state, so other nodes forward it
+/// exactly the messages its subscribers want.
+async fn advertise_interest(
+    cluster: Arc<Cluster>,
+    exchange: Arc<Exchange>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let desired = exchange.interest();
+        cluster
+            .membership
+            .advertise(&[INTEREST_PREFIX, EXACT_INTEREST_PREFIX], &desired)
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = exchange.interest_changed().notified() => {}
+        }
     }
 }
 

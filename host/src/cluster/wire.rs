@@ -73,6 +73,13 @@ pub enum PeerFrame {
         /// Lowercase hex sha256.
         sha256: String,
     },
+    /// A message published on the sender's node that matches a subscription on the receiver:
+    /// delivered to the receiver's local subscribers only (never forwarded again, so no loops).
+    /// One-way: no reply.
+    Publish {
+        /// The message, verbatim JSON.
+        message: String,
+    },
     /// The component bytes, or `None` when this node does not have them.
     Blob {
         /// The fetch's id.
@@ -128,6 +135,9 @@ mod tests {
                     code: 1001,
                     cause: "gone".into(),
                 }),
+            },
+            PeerFrame::Publish {
+                message: r#"{"topic":"a.b"}"#.into(),
             },
             PeerFrame::Blob {
                 id: 9,

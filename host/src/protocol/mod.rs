@@ -5,13 +5,14 @@
 //! client enforces (a reply it rejects would leave the caller waiting forever).
 
 pub mod codes;
+pub mod pubsub;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// `null` in the input becomes the type's default (the Python client sends `null` for empty
 /// `locs`/`kwargs` in some paths).
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -1,4 +1,7 @@
-//! Pub/sub (protocol.md §3). So far the pure core: topic patterns and the matching trie
-//! ([`topic`]); sessions, backlog and cluster forwarding build on it.
+//! Pub/sub (protocol.md §3): topic patterns and the matching trie ([`topic`]), the backlog
+//! ([`backlog`]), and the node's exchange that ties subscriptions, delivery and forwarding to
+//! other nodes together ([`exchange`]).
 
+pub mod backlog;
+pub mod exchange;
 pub mod topic;

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod peer;
+mod pubsub;
 mod session;
 
 pub use admin::AdminAuth;
@@ -24,6 +25,7 @@ use crate::cluster::wire::PEER_PATH;
 use crate::config::ServerConfig;
 use crate::node::NodeInfo;
 use crate::plugin::{PluginManager, Registry};
+use crate::pubsub::exchange::Exchange;
 use crate::rpc::dispatch::NodeDispatcher;
 
 /// What every session shares.
@@ -52,6 +54,8 @@ pub struct ServerState {
     pub killed: CancellationToken,
     /// Largest peer-link frame (a component being fetched).
     pub max_peer_frame_bytes: usize,
+    /// Topic exchange.
+    pub exchange: Arc<Exchange>,
 }
 
 /// Accepts connections until shutdown, then drains sessions within `grace`.
@@ -96,6 +100,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "cluster_id": state.node.cluster_id,
         "functions": state.registry.all().len(),
         "load": state.node.describe()["load"],
+        "pubsub": state.exchange.describe(),
     }))
     .into_response()
 }

@@ -56,6 +56,14 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
             _ = in_flight.wait(), if draining => break,
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => match PeerFrame::decode(&b) {
+                    Ok(PeerFrame::Publish { message }) => {
+                        // In order, on this task: messages from one node reach subscribers in
+                        // the order it published them.
+                        match state.exchange.receive(&message) {
+                            Ok(routed) => state.exchange.deliver(routed.others).await,
+                            Err(e) => tracing::warn!(%peer, error = %e, "bad publish from a peer"),
+                        }
+                    }
                     Ok(frame) => {
                         let mut work = Box::pin(answer(frame, state.clone(), draining));
                         match futures_util::poll!(&mut work) {

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::ServerState;
+use super::{ServerState, pubsub};
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
 use crate::rpc::execute::{self, ExecOptions};
 
@@ -23,6 +23,21 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const FLUSH_EVERY: usize = 32;
 /// Close code for "going away" (node shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for "policy violation": a subscriber that stopped reading its notifications.
+const CLOSE_SLOW_CONSUMER: u16 = 1008;
+
+/// What a frame produced for this connection, written in order before the next frame is read.
+enum Answer {
+    None,
+    One(Message),
+    Many(Vec<Message>),
+}
+
+impl From<Option<Message>> for Answer {
+    fn from(m: Option<Message>) -> Self {
+        m.map_or(Answer::None, Answer::One)
+    }
+}
 
 /// Decrements a counter when dropped.
 struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -49,6 +64,8 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let _client = Counted::new(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
+    // Subscriptions of this connection end when this is dropped.
+    let conn = state.exchange.connect(tx.clone());
     let permits = Arc::new(Semaphore::new(state.config.max_in_flight_per_connection));
     let in_flight = TaskTracker::new();
     let gone = CancellationToken::new();
@@ -63,21 +80,28 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 gone.cancel();
                 break;
             }
+            _ = conn.kicked().cancelled(), if reading => {
+                let frame = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: notifications not read in time".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                gone.cancel();
+                break;
+            }
             _ = state.shutdown.cancelled(), if !draining => {
                 draining = true;
                 in_flight.close();
             }
             Some(reply) = rx.recv() => {
-                if write(&mut sink, reply, &mut unflushed).await.is_err() {
+                if write(&mut sink, reply, &mut unflushed, conn.kicked()).await.is_err() {
                     break;
                 }
             }
             msg = stream.next(), if reading => {
-                let reply = match msg {
-                    Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &state, &tx, &permits, &in_flight, &gone, draining).await,
-                    Some(Ok(Message::Binary(b))) => handle(&b, &state, &tx, &permits, &in_flight, &gone, draining).await,
+                let ctx = Ctx { state: &state, tx: &tx, permits: &permits, in_flight: &in_flight, gone: &gone, conn: &conn, draining };
+                let answer = match msg {
+                    Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &ctx).await,
+                    Some(Ok(Message::Binary(b))) => handle(&b, &ctx).await,
                     // Pings are answered by the WebSocket layer; pongs need nothing.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
                     Some(Err(e)) => {
                         if is_too_big(e) {
                             tracing::warn!(limit = state.config.max_message_bytes, "message over the size limit; closing with 1009");
@@ -92,9 +116,21 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                         break;
                     }
                 };
-                if let Some(reply) = reply
-                    && write(&mut sink, reply, &mut unflushed).await.is_err()
-                {
+                let written = match answer {
+                    Answer::None => Ok(()),
+                    Answer::One(reply) => write(&mut sink, reply, &mut unflushed, conn.kicked()).await,
+                    Answer::Many(replies) => {
+                        let mut r = Ok(());
+                        for reply in replies {
+                            r = write(&mut sink, reply, &mut unflushed, conn.kicked()).await;
+                            if r.is_err() {
+                                break;
+                            }
+                        }
+                        r
+                    }
+                };
+                if written.is_err() {
                     break;
                 }
             }
@@ -105,7 +141,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 rx.close();
             }
             _ = std::future::ready(()), if unflushed > 0 => {
-                if sink.flush().await.is_err() {
+                if flush(&mut sink, conn.kicked()).await.is_err() {
                     break;
                 }
                 unflushed = 0;
@@ -119,24 +155,45 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
         }
     }
     in_flight.close();
-    let _ = sink.flush().await;
+    if !conn.kicked().is_cancelled() {
+        let _ = sink.flush().await;
+    }
     // Requests of a vanished client were cancelled through `gone`; this returns promptly.
     in_flight.wait().await;
 }
 
 /// Queues a reply on the socket, flushing once every [`FLUSH_EVERY`] unflushed replies (the
-/// session loop flushes the remainder when nothing else is ready).
-async fn write<S>(sink: &mut S, reply: Message, unflushed: &mut usize) -> Result<(), S::Error>
+/// session loop flushes the remainder when nothing else is ready). Gives up when `kick` fires:
+/// a client that stopped reading must not hold its session in a write forever.
+async fn write<S>(
+    sink: &mut S,
+    reply: Message,
+    unflushed: &mut usize,
+    kick: &CancellationToken,
+) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    sink.feed(reply).await?;
+    tokio::select! {
+        r = sink.feed(reply) => r.map_err(|_| ())?,
+        _ = kick.cancelled() => return Err(()),
+    }
     *unflushed += 1;
     if *unflushed >= FLUSH_EVERY {
-        sink.flush().await?;
+        flush(sink, kick).await?;
         *unflushed = 0;
     }
     Ok(())
+}
+
+async fn flush<S>(sink: &mut S, kick: &CancellationToken) -> Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    tokio::select! {
+        r = sink.flush() => r.map_err(|_| ()),
+        _ = kick.cancelled() => Err(()),
+    }
 }
 
 fn is_too_big(e: axum::Error) -> bool {
@@ -177,20 +234,47 @@ fn error_message(u: String, code: i64, message: &str, details: String) -> Messag
     encode(&RpcResponse::err(u, body), usize::MAX)
 }
 
-/// Reads one frame and starts its request (or answers it with an error).
-async fn handle(
-    bytes: &[u8],
-    state: &Arc<ServerState>,
-    tx: &mpsc::Sender<Message>,
-    permits: &Arc<Semaphore>,
-    in_flight: &TaskTracker,
-    gone: &CancellationToken,
+/// What handling a frame needs of its connection.
+struct Ctx<'a> {
+    state: &'a Arc<ServerState>,
+    tx: &'a mpsc::Sender<Message>,
+    permits: &'a Arc<Semaphore>,
+    in_flight: &'a TaskTracker,
+    gone: &'a CancellationToken,
+    conn: &'a crate::pubsub::exchange::Connection,
     draining: bool,
-) -> Option<Message> {
+}
+
+/// Reads one frame and starts its request (or answers it with an error).
+async fn handle(bytes: &[u8], ctx: &Ctx<'_>) -> Answer {
     let req = match serde_json::from_slice::<RpcRequest>(bytes) {
         Ok(req) if req.role == "rpc" => req,
-        parsed => return reject(bytes, parsed.err()),
+        parsed => {
+            if let Ok(FrameHead {
+                role: Some(role),
+                u: Some(Value::String(u)),
+            }) = serde_json::from_slice::<FrameHead>(bytes)
+                && pubsub::is_pubsub(&role)
+            {
+                return Answer::Many(pubsub::handle(bytes, &role, &u, ctx.state, ctx.conn).await);
+            }
+            return reject(bytes, parsed.err()).into();
+        }
     };
+    rpc(req, ctx).await.into()
+}
+
+/// Starts an RPC request: answered inline when it completes at once, else on a task.
+async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
+    let Ctx {
+        state,
+        tx,
+        permits,
+        in_flight,
+        gone,
+        draining,
+        ..
+    } = *ctx;
     if draining {
         let details = "node is shutting down; retry on another node".to_owned();
         return Some(error_message(
@@ -210,29 +294,58 @@ async fn handle(
         .unwrap_or(default)
         .clamp(1, state.config.max_request_timeout_ms);
 
-    let request_u = req.u.clone();
-    let opts = |tx: &mpsc::Sender<Message>, stream: bool| ExecOptions {
+    if let Some(topic) = &req.intermediate_result_callback_topic
+        && let Err(e) = crate::pubsub::topic::check_topic(topic)
+    {
+        let details = format!("intermediate_result_callback_topic: {e}");
+        return Some(error_message(
+            req.u,
+            codes::MALFORMED_REQUEST,
+            "Malformed request",
+            details,
+        ));
+    }
+    let stream = req.stream_intermediate_results.then(|| {
+        let tx = tx.clone();
+        let u = req.u.clone();
+        move |ir: &crate::protocol::IntermediateResult| {
+            let msg = RpcIntermediate {
+                role: "rpc-intermediate".into(),
+                u: u.clone(),
+                result: ir.clone(),
+            };
+            if let Ok(text) = serde_json::to_string(&msg) {
+                // Streaming is best effort: a full queue drops the update, never blocks the request.
+                let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
+            }
+        }
+    });
+    let callback = req.intermediate_result_callback_topic.clone().map(|topic| {
+        let exchange = state.exchange.clone();
+        let publisher = format!("mpreg-node:{}", state.node.node_id);
+        move |ir: &crate::protocol::IntermediateResult| {
+            let message = crate::protocol::pubsub::level_message(&topic, &publisher, ir);
+            if let Err(e) = exchange.publish_detached(&message, &topic) {
+                tracing::warn!(error = %e, "intermediate result not published");
+            }
+        }
+    });
+    let on_level: Option<execute::LevelHook> = match (stream, callback) {
+        (None, None) => None,
+        (Some(s), None) => Some(Box::new(s)),
+        (None, Some(c)) => Some(Box::new(c)),
+        (Some(s), Some(c)) => Some(Box::new(move |ir: &crate::protocol::IntermediateResult| {
+            s(ir);
+            c(ir);
+        })),
+    };
+    let opts = ExecOptions {
         deadline: Duration::from_millis(timeout_ms),
-        on_level: stream.then(|| {
-            let tx = tx.clone();
-            let u = request_u.clone();
-            Box::new(move |ir: &crate::protocol::IntermediateResult| {
-                let msg = RpcIntermediate {
-                    role: "rpc-intermediate".into(),
-                    u: u.clone(),
-                    result: ir.clone(),
-                };
-                if let Ok(text) = serde_json::to_string(&msg) {
-                    // Streaming is best effort: a full queue drops the update, never blocks the request.
-                    let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
-                }
-            }) as execute::LevelHook
-        }),
+        on_level,
     };
     let Ok(permit) = permits.clone().acquire_owned().await else {
         return None;
     };
-    let opts = opts(tx, req.stream_intermediate_results);
     let (task_state, gone) = (state.clone(), gone.clone());
     let mut work = Box::pin(async move {
         let state = task_state;

@@ -5,4 +5,5 @@ mod conformance;
 mod languages;
 mod lifecycle;
 mod publish;
+mod pubsub;
 mod sandbox;

@@ -1,0 +1,540 @@
+//! The node's topic exchange: every subscription of every connection in one trie, the backlog,
+//! and delivery into each subscriber's outbound queue.
+//!
+//! Routing a message is synchronous and happens under one read lock together with its backlog
+//! entry, and a subscribe inserts and reads the backlog under the write lock: so each message
+//! reaches a new subscription exactly once, either live or from the backlog, never both.
+//! Delivery is separate and may wait: a subscriber whose queue is full slows the publisher down
+//! (backpressure) for at most `slow_subscriber` before it is disconnected as a slow consumer,
+//! so one stuck reader cannot stall a topic or grow the node's memory.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::backlog::{Backlog, Limits};
+use super::topic::{MatchScratch, Pattern, TopicTrie, check_topic};
+use crate::protocol::pubsub::{Delivery, MessageHead, Subscription, notification_text};
+
+/// A connection's outbound queue.
+pub type Outbox = mpsc::Sender<Message>;
+
+/// Gossip key prefix of a wildcard pattern some local subscription holds.
+pub const INTEREST_PREFIX: &str = "s:";
+/// Gossip key prefix of an `exact_match` pattern.
+pub const EXACT_INTEREST_PREFIX: &str = "e:";
+
+/// Tuning of the exchange (`[pubsub]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeSettings {
+    /// Backlog bounds.
+    pub backlog: Limits,
+    /// How long a publish waits for room in a full subscriber queue.
+    pub slow_subscriber: Duration,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Patterns one subscription may hold.
+    pub max_patterns_per_subscription: usize,
+}
+
+/// Sends a locally published message to the other nodes whose subscriptions match it.
+pub trait Fanout: Send + Sync {
+    /// Forwards `raw` (published on `topic`) to every other node interested in `topic`.
+    fn forward(&self, topic: &str, raw: &Arc<str>);
+}
+
+/// Why a pub/sub request was refused; the text goes into the ack's `error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PubsubError {
+    /// Bad topic or pattern.
+    #[error(transparent)]
+    Topic(#[from] super::topic::TopicError),
+    /// The message or subscription is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A per-connection limit.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// One notification waiting to be queued.
+pub struct Outgoing {
+    conn: u64,
+    outbox: Outbox,
+    kick: CancellationToken,
+    text: String,
+}
+
+/// What a publish routed.
+pub struct Routed {
+    /// Notifications for the publishing connection itself: it writes them directly (its own
+    /// queue is drained by the very task that is publishing).
+    pub own: Vec<String>,
+    /// Notifications for other connections.
+    pub others: Vec<Outgoing>,
+}
+
+struct Sub {
+    conn: u64,
+    subscription_id: Arc<str>,
+    patterns: Vec<(Pattern, String, bool)>,
+    outbox: Outbox,
+    kick: CancellationToken,
+}
+
+#[derive(Default)]
+struct Inner {
+    trie: TopicTrie<u64>,
+    subs: HashMap<u64, Sub>,
+    /// Connection → subscription id → key in `subs`.
+    by_conn: HashMap<u64, HashMap<Arc<str>, u64>>,
+    /// Gossip key → how many local subscriptions hold that pattern.
+    interest: BTreeMap<String, usize>,
+}
+
+/// Counters for `/health` and tests.
+#[derive(Debug, Default)]
+pub struct ExchangeStats {
+    /// Messages published on this node.
+    pub published: AtomicU64,
+    /// Messages received from peers.
+    pub received: AtomicU64,
+    /// Notifications queued to subscribers.
+    pub delivered: AtomicU64,
+    /// Subscribers disconnected as slow consumers.
+    pub slow_consumers: AtomicU64,
+}
+
+/// The node's exchange.
+pub struct Exchange {
+    inner: RwLock<Inner>,
+    backlog: Mutex<Backlog>,
+    settings: ExchangeSettings,
+    next_sub: AtomicU64,
+    next_conn: AtomicU64,
+    fanout: OnceLock<Arc<dyn Fanout>>,
+    interest_changed: Notify,
+    /// Counters.
+    pub stats: ExchangeStats,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(MatchScratch, Vec<u64>)> = RefCell::default();
+}
+
+/// A connection's membership in the exchange: its subscriptions end when this is dropped.
+pub struct Connection {
+    id: u64,
+    outbox: Outbox,
+    kick: CancellationToken,
+    exchange: Arc<Exchange>,
+}
+
+impl Connection {
+    /// Cancelled when the connection is cut off as a slow consumer.
+    pub fn kicked(&self) -> &CancellationToken {
+        &self.kick
+    }
+
+    /// This connection's id within the exchange.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.exchange.disconnect(self.id);
+    }
+}
+
+fn text_message(text: String) -> Message {
+    Message::Text(Utf8Bytes::from(text))
+}
+
+impl Exchange {
+    /// An exchange with no subscriptions.
+    pub fn new(settings: ExchangeSettings) -> Arc<Self> {
+        Arc::new(Exchange {
+            inner: RwLock::default(),
+            backlog: Mutex::new(Backlog::new(settings.backlog)),
+            settings,
+            next_sub: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            fanout: OnceLock::new(),
+            interest_changed: Notify::new(),
+            stats: ExchangeStats::default(),
+        })
+    }
+
+    /// Publishes reach other nodes through `fanout` from now on.
+    pub fn join(&self, fanout: Arc<dyn Fanout>) {
+        let _ = self.fanout.set(fanout);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // Every write leaves `Inner` consistent before anything that could panic.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection whose notifications go to `outbox`.
+    pub fn connect(self: &Arc<Self>, outbox: Outbox) -> Connection {
+        Connection {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            outbox,
+            kick: CancellationToken::new(),
+            exchange: self.clone(),
+        }
+    }
+
+    /// Wakes when the set of patterns held on this node changed.
+    pub fn interest_changed(&self) -> &Notify {
+        &self.interest_changed
+    }
+
+    /// The gossip keys naming every pattern held on this node.
+    pub fn interest(&self) -> BTreeMap<String, String> {
+        self.read()
+            .interest
+            .keys()
+            .map(|k| (k.clone(), String::new()))
+            .collect()
+    }
+
+    /// Subscriptions held on this node.
+    pub fn subscriptions(&self) -> usize {
+        self.read().subs.len()
+    }
+
+    /// Messages retained in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog().len()
+    }
+
+    /// Counters and sizes, for `/health`.
+    pub fn describe(&self) -> serde_json::Value {
+        let s = &self.stats;
+        serde_json::json!({
+            "subscriptions": self.subscriptions(),
+            "backlog_messages": self.backlog_len(),
+            "published": s.published.load(Ordering::Relaxed),
+            "received_from_peers": s.received.load(Ordering::Relaxed),
+            "notifications": s.delivered.load(Ordering::Relaxed),
+            "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Adds (or replaces: same id on the same connection) a subscription. Returns the backlog
+    /// notifications to write before anything else, oldest first.
+    pub fn subscribe(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        now: Instant,
+    ) -> Result<Vec<String>, PubsubError> {
+        if sub.subscription_id.is_empty() {
+            return Err(PubsubError::Invalid("subscription_id is empty".into()));
+        }
+        if sub.patterns.is_empty() {
+            return Err(PubsubError::Invalid(
+                "a subscription needs at least one pattern".into(),
+            ));
+        }
+        if sub.patterns.len() > self.settings.max_patterns_per_subscription {
+            return Err(PubsubError::Limit(format!(
+                "a subscription may hold at most {} patterns",
+                self.settings.max_patterns_per_subscription
+            )));
+        }
+        let mut patterns: Vec<(Pattern, String, bool)> = Vec::new();
+        for p in &sub.patterns {
+            let parsed = Pattern::parse(&p.pattern, p.exact_match)?;
+            if !patterns.iter().any(|(q, _, _)| *q == parsed) {
+                patterns.push((parsed, p.pattern.clone(), p.exact_match));
+            }
+        }
+        let within = match sub.backlog_seconds {
+            Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(1e9)),
+            Some(s) => {
+                return Err(PubsubError::Invalid(format!(
+                    "backlog_seconds must be a non-negative number, got {s}"
+                )));
+            }
+            None => Duration::from_secs(300),
+        };
+        let sid: Arc<str> = sub.subscription_id.as_str().into();
+        let mut inner = self.write();
+        let held = inner.by_conn.get(&conn.id).map_or(0, HashMap::len);
+        let replacing = inner
+            .by_conn
+            .get(&conn.id)
+            .and_then(|m| m.get(&sid))
+            .copied();
+        if replacing.is_none() && held >= self.settings.max_subscriptions_per_connection {
+            return Err(PubsubError::Limit(format!(
+                "a connection may hold at most {} subscriptions",
+                self.settings.max_subscriptions_per_connection
+            )));
+        }
+        let mut changed = false;
+        if let Some(old) = replacing {
+            changed |= remove_sub(&mut inner, old);
+        }
+        let key = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        for (p, text, exact) in &patterns {
+            inner.trie.insert(p, key);
+            let count = inner
+                .interest
+                .entry(interest_key(text, *exact))
+                .or_insert(0);
+            *count += 1;
+            changed |= *count == 1;
+        }
+        let backlog = if sub.get_backlog {
+            let only: Vec<Pattern> = patterns.iter().map(|(p, _, _)| p.clone()).collect();
+            self.backlog().collect(&only, within, now)
+        } else {
+            Vec::new()
+        };
+        inner.subs.insert(
+            key,
+            Sub {
+                conn: conn.id,
+                subscription_id: sid.clone(),
+                patterns,
+                outbox: conn.outbox.clone(),
+                kick: conn.kick.clone(),
+            },
+        );
+        inner.by_conn.entry(conn.id).or_default().insert(sid, key);
+        drop(inner);
+        if changed {
+            self.interest_changed.notify_one();
+        }
+        Ok(backlog
+            .iter()
+            .map(|m| {
+                notification_text(
+                    Delivery::Backlog,
+                    &m.message_id,
+                    &sub.subscription_id,
+                    &m.raw,
+                )
+            })
+            .collect())
+    }
+
+    /// Ends a subscription of `conn`; false when it has none by that id.
+    pub fn unsubscribe(&self, conn: &Connection, subscription_id: &str) -> bool {
+        let mut inner = self.write();
+        let Some(key) = inner
+            .by_conn
+            .get_mut(&conn.id)
+            .and_then(|m| m.remove(subscription_id))
+        else {
+            return false;
+        };
+        let changed = remove_sub(&mut inner, key);
+        drop(inner);
+        if changed {
+            self.interest_changed.notify_one();
+        }
+        true
+    }
+
+    fn disconnect(&self, conn: u64) {
+        let mut inner = self.write();
+        let Some(subs) = inner.by_conn.remove(&conn) else {
+            return;
+        };
+        let mut changed = false;
+        for key in subs.into_values() {
+            changed |= remove_sub(&mut inner, key);
+        }
+        drop(inner);
+        if changed {
+            self.interest_changed.notify_one();
+        }
+    }
+
+    /// Routes a message published by a client of this node (`from`) or by a plugin (`None`):
+    /// local notifications, backlog, and forwarding to interested nodes. `fallback_id` names
+    /// the message when it has no `message_id`.
+    pub fn publish(
+        &self,
+        raw: &str,
+        fallback_id: &str,
+        from: Option<u64>,
+        now: Instant,
+    ) -> Result<Routed, PubsubError> {
+        let head: MessageHead = serde_json::from_str(raw)
+            .map_err(|e| PubsubError::Invalid(format!("invalid message: {e}")))?;
+        check_topic(&head.topic)?;
+        let id: Arc<str> = head.message_id.as_deref().unwrap_or(fallback_id).into();
+        let raw: Arc<str> = raw.into();
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let routed = self.route(&head.topic, &id, &raw, from, Some(now));
+        if let Some(f) = self.fanout.get() {
+            f.forward(&head.topic, &raw);
+        }
+        Ok(routed)
+    }
+
+    /// Routes a message another node forwarded: local subscribers only (it is retained and
+    /// forwarded by the node it was published on).
+    pub fn receive(&self, raw: &str) -> Result<Routed, PubsubError> {
+        let head: MessageHead = serde_json::from_str(raw)
+            .map_err(|e| PubsubError::Invalid(format!("invalid message: {e}")))?;
+        check_topic(&head.topic)?;
+        let id: Arc<str> = head.message_id.as_deref().unwrap_or("").into();
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        Ok(self.route(&head.topic, &id, &raw.into(), None, None))
+    }
+
+    fn route(
+        &self,
+        topic: &str,
+        id: &Arc<str>,
+        raw: &Arc<str>,
+        from: Option<u64>,
+        retain_at: Option<Instant>,
+    ) -> Routed {
+        let mut routed = Routed {
+            own: Vec::new(),
+            others: Vec::new(),
+        };
+        let inner = self.read();
+        SCRATCH.with_borrow_mut(|(scratch, keys)| {
+            keys.clear();
+            inner.trie.matches_into(topic, scratch, keys);
+            for key in keys.iter() {
+                let Some(sub) = inner.subs.get(key) else {
+                    continue;
+                };
+                let text = notification_text(Delivery::Live, id, &sub.subscription_id, raw);
+                if Some(sub.conn) == from {
+                    routed.own.push(text);
+                } else {
+                    routed.others.push(Outgoing {
+                        conn: sub.conn,
+                        outbox: sub.outbox.clone(),
+                        kick: sub.kick.clone(),
+                        text,
+                    });
+                }
+            }
+        });
+        if let Some(now) = retain_at {
+            self.backlog().push(topic, id.clone(), raw.clone(), now);
+        }
+        drop(inner);
+        let n = routed.own.len() + routed.others.len();
+        self.stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        routed
+    }
+
+    /// Queues notifications; a full queue is waited on for at most `slow_subscriber`, then
+    /// its connection is cut off.
+    pub async fn deliver(&self, others: Vec<Outgoing>) {
+        for o in others {
+            let msg = match o.outbox.try_send(text_message(o.text)) {
+                Ok(()) => continue,
+                // The connection is gone; its subscriptions are being removed.
+                Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                Err(mpsc::error::TrySendError::Full(m)) => m,
+            };
+            if o.kick.is_cancelled() {
+                continue;
+            }
+            match tokio::time::timeout(self.settings.slow_subscriber, o.outbox.send(msg)).await {
+                Ok(_) => {}
+                Err(_) => {
+                    self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        wait_ms = self.settings.slow_subscriber.as_millis() as u64,
+                        "subscriber not reading its notifications; disconnecting it as a slow consumer"
+                    );
+                    o.kick.cancel();
+                    // Its subscriptions end now, whatever its session is doing.
+                    self.disconnect(o.conn);
+                }
+            }
+        }
+    }
+
+    /// Like [`deliver`](Self::deliver) from code that cannot wait (a plugin, a level hook):
+    /// queues what fits now, and waits for the rest on a task of its own.
+    pub fn deliver_detached(self: &Arc<Self>, others: Vec<Outgoing>) {
+        let mut rest = Vec::new();
+        for o in others {
+            match o.outbox.try_send(text_message(o.text)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(Message::Text(t))) => rest.push(Outgoing {
+                    text: t.as_str().to_owned(),
+                    ..o
+                }),
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+            }
+        }
+        if !rest.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move { me.deliver(rest).await });
+        }
+    }
+
+    /// Publishes from inside the node (a plugin's `publish`, a request's callback topic):
+    /// every subscriber, this node's and other nodes', gets it; nothing waits.
+    pub fn publish_detached(
+        self: &Arc<Self>,
+        raw: &str,
+        fallback_id: &str,
+    ) -> Result<(), PubsubError> {
+        let routed = self.publish(raw, fallback_id, None, Instant::now())?;
+        self.deliver_detached(routed.others);
+        Ok(())
+    }
+}
+
+fn interest_key(text: &str, exact: bool) -> String {
+    let prefix = if exact {
+        EXACT_INTEREST_PREFIX
+    } else {
+        INTEREST_PREFIX
+    };
+    format!("{prefix}{text}")
+}
+
+/// Removes subscription `key` everywhere but `by_conn`; returns whether the set of patterns
+/// held changed.
+fn remove_sub(inner: &mut Inner, key: u64) -> bool {
+    let Some(sub) = inner.subs.remove(&key) else {
+        return false;
+    };
+    let mut changed = false;
+    for (p, text, exact) in &sub.patterns {
+        inner.trie.remove(p, &key);
+        let k = interest_key(text, *exact);
+        if let Some(count) = inner.interest.get_mut(&k) {
+            *count -= 1;
+            if *count == 0 {
+                inner.interest.remove(&k);
+                changed = true;
+            }
+        }
+    }
+    changed
+}

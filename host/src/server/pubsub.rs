@@ -1,0 +1,88 @@
+//! The pub/sub frames of a client connection (protocol.md §3): publish, subscribe and
+//! unsubscribe, each answered with a `pubsub-ack`.
+//!
+//! Everything this returns is written by the session before it reads the next frame, in order:
+//! for a publish, the connection's own notifications and then the ack (other subscribers' queues
+//! were filled before that); for a subscribe, the backlog and then the ack.
+
+use std::time::Instant;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+
+use super::ServerState;
+use crate::protocol::pubsub::{PublishFrame, PubsubAck, SubscribeFrame, UnsubscribeFrame};
+use crate::pubsub::exchange::Connection;
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+fn ack(u: &str, outcome: Result<(), String>) -> Message {
+    text(serde_json::to_string(&PubsubAck::new(u, outcome)).unwrap_or_default())
+}
+
+/// Answers one pub/sub frame whose `role` is `role` and whose `u` is `u`.
+pub async fn handle(
+    bytes: &[u8],
+    role: &str,
+    u: &str,
+    state: &ServerState,
+    conn: &Connection,
+) -> Vec<Message> {
+    let exchange = &state.exchange;
+    match role {
+        "pubsub-publish" => {
+            let frame = match serde_json::from_slice::<PublishFrame>(bytes) {
+                Ok(f) => f,
+                Err(e) => return vec![ack(u, Err(format!("invalid publish: {e}")))],
+            };
+            match exchange.publish(frame.message.get(), u, Some(conn.id()), Instant::now()) {
+                Ok(routed) => {
+                    exchange.deliver(routed.others).await;
+                    let mut out: Vec<Message> = routed.own.into_iter().map(text).collect();
+                    out.push(ack(u, Ok(())));
+                    out
+                }
+                Err(e) => vec![ack(u, Err(e.to_string()))],
+            }
+        }
+        "pubsub-subscribe" => {
+            let frame = match serde_json::from_slice::<SubscribeFrame>(bytes) {
+                Ok(f) => f,
+                Err(e) => return vec![ack(u, Err(format!("invalid subscribe: {e}")))],
+            };
+            match exchange.subscribe(conn, &frame.subscription, Instant::now()) {
+                Ok(backlog) => {
+                    let mut out: Vec<Message> = backlog.into_iter().map(text).collect();
+                    out.push(ack(u, Ok(())));
+                    out
+                }
+                Err(e) => vec![ack(u, Err(e.to_string()))],
+            }
+        }
+        "pubsub-unsubscribe" => {
+            let frame = match serde_json::from_slice::<UnsubscribeFrame>(bytes) {
+                Ok(f) => f,
+                Err(e) => return vec![ack(u, Err(format!("invalid unsubscribe: {e}")))],
+            };
+            let outcome = if exchange.unsubscribe(conn, &frame.subscription_id) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no subscription '{}' on this connection",
+                    frame.subscription_id
+                ))
+            };
+            vec![ack(u, outcome)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `role` is one this module answers.
+pub fn is_pubsub(role: &str) -> bool {
+    matches!(
+        role,
+        "pubsub-publish" | "pubsub-subscribe" | "pubsub-unsubscribe"
+    )
+}
