@@ -9,7 +9,9 @@
 //!   restore (node feature).
 //! - [`server`]: WebSocket sessions, `/health` and the admin API (node feature);
 //!   [`admin_client`]: its blocking client (node feature).
-//! - [`pubsub`]: topic patterns and the matching trie (node feature).
+//! - [`pubsub`]: topic patterns, the matching trie, backlog and the node's exchange (node
+//!   feature).
+//! - [`queue`]: durable queues and the `queue.*` built-ins (node feature).
 //! - [`cluster`]: gossip membership and catalog, peer links, plugin distribution (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
@@ -35,6 +37,8 @@ pub mod node;
 pub mod plugin;
 #[cfg(feature = "node")]
 pub mod pubsub;
+#[cfg(feature = "node")]
+pub mod queue;
 #[cfg(feature = "node")]
 pub mod scaffold;
 #[cfg(feature = "node")]

@@ -1,0 +1,300 @@
+//! The `queue.*` built-in functions (docs/queues.md): arguments from a command, positional or by
+//! keyword, to a [`QueueManager`] operation, and its outcome as JSON.
+//!
+//! Every function takes the queue name first. Options are one object, given as the last
+//! positional argument or as keyword arguments (both may be mixed; keywords win).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::manager::{ManagerError, QueueManager};
+use super::state::{QueueError, QueueSpec, SendOptions};
+use crate::protocol::{RpcCommand, codes};
+use crate::rpc::execute::CallFailure;
+
+/// Name prefix of every queue built-in.
+pub const PREFIX: &str = "queue.";
+
+/// The queue built-ins with their signature and what they do, for docs and listings.
+pub const FUNCTIONS: [(&str, &str); 12] = [
+    (
+        "queue.create",
+        "func(name: string, options?: queue-spec) -> {name, created}",
+    ),
+    ("queue.delete", "func(name: string) -> {deleted}"),
+    ("queue.list", "func() -> list<queue-info>"),
+    (
+        "queue.send",
+        "func(name: string, body: any, options?: {priority, delay_ms, dedup_id}) -> {message_id, duplicate}",
+    ),
+    (
+        "queue.send_batch",
+        "func(name: string, messages: list<{body, priority?, delay_ms?, dedup_id?}>) -> list<{message_id, duplicate} | {error}>",
+    ),
+    (
+        "queue.receive",
+        "func(name: string, options?: {max, visibility_timeout_ms, consumer, wait_ms}) -> list<delivery>",
+    ),
+    (
+        "queue.ack",
+        "func(name: string, receipt: string | list<string>) -> {acked, failed}",
+    ),
+    (
+        "queue.nack",
+        "func(name: string, receipt: string, options?: {delay_ms}) -> {outcome}",
+    ),
+    ("queue.stats", "func(name: string) -> stats"),
+    ("queue.purge", "func(name: string) -> {purged}"),
+    (
+        "queue.peek",
+        "func(name: string, options?: {max}) -> list<delivery>",
+    ),
+    (
+        "queue.redrive",
+        "func(name: string, options?: {max}) -> {moved}",
+    ),
+];
+
+/// Whether `fun` is a queue built-in.
+pub fn is_queue_function(fun: &str) -> bool {
+    FUNCTIONS.iter().any(|(n, _)| *n == fun)
+}
+
+/// The queue a call addresses (`None` for `queue.list`, or when the name is missing).
+pub fn queue_name(cmd: &RpcCommand) -> Option<&str> {
+    cmd.args
+        .first()
+        .and_then(Value::as_str)
+        .or_else(|| cmd.kwargs.get("name").and_then(Value::as_str))
+}
+
+fn fail(code: i64, msg: impl Into<String>) -> CallFailure {
+    CallFailure::new(code, msg.into())
+}
+
+fn bad(fun: &str, msg: impl std::fmt::Display) -> CallFailure {
+    fail(codes::EXECUTION_FAILED, format!("{fun}: {msg}"))
+}
+
+impl From<ManagerError> for CallFailure {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::Unknown(_) => fail(codes::COMMAND_NOT_FOUND, e.to_string()),
+            ManagerError::Queue(QueueError::Full(_)) => fail(codes::OVERLOADED, e.to_string()),
+            ManagerError::Queue(QueueError::TooLarge { .. }) => {
+                fail(codes::RESOURCE_LIMIT, e.to_string())
+            }
+            ManagerError::Queue(_) => fail(codes::EXECUTION_FAILED, e.to_string()),
+            ManagerError::Store(_) => fail(codes::EXECUTION_FAILED, e.to_string()),
+        }
+    }
+}
+
+/// The options object: positional argument `at` (if an object) merged with the keywords.
+fn options<T: DeserializeOwned + Default>(
+    fun: &str,
+    cmd: &RpcCommand,
+    at: usize,
+) -> Result<T, CallFailure> {
+    let mut merged = match cmd.args.get(at) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => return Err(bad(fun, format!("options must be an object, got {other}"))),
+    };
+    for (k, v) in &cmd.kwargs {
+        if k != "name" {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(Value::Object(merged)).map_err(|e| bad(fun, format!("options: {e}")))
+}
+
+fn name<'a>(fun: &str, cmd: &'a RpcCommand) -> Result<&'a str, CallFailure> {
+    queue_name(cmd).ok_or_else(|| bad(fun, "the first argument must be the queue name (a string)"))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ReceiveOptions {
+    max: Option<usize>,
+    visibility_timeout_ms: Option<u64>,
+    consumer: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct MaxOptions {
+    max: Option<usize>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NackOptions {
+    delay_ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    body: Value,
+    #[serde(default)]
+    priority: i64,
+    #[serde(default)]
+    delay_ms: u64,
+    #[serde(default)]
+    dedup_id: Option<String>,
+}
+
+/// Most messages one receive returns.
+const MAX_RECEIVE: usize = 1000;
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Runs queue built-in `cmd.fun` on this node's queues.
+pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, CallFailure> {
+    let fun = cmd.fun.as_str();
+    match fun {
+        "queue.list" => Ok(to_json(&queues.list())),
+        "queue.create" => {
+            let n = name(fun, cmd)?;
+            let spec: QueueSpec = options(fun, cmd, 1)?;
+            let created = queues.create(n, spec).await?;
+            Ok(json!({"name": n, "created": created}))
+        }
+        "queue.delete" => {
+            let n = name(fun, cmd)?;
+            Ok(json!({"deleted": queues.delete(n).await?}))
+        }
+        "queue.send" => {
+            let n = name(fun, cmd)?;
+            let Some(body) = cmd.args.get(1).or_else(|| cmd.kwargs.get("body")) else {
+                return Err(bad(fun, "the second argument must be the message body"));
+            };
+            let mut opts_cmd = cmd.clone();
+            opts_cmd.kwargs.remove("body");
+            let opts: SendOptions = options(fun, &opts_cmd, 2)?;
+            let sent = queues.send(n, body.to_string(), &opts).await?;
+            Ok(to_json(&sent))
+        }
+        "queue.send_batch" => {
+            let n = name(fun, cmd)?;
+            let Some(Value::Array(items)) = cmd.args.get(1).or_else(|| cmd.kwargs.get("messages"))
+            else {
+                return Err(bad(fun, "the second argument must be a list of messages"));
+            };
+            let mut batch = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let it: BatchItem = serde_json::from_value(item.clone())
+                    .map_err(|e| bad(fun, format!("message {i}: {e}")))?;
+                batch.push((
+                    it.body.to_string(),
+                    SendOptions {
+                        priority: it.priority,
+                        delay_ms: it.delay_ms,
+                        dedup_id: it.dedup_id,
+                    },
+                ));
+            }
+            let out = queues.send_batch(n, batch).await?;
+            Ok(Value::Array(
+                out.into_iter()
+                    .map(|r| match r {
+                        Ok(s) => to_json(&s),
+                        Err(e) => json!({"error": e.to_string()}),
+                    })
+                    .collect(),
+            ))
+        }
+        "queue.receive" => {
+            let n = name(fun, cmd)?;
+            let o: ReceiveOptions = options(fun, cmd, 1)?;
+            let max = o.max.unwrap_or(1);
+            if max == 0 || max > MAX_RECEIVE {
+                return Err(bad(fun, format!("max must be between 1 and {MAX_RECEIVE}")));
+            }
+            let wait = Duration::from_millis(o.wait_ms.unwrap_or(0));
+            let got = queues
+                .receive(
+                    n,
+                    o.consumer.as_deref().unwrap_or(""),
+                    max,
+                    o.visibility_timeout_ms,
+                    wait,
+                )
+                .await?;
+            Ok(to_json(&got))
+        }
+        "queue.ack" => {
+            let n = name(fun, cmd)?;
+            let receipts: Vec<String> = match cmd.args.get(1).or_else(|| cmd.kwargs.get("receipt"))
+            {
+                Some(Value::String(r)) => vec![r.clone()],
+                Some(Value::Array(rs)) => rs
+                    .iter()
+                    .map(|r| r.as_str().map(str::to_owned))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad(fun, "receipts must be strings"))?,
+                _ => {
+                    return Err(bad(
+                        fun,
+                        "the second argument must be a receipt or a list of receipts",
+                    ));
+                }
+            };
+            let out = queues.ack(n, &receipts).await?;
+            let failed: Vec<Value> = receipts
+                .iter()
+                .zip(&out)
+                .filter_map(|(r, o)| {
+                    o.as_ref()
+                        .err()
+                        .map(|e| json!({"receipt": r, "error": e.to_string()}))
+                })
+                .collect();
+            // A single receipt that failed is an error, so `call()` raises it.
+            if receipts.len() == 1 && !failed.is_empty() {
+                return Err(bad(fun, failed[0]["error"].as_str().unwrap_or_default()));
+            }
+            Ok(json!({"acked": receipts.len() - failed.len(), "failed": failed}))
+        }
+        "queue.nack" => {
+            let n = name(fun, cmd)?;
+            let Some(Value::String(receipt)) =
+                cmd.args.get(1).or_else(|| cmd.kwargs.get("receipt"))
+            else {
+                return Err(bad(fun, "the second argument must be a receipt"));
+            };
+            let mut opts_cmd = cmd.clone();
+            opts_cmd.kwargs.remove("receipt");
+            let o: NackOptions = options(fun, &opts_cmd, 2)?;
+            let outcome = queues.nack(n, receipt, o.delay_ms).await?;
+            Ok(json!({"outcome": outcome}))
+        }
+        "queue.stats" => Ok(to_json(&queues.stats(name(fun, cmd)?)?)),
+        "queue.purge" => {
+            let n = name(fun, cmd)?;
+            Ok(json!({"purged": queues.purge(n).await?}))
+        }
+        "queue.peek" => {
+            let n = name(fun, cmd)?;
+            let o: MaxOptions = options(fun, cmd, 1)?;
+            Ok(to_json(
+                &queues.peek(n, o.max.unwrap_or(10).min(MAX_RECEIVE))?,
+            ))
+        }
+        "queue.redrive" => {
+            let n = name(fun, cmd)?;
+            let o: MaxOptions = options(fun, cmd, 1)?;
+            Ok(json!({"moved": queues.redrive(n, o.max.unwrap_or(usize::MAX)).await?}))
+        }
+        other => Err(fail(
+            codes::COMMAND_NOT_FOUND,
+            format!("Command not found: {other}"),
+        )),
+    }
+}

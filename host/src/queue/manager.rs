@@ -1,0 +1,478 @@
+//! The node's queues: each queue's state behind its own lock, persisted through the store,
+//! with long-polling receives and dead-letter queues (`<name>.dlq`) kept next to their source.
+//!
+//! Ordering of effects: a change is applied to memory, written to sled, and — for sends, acks,
+//! nacks, purges and redrives — flushed before the caller gets its answer. Receives are not
+//! flushed (their only durable effect is the delivery count), so a crash can at worst make a
+//! message look delivered one time fewer; it can never lose a message or resurrect an acked one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::state::{
+    Change, Delivery, Mode, QueueError, QueueSpec, QueueState, SendOptions, Sent, Stats,
+};
+use super::store::{QueueStore, StoreError};
+
+/// Suffix of a queue's dead-letter queue.
+pub const DLQ_SUFFIX: &str = ".dlq";
+/// Longest queue name.
+pub const MAX_NAME: usize = 200;
+/// Longest a receive may wait for a message.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The queue does not exist here.
+    #[error("no queue '{0}'")]
+    Unknown(String),
+    /// Refused by the queue.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Storage failed: the operation did not take effect durably.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Unix time in ms, or a test's clock.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
+}
+
+struct Entry {
+    state: Mutex<QueueState>,
+    /// Woken when a message may have become available.
+    ready: Notify,
+}
+
+impl Entry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Operations leave the state consistent before anything that could panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One queue in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueInfo {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub spec: QueueSpec,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// What a nack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NackOutcome {
+    /// Visible again (after the delay).
+    Requeued,
+    /// Moved to the dead-letter queue.
+    DeadLettered,
+}
+
+/// The node's queues.
+pub struct QueueManager {
+    store: QueueStore,
+    queues: Mutex<HashMap<String, Arc<Entry>>>,
+    clock: Clock,
+    changed: Notify,
+}
+
+fn check_name(name: &str) -> Result<(), QueueError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::Invalid(format!(
+            "invalid queue name '{name}': 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+impl QueueManager {
+    /// Opens the store and restores every queue.
+    pub fn open(store: QueueStore, clock: Clock) -> Result<Self, ManagerError> {
+        let now = clock();
+        let mut queues = HashMap::new();
+        for (name, spec, msgs) in store.load()? {
+            let mut state = QueueState::new(&name, spec);
+            for m in msgs {
+                state.restore(m, now);
+            }
+            queues.insert(
+                name,
+                Arc::new(Entry {
+                    state: Mutex::new(state),
+                    ready: Notify::new(),
+                }),
+            );
+        }
+        Ok(QueueManager {
+            store,
+            queues: Mutex::new(queues),
+            clock,
+            changed: Notify::new(),
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ManagerError> {
+        self.map()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::Unknown(name.to_owned()))
+    }
+
+    /// Whether queue `name` lives on this node.
+    pub fn has(&self, name: &str) -> bool {
+        self.map().contains_key(name)
+    }
+
+    /// Names of the queues on this node.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Wakes when a queue is created or deleted (for gossip).
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Whether sends survive a crash here.
+    pub fn durable(&self) -> bool {
+        self.store.durable()
+    }
+
+    /// Creates a queue (and its dead-letter queue when `max_receives` > 0). Creating one that
+    /// exists with the same settings is not an error (`false`); with other settings it is.
+    pub async fn create(&self, name: &str, spec: QueueSpec) -> Result<bool, ManagerError> {
+        check_name(name)?;
+        spec.validate()?;
+        let mut names = vec![(name.to_owned(), spec.clone())];
+        if spec.max_receives > 0 && !name.ends_with(DLQ_SUFFIX) {
+            let dlq = QueueSpec {
+                mode: Mode::AtLeastOnce,
+                max_receives: 0,
+                ..spec.clone()
+            };
+            names.push((format!("{name}{DLQ_SUFFIX}"), dlq));
+        }
+        let mut created = false;
+        {
+            let mut map = self.map();
+            if let Some(e) = map.get(name) {
+                let existing = e.lock().spec().clone();
+                if existing != spec {
+                    return Err(QueueError::Invalid(format!(
+                        "queue '{name}' exists with other settings: {}",
+                        serde_json::to_string(&existing).unwrap_or_default()
+                    ))
+                    .into());
+                }
+            }
+            for (n, s) in names {
+                if map.contains_key(&n) {
+                    continue;
+                }
+                self.store.create(&n, &s)?;
+                map.insert(
+                    n.clone(),
+                    Arc::new(Entry {
+                        state: Mutex::new(QueueState::new(&n, s)),
+                        ready: Notify::new(),
+                    }),
+                );
+                created |= n == name;
+            }
+        }
+        self.store.sync().await?;
+        if created {
+            self.changed.notify_one();
+        }
+        Ok(created)
+    }
+
+    /// Deletes a queue, its messages and its dead-letter queue.
+    pub async fn delete(&self, name: &str) -> Result<bool, ManagerError> {
+        let removed = {
+            let mut map = self.map();
+            let mut removed = false;
+            for n in [name.to_owned(), format!("{name}{DLQ_SUFFIX}")] {
+                if let Some(e) = map.remove(&n) {
+                    self.store.delete(&n)?;
+                    e.ready.notify_waiters();
+                    removed |= n == name;
+                }
+            }
+            removed
+        };
+        self.store.sync().await?;
+        if removed {
+            self.changed.notify_one();
+        }
+        Ok(removed)
+    }
+
+    /// Runs `op` on queue `name`'s state at the current time and persists what it changed;
+    /// dead letters are moved into `<name>.dlq`.
+    fn with<R>(
+        &self,
+        name: &str,
+        op: impl FnOnce(&mut QueueState, u64) -> Result<(R, Vec<Change>), QueueError>,
+    ) -> Result<R, ManagerError> {
+        let entry = self.entry(name)?;
+        let now = (self.clock)();
+        let (out, changes) = {
+            let mut q = entry.lock();
+            let mut changes = q.tick(now);
+            let out = op(&mut q, now)?;
+            changes.extend(out.1);
+            self.store.apply(name, &changes)?;
+            (out.0, changes)
+        };
+        let dead: Vec<_> = changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::DeadLetter(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        if !dead.is_empty() {
+            let dlq = format!("{name}{DLQ_SUFFIX}");
+            match self.entry(&dlq) {
+                Ok(e) => {
+                    let mut q = e.lock();
+                    let mut puts = Vec::new();
+                    for m in dead {
+                        match q.adopt(m, now) {
+                            Ok(c) => puts.push(c),
+                            Err(err) => {
+                                tracing::error!(queue = %dlq, error = %err, "dead letter dropped: dead-letter queue refused it")
+                            }
+                        }
+                    }
+                    self.store.apply(&dlq, &puts)?;
+                    drop(q);
+                    e.ready.notify_waiters();
+                }
+                Err(_) => {
+                    tracing::warn!(queue = %name, count = dead.len(), "no dead-letter queue; messages past max_receives dropped")
+                }
+            }
+        }
+        entry.ready.notify_waiters();
+        Ok(out)
+    }
+
+    /// Sends one message; returns once it is durable.
+    pub async fn send(
+        &self,
+        name: &str,
+        body: String,
+        opts: &SendOptions,
+    ) -> Result<Sent, ManagerError> {
+        let sent = self.with(name, |q, now| {
+            let (sent, change) = q.send(body, opts, now)?;
+            Ok((sent, change.into_iter().collect()))
+        })?;
+        self.store.sync().await?;
+        Ok(sent)
+    }
+
+    /// Sends many messages with one flush; each gets its own outcome.
+    pub async fn send_batch(
+        &self,
+        name: &str,
+        items: Vec<(String, SendOptions)>,
+    ) -> Result<Vec<Result<Sent, QueueError>>, ManagerError> {
+        let out = self.with(name, |q, now| {
+            let mut changes = Vec::with_capacity(items.len());
+            let mut out = Vec::with_capacity(items.len());
+            for (body, opts) in items {
+                match q.send(body, &opts, now) {
+                    Ok((sent, change)) => {
+                        changes.extend(change);
+                        out.push(Ok(sent));
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            Ok((out, changes))
+        })?;
+        self.store.sync().await?;
+        Ok(out)
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first one.
+    pub async fn receive(
+        &self,
+        name: &str,
+        consumer: &str,
+        max: usize,
+        visibility_ms: Option<u64>,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, ManagerError> {
+        let until = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        loop {
+            let entry = self.entry(name)?;
+            let ready = entry.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let got = self.with(name, |q, now| q.receive(consumer, max, visibility_ms, now))?;
+            if !got.is_empty() || tokio::time::Instant::now() >= until {
+                return Ok(got);
+            }
+            // Wake for a send or nack, or when a delay or visibility timeout ends.
+            let next = entry.lock().next_event();
+            let mut wake = until;
+            if let Some(at) = next {
+                let dt = at.saturating_sub((self.clock)());
+                wake = wake.min(tokio::time::Instant::now() + Duration::from_millis(dt.max(1)));
+            }
+            tokio::select! {
+                _ = &mut ready => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Acknowledges deliveries; each receipt gets its own outcome. Durable before it returns.
+    pub async fn ack(
+        &self,
+        name: &str,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, ManagerError> {
+        let out = self.with(name, |q, now| {
+            let mut changes = Vec::new();
+            let mut out = Vec::new();
+            for r in receipts {
+                match q.ack(r, now) {
+                    Ok(c) => {
+                        changes.push(c);
+                        out.push(Ok(()));
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            Ok((out, changes))
+        })?;
+        self.store.sync().await?;
+        Ok(out)
+    }
+
+    /// Gives a delivery back.
+    pub async fn nack(
+        &self,
+        name: &str,
+        receipt: &str,
+        delay_ms: u64,
+    ) -> Result<NackOutcome, ManagerError> {
+        let out = self.with(name, |q, now| {
+            let c = q.nack(receipt, delay_ms, now)?;
+            let outcome = match c {
+                Change::DeadLetter(_) => NackOutcome::DeadLettered,
+                _ => NackOutcome::Requeued,
+            };
+            Ok((outcome, vec![c]))
+        })?;
+        self.store.sync().await?;
+        Ok(out)
+    }
+
+    /// Counters of one queue.
+    pub fn stats(&self, name: &str) -> Result<Stats, ManagerError> {
+        self.with(name, |q, _| Ok((q.stats(), Vec::new())))
+    }
+
+    /// Every queue here.
+    pub fn list(&self) -> Vec<QueueInfo> {
+        self.names()
+            .into_iter()
+            .filter_map(|n| {
+                let stats = self.stats(&n).ok()?;
+                let spec = self.entry(&n).ok()?.lock().spec().clone();
+                Some(QueueInfo {
+                    name: n,
+                    spec,
+                    stats,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes every message of a queue.
+    pub async fn purge(&self, name: &str) -> Result<usize, ManagerError> {
+        let n = self.with(name, |q, _| Ok(q.purge()))?;
+        self.store.sync().await?;
+        Ok(n)
+    }
+
+    /// The next `max` messages, without receiving them (dead letters show why they died).
+    pub fn peek(&self, name: &str, max: usize) -> Result<Vec<Delivery>, ManagerError> {
+        self.with(name, |q, _| Ok((q.peek(max), Vec::new())))
+    }
+
+    /// Moves up to `max` dead letters back to queue `name`, with fresh delivery counts.
+    pub async fn redrive(&self, name: &str, max: usize) -> Result<usize, ManagerError> {
+        let dlq = format!("{name}{DLQ_SUFFIX}");
+        self.entry(name)?;
+        let taken = self.with(&dlq, |q, _| {
+            let taken = q.take(max);
+            let changes = taken.iter().map(|m| Change::Delete(m.seq)).collect();
+            Ok((taken, changes))
+        })?;
+        let n = taken.len();
+        let back = self.with(name, |q, now| {
+            let mut changes = Vec::new();
+            let mut refused = Vec::new();
+            for mut m in taken {
+                m.attempts.clear();
+                m.acked_by.clear();
+                m.dead = None;
+                m.visible_ms = now;
+                match q.adopt(m.clone(), now) {
+                    Ok(c) => changes.push(c),
+                    Err(_) => refused.push(m),
+                }
+            }
+            Ok((refused, changes))
+        })?;
+        // What the source queue could not take (it is full) goes back where it was.
+        let returned = back.len();
+        if returned > 0 {
+            self.with(&dlq, |q, now| {
+                let mut changes = Vec::new();
+                for m in back {
+                    changes.extend(q.adopt(m, now));
+                }
+                Ok(((), changes))
+            })?;
+        }
+        self.store.sync().await?;
+        Ok(n - returned)
+    }
+}
