@@ -18,6 +18,8 @@ use crate::plugin::{
     PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
 };
 use crate::pubsub::exchange::Exchange;
+use crate::queue::manager::{QueueManager, system_clock};
+use crate::queue::store::QueueStore;
 use crate::rpc::dispatch::NodeDispatcher;
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
@@ -290,6 +292,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         running_calls: AtomicUsize::new(0),
     });
     let dispatcher = NodeDispatcher::new(info.clone(), registry.clone(), runtime);
+    let dir = config.node.data_dir.clone();
+    let queues = tokio::task::spawn_blocking(move || {
+        let store = QueueStore::open(dir.as_deref())?;
+        QueueManager::open(store, system_clock())
+    })
+    .await
+    .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?
+    .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?;
+    let queues = Arc::new(queues);
+    dispatcher.serve_queues(queues.clone());
     let shutdown = CancellationToken::new();
     let killed = CancellationToken::new();
     // A peer fetching a component needs a frame as large as the largest upload.
@@ -328,6 +340,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             gossip_addr,
             max_peer_frame_bytes,
             exchange.clone(),
+            queues.clone(),
             shutdown.clone(),
         )
         .await;

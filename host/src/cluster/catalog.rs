@@ -31,6 +31,8 @@ pub const KEY_STARTED: &str = "started";
 pub const FUNCTION_PREFIX: &str = "f:";
 /// `p:{name}@{version}` → [`PluginAd`]: a published plugin version and its state.
 pub const PLUGIN_PREFIX: &str = "p:";
+/// `q:{name}` → `""`: a queue this node owns.
+pub const QUEUE_PREFIX: &str = "q:";
 
 /// A function version a node serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +128,8 @@ pub struct PeerNode {
     /// Patterns its subscribers hold (`s:{pattern}` / `e:{topic}` keys): publishes on other
     /// nodes are forwarded to it only when they match one.
     pub interest: Vec<Pattern>,
+    /// Queues it owns (`q:{name}` keys): `queue.*` calls naming them run there.
+    pub queues: Vec<String>,
 }
 
 impl PeerNode {
@@ -149,6 +153,7 @@ impl PeerNode {
             functions: Vec::new(),
             plugins: Vec::new(),
             interest: Vec::new(),
+            queues: Vec::new(),
         };
         for (k, v) in kvs {
             let ok = match k {
@@ -165,6 +170,9 @@ impl PeerNode {
                         serde_json::from_str::<FunctionAd>(v)
                             .map(|f| node.functions.push(f))
                             .is_ok()
+                    } else if let Some(q) = k.strip_prefix(QUEUE_PREFIX) {
+                        node.queues.push(q.to_owned());
+                        true
                     } else if let Some(p) = k.strip_prefix(INTEREST_PREFIX) {
                         Pattern::parse(p, false)
                             .map(|p| node.interest.push(p))

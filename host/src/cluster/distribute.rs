@@ -141,6 +141,7 @@ mod tests {
                 .map(|(n, v, a)| (n.to_string(), v.to_string(), a.clone()))
                 .collect(),
             interest: vec![],
+            queues: vec![],
         }
     }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::catalog::{
     FUNCTION_PREFIX, FunctionAd, KEY_LOAD, KEY_REGION, KEY_RESOURCES, KEY_STARTED, KEY_URLS,
-    LoadAd, PLUGIN_PREFIX, PluginAd,
+    LoadAd, PLUGIN_PREFIX, PluginAd, QUEUE_PREFIX,
 };
 use self::distribute::Action;
 use self::link::{LinkIdentity, PeerLink, PeerLinks};
@@ -31,6 +31,7 @@ use crate::config::ClusterConfig;
 use crate::node::NodeInfo;
 use crate::plugin::{PluginManager, PublishOptions};
 use crate::pubsub::exchange::{EXACT_INTEREST_PREFIX, Exchange, Fanout, INTEREST_PREFIX};
+use crate::queue::manager::QueueManager;
 use crate::runtime::sha256_hex;
 
 /// How long a failed install waits before it is tried again.
@@ -62,6 +63,7 @@ impl Cluster {
         gossip_addr: SocketAddr,
         max_frame_bytes: usize,
         exchange: Arc<Exchange>,
+        queues: Arc<QueueManager>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, GossipError> {
         let settings = GossipSettings {
@@ -82,6 +84,7 @@ impl Cluster {
         // Functions loaded before the start are advertised in the very first gossip round.
         initial.extend(advertised(&manager));
         initial.extend(exchange.interest());
+        initial.extend(queue_keys(&queues));
         let membership = Membership::start(settings, initial, shutdown.clone()).await?;
         let links = Arc::new(PeerLinks::new(
             LinkIdentity {
@@ -103,6 +106,7 @@ impl Cluster {
             exchange,
             shutdown.clone(),
         ));
+        tokio::spawn(advertise_queues(cluster.clone(), queues, shutdown.clone()));
         tokio::spawn(keep_links(cluster.clone(), shutdown.clone()));
         tokio::spawn(advertise(
             cluster.clone(),
@@ -189,6 +193,34 @@ async fn advertise_interest(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = exchange.interest_changed().notified() => {}
+        }
+    }
+}
+
+fn queue_keys(queues: &QueueManager) -> BTreeMap<String, String> {
+    queues
+        .names()
+        .into_iter()
+        .map(|n| (format!("{QUEUE_PREFIX}{n}"), String::new()))
+        .collect()
+}
+
+/// Keeps the names of this node's queues in its gossip state, so `queue.*` calls from any node
+/// reach the owner.
+async fn advertise_queues(
+    cluster: Arc<Cluster>,
+    queues: Arc<QueueManager>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let desired = queue_keys(&queues);
+        cluster
+            .membership
+            .advertise(&[QUEUE_PREFIX], &desired)
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = queues.changed().notified() => {}
         }
     }
 }

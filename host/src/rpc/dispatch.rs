@@ -21,6 +21,8 @@ use crate::cluster::wire::{ForwardedCall, RemoteFailure};
 use crate::node::NodeInfo;
 use crate::plugin::{FunctionEntry, Registry};
 use crate::protocol::{RpcCommand, codes};
+use crate::queue::api as queue_api;
+use crate::queue::manager::QueueManager;
 use crate::runtime::{
     CallContext, InvokeError, NestedCall, NestedCalls, NestedError, NestedFuture, Runtime,
 };
@@ -37,6 +39,8 @@ pub struct NodeDispatcher {
     cluster: OnceLock<Arc<Cluster>>,
     /// Breaks ties between equally loaded nodes, so sequential calls spread.
     rotation: AtomicUsize,
+    /// This node's queues (`queue.*` built-ins).
+    queues: OnceLock<Arc<QueueManager>>,
 }
 
 /// How many other nodes a call not sent (link down) is offered to before it fails.
@@ -69,6 +73,8 @@ impl Candidate for Local<'_> {
 
 enum Target {
     Builtin(Builtin),
+    /// A `queue.*` built-in on a queue of this node.
+    Queue(Arc<QueueManager>),
     Plugin(FunctionEntry),
     Remote(RemoteFunction),
 }
@@ -102,12 +108,18 @@ impl NodeDispatcher {
             this: this.clone(),
             cluster: OnceLock::new(),
             rotation: AtomicUsize::new(0),
+            queues: OnceLock::new(),
         })
     }
 
     /// Routes to peers from now on.
     pub fn join(&self, cluster: Arc<Cluster>) {
         let _ = self.cluster.set(cluster);
+    }
+
+    /// Serves the `queue.*` built-ins from `queues` from now on.
+    pub fn serve_queues(&self, queues: Arc<QueueManager>) {
+        let _ = self.queues.set(queues);
     }
 
     /// The cluster, if joined.
@@ -160,6 +172,9 @@ impl NodeDispatcher {
     fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallFailure> {
         let cmd = &call.command;
         let vc = call.constraint.as_ref();
+        if queue_api::is_queue_function(&cmd.fun) {
+            return self.resolve_queue(call, exclude);
+        }
         if let Some(b) = self.builtin(cmd, vc) {
             return Ok(Target::Builtin(b));
         }
@@ -243,6 +258,56 @@ impl NodeDispatcher {
                 None => Target::Remote(remote[0].clone()),
             },
         })
+    }
+
+    /// Where a `queue.*` call runs: on the node that owns the queue (creating one runs here,
+    /// unless another node has it already).
+    fn resolve_queue(&self, call: &Call, exclude: &[String]) -> Result<Target, CallFailure> {
+        let cmd = &call.command;
+        let Some(queues) = self.queues.get() else {
+            return Err(CallFailure::new(
+                codes::COMMAND_NOT_FOUND,
+                format!(
+                    "Command not found: {} (this node serves no queues)",
+                    cmd.fun
+                ),
+            ));
+        };
+        let name = match queue_api::queue_name(cmd) {
+            Some(n) if cmd.fun != "queue.list" && !queues.has(n) => n,
+            _ => return Ok(Target::Queue(queues.clone())),
+        };
+        let owner = self.cluster.get().and_then(|cluster| {
+            let view = cluster.view();
+            let node = view
+                .nodes
+                .iter()
+                .find(|n| n.queues.iter().any(|q| q == name) && !exclude.contains(&n.node_id))?
+                .clone();
+            cluster
+                .link(&node.node_id)
+                .is_some_and(|l| l.is_connected())
+                .then(|| RemoteFunction {
+                    ad: crate::cluster::catalog::FunctionAd {
+                        name: cmd.fun.clone(),
+                        version: self.builtin_version.clone(),
+                        function_id: cmd.fun.clone(),
+                        resources: Vec::new(),
+                        signature: String::new(),
+                        description: None,
+                        plugin: String::new(),
+                    },
+                    node,
+                })
+        });
+        match owner {
+            Some(remote) => Ok(Target::Remote(remote)),
+            None if cmd.fun == "queue.create" => Ok(Target::Queue(queues.clone())),
+            None => Err(CallFailure::new(
+                codes::COMMAND_NOT_FOUND,
+                format!("{}: no queue '{name}' in the cluster", cmd.fun),
+            )),
+        }
     }
 
     /// A peer whose copy of built-in `call.command.fun` matches where this node's does not (its
@@ -414,6 +479,7 @@ impl NodeDispatcher {
                     .run_plugin(entry, call)
                     .await
                     .map_err(CallFailure::from),
+                Target::Queue(queues) => queue_api::call(&queues, &call.command).await,
                 Target::Remote(next) => {
                     if fwd.hops_left == 0 {
                         return Err(CallFailure::new(
@@ -500,6 +566,9 @@ impl NodeDispatcher {
                 let run = self.run_plugin(entry, call);
                 Box::pin(async move { run.await.map_err(CallFailure::from) })
             }
+            Target::Queue(queues) => {
+                Box::pin(async move { queue_api::call(&queues, &call.command).await })
+            }
             Target::Remote(f) => match self.this.upgrade() {
                 Some(this) => {
                     let (path, hops) = (vec![self.node.node_id.clone()], self.max_hops());
@@ -528,6 +597,11 @@ impl Dispatcher for NodeDispatcher {
     }
 
     fn check(&self, call: &Call) -> Result<(), CallFailure> {
+        // A queue may be created by an earlier command of the same request: whether it exists
+        // is known only when the call runs.
+        if queue_api::is_queue_function(&call.command.fun) && self.queues.get().is_some() {
+            return Ok(());
+        }
         self.resolve(call, &[]).map(|_| ())
     }
 

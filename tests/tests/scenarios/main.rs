@@ -6,4 +6,5 @@ mod languages;
 mod lifecycle;
 mod publish;
 mod pubsub;
+mod queues;
 mod sandbox;
