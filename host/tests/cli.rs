@@ -314,3 +314,107 @@ fn a_sigkilled_node_process_leaves_the_cluster_and_calls_go_to_the_survivor() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Crash durability of queues: sends are acknowledged only once durable, acks likewise. A
+/// consumer acks messages one by one while the node process is SIGKILLed; after a restart on
+/// the same data directory every sent message that was not acknowledged is delivered again,
+/// and no acknowledged one comes back.
+#[test]
+fn queue_messages_survive_sigkill_and_acked_ones_never_return() {
+    use mpreg::client::Client;
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path").to_owned();
+    let (mut node, url) = start(&["--data-dir", &data]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    const N: u64 = 400;
+    let (acked, uncertain) = rt.block_on(async {
+        let c = Client::connect(&url).await.expect("connect");
+        c.call(
+            "queue.create",
+            vec![json!("crash"), json!({"visibility_timeout_ms": 600000})],
+        )
+        .await
+        .expect("create");
+        // Half one by one, half in batches: every send below was acknowledged.
+        for i in 0..N / 2 {
+            c.call("queue.send", vec![json!("crash"), json!(i)])
+                .await
+                .expect("send");
+        }
+        for chunk in (N / 2..N).collect::<Vec<_>>().chunks(50) {
+            let batch: Vec<Value> = chunk.iter().map(|i| json!({"body": i})).collect();
+            c.call("queue.send_batch", vec![json!("crash"), json!(batch)])
+                .await
+                .expect("batch");
+        }
+        // Consume: receive and ack one at a time, and kill the process part-way.
+        let mut acked = BTreeSet::new();
+        let mut uncertain = BTreeSet::new();
+        let mut held = 0;
+        loop {
+            let got = c
+                .call("queue.receive", vec![json!("crash"), json!({"max": 1})])
+                .await
+                .expect("receive");
+            let d = &got[0];
+            let body = d["body"].as_u64().expect("body");
+            if acked.len() == 150 {
+                // Killed while this ack may be in flight: it may or may not have happened.
+                uncertain.insert(body);
+                let ack = c.call("queue.ack", vec![json!("crash"), d["receipt"].clone()]);
+                let (_, ()) = tokio::join!(ack, async {
+                    node.0.kill().expect("SIGKILL");
+                    let _ = node.0.wait();
+                });
+                break;
+            }
+            // Every tenth message is received and never acked: it must come back too.
+            if body % 10 == 3 {
+                held += 1;
+                continue;
+            }
+            c.call("queue.ack", vec![json!("crash"), d["receipt"].clone()])
+                .await
+                .expect("ack");
+            acked.insert(body);
+        }
+        assert!(held > 0);
+        (acked, uncertain)
+    });
+    let (_node, url) = start(&["--data-dir", &data]);
+    let returned: BTreeSet<u64> = rt.block_on(async {
+        let c = Client::connect(&url).await.expect("reconnect");
+        let mut seen = BTreeSet::new();
+        loop {
+            let got = c
+                .call("queue.receive", vec![json!("crash"), json!({"max": 1000})])
+                .await
+                .expect("receive after restart");
+            let Some(items) = got.as_array().filter(|a| !a.is_empty()) else {
+                break;
+            };
+            for d in items {
+                assert!(
+                    seen.insert(d["body"].as_u64().expect("body")),
+                    "delivered twice: {d}"
+                );
+            }
+        }
+        seen
+    });
+    for i in 0..N {
+        if acked.contains(&i) {
+            assert!(!returned.contains(&i), "acked message {i} came back");
+        } else if !uncertain.contains(&i) {
+            assert!(returned.contains(&i), "sent, unacked message {i} was lost");
+        }
+    }
+    assert_eq!(
+        returned.len() as u64 + acked.len() as u64 + uncertain.len() as u64
+            - uncertain.intersection(&returned).count() as u64,
+        N
+    );
+}
