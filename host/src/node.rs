@@ -308,6 +308,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let max_peer_frame_bytes = ((config.admin.max_upload_mib as usize) << 20) + (1 << 20);
     let tasks = TaskTracker::new();
     let exchange = Exchange::new(config.pubsub.settings());
+    dispatcher.serve_pubsub(exchange.clone());
     let state = Arc::new(ServerState {
         exchange: exchange.clone(),
         dispatcher: dispatcher.clone(),

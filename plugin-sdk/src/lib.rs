@@ -27,6 +27,8 @@
 //!     with: {
 //!         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
 //!         "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
+//!         "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
+//!         "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
 //!         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
 //!     },
 //! });
@@ -228,5 +230,63 @@ pub mod log {
     /// Logs at error level.
     pub fn error(message: &str) {
         log(Level::Error, message);
+    }
+}
+
+/// Publishing on the node's topic exchange: every matching subscription in the cluster gets the
+/// message (see `docs/pubsub.md`).
+///
+/// ```ignore
+/// let id = mpreg_plugin_sdk::publish::publish("orders.created", &serde_json::json!({"id": 7}))?;
+/// ```
+pub mod publish {
+    use crate::bindings::mpreg::plugin::publish::publish as host_publish;
+
+    /// Publishes `payload` as JSON on `topic`; returns the message id.
+    pub fn publish<T: serde::Serialize>(topic: &str, payload: &T) -> Result<String, String> {
+        let json = serde_json::to_string(payload).map_err(|e| e.to_string())?;
+        host_publish(topic, &json)
+    }
+
+    /// Publishes JSON text on `topic`.
+    pub fn publish_json(topic: &str, payload: &str) -> Result<String, String> {
+        host_publish(topic, payload)
+    }
+}
+
+/// Sending to durable queues, wherever in the cluster they live (see `docs/queues.md`).
+///
+/// ```ignore
+/// let id = mpreg_plugin_sdk::queue::send("jobs", &serde_json::json!({"step": 2}))?;
+/// ```
+pub mod queue {
+    pub use crate::bindings::mpreg::plugin::queue::SendOptions;
+    use crate::bindings::mpreg::plugin::queue::send as host_send;
+
+    // Generated type: a derive cannot be added to it here.
+    #[allow(clippy::derivable_impls)]
+    impl Default for SendOptions {
+        fn default() -> Self {
+            SendOptions {
+                priority: 0,
+                delay_ms: 0,
+                dedup_id: None,
+            }
+        }
+    }
+
+    /// Sends `body` as JSON to queue `name`; returns the message id once it is durable.
+    pub fn send<T: serde::Serialize>(name: &str, body: &T) -> Result<String, String> {
+        send_with(name, body, &SendOptions::default())
+    }
+
+    /// [`send`] with a priority, a delay or a deduplication id.
+    pub fn send_with<T: serde::Serialize>(
+        name: &str,
+        body: &T,
+        options: &SendOptions,
+    ) -> Result<String, String> {
+        let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
+        host_send(name, &json, options)
     }
 }

@@ -21,6 +21,7 @@ use crate::cluster::wire::{ForwardedCall, RemoteFailure};
 use crate::node::NodeInfo;
 use crate::plugin::{FunctionEntry, Registry};
 use crate::protocol::{RpcCommand, codes};
+use crate::pubsub::exchange::Exchange;
 use crate::queue::api as queue_api;
 use crate::queue::manager::QueueManager;
 use crate::runtime::{
@@ -41,6 +42,8 @@ pub struct NodeDispatcher {
     rotation: AtomicUsize,
     /// This node's queues (`queue.*` built-ins).
     queues: OnceLock<Arc<QueueManager>>,
+    /// The topic exchange plugins publish on.
+    exchange: OnceLock<Arc<Exchange>>,
 }
 
 /// How many other nodes a call not sent (link down) is offered to before it fails.
@@ -109,6 +112,7 @@ impl NodeDispatcher {
             cluster: OnceLock::new(),
             rotation: AtomicUsize::new(0),
             queues: OnceLock::new(),
+            exchange: OnceLock::new(),
         })
     }
 
@@ -120,6 +124,11 @@ impl NodeDispatcher {
     /// Serves the `queue.*` built-ins from `queues` from now on.
     pub fn serve_queues(&self, queues: Arc<QueueManager>) {
         let _ = self.queues.set(queues);
+    }
+
+    /// Plugins publish on `exchange` from now on.
+    pub fn serve_pubsub(&self, exchange: Arc<Exchange>) {
+        let _ = self.exchange.set(exchange);
     }
 
     /// The cluster, if joined.
@@ -614,6 +623,42 @@ impl Dispatcher for NodeDispatcher {
 }
 
 impl NestedCalls for NodeDispatcher {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &str,
+        plugin: &str,
+        request_id: &str,
+    ) -> Result<String, String> {
+        let Some(exchange) = self.exchange.get() else {
+            return Err("this node has no topic exchange".into());
+        };
+        let payload: Value =
+            serde_json::from_str(payload).map_err(|e| format!("payload is not valid JSON: {e}"))?;
+        let id = format!(
+            "{}-{:016x}",
+            self.node.node_id,
+            crate::protocol::random_u64()
+        );
+        let mut headers = serde_json::Map::new();
+        headers.insert("request_id".into(), request_id.into());
+        let message = crate::protocol::pubsub::PubsubMessage {
+            topic: topic.to_owned(),
+            payload,
+            timestamp: crate::node::unix_now(),
+            message_id: id.clone(),
+            publisher: format!("plugin:{plugin}"),
+            headers,
+            routing_path: None,
+            current_hop: None,
+        };
+        let raw = serde_json::to_string(&message).map_err(|e| e.to_string())?;
+        exchange
+            .publish_detached(&raw, &id)
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
     fn call(&self, nested: NestedCall) -> NestedFuture {
         let constraint = match nested.version.as_deref().map(VersionConstraint::parse) {
             None => None,

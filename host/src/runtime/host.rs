@@ -20,7 +20,7 @@ mod bindings {
         world: "mpreg:plugin/plugin@0.1.0",
         exports: { default: async },
         // A nested call waits for the callee, which may run on another task or node.
-        imports: { "mpreg:plugin/call.call": async },
+        imports: { "mpreg:plugin/call.call": async, "mpreg:plugin/queue.send": async },
     });
 }
 
@@ -190,6 +190,58 @@ impl wit::call::Host for HostState {
     }
 }
 
+impl wit::publish::Host for HostState {
+    fn publish(&mut self, topic: String, payload: String) -> Result<String, String> {
+        let Some(node) = self.ctx.nested.clone() else {
+            return Err("publishing is not available here (the plugin is being loaded)".into());
+        };
+        node.publish(&topic, &payload, &self.plugin, &self.ctx.request_id)
+    }
+}
+
+impl wit::queue::Host for HostState {
+    async fn send(
+        &mut self,
+        name: String,
+        body: String,
+        options: wit::queue::SendOptions,
+    ) -> Result<String, String> {
+        let Some(node) = self.ctx.nested.clone() else {
+            return Err("queues are not available here (the plugin is being loaded)".into());
+        };
+        let body: Value =
+            serde_json::from_str(&body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+        let mut opts = Map::new();
+        opts.insert("priority".into(), options.priority.into());
+        opts.insert("delay_ms".into(), options.delay_ms.into());
+        if let Some(d) = options.dedup_id {
+            opts.insert("dedup_id".into(), d.into());
+        }
+        let call = NestedCall {
+            fun: "queue.send".into(),
+            args: vec![Value::String(name), body, Value::Object(opts)],
+            kwargs: Map::new(),
+            function_id: None,
+            version: None,
+            locs: Vec::new(),
+            request_id: self.ctx.request_id.clone(),
+            depth: self.ctx.depth + 1,
+        };
+        match node.call(call).await {
+            Ok(sent) => sent["message_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("unexpected reply from queue.send: {sent}")),
+            Err(
+                NestedError::NotFound(m)
+                | NestedError::BadArguments(m)
+                | NestedError::Failed(m)
+                | NestedError::Other(m),
+            ) => Err(m),
+        }
+    }
+}
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -207,6 +259,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::call::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::publish::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::queue::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

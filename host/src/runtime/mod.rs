@@ -240,11 +240,22 @@ impl Compiled {
 /// Boxed future of a nested call.
 pub type NestedFuture = Pin<Box<dyn Future<Output = Result<Value, NestedError>> + Send>>;
 
-/// Runs a plugin's `call` import. Implemented by the RPC layer, so a nested call is routed like
-/// any other; the runtime only enforces the depth limit.
+/// The node as a plugin's imports reach it: `call` (and `queue.send`, which is a call of the
+/// `queue.send` built-in) and `publish`. Implemented by the RPC layer, so a nested call is
+/// routed like any other; the runtime only enforces the depth limit.
 pub trait NestedCalls: Send + Sync {
     /// Runs `call` and returns its result.
     fn call(&self, call: NestedCall) -> NestedFuture;
+
+    /// Publishes `payload` (JSON text) on `topic` for plugin `plugin` during request
+    /// `request_id`; returns the message id.
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &str,
+        plugin: &str,
+        request_id: &str,
+    ) -> Result<String, String>;
 }
 
 /// One `call` from inside a plugin.

@@ -20,6 +20,10 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
             export descend: func(n: u32) -> result<u32, string>;
             /// Calls `greet` pinned to a version constraint.
             export greet-version: func(name: string, version: string) -> result<string, string>;
+            /// Publishes the JSON `payload` on `topic`; returns the message id.
+            export announce: func(topic: string, payload: string) -> result<string, string>;
+            /// Sends the JSON `body` to queue `name` with `priority`; returns the message id.
+            export enqueue: func(name: string, body: string, priority: s64) -> result<string, string>;
         }
     "#,
     world: "mpreg-examples:relay/relay",
@@ -27,6 +31,8 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
     with: {
         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
         "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
+        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
+        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
     },
 });
@@ -54,6 +60,19 @@ impl Guest for Relay {
         };
         call::call_with("greet", &[name.into()], &options).map_err(|e| e.message())
     }
+
+    fn announce(topic: String, payload: String) -> Result<String, String> {
+        mpreg_plugin_sdk::publish::publish_json(&topic, &payload)
+    }
+
+    fn enqueue(name: String, body: String, priority: i64) -> Result<String, String> {
+        let body: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let options = mpreg_plugin_sdk::queue::SendOptions {
+            priority,
+            ..Default::default()
+        };
+        mpreg_plugin_sdk::queue::send_with(&name, &body, &options)
+    }
 }
 
 impl exports::mpreg::plugin::metadata::Guest for Relay {
@@ -65,6 +84,8 @@ impl exports::mpreg::plugin::metadata::Guest for Relay {
             .command(
                 Command::new("greet_version").describe("Calls greet with a version constraint"),
             )
+            .command(Command::new("announce").describe("Publishes a message on a topic"))
+            .command(Command::new("enqueue").describe("Sends a message to a queue"))
     }
 }
 

@@ -435,3 +435,39 @@ async fn publishes_cross_the_cluster_only_to_interested_nodes() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_publishes_through_its_import() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut s = node.raw().await?;
+    assert_eq!(
+        s.roundtrip(&subscribe("s", "events", &[("plugin.#", false)], false))
+            .await?,
+        ack("s")
+    );
+    let c = node.client().await?;
+    let id = c
+        .call(
+            "announce",
+            vec![json!("plugin.done"), json!(r#"{"ok":true}"#)],
+        )
+        .await?;
+    let n = s.recv().await?;
+    assert_eq!(n["message"]["message_id"], id);
+    assert_eq!(n["message"]["topic"], "plugin.done");
+    assert_eq!(n["message"]["payload"], json!({"ok": true}));
+    assert_eq!(n["message"]["publisher"], "plugin:relay");
+    // Bad topic and bad payload come back to the plugin as errors.
+    for (topic, payload, text) in [
+        ("a.*", "1", "a.*"),
+        ("plugin.x", "{not json", "not valid JSON"),
+    ] {
+        let err = c
+            .call("announce", vec![json!(topic), json!(payload)])
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(text), "{err}");
+    }
+    s.silent_for(Duration::from_millis(100)).await?;
+    Ok(())
+}

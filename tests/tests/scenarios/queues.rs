@@ -386,3 +386,27 @@ async fn a_queue_lives_on_one_node_and_is_used_from_every_node() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sends_to_a_queue_through_its_import() -> Result<()> {
+    let node = TestNode::start().await?;
+    let c = node.client().await?;
+    call(
+        &c,
+        "queue.create",
+        json!(["from-plugin", {"order": "priority"}]),
+    )
+    .await?;
+    let low = call(&c, "enqueue", json!(["from-plugin", "{\"n\":1}", 1])).await?;
+    let high = call(&c, "enqueue", json!(["from-plugin", "{\"n\":2}", 5])).await?;
+    assert_ne!(low, high);
+    let got = call(&c, "queue.receive", json!(["from-plugin", {"max": 5}])).await?;
+    assert_eq!(bodies(&got), [json!({"n": 2}), json!({"n": 1})]);
+    assert_eq!(got[0]["message_id"], high);
+    let err = c
+        .call("enqueue", vec![json!("missing"), json!("1"), json!(0)])
+        .await
+        .expect_err("no such queue");
+    assert!(err.to_string().contains("no queue 'missing'"), "{err}");
+    Ok(())
+}
