@@ -29,6 +29,9 @@ pub type Outbox = mpsc::Sender<Message>;
 pub const INTEREST_PREFIX: &str = "s:";
 /// Gossip key prefix of an `exact_match` pattern.
 pub const EXACT_INTEREST_PREFIX: &str = "e:";
+/// Topics under this prefix name queues: subscribing to `mpreg.queue.<name>` makes the
+/// subscription a push consumer of that queue; publishing there is refused.
+pub const QUEUE_TOPIC_PREFIX: &str = "mpreg.queue.";
 
 /// Tuning of the exchange (`[pubsub]` in the config).
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +89,16 @@ struct Sub {
     patterns: Vec<(Pattern, String, bool)>,
     outbox: Outbox,
     kick: CancellationToken,
+    /// Cancelled when the subscription ends (unsubscribe, replaced, connection gone).
+    ended: CancellationToken,
+}
+
+/// A subscription just made.
+pub struct Subscribed {
+    /// Backlog notifications to write before anything else, oldest first.
+    pub backlog: Vec<String>,
+    /// Cancelled when the subscription ends.
+    pub ended: CancellationToken,
 }
 
 #[derive(Default)]
@@ -145,6 +158,11 @@ impl Connection {
     /// This connection's id within the exchange.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Its outbound queue.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
@@ -245,7 +263,7 @@ impl Exchange {
         conn: &Connection,
         sub: &Subscription,
         now: Instant,
-    ) -> Result<Vec<String>, PubsubError> {
+    ) -> Result<Subscribed, PubsubError> {
         if sub.subscription_id.is_empty() {
             return Err(PubsubError::Invalid("subscription_id is empty".into()));
         }
@@ -310,6 +328,7 @@ impl Exchange {
         } else {
             Vec::new()
         };
+        let ended = CancellationToken::new();
         inner.subs.insert(
             key,
             Sub {
@@ -318,6 +337,7 @@ impl Exchange {
                 patterns,
                 outbox: conn.outbox.clone(),
                 kick: conn.kick.clone(),
+                ended: ended.clone(),
             },
         );
         inner.by_conn.entry(conn.id).or_default().insert(sid, key);
@@ -325,7 +345,7 @@ impl Exchange {
         if changed {
             self.interest_changed.notify_one();
         }
-        Ok(backlog
+        let backlog = backlog
             .iter()
             .map(|m| {
                 notification_text(
@@ -335,7 +355,8 @@ impl Exchange {
                     &m.raw,
                 )
             })
-            .collect())
+            .collect();
+        Ok(Subscribed { backlog, ended })
     }
 
     /// Ends a subscription of `conn`; false when it has none by that id.
@@ -384,6 +405,11 @@ impl Exchange {
         let head: MessageHead = serde_json::from_str(raw)
             .map_err(|e| PubsubError::Invalid(format!("invalid message: {e}")))?;
         check_topic(&head.topic)?;
+        if head.topic.starts_with(QUEUE_TOPIC_PREFIX) {
+            return Err(PubsubError::Invalid(format!(
+                "topics under '{QUEUE_TOPIC_PREFIX}' are reserved for queue push delivery; use queue.send"
+            )));
+        }
         let id: Arc<str> = head.message_id.as_deref().unwrap_or(fallback_id).into();
         let raw: Arc<str> = raw.into();
         self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -524,6 +550,7 @@ fn remove_sub(inner: &mut Inner, key: u64) -> bool {
     let Some(sub) = inner.subs.remove(&key) else {
         return false;
     };
+    sub.ended.cancel();
     let mut changed = false;
     for (p, text, exact) in &sub.patterns {
         inner.trie.remove(p, &key);

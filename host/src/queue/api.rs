@@ -18,7 +18,7 @@ use crate::rpc::execute::CallFailure;
 pub const PREFIX: &str = "queue.";
 
 /// The queue built-ins with their signature and what they do, for docs and listings.
-pub const FUNCTIONS: [(&str, &str); 12] = [
+pub const FUNCTIONS: [(&str, &str); 13] = [
     (
         "queue.create",
         "func(name: string, options?: queue-spec) -> {name, created}",
@@ -54,6 +54,10 @@ pub const FUNCTIONS: [(&str, &str); 12] = [
     (
         "queue.redrive",
         "func(name: string, options?: {max}) -> {moved}",
+    ),
+    (
+        "queue.release",
+        "func(name: string, options: {consumer}) -> {released}",
     ),
 ];
 
@@ -122,6 +126,14 @@ struct ReceiveOptions {
     visibility_timeout_ms: Option<u64>,
     consumer: Option<String>,
     wait_ms: Option<u64>,
+    /// Push consumers: hold at most this many unacknowledged deliveries.
+    max_held: Option<usize>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ReleaseOptions {
+    consumer: String,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -219,10 +231,11 @@ pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, Call
             }
             let wait = Duration::from_millis(o.wait_ms.unwrap_or(0));
             let got = queues
-                .receive(
+                .receive_held(
                     n,
                     o.consumer.as_deref().unwrap_or(""),
                     max,
+                    o.max_held.unwrap_or(usize::MAX),
                     o.visibility_timeout_ms,
                     wait,
                 )
@@ -291,6 +304,11 @@ pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, Call
             let n = name(fun, cmd)?;
             let o: MaxOptions = options(fun, cmd, 1)?;
             Ok(json!({"moved": queues.redrive(n, o.max.unwrap_or(usize::MAX)).await?}))
+        }
+        "queue.release" => {
+            let n = name(fun, cmd)?;
+            let o: ReleaseOptions = options(fun, cmd, 1)?;
+            Ok(json!({"released": queues.release(n, &o.consumer).await?}))
         }
         other => Err(fail(
             codes::COMMAND_NOT_FOUND,

@@ -254,6 +254,7 @@ impl QueueManager {
             self.store.apply(name, &changes)?;
             (out.0, changes)
         };
+        let changed = !changes.is_empty();
         let dead: Vec<_> = changes
             .into_iter()
             .filter_map(|c| match c {
@@ -284,7 +285,11 @@ impl QueueManager {
                 }
             }
         }
-        entry.ready.notify_waiters();
+        // Only a change can make a message available; waking on nothing-changed would have a
+        // waiting receive wake itself forever.
+        if changed {
+            entry.ready.notify_waiters();
+        }
         Ok(out)
     }
 
@@ -336,13 +341,30 @@ impl QueueManager {
         visibility_ms: Option<u64>,
         wait: Duration,
     ) -> Result<Vec<Delivery>, ManagerError> {
+        self.receive_held(name, consumer, max, usize::MAX, visibility_ms, wait)
+            .await
+    }
+
+    /// [`receive`](Self::receive) keeping `consumer` at `max_held` deliveries at most: waits
+    /// while it holds that many.
+    pub async fn receive_held(
+        &self,
+        name: &str,
+        consumer: &str,
+        max: usize,
+        max_held: usize,
+        visibility_ms: Option<u64>,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, ManagerError> {
         let until = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         loop {
             let entry = self.entry(name)?;
             let ready = entry.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            let got = self.with(name, |q, now| q.receive(consumer, max, visibility_ms, now))?;
+            let got = self.with(name, |q, now| {
+                q.receive_held(consumer, max, max_held, visibility_ms, now)
+            })?;
             if !got.is_empty() || tokio::time::Instant::now() >= until {
                 return Ok(got);
             }
@@ -401,6 +423,13 @@ impl QueueManager {
         })?;
         self.store.sync().await?;
         Ok(out)
+    }
+
+    /// Gives back everything `consumer` holds in queue `name`.
+    pub async fn release(&self, name: &str, consumer: &str) -> Result<usize, ManagerError> {
+        let n = self.with(name, |q, now| Ok(q.release_consumer(consumer, now)))?;
+        self.store.sync().await?;
+        Ok(n)
     }
 
     /// Counters of one queue.

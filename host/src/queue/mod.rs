@@ -4,5 +4,6 @@
 
 pub mod api;
 pub mod manager;
+pub mod push;
 pub mod state;
 pub mod store;

@@ -560,6 +560,37 @@ impl QueueState {
         visibility_ms: Option<u64>,
         now: u64,
     ) -> Result<(Vec<Delivery>, Vec<Change>), QueueError> {
+        self.receive_held(consumer, max, usize::MAX, visibility_ms, now)
+    }
+
+    /// Deliveries `consumer` holds now.
+    pub fn held_by(&self, consumer: &str) -> usize {
+        self.receipts
+            .iter()
+            .filter(|(n, seq)| {
+                self.msgs
+                    .get(seq)
+                    .and_then(|m| m.holders.get(n))
+                    .is_some_and(|h| h.consumer == consumer)
+            })
+            .count()
+    }
+
+    /// Like [`receive`](Self::receive), but `consumer` ends up holding at most `max_held`
+    /// deliveries: how a push consumer's credit is kept.
+    pub fn receive_held(
+        &mut self,
+        consumer: &str,
+        max: usize,
+        max_held: usize,
+        visibility_ms: Option<u64>,
+        now: u64,
+    ) -> Result<(Vec<Delivery>, Vec<Change>), QueueError> {
+        let max = if max_held == usize::MAX {
+            max
+        } else {
+            max.min(max_held.saturating_sub(self.held_by(consumer)))
+        };
         let mut changes = self.tick(now);
         if self.spec.needs_consumer() && consumer.is_empty() {
             return Err(QueueError::Invalid(
@@ -736,6 +767,26 @@ impl QueueState {
         let stored = m.stored.clone();
         self.place(seq, now);
         Some(Change::Put(stored))
+    }
+
+    /// Gives back every delivery `consumer` holds (its connection went away), as nacks.
+    pub fn release_consumer(&mut self, consumer: &str, now: u64) -> (usize, Vec<Change>) {
+        let nonces: Vec<u64> = self
+            .receipts
+            .iter()
+            .filter(|(n, seq)| {
+                self.msgs
+                    .get(seq)
+                    .and_then(|m| m.holders.get(n))
+                    .is_some_and(|h| h.consumer == consumer)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        let changes: Vec<Change> = nonces
+            .iter()
+            .filter_map(|n| self.release(*n, now, 0, "released by its consumer"))
+            .collect();
+        (nonces.len(), changes)
     }
 
     /// Deletes every message; returns how many.
@@ -955,6 +1006,27 @@ mod tests {
         assert!(why.reason.contains("visibility timeout") && why.reason.contains("2 deliveries"));
         assert!(s.is_empty());
         assert_eq!(s.stats().dead_lettered, 1);
+    }
+
+    #[test]
+    fn credit_limits_what_one_consumer_holds_and_release_gives_it_back() {
+        let mut s = q(QueueSpec::default());
+        for i in 0..5 {
+            send(&mut s, &i.to_string(), SendOptions::default(), 0);
+        }
+        let (a, _) = s.receive_held("push", 10, 2, None, 0).expect("receive");
+        assert_eq!(a.len(), 2);
+        let (b, _) = s.receive_held("push", 10, 2, None, 0).expect("receive");
+        assert!(b.is_empty(), "no credit left");
+        s.ack(&a[0].receipt, 1).expect("ack");
+        let (c, _) = s.receive_held("push", 10, 2, None, 1).expect("receive");
+        assert_eq!(bodies(&c), ["2"]);
+        assert_eq!(s.held_by("push"), 2);
+        let (n, changes) = s.release_consumer("push", 2);
+        assert_eq!((n, changes.len()), (2, 2));
+        assert_eq!(s.held_by("push"), 0);
+        // Released deliveries are first in line again.
+        assert_eq!(bodies(&recv(&mut s, "other", 1, 3)), ["1"]);
     }
 
     #[test]

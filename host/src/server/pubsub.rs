@@ -1,17 +1,25 @@
 //! The pub/sub frames of a client connection (protocol.md §3): publish, subscribe and
-//! unsubscribe, each answered with a `pubsub-ack`.
+//! unsubscribe, each answered with a `pubsub-ack`. A subscription to `mpreg.queue.<name>` is a
+//! push consumer of that queue (see [`crate::queue::push`]).
 //!
 //! Everything this returns is written by the session before it reads the next frame, in order:
 //! for a publish, the connection's own notifications and then the ack (other subscribers' queues
 //! were filled before that); for a subscribe, the backlog and then the ack.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes};
+use serde_json::json;
 
 use super::ServerState;
-use crate::protocol::pubsub::{PublishFrame, PubsubAck, SubscribeFrame, UnsubscribeFrame};
-use crate::pubsub::exchange::Connection;
+use crate::protocol::RpcCommand;
+use crate::protocol::pubsub::{
+    PublishFrame, PubsubAck, SubscribeFrame, Subscription, UnsubscribeFrame,
+};
+use crate::pubsub::exchange::{Connection, QUEUE_TOPIC_PREFIX};
+use crate::queue::push;
+use crate::rpc::execute::{Call, Dispatcher};
 
 fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
@@ -51,9 +59,23 @@ pub async fn handle(
                 Ok(f) => f,
                 Err(e) => return vec![ack(u, Err(format!("invalid subscribe: {e}")))],
             };
+            let queue = match queue_subscription(&frame.subscription, state).await {
+                Ok(q) => q,
+                Err(e) => return vec![ack(u, Err(e))],
+            };
             match exchange.subscribe(conn, &frame.subscription, Instant::now()) {
-                Ok(backlog) => {
-                    let mut out: Vec<Message> = backlog.into_iter().map(text).collect();
+                Ok(done) => {
+                    if let Some(queue) = queue {
+                        let dispatcher = state.dispatcher.clone() as Arc<dyn Dispatcher>;
+                        tokio::spawn(push::run(
+                            dispatcher,
+                            conn.outbox().clone(),
+                            done.ended,
+                            queue,
+                            frame.subscription.subscription_id.clone(),
+                        ));
+                    }
+                    let mut out: Vec<Message> = done.backlog.into_iter().map(text).collect();
                     out.push(ack(u, Ok(())));
                     out
                 }
@@ -76,6 +98,38 @@ pub async fn handle(
             vec![ack(u, outcome)]
         }
         _ => Vec::new(),
+    }
+}
+
+/// The queue a subscription consumes, when it is a queue subscription (one pattern,
+/// `mpreg.queue.<name>`, naming a queue that exists somewhere in the cluster).
+async fn queue_subscription(
+    sub: &Subscription,
+    state: &ServerState,
+) -> Result<Option<String>, String> {
+    let named: Vec<&str> = sub
+        .patterns
+        .iter()
+        .filter_map(|p| push::queue_of_topic(&p.pattern))
+        .collect();
+    let Some(name) = named.first() else {
+        return Ok(None);
+    };
+    if sub.patterns.len() != 1 {
+        return Err(format!(
+            "a queue subscription holds exactly one pattern, {QUEUE_TOPIC_PREFIX}<name>"
+        ));
+    }
+    let stats = Call {
+        command: RpcCommand::new("queue.stats", "queue.stats", vec![json!(name)]),
+        constraint: None,
+        request_id: "subscribe".into(),
+        depth: 0,
+        deadline: None,
+    };
+    match state.dispatcher.dispatch(stats).await {
+        Ok(_) => Ok(Some((*name).to_owned())),
+        Err(f) => Err(f.cause),
     }
 }
 

@@ -410,3 +410,80 @@ async fn a_plugin_sends_to_a_queue_through_its_import() -> Result<()> {
     assert!(err.to_string().contains("no queue 'missing'"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_subscription_to_a_queue_topic_is_a_push_consumer_with_credit() -> Result<()> {
+    let node = TestNode::start().await?;
+    let c = node.client().await?;
+    call(
+        &c,
+        "queue.create",
+        json!(["pushq", {"visibility_timeout_ms": 60000}]),
+    )
+    .await?;
+    for i in 0..40 {
+        call(&c, "queue.send", json!(["pushq", i])).await?;
+    }
+    let sub = |u: &str, pattern: &str| {
+        json!({"role": "pubsub-subscribe", "u": u, "subscription": {"subscription_id": "worker-1",
+            "patterns": [{"pattern": pattern, "exact_match": true}], "subscriber": "w",
+            "created_at": 1.0, "get_backlog": false, "backlog_seconds": 0}})
+    };
+    let mut ws = node.raw().await?;
+    let a = ws.roundtrip(&sub("bad", "mpreg.queue.nope")).await?;
+    assert_eq!(a["success"], false);
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no queue 'nope'"),
+        "{a}"
+    );
+    let a = ws.roundtrip(&sub("s1", "mpreg.queue.pushq")).await?;
+    assert_eq!(a["success"], true, "{a}");
+    // The credit: 32 unacknowledged deliveries, then nothing until some are acked.
+    let mut held = Vec::new();
+    for i in 0..32 {
+        let n = ws.recv().await?;
+        assert_eq!(n["role"], "pubsub-notification");
+        assert_eq!(n["subscription_id"], "worker-1");
+        assert_eq!(n["message"]["topic"], "mpreg.queue.pushq");
+        assert_eq!(n["message"]["payload"], i);
+        held.push(n["message"]["headers"]["receipt"].clone());
+    }
+    ws.silent_for(Duration::from_millis(200)).await?;
+    let acked = call(
+        &c,
+        "queue.ack",
+        json!(["pushq", held.drain(..5).collect::<Vec<_>>()]),
+    )
+    .await?;
+    assert_eq!(acked["acked"], 5);
+    for i in 32..37 {
+        assert_eq!(ws.recv().await?["message"]["payload"], i);
+    }
+    // Publishing on a queue topic is refused: queues are fed with queue.send.
+    let p = json!({"role": "pubsub-publish", "u": "p", "message": {"topic": "mpreg.queue.pushq", "payload": 1}});
+    let a = ws.roundtrip(&p).await?;
+    assert_eq!(a["success"], false);
+    // The consumer leaves: what it held is given back at once, not after 60 s.
+    drop(ws);
+    let t = Instant::now();
+    let mut back = Vec::new();
+    while back.len() < 35 && t.elapsed() < Duration::from_secs(5) {
+        let got = call(
+            &c,
+            "queue.receive",
+            json!(["pushq", {"max": 100, "wait_ms": 500}]),
+        )
+        .await?;
+        back.extend(bodies(&got));
+    }
+    assert_eq!(
+        back.len(),
+        35,
+        "27 released + 3 never pushed + 5 pushed after the acks"
+    );
+    assert!(!back.contains(&json!(0)), "acked messages do not return");
+    Ok(())
+}
