@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
 use crate::cluster::membership::GossipError;
+use crate::cluster::{Cluster, Services};
 use crate::config::{ConfigError, NodeConfig};
 use crate::plugin::{
     PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
@@ -337,11 +337,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let cluster = Cluster::start(
             &config.cluster,
             info.clone(),
-            manager.clone(),
+            Services {
+                plugins: manager.clone(),
+                exchange: exchange.clone(),
+                queues: queues.clone(),
+            },
             gossip_addr,
             max_peer_frame_bytes,
-            exchange.clone(),
-            queues.clone(),
             shutdown.clone(),
         )
         .await;

@@ -39,6 +39,16 @@ const RETRY_INSTALL: Duration = Duration::from_secs(3);
 /// The distributor also runs this often without a trigger (a missed wake-up heals).
 const DISTRIBUTE_EVERY: Duration = Duration::from_secs(2);
 
+/// What this node has that the cluster advertises and serves.
+pub struct Services {
+    /// Published plugins (distributed) and the functions they serve (advertised).
+    pub plugins: Arc<PluginManager>,
+    /// Subscriptions (their patterns are advertised; publishes are forwarded through it).
+    pub exchange: Arc<Exchange>,
+    /// Queues (their names are advertised).
+    pub queues: Arc<QueueManager>,
+}
+
 /// This node's part in the cluster.
 pub struct Cluster {
     membership: Membership,
@@ -59,13 +69,16 @@ impl Cluster {
     pub async fn start(
         config: &ClusterConfig,
         node: Arc<NodeInfo>,
-        manager: Arc<PluginManager>,
+        services: Services,
         gossip_addr: SocketAddr,
         max_frame_bytes: usize,
-        exchange: Arc<Exchange>,
-        queues: Arc<QueueManager>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, GossipError> {
+        let Services {
+            plugins: manager,
+            exchange,
+            queues,
+        } = services;
         let settings = GossipSettings {
             node_id: node.node_id.clone(),
             cluster_id: node.cluster_id.clone(),
