@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
@@ -201,7 +202,7 @@ pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, Call
             };
             let mut batch = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let it: BatchItem = serde_json::from_value(item.clone())
+                let it = BatchItem::deserialize(item)
                     .map_err(|e| bad(fun, format!("message {i}: {e}")))?;
                 batch.push((
                     it.body.to_string(),
