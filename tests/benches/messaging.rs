@@ -88,7 +88,7 @@ async fn pubsub(node: &TestNode, subscribers: usize) -> Result<()> {
         );
         tx.feed(Message::Text(frame.into())).await?;
         i += 1;
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             tx.flush().await?;
         }
     }
