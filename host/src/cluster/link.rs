@@ -185,6 +185,26 @@ impl PeerLink {
         }
     }
 
+    /// The peer's retained messages matching `patterns` from the last `within_ms`, oldest
+    /// first, as `(age ms, message id, message JSON)`.
+    pub async fn backlog(
+        &self,
+        patterns: Vec<(String, bool)>,
+        within_ms: u64,
+    ) -> Result<Vec<(u64, String, String)>, LinkError> {
+        match self
+            .request(|id| PeerFrame::Backlog {
+                id,
+                patterns,
+                within_ms,
+            })
+            .await?
+        {
+            PeerFrame::Retained { messages, .. } => Ok(messages),
+            _ => Err(LinkError::Protocol("expected retained messages".into())),
+        }
+    }
+
     /// Fetches a component by sha256 (`None`: the peer does not have it).
     pub async fn fetch(&self, sha256: &str) -> Result<Option<Vec<u8>>, LinkError> {
         let sha256 = sha256.to_owned();
@@ -402,7 +422,7 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
             }
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => match PeerFrame::decode(&b) {
-                    Ok(f @ (PeerFrame::Reply { id, .. } | PeerFrame::Blob { id, .. })) => {
+                    Ok(f @ (PeerFrame::Reply { id, .. } | PeerFrame::Blob { id, .. } | PeerFrame::Retained { id, .. })) => {
                         if let Some(w) = link.waiters().remove(&id) {
                             let _ = w.send(Ok(f));
                         }

@@ -80,6 +80,23 @@ pub enum PeerFrame {
         /// The message, verbatim JSON.
         message: String,
     },
+    /// Send me your retained messages matching these patterns (`(pattern, exact_match)`) from
+    /// the last `within_ms`: a new subscription's backlog is cluster-wide.
+    Backlog {
+        /// Correlates the reply.
+        id: u64,
+        /// The subscription's patterns.
+        patterns: Vec<(String, bool)>,
+        /// How far back.
+        within_ms: u64,
+    },
+    /// Retained messages, oldest first: `(age in ms, message id, message JSON)`.
+    Retained {
+        /// The request's id.
+        id: u64,
+        /// The messages.
+        messages: Vec<(u64, String, String)>,
+    },
     /// The component bytes, or `None` when this node does not have them.
     Blob {
         /// The fetch's id.
@@ -138,6 +155,15 @@ mod tests {
             },
             PeerFrame::Publish {
                 message: r#"{"topic":"a.b"}"#.into(),
+            },
+            PeerFrame::Backlog {
+                id: 3,
+                patterns: vec![("a.#".into(), false)],
+                within_ms: 1000,
+            },
+            PeerFrame::Retained {
+                id: 3,
+                messages: vec![(5, "m".into(), "{}".into())],
             },
             PeerFrame::Blob {
                 id: 9,

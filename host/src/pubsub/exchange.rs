@@ -95,8 +95,8 @@ struct Sub {
 
 /// A subscription just made.
 pub struct Subscribed {
-    /// Backlog notifications to write before anything else, oldest first.
-    pub backlog: Vec<String>,
+    /// Backlog notifications to write before anything else, oldest first, with their age.
+    pub backlog: Vec<(Duration, String)>,
     /// Cancelled when the subscription ends.
     pub ended: CancellationToken,
 }
@@ -243,6 +243,32 @@ impl Exchange {
         self.backlog().len()
     }
 
+    /// Retained messages matching `patterns` (`(pattern, exact_match)`; invalid ones match
+    /// nothing) from the last `within`, oldest first: `(age ms, message id, message JSON)`.
+    /// What a peer asks for when one of its clients subscribes with the backlog.
+    pub fn retained(
+        &self,
+        patterns: &[(String, bool)],
+        within: Duration,
+        now: Instant,
+    ) -> Vec<(u64, String, String)> {
+        let parsed: Vec<Pattern> = patterns
+            .iter()
+            .filter_map(|(p, exact)| Pattern::parse(p, *exact).ok())
+            .collect();
+        if parsed.is_empty() {
+            return Vec::new();
+        }
+        self.backlog()
+            .collect(&parsed, within, now)
+            .into_iter()
+            .map(|m| {
+                let age = now.saturating_duration_since(m.at).as_millis() as u64;
+                (age, m.message_id.to_string(), m.raw.to_string())
+            })
+            .collect()
+    }
+
     /// Counters and sizes, for `/health`.
     pub fn describe(&self) -> serde_json::Value {
         let s = &self.stats;
@@ -348,12 +374,13 @@ impl Exchange {
         let backlog = backlog
             .iter()
             .map(|m| {
-                notification_text(
+                let text = notification_text(
                     Delivery::Backlog,
                     &m.message_id,
                     &sub.subscription_id,
                     &m.raw,
-                )
+                );
+                (now.saturating_duration_since(m.at), text)
             })
             .collect();
         Ok(Subscribed { backlog, ended })

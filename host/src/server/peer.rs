@@ -166,6 +166,18 @@ async fn answer(frame: PeerFrame, state: Arc<ServerState>, refuse: bool) -> Opti
             };
             Some(PeerFrame::Reply { id, result })
         }
+        PeerFrame::Backlog {
+            id,
+            patterns,
+            within_ms,
+        } => {
+            let messages = state.exchange.retained(
+                &patterns,
+                std::time::Duration::from_millis(within_ms),
+                std::time::Instant::now(),
+            );
+            Some(PeerFrame::Retained { id, messages })
+        }
         PeerFrame::Fetch { id, sha256 } => {
             let manager = state.manager.clone();
             let bytes = tokio::task::spawn_blocking(move || manager.blob(&sha256))

@@ -15,7 +15,8 @@ use serde_json::json;
 use super::ServerState;
 use crate::protocol::RpcCommand;
 use crate::protocol::pubsub::{
-    PublishFrame, PubsubAck, SubscribeFrame, Subscription, UnsubscribeFrame,
+    Delivery, PublishFrame, PubsubAck, SubscribeFrame, Subscription, UnsubscribeFrame,
+    notification_text,
 };
 use crate::pubsub::exchange::{Connection, QUEUE_TOPIC_PREFIX};
 use crate::queue::push;
@@ -63,6 +64,9 @@ pub async fn handle(
                 Ok(q) => q,
                 Err(e) => return vec![ack(u, Err(e))],
             };
+            // Other nodes' retained messages are asked for before subscribing here: none of
+            // them can also arrive live (peers forward only once they know of this one).
+            let remote = remote_backlog(&frame.subscription, state).await;
             match exchange.subscribe(conn, &frame.subscription, Instant::now()) {
                 Ok(done) => {
                     if let Some(queue) = queue {
@@ -75,7 +79,11 @@ pub async fn handle(
                             frame.subscription.subscription_id.clone(),
                         ));
                     }
-                    let mut out: Vec<Message> = done.backlog.into_iter().map(text).collect();
+                    let mut backlog = done.backlog;
+                    backlog.extend(remote);
+                    // Oldest first, across nodes (a stable sort keeps each node's own order).
+                    backlog.sort_by(|a, b| b.0.cmp(&a.0));
+                    let mut out: Vec<Message> = backlog.into_iter().map(|(_, t)| text(t)).collect();
                     out.push(ack(u, Ok(())));
                     out
                 }
@@ -131,6 +139,65 @@ async fn queue_subscription(
         Ok(_) => Ok(Some((*name).to_owned())),
         Err(f) => Err(f.cause),
     }
+}
+
+/// How long a subscribe waits for each peer's backlog.
+const REMOTE_BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The backlog notifications other nodes hold for `sub`, with their age; empty when it did not
+/// ask for a backlog, or this node is alone. A peer that does not answer in time is skipped.
+async fn remote_backlog(
+    sub: &Subscription,
+    state: &ServerState,
+) -> Vec<(std::time::Duration, String)> {
+    let Some(cluster) = state.dispatcher.cluster() else {
+        return Vec::new();
+    };
+    if !sub.get_backlog {
+        return Vec::new();
+    }
+    let within_ms = sub
+        .backlog_seconds
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(300_000, |s| (s.min(1e9) * 1000.0) as u64);
+    let patterns: Vec<(String, bool)> = sub
+        .patterns
+        .iter()
+        .map(|p| (p.pattern.clone(), p.exact_match))
+        .collect();
+    let peers: Vec<_> = cluster
+        .view()
+        .nodes
+        .iter()
+        .filter_map(|n| cluster.link(&n.node_id))
+        .filter(|l| l.is_connected())
+        .collect();
+    let asks = peers.iter().map(|link| {
+        let patterns = patterns.clone();
+        async move {
+            match tokio::time::timeout(REMOTE_BACKLOG_WAIT, link.backlog(patterns, within_ms)).await
+            {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %link.node_id, error = %e, "backlog from peer failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %link.node_id, "backlog from peer timed out");
+                    Vec::new()
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|(age, id, raw)| {
+            let text = notification_text(Delivery::Backlog, &id, &sub.subscription_id, &raw);
+            (std::time::Duration::from_millis(age), text)
+        })
+        .collect()
 }
 
 /// Whether `role` is one this module answers.

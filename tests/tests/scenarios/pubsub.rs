@@ -426,6 +426,17 @@ async fn publishes_cross_the_cluster_only_to_interested_nodes() -> Result<()> {
     s1.silent_for(Duration::from_millis(150)).await?;
     s2.silent_for(Duration::from_millis(50)).await?;
 
+    // A late subscriber on node 1 gets the backlog of the whole cluster, oldest first: m1 and
+    // m2 were published (and retained) on node 0, m3 on node 2.
+    let mut late = cluster.node(1).raw().await?;
+    late.send_binary(&subscribe("late", "late-sub", &[("orders.#", false)], true))
+        .await?;
+    for id in ["m1", "m2", "m3"] {
+        assert_eq!(late.recv().await?["u"], format!("backlog_{id}_late-sub"));
+    }
+    assert_eq!(late.recv().await?, ack("late"));
+    drop(late);
+
     // When node 1's subscriber leaves, node 0 stops forwarding to it.
     drop(s1);
     eventually(Duration::from_secs(5), "interest withdrawn", || {
