@@ -82,7 +82,7 @@ pub async fn handle(
                     let mut backlog = done.backlog;
                     backlog.extend(remote);
                     // Oldest first, across nodes (a stable sort keeps each node's own order).
-                    backlog.sort_by(|a, b| b.0.cmp(&a.0));
+                    backlog.sort_by_key(|b| std::cmp::Reverse(b.0));
                     let mut out: Vec<Message> = backlog.into_iter().map(|(_, t)| text(t)).collect();
                     out.push(ack(u, Ok(())));
                     out
