@@ -24,8 +24,10 @@
 //! ```
 
 mod cluster;
+mod pubsub;
 
 pub use cluster::ClusterClient;
+pub use pubsub::Subscription;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,6 +71,9 @@ pub enum ClientError {
     /// The reply did not have the expected shape.
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// A pub/sub request was refused (the ack's `error`).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl From<RpcErrorBody> for ClientError {
@@ -98,6 +103,8 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<RpcResponse>>>>;
 pub struct Client {
     tx: mpsc::Sender<Message>,
     pending: Pending,
+    /// Pub/sub acks and subscriptions.
+    routes: pubsub::Shared,
     /// Set when the connection is gone: later requests fail at once instead of waiting.
     closed: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
@@ -142,6 +149,8 @@ impl Client {
         let reader_pending = pending.clone();
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
+        let routes = pubsub::Shared::default();
+        let reader_routes = routes.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let bytes = match &msg {
@@ -150,11 +159,17 @@ impl Client {
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                // Only rpc-response frames are routed; streamed intermediates are skipped.
+                // RPC replies and pub/sub frames are routed; streamed intermediates are skipped.
                 let Ok(reply) = serde_json::from_slice::<RpcResponse>(bytes) else {
+                    if let Ok(head) = serde_json::from_slice::<crate::protocol::FrameHead>(bytes)
+                        && let Some(role) = head.role
+                    {
+                        pubsub::route(&reader_routes, &role, bytes).await;
+                    }
                     continue;
                 };
                 if reply.role != "rpc-response" {
+                    pubsub::route(&reader_routes, &reply.role, bytes).await;
                     continue;
                 }
                 if let Some(waiter) = lock(&reader_pending).remove(&reply.u) {
@@ -166,11 +181,14 @@ impl Client {
             let mut pending = lock(&reader_pending);
             reader_closed.store(true, Ordering::Release);
             pending.clear();
+            drop(pending);
+            pubsub::close(&reader_routes);
         });
         let prefix = format!("{:x}", crate::protocol::random_u64());
         Ok(Client {
             tx,
             pending,
+            routes,
             closed,
             next: Arc::new(AtomicU64::new(0)),
             prefix: prefix.into(),

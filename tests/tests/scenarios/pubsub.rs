@@ -482,3 +482,42 @@ async fn a_plugin_publishes_through_its_import() -> Result<()> {
     s.silent_for(Duration::from_millis(100)).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_publishes_subscribes_and_consumes_a_queue_by_push() -> Result<()> {
+    use mpreg::client::ClientError;
+    let node = TestNode::start().await?;
+    let c = node.client().await?;
+    let early = c.publish("news.early", json!("before")).await?;
+    let mut sub = c
+        .subscribe("reader", &["news.#"], Some(Duration::from_secs(60)))
+        .await?;
+    let first = sub.next().await.expect("backlog");
+    assert_eq!(first.u, format!("backlog_{early}_reader"));
+    let id = c.publish("news.late", json!({"n": 2})).await?;
+    let live = sub.next().await.expect("live");
+    assert_eq!(live.u, format!("notification_{id}_reader"));
+    assert_eq!(live.message["payload"], json!({"n": 2}));
+    sub.unsubscribe().await?;
+    match c.publish("news.*", json!(1)).await {
+        Err(ClientError::Refused(why)) => assert!(why.contains("news.*"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match c.subscribe("bad", &["a*"], None).await {
+        Err(ClientError::Refused(why)) => assert!(why.contains("whole segments"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Push consumption of a queue from Rust.
+    c.call("queue.create", vec![json!("inbox")]).await?;
+    c.call("queue.send", vec![json!("inbox"), json!("job")])
+        .await?;
+    let mut worker = c.subscribe("worker", &["mpreg.queue.inbox"], None).await?;
+    let n = worker.next().await.expect("pushed");
+    assert_eq!(n.message["payload"], "job");
+    let receipt = n.message["headers"]["receipt"].clone();
+    assert_eq!(
+        c.call("queue.ack", vec![json!("inbox"), receipt]).await?["acked"],
+        1
+    );
+    Ok(())
+}
