@@ -36,6 +36,14 @@ bench-cluster:
 cluster-demo:
     rustup target add wasm32-wasip2 && cargo run -p mpreg-examples --example cluster
 
+# Pub/sub and queues on one node: wildcards, backlog, plugin imports, DLQ, push consumer.
+messaging-demo:
+    rustup target add wasm32-wasip2 && cargo run -p mpreg-examples --example messaging
+
+# Pub/sub notification and durable queue figures (node in process).
+bench-messaging:
+    cargo bench -p mpreg-tests --bench messaging
+
 # Everything CI checks.
 ci:
     bash .ci/run

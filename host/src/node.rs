@@ -307,6 +307,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     // A peer fetching a component needs a frame as large as the largest upload.
     let max_peer_frame_bytes = ((config.admin.max_upload_mib as usize) << 20) + (1 << 20);
     let tasks = TaskTracker::new();
+    // Visibility timeouts and delays take effect on time, not only when the queue is used.
+    tokio::spawn(
+        queues
+            .clone()
+            .run_timer(Duration::from_millis(50), shutdown.clone()),
+    );
     let exchange = Exchange::new(config.pubsub.settings());
     dispatcher.serve_pubsub(exchange.clone());
     let state = Arc::new(ServerState {

@@ -425,6 +425,41 @@ impl QueueManager {
         Ok(out)
     }
 
+    /// Applies due delays and visibility timeouts (and the dead-lettering they cause) on every
+    /// queue whose next such event has passed, so they happen on time even on a queue nobody
+    /// touches. Returns how many queues it ticked.
+    pub fn tick_due(&self) -> usize {
+        let now = (self.clock)();
+        let due: Vec<String> = self
+            .map()
+            .iter()
+            .filter(|(_, e)| e.lock().next_event().is_some_and(|t| t <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &due {
+            if let Err(e) = self.with(name, |_, _| Ok(((), Vec::new()))) {
+                tracing::warn!(queue = %name, error = %e, "queue timer");
+            }
+        }
+        due.len()
+    }
+
+    /// Runs [`tick_due`](Self::tick_due) every `every` until `stop`.
+    pub async fn run_timer(
+        self: Arc<Self>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => { self.tick_due(); }
+            }
+        }
+    }
+
     /// Gives back everything `consumer` holds in queue `name`.
     pub async fn release(&self, name: &str, consumer: &str) -> Result<usize, ManagerError> {
         let n = self.with(name, |q, now| Ok(q.release_consumer(consumer, now)))?;
@@ -503,5 +538,67 @@ impl QueueManager {
         }
         self.store.sync().await?;
         Ok(n - returned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn manager() -> (QueueManager, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(1_000));
+        let clock_now = now.clone();
+        let clock: Clock = Arc::new(move || clock_now.load(Ordering::Relaxed));
+        let m = QueueManager::open(QueueStore::open(None).expect("store"), clock).expect("open");
+        (m, now)
+    }
+
+    #[tokio::test]
+    async fn the_timer_expires_deliveries_and_dead_letters_without_any_other_call() {
+        let (m, now) = manager();
+        let spec = QueueSpec {
+            visibility_timeout_ms: 100,
+            max_receives: 1,
+            ..Default::default()
+        };
+        assert!(m.create("t", spec).await.expect("create"));
+        m.send("t", "1".into(), &SendOptions::default())
+            .await
+            .expect("send");
+        let got = m
+            .receive("t", "", 1, None, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1);
+        assert_eq!(m.tick_due(), 0, "nothing due yet");
+        now.fetch_add(100, Ordering::Relaxed);
+        assert_eq!(m.tick_due(), 1);
+        assert_eq!(m.stats("t").expect("stats").messages, 0);
+        let dead = m.peek("t.dlq", 10).expect("peek");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(m.redrive("t", 10).await.expect("redrive"), 1);
+        assert_eq!(m.stats("t").expect("stats").visible, 1);
+    }
+
+    #[tokio::test]
+    async fn names_and_settings_are_checked() {
+        let (m, _) = manager();
+        assert!(m.create("", QueueSpec::default()).await.is_err());
+        assert!(m.create("a/b", QueueSpec::default()).await.is_err());
+        assert!(
+            m.create("ok.name-1_x", QueueSpec::default())
+                .await
+                .expect("create")
+        );
+        assert!(matches!(
+            m.send("nope", "1".into(), &SendOptions::default()).await,
+            Err(ManagerError::Unknown(_))
+        ));
+        assert!(m.delete("ok.name-1_x").await.expect("delete"));
+        assert!(
+            !m.has("ok.name-1_x.dlq"),
+            "its dead-letter queue goes with it"
+        );
     }
 }
