@@ -168,7 +168,7 @@ async fn queue_sends(url: &str) -> Result<()> {
     }
     let e = start.elapsed().as_secs_f64();
     println!(
-        "queue: durable send, batches of 500:          {:>8.0} messages/s",
+        "queue: durable send, batches of 1000:         {:>8.0} messages/s",
         n as f64 / e
     );
     Ok(())
