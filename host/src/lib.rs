@@ -43,3 +43,5 @@ pub mod queue;
 pub mod scaffold;
 #[cfg(feature = "node")]
 pub mod server;
+#[cfg(feature = "node")]
+mod sled_db;

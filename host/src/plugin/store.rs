@@ -90,24 +90,7 @@ impl PluginStore {
     /// Opens (or creates) the store in `dir`; `None` keeps everything in memory (tests, demos).
     /// Blocking (it may wait for the file lock): call it off the async runtime.
     pub fn open(dir: Option<&Path>) -> Result<Self, StoreError> {
-        let config = match dir {
-            Some(d) => sled::Config::new().path(d.join("plugins.sled")),
-            None => sled::Config::new().temporary(true),
-        };
-        // A store closed a moment ago (a node restarted in the same process) may still be
-        // held by sled's flusher thread for a few milliseconds: retry on the file lock.
-        let mut attempts = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
+        let db = crate::sled_db::open(dir, "plugins.sled")?;
         Ok(PluginStore {
             blobs: db.open_tree("blobs")?,
             compiled: db.open_tree("compiled")?,

@@ -408,6 +408,11 @@ impl QueueState {
         if let Some(d) = &m.dedup_id {
             self.remember(d.clone(), m.id.clone(), m.sent_ms);
         }
+        self.insert(m, now);
+    }
+
+    /// Files a message nobody holds.
+    fn insert(&mut self, m: Stored, now: u64) {
         let seq = m.seq;
         self.msgs.insert(
             seq,
@@ -534,14 +539,7 @@ impl QueueState {
         }
         self.stats.sent += 1;
         let change = Change::Put(stored.clone());
-        self.msgs.insert(
-            seq,
-            Msg {
-                stored,
-                holders: HashMap::new(),
-            },
-        );
-        self.place(seq, now);
+        self.insert(stored, now);
         Ok((
             Sent {
                 message_id: id,
@@ -565,15 +563,20 @@ impl QueueState {
 
     /// Deliveries `consumer` holds now.
     pub fn held_by(&self, consumer: &str) -> usize {
+        self.receipts_of(consumer).count()
+    }
+
+    /// Nonces of the deliveries `consumer` holds.
+    fn receipts_of<'a>(&'a self, consumer: &'a str) -> impl Iterator<Item = u64> + 'a {
         self.receipts
             .iter()
-            .filter(|(n, seq)| {
+            .filter(move |(n, seq)| {
                 self.msgs
                     .get(seq)
                     .and_then(|m| m.holders.get(n))
                     .is_some_and(|h| h.consumer == consumer)
             })
-            .count()
+            .map(|(n, _)| *n)
     }
 
     /// Like [`receive`](Self::receive), but `consumer` ends up holding at most `max_held`
@@ -771,17 +774,7 @@ impl QueueState {
 
     /// Gives back every delivery `consumer` holds (its connection went away), as nacks.
     pub fn release_consumer(&mut self, consumer: &str, now: u64) -> (usize, Vec<Change>) {
-        let nonces: Vec<u64> = self
-            .receipts
-            .iter()
-            .filter(|(n, seq)| {
-                self.msgs
-                    .get(seq)
-                    .and_then(|m| m.holders.get(n))
-                    .is_some_and(|h| h.consumer == consumer)
-            })
-            .map(|(n, _)| *n)
-            .collect();
+        let nonces: Vec<u64> = self.receipts_of(consumer).collect();
         let changes: Vec<Change> = nonces
             .iter()
             .filter_map(|n| self.release(*n, now, 0, "released by its consumer"))
@@ -851,16 +844,8 @@ impl QueueState {
         }
         m.seq = self.next_seq;
         self.next_seq += 1;
-        let seq = m.seq;
         let change = Change::Put(m.clone());
-        self.msgs.insert(
-            seq,
-            Msg {
-                stored: m,
-                holders: HashMap::new(),
-            },
-        );
-        self.place(seq, now);
+        self.insert(m, now);
         Ok(change)
     }
 

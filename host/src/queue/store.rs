@@ -39,23 +39,7 @@ fn tree_name(queue: &str) -> String {
 impl QueueStore {
     /// Opens `dir/queues.sled`; without a directory, a temporary store (lost at exit).
     pub fn open(dir: Option<&Path>) -> Result<Self, StoreError> {
-        let config = match dir {
-            Some(d) => sled::Config::new().path(d.join("queues.sled")),
-            None => sled::Config::new().temporary(true),
-        };
-        let mut attempts = 0;
-        let db = loop {
-            match config.open() {
-                // A node restarted in this process: sled's flusher may hold the lock briefly.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
+        let db = crate::sled_db::open(dir, "queues.sled")?;
         Ok(QueueStore {
             specs: db.open_tree("specs")?,
             db,

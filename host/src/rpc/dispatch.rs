@@ -296,18 +296,7 @@ impl NodeDispatcher {
             cluster
                 .link(&node.node_id)
                 .is_some_and(|l| l.is_connected())
-                .then(|| RemoteFunction {
-                    ad: crate::cluster::catalog::FunctionAd {
-                        name: cmd.fun.clone(),
-                        version: self.builtin_version.clone(),
-                        function_id: cmd.fun.clone(),
-                        resources: Vec::new(),
-                        signature: String::new(),
-                        description: None,
-                        plugin: String::new(),
-                    },
-                    node,
-                })
+                .then(|| self.builtin_on(node, &cmd.fun))
         });
         match owner {
             Some(remote) => Ok(Target::Remote(remote)),
@@ -316,6 +305,26 @@ impl NodeDispatcher {
                 codes::COMMAND_NOT_FOUND,
                 format!("{}: no queue '{name}' in the cluster", cmd.fun),
             )),
+        }
+    }
+
+    /// Built-in `fun` as served by peer `node` (every node has the built-ins).
+    fn builtin_on(
+        &self,
+        node: Arc<crate::cluster::catalog::PeerNode>,
+        fun: &str,
+    ) -> RemoteFunction {
+        RemoteFunction {
+            node,
+            ad: crate::cluster::catalog::FunctionAd {
+                name: fun.to_owned(),
+                version: self.builtin_version.clone(),
+                function_id: fun.to_owned(),
+                resources: Vec::new(),
+                signature: String::new(),
+                description: None,
+                plugin: String::new(),
+            },
         }
     }
 
@@ -333,18 +342,7 @@ impl NodeDispatcher {
                 !exclude.contains(&n.node_id)
                     && cluster.link(&n.node_id).is_some_and(|l| l.is_connected())
             })
-            .map(|n| RemoteFunction {
-                node: n.clone(),
-                ad: crate::cluster::catalog::FunctionAd {
-                    name: cmd.fun.clone(),
-                    version: self.builtin_version.clone(),
-                    function_id: cmd.fun.clone(),
-                    resources: Vec::new(),
-                    signature: String::new(),
-                    description: None,
-                    plugin: String::new(),
-                },
-            })
+            .map(|n| self.builtin_on(n.clone(), &cmd.fun))
             .filter(|f| route::matches(f, cmd, call.constraint.as_ref(), &self.node.cluster_id))
             .collect();
         let loads: Vec<f64> = candidates.iter().map(|f| f.node.load.score).collect();
