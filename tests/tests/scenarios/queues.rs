@@ -364,9 +364,13 @@ async fn a_queue_lives_on_one_node_and_is_used_from_every_node() -> Result<()> {
     call(&c1, "queue.create", json!(["shared"])).await?;
     let c0 = cluster.node(0).client().await?;
     let c2 = cluster.node(2).client().await?;
+    // The queue's name reaches the other nodes by gossip.
     eventually(Duration::from_secs(5), "queue known cluster-wide", || {
-        let c0 = &c0;
-        async move { c0.call("queue.stats", vec![json!("shared")]).await.is_ok() }
+        let (c0, c2) = (&c0, &c2);
+        async move {
+            c0.call("queue.stats", vec![json!("shared")]).await.is_ok()
+                && c2.call("queue.stats", vec![json!("shared")]).await.is_ok()
+        }
     })
     .await?;
     call(&c0, "queue.send", json!(["shared", "from-0"])).await?;
