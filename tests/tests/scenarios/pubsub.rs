@@ -374,14 +374,19 @@ async fn publishes_cross_the_cluster_only_to_interested_nodes() -> Result<()> {
         ack("c")
     );
     let c0 = cluster.node(0).handle.cluster().expect("clustered").clone();
+    let c2 = cluster.node(2).handle.cluster().expect("clustered").clone();
     eventually(
         Duration::from_secs(5),
-        "interest gossiped to node 0",
+        "interest gossiped to nodes 0 and 2",
         || {
             let c0 = c0.clone();
+            let c2 = c2.clone();
             async move {
                 let view = c0.view();
-                view.interested("orders.created").len() == 2 && view.interested("x.y").len() == 1
+                // Node 2 publishes later too: it must know node 1's pattern.
+                view.interested("orders.created").len() == 2
+                    && view.interested("x.y").len() == 1
+                    && c2.view().interested("orders.created").len() == 1
             }
         },
     )
