@@ -205,6 +205,21 @@ fn list(
         }
         out.push(v);
     }
+    // The queue built-ins run on the node that owns the queue named in their first argument.
+    for (name, signature) in crate::queue::api::FUNCTIONS
+        .iter()
+        .filter(|(n, _)| wanted(n))
+    {
+        let mut v = json!({
+            "name": name, "function_id": name, "version": env!("CARGO_PKG_VERSION"),
+            "resources": node.resources, "node_id": node.node_id, "cluster_id": node.cluster_id,
+            "kind": "builtin", "description": "queue operation (docs/queues.md)",
+        });
+        if detailed {
+            v["signature"] = json!(signature);
+        }
+        out.push(v);
+    }
     for entry in registry.all().iter().filter(|e| wanted(&e.function().name)) {
         let f = entry.function();
         let mut resources = node.resources.clone();

@@ -120,6 +120,15 @@ async fn fifo_priority_delay_dedup_and_stats_over_the_wire() -> Result<()> {
         call(&c, "queue.purge", json!(["jobs"])).await?,
         json!({"purged": 3})
     );
+    // The queue built-ins are listed like the others.
+    let described = call(&c, "rpc_describe", json!(["queue.send"])).await?;
+    assert_eq!(described[0]["kind"], "builtin");
+    assert!(
+        described[0]["signature"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dedup_id")
+    );
     let names: Vec<Value> = call(&c, "queue.list", json!([]))
         .await?
         .as_array()
