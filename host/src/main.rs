@@ -641,6 +641,12 @@ async fn cluster_status(url: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Requests allocate on one worker thread and free on another; glibc's malloc spent ~12% of a
+/// loaded node's CPU doing that (see docs/benchmarks.md). mimalloc's per-thread free lists
+/// handle it far more cheaply.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -72,7 +72,33 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let mut draining = false;
     let mut unflushed = 0usize;
     let mut reading = true;
+    // A frame read ahead to learn whether the client pipelines; handled before anything else.
+    let mut lookahead: Option<Option<Result<Message, axum::Error>>> = None;
     loop {
+        if let Some(msg) = lookahead.take() {
+            if is_request(&msg)
+                && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next())
+            {
+                lookahead = Some(next);
+            }
+            let ctx = Ctx {
+                state: &state,
+                tx: &tx,
+                permits: &permits,
+                in_flight: &in_flight,
+                gone: &gone,
+                conn: &conn,
+                draining,
+                pipelined: lookahead.is_some(),
+            };
+            if on_frame(msg, &ctx, &mut sink, &mut unflushed)
+                .await
+                .is_break()
+            {
+                break;
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             // Guarded, so the `else` below can still fire once reading stops.
@@ -96,41 +122,14 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 }
             }
             msg = stream.next(), if reading => {
-                let ctx = Ctx { state: &state, tx: &tx, permits: &permits, in_flight: &in_flight, gone: &gone, conn: &conn, draining };
-                let answer = match msg {
-                    Some(Ok(Message::Text(t))) => handle(t.as_bytes(), &ctx).await,
-                    Some(Ok(Message::Binary(b))) => handle(&b, &ctx).await,
-                    // Pings are answered by the WebSocket layer; pongs need nothing.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
-                    Some(Err(e)) => {
-                        if is_too_big(e) {
-                            tracing::warn!(limit = state.config.max_message_bytes, "message over the size limit; closing with 1009");
-                            let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
-                            let _ = sink.send(Message::Close(Some(frame))).await;
-                        }
-                        gone.cancel();
-                        break;
-                    }
-                    None | Some(Ok(Message::Close(_))) => {
-                        gone.cancel();
-                        break;
-                    }
-                };
-                let written = match answer {
-                    Answer::None => Ok(()),
-                    Answer::One(reply) => write(&mut sink, reply, &mut unflushed, conn.kicked()).await,
-                    Answer::Many(replies) => {
-                        let mut r = Ok(());
-                        for reply in replies {
-                            r = write(&mut sink, reply, &mut unflushed, conn.kicked()).await;
-                            if r.is_err() {
-                                break;
-                            }
-                        }
-                        r
-                    }
-                };
-                if written.is_err() {
+                // A frame already waiting behind this one means a pipelining client: this one
+                // then runs on its own task, so its work can go to another core while this task
+                // reads on.
+                if is_request(&msg) && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next()) {
+                    lookahead = Some(next);
+                }
+                let ctx = Ctx { state: &state, tx: &tx, permits: &permits, in_flight: &in_flight, gone: &gone, conn: &conn, draining, pipelined: lookahead.is_some() };
+                if on_frame(msg, &ctx, &mut sink, &mut unflushed).await.is_break() {
                     break;
                 }
             }
@@ -160,6 +159,65 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     }
     // Requests of a vanished client were cancelled through `gone`; this returns promptly.
     in_flight.wait().await;
+}
+
+/// Handles one frame (or the end of the stream) and writes what it answers at once. `Break`
+/// ends the session.
+async fn on_frame<S>(
+    msg: Option<Result<Message, axum::Error>>,
+    ctx: &Ctx<'_>,
+    sink: &mut S,
+    unflushed: &mut usize,
+) -> std::ops::ControlFlow<()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    use std::ops::ControlFlow::{Break, Continue};
+    let kick = ctx.conn.kicked();
+    let answer = match msg {
+        Some(Ok(Message::Text(t))) => handle(t.as_bytes(), ctx).await,
+        Some(Ok(Message::Binary(b))) => handle(&b, ctx).await,
+        // Pings are answered by the WebSocket layer; pongs need nothing.
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
+        Some(Err(e)) => {
+            if is_too_big(e) {
+                tracing::warn!(
+                    limit = ctx.state.config.max_message_bytes,
+                    "message over the size limit; closing with 1009"
+                );
+                let frame = CloseFrame {
+                    code: CLOSE_TOO_BIG,
+                    reason: "message too big".into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
+            ctx.gone.cancel();
+            return Break(());
+        }
+        None | Some(Ok(Message::Close(_))) => {
+            ctx.gone.cancel();
+            return Break(());
+        }
+    };
+    let written = match answer {
+        Answer::None => Ok(()),
+        Answer::One(reply) => write(sink, reply, unflushed, kick).await,
+        Answer::Many(replies) => {
+            let mut r = Ok(());
+            for reply in replies {
+                r = write(sink, reply, unflushed, kick).await;
+                if r.is_err() {
+                    break;
+                }
+            }
+            r
+        }
+    };
+    if written.is_err() {
+        Break(())
+    } else {
+        Continue(())
+    }
 }
 
 /// Queues a reply on the socket, flushing once every [`FLUSH_EVERY`] unflushed replies (the
@@ -194,6 +252,11 @@ where
         r = sink.flush() => r.map_err(|_| ()),
         _ = kick.cancelled() => Err(()),
     }
+}
+
+/// A data frame: only after one may the stream be read ahead (not after its end or an error).
+fn is_request(msg: &Option<Result<Message, axum::Error>>) -> bool {
+    matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_))))
 }
 
 fn is_too_big(e: axum::Error) -> bool {
@@ -243,6 +306,8 @@ struct Ctx<'a> {
     gone: &'a CancellationToken,
     conn: &'a crate::pubsub::exchange::Connection,
     draining: bool,
+    /// More frames are already waiting: run this request on its own task, not inline.
+    pipelined: bool,
 }
 
 /// Reads one frame and starts its request (or answers it with an error).
@@ -273,6 +338,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         in_flight,
         gone,
         draining,
+        pipelined,
         ..
     } = *ctx;
     if draining {
@@ -364,9 +430,16 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         };
         Some(encode(&reply, state.config.max_reply_bytes))
     });
-    // Polled here first: a request that completes without waiting (a plugin call that does not
-    // yield) is answered by this task, with no hand-off to another task and back.
-    match futures_util::poll!(&mut work) {
+    // Polled here first when the client waits for it: a request that completes without waiting
+    // (a plugin call that does not yield) is answered by this task, with no hand-off to another
+    // task and back. With more frames waiting, it goes to a task of its own at once, so a
+    // pipelining client's calls spread over every core instead of queueing behind each other.
+    let first = if pipelined {
+        std::task::Poll::Pending
+    } else {
+        futures_util::poll!(&mut work)
+    };
+    match first {
         std::task::Poll::Ready(reply) => reply,
         std::task::Poll::Pending => {
             let tx = tx.clone();

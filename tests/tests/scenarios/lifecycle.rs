@@ -7,7 +7,7 @@ use mpreg::client::ClientError;
 use mpreg::config::NodeConfig;
 use mpreg::protocol::RpcCommand;
 use mpreg_tests::{TestNode, error_of, plugin, rpc_frame, test_config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn config_file_loads_plugins_and_rejects_bad_ones() -> Result<()> {
@@ -74,6 +74,66 @@ async fn client_keeps_many_requests_in_flight_and_types_errors() -> Result<()> {
         .await
         .expect_err("bad arg");
     assert!(matches!(err, ClientError::Rpc { code: 1003, .. }), "{err}");
+    Ok(())
+}
+
+/// A pipelining client: frames written back to back, without waiting, are read ahead by the
+/// session and their plugin calls run on tasks of their own. Every frame still gets exactly one
+/// reply, whatever kind it is, and every reply is right.
+#[tokio::test]
+async fn a_pipelined_burst_gets_exactly_one_right_reply_per_frame() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut ws = node.raw().await?;
+    let n = 300;
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..n {
+        let u = format!("burst-{i}");
+        let (frame, want) = match i % 4 {
+            0 => (
+                rpc_frame(&u, json!([{"name": "s", "fun": "add", "args": [i, 1]}])),
+                json!({"s": i + 1}),
+            ),
+            1 => (
+                rpc_frame(&u, json!([{"name": "e", "fun": "echo", "args": [i]}])),
+                json!({"e": i}),
+            ),
+            2 => (
+                rpc_frame(
+                    &u,
+                    json!([
+                        {"name": "a", "fun": "add", "args": [i, i]},
+                        {"name": "b", "fun": "mul", "args": ["a", 2]},
+                    ]),
+                ),
+                json!({"b": f64::from(4 * i)}),
+            ),
+            _ => (
+                rpc_frame(&u, json!([{"name": "x", "fun": "add", "args": ["no", 1]}])),
+                Value::Null,
+            ),
+        };
+        if i % 2 == 0 {
+            ws.send_text(&frame).await?;
+        } else {
+            ws.send_binary(&frame).await?;
+        }
+        expected.insert(u, want);
+    }
+    for _ in 0..n {
+        let reply = ws.recv().await?;
+        let u = reply["u"].as_str().unwrap_or_default().to_owned();
+        let want = expected
+            .remove(&u)
+            .unwrap_or_else(|| panic!("unexpected or repeated reply {reply}"));
+        if want.is_null() {
+            assert_eq!(reply["error"]["code"], json!(1003), "{reply}");
+        } else {
+            assert_eq!(reply["r"], want, "{reply}");
+            assert_eq!(reply["error"], Value::Null, "{reply}");
+        }
+    }
+    assert!(expected.is_empty());
+    ws.silent_for(Duration::from_millis(200)).await?;
     Ok(())
 }
 
