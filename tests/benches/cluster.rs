@@ -22,6 +22,10 @@ use mpreg::protocol::RpcCommand;
 use mpreg_tests::{TestCluster, TestNode, eventually, plugin, test_config};
 use serde_json::json;
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];

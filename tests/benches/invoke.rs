@@ -8,6 +8,10 @@ use mpreg::runtime::{CallContext, Runtime, RuntimeConfig};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What `text.identity` does, natively, including the JSON conversion the host does around it.
 fn native_identity(args: &[Value]) -> Value {
     let s: String = args

@@ -19,6 +19,10 @@ use mpreg::client::Client;
 use mpreg_tests::{ADMIN_TOKEN, TestNode, admin, plugin, publish, test_config};
 use serde_json::{Value, json};
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -22,6 +22,10 @@ use mpreg_tests::{TestNode, test_config};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUN: Duration = Duration::from_secs(3);
 
 async fn subscriber(

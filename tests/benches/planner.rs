@@ -7,6 +7,10 @@ use mpreg::rpc::substitute::substitute;
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn chain(n: usize) -> Vec<RpcCommand> {
     (0..n)
         .map(|i| {

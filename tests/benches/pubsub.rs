@@ -9,6 +9,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mpreg::pubsub::topic::{MatchScratch, Pattern, TopicTrie};
 use std::hint::black_box;
 
+/// The allocator the `mpreg` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn subscriptions(n: usize) -> TopicTrie<u32> {
     let mut trie = TopicTrie::new();
     for i in 0..n {

@@ -175,8 +175,8 @@ where
     use std::ops::ControlFlow::{Break, Continue};
     let kick = ctx.conn.kicked();
     let answer = match msg {
-        Some(Ok(Message::Text(t))) => handle(t.as_bytes(), ctx).await,
-        Some(Ok(Message::Binary(b))) => handle(&b, ctx).await,
+        Some(Ok(Message::Text(t))) => handle(t.as_bytes(), Some(t.as_str()), ctx).await,
+        Some(Ok(Message::Binary(b))) => handle(&b, None, ctx).await,
         // Pings are answered by the WebSocket layer; pongs need nothing.
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
         Some(Err(e)) => {
@@ -311,8 +311,15 @@ struct Ctx<'a> {
 }
 
 /// Reads one frame and starts its request (or answers it with an error).
-async fn handle(bytes: &[u8], ctx: &Ctx<'_>) -> Answer {
-    let req = match serde_json::from_slice::<RpcRequest>(bytes) {
+///
+/// `text` is the frame as a string when it came as a text frame: the WebSocket layer has checked
+/// its UTF-8 already, so the parser need not check every string again.
+async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
+    let parsed = match text {
+        Some(text) => serde_json::from_str::<RpcRequest>(text),
+        None => serde_json::from_slice::<RpcRequest>(bytes),
+    };
+    let req = match parsed {
         Ok(req) if req.role == "rpc" => req,
         parsed => {
             if let Ok(FrameHead {
