@@ -72,14 +72,17 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let mut draining = false;
     let mut unflushed = 0usize;
     let mut reading = true;
-    // A frame read ahead to learn whether the client pipelines; handled before anything else.
-    let mut lookahead: Option<Option<Result<Message, axum::Error>>> = None;
+    // A frame read from the socket, handled before anything else. After each data frame the
+    // socket is polled once more: a frame already waiting means a pipelining client, so the
+    // current request runs on a task of its own and its work can go to another core while this
+    // task reads on.
+    let mut pending: Option<Option<Result<Message, axum::Error>>> = None;
     loop {
-        if let Some(msg) = lookahead.take() {
+        if let Some(msg) = pending.take() {
             if is_request(&msg)
                 && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next())
             {
-                lookahead = Some(next);
+                pending = Some(next);
             }
             let ctx = Ctx {
                 state: &state,
@@ -89,7 +92,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 gone: &gone,
                 conn: &conn,
                 draining,
-                pipelined: lookahead.is_some(),
+                pipelined: pending.is_some(),
             };
             if on_frame(msg, &ctx, &mut sink, &mut unflushed)
                 .await
@@ -121,18 +124,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     break;
                 }
             }
-            msg = stream.next(), if reading => {
-                // A frame already waiting behind this one means a pipelining client: this one
-                // then runs on its own task, so its work can go to another core while this task
-                // reads on.
-                if is_request(&msg) && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next()) {
-                    lookahead = Some(next);
-                }
-                let ctx = Ctx { state: &state, tx: &tx, permits: &permits, in_flight: &in_flight, gone: &gone, conn: &conn, draining, pipelined: lookahead.is_some() };
-                if on_frame(msg, &ctx, &mut sink, &mut unflushed).await.is_break() {
-                    break;
-                }
-            }
+            msg = stream.next(), if reading => pending = Some(msg),
             _ = in_flight.wait(), if draining && reading => {
                 // Everything in flight has finished; its replies are queued. Stop reading, send
                 // them, then say goodbye.
