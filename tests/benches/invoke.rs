@@ -1,10 +1,15 @@
 //! One plugin invocation (fresh instance + call, JSON in and out) against the same logic as a
 //! native Rust function: `cargo bench -p mpreg-tests --bench invoke`.
+//!
+//! Each plugin function is measured twice: "to result" is what the caller waits for (the node
+//! resets the instance's slot after the reply is sent, see `runtime::teardown`); "+ teardown"
+//! adds that reset, i.e. the CPU a call costs in all.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mpreg::runtime::{CallContext, Runtime, RuntimeConfig};
+use mpreg::runtime::{CallContext, LoadedPlugin, PluginFunction, Runtime, RuntimeConfig, teardown};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 
@@ -42,8 +47,6 @@ fn benches(c: &mut Criterion) {
     };
     let text = load("text");
     let math = load("math");
-    let kwargs = Map::new();
-    let request: Arc<str> = "bench".into();
 
     let identity = text
         .functions
@@ -54,18 +57,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("native identity (json in/out)", |b| {
         b.iter(|| native_identity(black_box(&args)))
     });
-    c.bench_function("plugin identity: fresh instance + call", |b| {
-        b.iter(|| {
-            rt.block_on(runtime.invoke(
-                &text,
-                identity,
-                &args,
-                &kwargs,
-                CallContext::isolated(request.clone()),
-            ))
-            .expect("call")
-        })
-    });
+    plugin_benches(c, &rt, &runtime, "identity", &text, identity, &args);
 
     let add = math
         .functions
@@ -76,18 +68,57 @@ fn benches(c: &mut Criterion) {
     c.bench_function("native add (json in/out)", |b| {
         b.iter(|| native_add(black_box(&args)))
     });
-    c.bench_function("plugin add: fresh instance + call", |b| {
-        b.iter(|| {
-            rt.block_on(runtime.invoke(
-                &math,
-                add,
-                &args,
-                &kwargs,
-                CallContext::isolated(request.clone()),
-            ))
-            .expect("call")
-        })
-    });
+    plugin_benches(c, &rt, &runtime, "add", &math, add, &args);
+}
+
+/// The two measurements of one plugin function (see the module docs).
+fn plugin_benches(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    label: &str,
+    plugin: &LoadedPlugin,
+    func: &PluginFunction,
+    args: &[Value],
+) {
+    let kwargs = Map::new();
+    let request: Arc<str> = "bench".into();
+    let call = || {
+        rt.block_on(runtime.invoke(
+            plugin,
+            func,
+            args,
+            &kwargs,
+            CallContext::isolated(request.clone()),
+        ))
+        .expect("call")
+    };
+    c.bench_function(
+        &format!("plugin {label}: fresh instance + call, to result"),
+        |b| {
+            b.iter_custom(|iters| {
+                let mut waited = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let out = call();
+                    waited += started.elapsed();
+                    black_box(out);
+                    teardown::run_deferred();
+                }
+                waited
+            })
+        },
+    );
+    c.bench_function(
+        &format!("plugin {label}: fresh instance + call + teardown"),
+        |b| {
+            b.iter(|| {
+                let out = call();
+                teardown::run_deferred();
+                out
+            })
+        },
+    );
 }
 
 criterion_group!(invoke, benches);

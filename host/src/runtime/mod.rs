@@ -9,6 +9,7 @@ pub mod convert;
 mod host;
 pub mod sandbox;
 pub mod signature;
+pub mod teardown;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -360,6 +361,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
+    /// How many finished stores may wait for teardown (see [`teardown`]).
+    teardown: Arc<teardown::Budget>,
 }
 
 impl Drop for Runtime {
@@ -421,6 +424,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            teardown: teardown::Budget::for_pool(config.max_instances),
             config,
             stop_ticker,
         })
@@ -688,8 +692,12 @@ impl Runtime {
             }
             .await;
             if let Err(e) = outcome {
-                return Err(self.classify(e, &store, &plugin.limits));
+                let err = self.classify(e, &store, &plugin.limits);
+                teardown::defer(store, &self.teardown);
+                return Err(err);
             }
+            // The slot's reset waits until the reply is out (see `teardown`).
+            teardown::defer(store, &self.teardown);
             match results.pop() {
                 None => Ok(Value::Null),
                 // A top-level `result` is how a function reports failure: `err` fails the call.

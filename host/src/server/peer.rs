@@ -52,6 +52,8 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     break;
                 }
                 unflushed = false;
+                // The replies are out: now reset the instances that produced them.
+                crate::runtime::teardown::run_deferred();
             }
             _ = in_flight.wait(), if draining => break,
             msg = stream.next() => match msg {
@@ -101,6 +103,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     break;
                 }
                 unflushed = false;
+                crate::runtime::teardown::run_deferred();
             }
         }
     }

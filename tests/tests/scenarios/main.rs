@@ -8,3 +8,4 @@ mod publish;
 mod pubsub;
 mod queues;
 mod sandbox;
+mod teardown;

@@ -1,0 +1,97 @@
+//! Tearing a call's `Store` down after its caller has the result.
+//!
+//! Dropping a fresh instance's `Store` returns its pool slot, which resets the dirty pages of its
+//! linear memory and tables: about a third of a fresh call's cost (see docs/benchmarks.md). None
+//! of that needs to happen before the reply is on its way. So [`Runtime::invoke`] parks the
+//! finished `Store` with the worker thread that ran it, and the thread drops it once the reply
+//! has been written ([`run_deferred`], called by the session after a flush) or when it has
+//! nothing else to do (the node's runtime calls [`run_deferred`] before a worker parks).
+//!
+//! The teardown stays on the thread that ran the call, so the slot it frees is the one the next
+//! call on that thread reuses, still in cache. (Handing stores to another thread was measured and
+//! was slower: queued stores rotate through cold slots.)
+//!
+//! Parked stores hold pool slots, so they are bounded twice: at most [`MAX_PARKED`] per thread,
+//! and per runtime at most an eighth of its slots (none at all for a pool of fewer than 16).
+//! Past either bound the store is dropped at once, as before.
+//!
+//! [`Runtime::invoke`]: super::Runtime::invoke
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmtime::Store;
+
+use super::host::HostState;
+
+/// Finished stores one thread may hold before it drops them inline.
+pub const MAX_PARKED: usize = 2;
+
+/// How many of one runtime's stores may wait for teardown, over all threads.
+#[derive(Debug)]
+pub(super) struct Budget {
+    parked: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    /// An eighth of the pool's `slots`; nothing for a pool of fewer than 16.
+    pub(super) fn for_pool(slots: u32) -> Arc<Budget> {
+        let limit = if slots < 16 { 0 } else { slots as usize / 8 };
+        Arc::new(Budget {
+            parked: AtomicUsize::new(0),
+            limit,
+        })
+    }
+}
+
+/// One thread's parked stores, each with the budget it counts against; settles the budgets
+/// when dropped, including when the thread exits with stores still parked.
+#[derive(Default)]
+struct Parked(Vec<(Store<HostState>, Arc<Budget>)>);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        for (store, budget) in self.0.drain(..) {
+            drop(store);
+            budget.parked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+thread_local! {
+    static PARKED: RefCell<Parked> = RefCell::new(Parked::default());
+}
+
+/// Hands a finished store to this thread's teardown list, or drops it when a bound is reached.
+pub(super) fn defer(store: Store<HostState>, budget: &Arc<Budget>) {
+    let refused = PARKED.with(|p| match p.try_borrow_mut() {
+        Ok(mut parked)
+            if parked.0.len() < MAX_PARKED
+                && budget.parked.load(Ordering::Relaxed) < budget.limit =>
+        {
+            budget.parked.fetch_add(1, Ordering::Relaxed);
+            parked.0.push((store, budget.clone()));
+            None
+        }
+        // Full, or (never expected) being drained right now on this thread: drop here.
+        _ => Some(store),
+    });
+    drop(refused);
+}
+
+/// Drops the stores this thread has parked. Cheap when there are none.
+///
+/// Call it where the thread has just sent replies or is about to go idle; the node does so after
+/// each flush of a connection and from the tokio runtime's `on_thread_park` hook.
+pub fn run_deferred() {
+    let parked = PARKED.with(|p| p.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)));
+    // Dropped outside the borrow: a store's teardown must never find the list borrowed.
+    drop(parked);
+}
+
+/// Stores parked on this thread (for tests).
+pub fn parked() -> usize {
+    PARKED.with(|p| p.try_borrow().map_or(0, |v| v.0.len()))
+}
