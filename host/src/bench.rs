@@ -88,13 +88,12 @@ async fn latency(
     calls: usize,
     template: &str,
 ) -> Result<Latency, ClientError> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url, Some(crate::protocol::ws_config()), true)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: url.into(),
-                reason: e.to_string(),
-            })?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
     let (prefix, suffix) = template.split_once("__U__").unwrap_or((template, ""));
     let warmup = calls.min(200);
     let mut samples = Vec::with_capacity(calls);
@@ -143,16 +142,12 @@ async fn throughput(
     let mut tasks = Vec::new();
     let started = Instant::now();
     for c in 0..connections {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            url,
-            Some(crate::protocol::ws_config()),
-            true,
-        )
-        .await
-        .map_err(|e| ClientError::Connect {
-            url: url.into(),
-            reason: e.to_string(),
-        })?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
         let (mut sink, mut stream) = ws.split();
         let window = Arc::new(Semaphore::new(in_flight));
         let (ok, errors, w) = (ok.clone(), errors.clone(), window.clone());

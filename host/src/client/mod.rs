@@ -124,13 +124,9 @@ impl Client {
             url: url.to_owned(),
             reason,
         };
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            url,
-            Some(crate::protocol::ws_config()),
-            true,
-        )
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::channel::<Message>(4096);
         tokio::spawn(async move {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::ClusterView;
@@ -356,7 +357,7 @@ fn drain(rx: &mut mpsc::Receiver<Outgoing>, link: &PeerLink) {
 }
 
 async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
-    let config = crate::protocol::ws_config()
+    let config = WebSocketConfig::default()
         .max_message_size(Some(me.max_frame_bytes))
         .max_frame_size(Some(me.max_frame_bytes));
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)

@@ -9,20 +9,6 @@ pub mod pubsub;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-/// Bytes a WebSocket reader asks the socket for at a time.
-///
-/// tungstenite zero-fills that much of its buffer before *every* read; at its default of
-/// 128 KiB that memset was 5.6% of a node's CPU under pipelined small calls (see
-/// docs/benchmarks.md). 16 KiB still takes a burst of about a hundred small requests in one
-/// read, and a larger frame reserves its own length anyway.
-pub const WS_READ_BUFFER_BYTES: usize = 16 << 10;
-
-/// The WebSocket settings every MPREG dialer uses (clients, the bench, peer links).
-pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER_BYTES)
-}
 
 /// `null` in the input becomes the type's default (the Python client sends `null` for empty
 /// `locs`/`kwargs` in some paths).

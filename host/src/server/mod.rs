@@ -130,7 +130,6 @@ where
     let sessions = sessions.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .read_buffer_size(crate::protocol::WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let fut = run(socket);
             async move {
