@@ -237,7 +237,9 @@ async fn write<S>(
 where
     S: futures_util::Sink<Message> + Unpin,
 {
+    // Biased: no random branch order per reply; the session loop checks the kick between frames.
     tokio::select! {
+        biased;
         r = sink.feed(reply) => r.map_err(|_| ())?,
         _ = kick.cancelled() => return Err(()),
     }
@@ -254,6 +256,7 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     tokio::select! {
+        biased;
         r = sink.flush() => r.map_err(|_| ()),
         _ = kick.cancelled() => Err(()),
     }
