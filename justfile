@@ -24,6 +24,10 @@ bench:
     cargo run --release -p mpreg -- bench --url ws://127.0.0.1:6666
     cargo bench -p mpreg-tests
 
+# The floor under `mpreg bench` on this machine: a bare WebSocket echo in a second process.
+bench-floor:
+    cargo bench -p mpreg-tests --bench ws_floor
+
 # Publish / hot swap / per-language figures only.
 bench-lifecycle:
     cargo bench -p mpreg-tests --bench lifecycle
