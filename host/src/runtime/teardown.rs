@@ -66,19 +66,20 @@ thread_local! {
 
 /// Hands a finished store to this thread's teardown list, or drops it when a bound is reached.
 pub(super) fn defer(store: Store<HostState>, budget: &Arc<Budget>) {
-    let refused = PARKED.with(|p| match p.try_borrow_mut() {
-        Ok(mut parked)
-            if parked.0.len() < MAX_PARKED
-                && budget.parked.load(Ordering::Relaxed) < budget.limit =>
+    let mut store = Some(store);
+    // `try_with`: a thread already tearing down its locals just drops the store here.
+    let _ = PARKED.try_with(|p| {
+        if let Ok(mut parked) = p.try_borrow_mut()
+            && parked.0.len() < MAX_PARKED
+            && budget.parked.load(Ordering::Relaxed) < budget.limit
+            && let Some(store) = store.take()
         {
             budget.parked.fetch_add(1, Ordering::Relaxed);
             parked.0.push((store, budget.clone()));
-            None
         }
-        // Full, or (never expected) being drained right now on this thread: drop here.
-        _ => Some(store),
     });
-    drop(refused);
+    // Refused (full, over budget, or the list is being drained on this thread): drop it now.
+    drop(store);
 }
 
 /// Drops the stores this thread has parked. Cheap when there are none.
@@ -86,12 +87,14 @@ pub(super) fn defer(store: Store<HostState>, budget: &Arc<Budget>) {
 /// Call it where the thread has just sent replies or is about to go idle; the node does so after
 /// each flush of a connection and from the tokio runtime's `on_thread_park` hook.
 pub fn run_deferred() {
-    let parked = PARKED.with(|p| p.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)));
+    let parked = PARKED.try_with(|p| p.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)));
     // Dropped outside the borrow: a store's teardown must never find the list borrowed.
     drop(parked);
 }
 
 /// Stores parked on this thread (for tests).
 pub fn parked() -> usize {
-    PARKED.with(|p| p.try_borrow().map_or(0, |v| v.0.len()))
+    PARKED
+        .try_with(|p| p.try_borrow().map_or(0, |v| v.0.len()))
+        .unwrap_or(0)
 }
