@@ -44,6 +44,15 @@ impl Budget {
             limit,
         })
     }
+
+    /// Takes one place for a parked store, if the limit allows.
+    fn reserve(&self) -> bool {
+        self.parked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
 }
 
 /// One thread's parked stores, each with the budget it counts against; settles the budgets
@@ -71,11 +80,9 @@ pub(super) fn defer(store: Store<HostState>, budget: &Arc<Budget>) {
     let _ = PARKED.try_with(|p| {
         if let Ok(mut parked) = p.try_borrow_mut()
             && parked.0.len() < MAX_PARKED
-            && budget.parked.load(Ordering::Relaxed) < budget.limit
-            && let Some(store) = store.take()
+            && budget.reserve()
         {
-            budget.parked.fetch_add(1, Ordering::Relaxed);
-            parked.0.push((store, budget.clone()));
+            parked.0.extend(store.take().map(|s| (s, budget.clone())));
         }
     });
     // Refused (full, over budget, or the list is being drained on this thread): drop it now.
