@@ -15,6 +15,11 @@
 //! and per runtime at most an eighth of its slots (none at all for a pool of fewer than 16).
 //! Past either bound the store is dropped at once, as before.
 //!
+//! A program that runs a node on a tokio runtime of its own gets the flush-time teardown without
+//! doing anything; adding `.on_thread_park(mpreg::runtime::teardown::run_deferred)` to its runtime
+//! builder also tears down what calls outside a connection (queue consumers, pub/sub triggers)
+//! left parked, as soon as a worker idles.
+//!
 //! [`Runtime::invoke`]: super::Runtime::invoke
 
 use std::cell::RefCell;
