@@ -17,7 +17,7 @@
 //!
 //! A program that runs a node on a tokio runtime of its own gets the flush-time teardown without
 //! doing anything; adding `.on_thread_park(mpreg::runtime::teardown::run_deferred)` to its runtime
-//! builder also tears down what calls outside a connection (queue consumers, pub/sub triggers)
+//! builder also tears down what calls whose results no connection writes (nested calls, for one)
 //! left parked, as soon as a worker idles.
 //!
 //! [`Runtime::invoke`]: super::Runtime::invoke
