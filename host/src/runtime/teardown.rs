@@ -16,9 +16,9 @@
 //! Past either bound the store is dropped at once, as before.
 //!
 //! A program that runs a node on a tokio runtime of its own gets the flush-time teardown without
-//! doing anything; adding `.on_thread_park(mpreg::runtime::teardown::run_deferred)` to its runtime
-//! builder also tears down what calls whose results no connection writes (nested calls, for one)
-//! left parked, as soon as a worker idles.
+//! doing anything. Adding `.on_thread_park(mpreg::runtime::teardown::run_deferred)` to its
+//! runtime builder also tears down, as soon as a worker idles, the stores of calls whose results
+//! no connection writes (nested calls, for one).
 //!
 //! [`Runtime::invoke`]: super::Runtime::invoke
 
