@@ -81,8 +81,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// One task sends a request, waits for its reply, and repeats: the round trip a synchronous
-/// caller sees, without the hops of a multiplexed client.
-async fn latency(
+/// caller sees, without the hops of a multiplexed client. `template` is a request frame with
+/// `__U__` where each call's unique id goes; every reply must contain `"error":null`.
+pub async fn latency(
     name: &str,
     url: &str,
     calls: usize,
@@ -127,8 +128,9 @@ async fn latency(
 }
 
 /// Pipelines `template` (with `__U__` replaced by a unique id) over `connections` connections
-/// with `in_flight` requests outstanding on each, for `duration`.
-async fn throughput(
+/// with `in_flight` requests outstanding on each, for `duration`. Replies without
+/// `"error":null` count as errors.
+pub async fn throughput(
     name: &str,
     url: &str,
     template: &str,

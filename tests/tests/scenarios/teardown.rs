@@ -35,6 +35,14 @@ fn call(
     )))
 }
 
+/// A runtime whose pool has `slots` instances (which sets how many stores it may park).
+fn with_slots(slots: u32) -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        max_instances: slots,
+        ..RuntimeConfig::default()
+    })?)
+}
+
 fn current_thread() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -45,10 +53,7 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
 fn stores_wait_for_teardown_capped_per_thread_and_free_their_slots() -> Result<()> {
     let rt = current_thread()?;
     // The smallest pool that parks at all (an eighth of 16 = 2 stores).
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: 16,
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = with_slots(16)?;
     let text = load(&rt, &runtime, "text")?;
     let chaos = load(&rt, &runtime, "chaos")?;
     teardown::run_deferred();
@@ -98,10 +103,7 @@ fn stores_wait_for_teardown_capped_per_thread_and_free_their_slots() -> Result<(
 #[test]
 fn a_small_pool_never_parks() -> Result<()> {
     let rt = current_thread()?;
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: 3,
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = with_slots(3)?;
     let text = load(&rt, &runtime, "text")?;
     for _ in 0..10 {
         let out = call(&rt, &runtime, &text, "upper", vec![json!("x")])?;
@@ -115,10 +117,7 @@ fn a_small_pool_never_parks() -> Result<()> {
 fn a_thread_that_exits_tears_down_and_settles_what_it_parked() -> Result<()> {
     let rt = current_thread()?;
     // Budget: 2 parked stores in all for this runtime.
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        max_instances: 16,
-        ..RuntimeConfig::default()
-    })?);
+    let runtime = Arc::new(with_slots(16)?);
     let text = load(&rt, &runtime, "text")?;
     let (r, t) = (runtime.clone(), text.clone());
     let parked_there = std::thread::spawn(move || -> Result<usize> {
