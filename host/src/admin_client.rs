@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::runtime::Sandbox;
-use crate::server::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
+use crate::protocol::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
+use crate::sandbox::Sandbox;
 
 /// An admin call that did not succeed.
 #[derive(Debug, thiserror::Error)]

@@ -19,8 +19,16 @@
 
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod protocol;
 pub mod rpc;
+
+#[cfg(feature = "node")]
+pub mod digest;
+#[cfg(feature = "node")]
+pub mod identity;
+#[cfg(feature = "node")]
+pub mod sandbox;
 
 #[cfg(feature = "node")]
 pub mod runtime;

@@ -3,10 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::membership::GossipError;
 use crate::cluster::{Cluster, Services};
 use crate::config::{ConfigError, NodeConfig};
+use crate::identity::NodeInfo;
 use crate::plugin::{
     PluginManager, PluginStore, PublishError, Registry, RegistryError, StoreError,
 };
@@ -64,59 +63,6 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
-}
-
-/// Seconds since the Unix epoch, as MPREG timestamps are.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// This node's identity and live load, as `cluster_map` reports it.
-#[derive(Debug)]
-pub struct NodeInfo {
-    /// Node id.
-    pub node_id: String,
-    /// Cluster id.
-    pub cluster_id: String,
-    /// Region label.
-    pub region: String,
-    /// Resource tags of the node.
-    pub resources: Vec<String>,
-    /// URLs clients use to reach it.
-    pub advertised_urls: Vec<String>,
-    /// Open client connections.
-    pub active_clients: AtomicUsize,
-    /// Requests being executed.
-    pub active_requests: AtomicUsize,
-    /// Plugin calls running on this node (for any coordinator): the load score.
-    pub running_calls: AtomicUsize,
-}
-
-impl NodeInfo {
-    /// The node entry of `cluster_map` (MPREG's cluster client reads `node_id`,
-    /// `advertised_urls` and `load.load_score`).
-    pub fn describe(&self) -> Value {
-        let clients = self.active_clients.load(Ordering::Relaxed);
-        let requests = self.active_requests.load(Ordering::Relaxed);
-        let running = self.running_calls.load(Ordering::Relaxed);
-        json!({
-            "node_id": self.node_id,
-            "cluster_id": self.cluster_id,
-            "advertised_urls": self.advertised_urls,
-            "resources": self.resources,
-            "region": self.region,
-            "status": "healthy",
-            "last_seen": unix_now(),
-            "load": {
-                "load_score": running as f64,
-                "active_clients": clients,
-                "active_requests": requests,
-                "running_calls": running,
-            },
-        })
-    }
 }
 
 fn generate_node_id() -> String {
@@ -281,16 +227,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     } else {
         id.advertised_urls.clone()
     };
-    let info = Arc::new(NodeInfo {
+    let info = Arc::new(NodeInfo::new(
         node_id,
-        cluster_id: id.cluster_id.clone(),
-        region: id.region.clone(),
-        resources: id.resources.clone(),
+        id.cluster_id.clone(),
+        id.region.clone(),
+        id.resources.clone(),
         advertised_urls,
-        active_clients: AtomicUsize::new(0),
-        active_requests: AtomicUsize::new(0),
-        running_calls: AtomicUsize::new(0),
-    });
+    ));
     let dispatcher = NodeDispatcher::new(info.clone(), registry.clone(), runtime);
     let dir = config.node.data_dir.clone();
     let queues = tokio::task::spawn_blocking(move || {
@@ -313,7 +256,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             .clone()
             .run_timer(Duration::from_millis(50), shutdown.clone()),
     );
-    let exchange = Exchange::new(config.pubsub.settings());
+    let exchange = Exchange::new((&config.pubsub).into());
     dispatcher.serve_pubsub(exchange.clone());
     let state = Arc::new(ServerState {
         exchange: exchange.clone(),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{Client, ClientError, result_named, results};
+use crate::protocol::discovery::ClusterMap;
 use crate::protocol::{RpcCommand, RpcRequest, RpcResponse};
 
 struct State {
@@ -108,12 +109,13 @@ impl ClusterClient {
     /// Asks the current node for the cluster map and keeps its URLs.
     pub async fn refresh(&self) -> Result<(), ClientError> {
         let map = self.call("cluster_map", Vec::new()).await?;
-        let mut found = Vec::new();
-        for n in map["nodes"].as_array().into_iter().flatten() {
-            if let Some(u) = n["advertised_urls"][0].as_str() {
-                found.push(u.to_owned());
-            }
-        }
+        let map: ClusterMap = serde_json::from_value(map)
+            .map_err(|e| ClientError::Protocol(format!("cluster_map: {e}")))?;
+        let found: Vec<String> = map
+            .nodes
+            .into_iter()
+            .filter_map(|n| n.advertised_urls.into_iter().next())
+            .collect();
         let mut s = self.lock();
         let current = s.current.as_ref().map(|(u, _)| u.clone());
         for u in found {

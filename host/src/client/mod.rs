@@ -25,6 +25,7 @@
 
 mod cluster;
 mod pubsub;
+mod routes;
 
 pub use cluster::ClusterClient;
 pub use pubsub::Subscription;
@@ -104,7 +105,7 @@ pub struct Client {
     tx: mpsc::Sender<Message>,
     pending: Pending,
     /// Pub/sub acks and subscriptions.
-    routes: pubsub::Shared,
+    routes: routes::Shared,
     /// Set when the connection is gone: later requests fail at once instead of waiting.
     closed: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
@@ -149,7 +150,7 @@ impl Client {
         let reader_pending = pending.clone();
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
-        let routes = pubsub::Shared::default();
+        let routes = routes::Shared::default();
         let reader_routes = routes.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
@@ -164,12 +165,12 @@ impl Client {
                     if let Ok(head) = serde_json::from_slice::<crate::protocol::FrameHead>(bytes)
                         && let Some(role) = head.role
                     {
-                        pubsub::route(&reader_routes, &role, bytes).await;
+                        routes::route(&reader_routes, &role, bytes).await;
                     }
                     continue;
                 };
                 if reply.role != "rpc-response" {
-                    pubsub::route(&reader_routes, &reply.role, bytes).await;
+                    routes::route(&reader_routes, &reply.role, bytes).await;
                     continue;
                 }
                 if let Some(waiter) = lock(&reader_pending).remove(&reply.u) {
@@ -182,7 +183,7 @@ impl Client {
             reader_closed.store(true, Ordering::Release);
             pending.clear();
             drop(pending);
-            pubsub::close(&reader_routes);
+            routes::close(&reader_routes);
         });
         let prefix = format!("{:x}", crate::protocol::random_u64());
         Ok(Client {

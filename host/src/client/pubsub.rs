@@ -17,65 +17,19 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::routes::lock;
 use super::{Client, ClientError};
-use crate::protocol::pubsub::{PubsubAck, PubsubMessage, PubsubNotification};
+use crate::protocol::pubsub::{PubsubMessage, PubsubNotification};
 
 /// Notifications buffered per subscription before the connection's reader waits for the
 /// program to take them (and the node, past its slow-subscriber limit, disconnects it).
 const BUFFER: usize = 4096;
-
-/// What the connection's reader routes besides RPC replies.
-#[derive(Default)]
-pub(super) struct Routes {
-    acks: HashMap<String, oneshot::Sender<PubsubAck>>,
-    subs: HashMap<String, mpsc::Sender<PubsubNotification>>,
-}
-
-pub(super) type Shared = Arc<Mutex<Routes>>;
-
-fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Routes> {
-    // Single inserts and removes: a panic elsewhere cannot leave the maps half-changed.
-    r.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Routes a frame that is not an RPC reply; called by the reader task.
-pub(super) async fn route(routes: &Shared, role: &str, bytes: &[u8]) {
-    match role {
-        "pubsub-ack" => {
-            if let Ok(ack) = serde_json::from_slice::<PubsubAck>(bytes)
-                && let Some(w) = lock(routes).acks.remove(&ack.operation_id)
-            {
-                let _ = w.send(ack);
-            }
-        }
-        "pubsub-notification" => {
-            let Ok(n) = serde_json::from_slice::<PubsubNotification>(bytes) else {
-                return;
-            };
-            let to = lock(routes).subs.get(&n.subscription_id).cloned();
-            if let Some(to) = to {
-                // Waits while the program is behind: backpressure, nothing dropped here.
-                let _ = to.send(n).await;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Drops every waiter when the connection is gone.
-pub(super) fn close(routes: &Shared) {
-    let mut r = lock(routes);
-    r.acks.clear();
-    r.subs.clear();
-}
 
 /// A subscription: notifications in the order the node sent them.
 pub struct Subscription {
@@ -148,9 +102,7 @@ impl Client {
         let message = PubsubMessage {
             topic: topic.to_owned(),
             payload,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            timestamp: crate::clock::unix_now(),
             message_id: u.clone(),
             publisher: format!("rust-client-{}", self.prefix),
             headers: Default::default(),

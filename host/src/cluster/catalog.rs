@@ -11,10 +11,9 @@ use std::sync::Arc;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use crate::pubsub::exchange::{EXACT_INTEREST_PREFIX, INTEREST_PREFIX};
 use crate::pubsub::topic::{MatchScratch, Pattern, TopicTrie};
 use crate::rpc::route::Candidate;
-use crate::runtime::Sandbox;
+use crate::sandbox::Sandbox;
 
 /// `["ws://host:port", …]`: where clients and peers reach the node.
 pub const KEY_URLS: &str = "urls";
@@ -33,6 +32,10 @@ pub const FUNCTION_PREFIX: &str = "f:";
 pub const PLUGIN_PREFIX: &str = "p:";
 /// `q:{name}` → `""`: a queue this node owns.
 pub const QUEUE_PREFIX: &str = "q:";
+/// Gossip key prefix of a wildcard pattern some local subscription holds.
+pub const INTEREST_PREFIX: &str = "s:";
+/// Gossip key prefix of an `exact_match` pattern.
+pub const EXACT_INTEREST_PREFIX: &str = "e:";
 
 /// A function version a node serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -113,7 +113,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::cluster::catalog::PeerNode;
-    use crate::runtime::Sandbox;
+    use crate::sandbox::Sandbox;
 
     fn ad(sha: &str, active: bool, at: f64, placement: &[&str]) -> PluginAd {
         PluginAd {

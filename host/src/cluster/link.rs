@@ -75,15 +75,6 @@ pub struct PeerLink {
     stop: CancellationToken,
 }
 
-/// Counts one outstanding call for as long as it lives.
-struct Outstanding<'a>(&'a AtomicUsize);
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl PeerLink {
     /// Whether the link is up now.
     pub fn is_connected(&self) -> bool {
@@ -107,8 +98,7 @@ impl PeerLink {
             .encode()
             .map_err(|e| LinkError::NotSent(e.to_string()))?;
         let (waiter, wait) = oneshot::channel();
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _outstanding = Outstanding(&self.in_flight);
+        let _outstanding = crate::identity::Counted::enter(&self.in_flight);
         match self.writer.try_lock() {
             Ok(mut guard) => {
                 let Some(sink) = guard.as_mut() else {

@@ -61,9 +61,7 @@ impl Membership {
         shutdown: CancellationToken,
     ) -> Result<Membership, GossipError> {
         // The generation tells a restarted node from its previous life.
-        let generation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let generation = crate::clock::unix_millis();
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(s.node_id.clone(), generation, s.addr),
             cluster_id: s.cluster_id.clone(),

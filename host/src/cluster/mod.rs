@@ -21,18 +21,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use self::catalog::{
-    FUNCTION_PREFIX, FunctionAd, KEY_LOAD, KEY_REGION, KEY_RESOURCES, KEY_STARTED, KEY_URLS,
-    LoadAd, PLUGIN_PREFIX, PluginAd, QUEUE_PREFIX,
+    EXACT_INTEREST_PREFIX, FUNCTION_PREFIX, FunctionAd, INTEREST_PREFIX, KEY_LOAD, KEY_REGION,
+    KEY_RESOURCES, KEY_STARTED, KEY_URLS, LoadAd, PLUGIN_PREFIX, PluginAd, QUEUE_PREFIX,
 };
 use self::distribute::Action;
 use self::link::{LinkIdentity, PeerLink, PeerLinks};
 use self::membership::{GossipError, GossipSettings, Membership};
-use crate::config::ClusterConfig;
-use crate::node::NodeInfo;
+use crate::config::{ClusterConfig, seed_addr};
+use crate::digest::sha256_hex;
+use crate::identity::NodeInfo;
 use crate::plugin::{PluginManager, PublishOptions};
-use crate::pubsub::exchange::{EXACT_INTEREST_PREFIX, Exchange, Fanout, INTEREST_PREFIX};
+use crate::pubsub::exchange::{Exchange, Fanout};
 use crate::queue::manager::QueueManager;
-use crate::runtime::sha256_hex;
 
 /// How long a failed install waits before it is tried again.
 const RETRY_INSTALL: Duration = Duration::from_secs(3);
@@ -55,12 +55,6 @@ pub struct Cluster {
     links: Arc<PeerLinks>,
     node: Arc<NodeInfo>,
     max_hops: u8,
-}
-
-/// `host:port` from a peer given as `host:port` or a `ws://` / `http://` URL.
-pub fn seed_addr(peer: &str) -> String {
-    let rest = peer.split_once("://").map_or(peer, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 impl Cluster {
@@ -91,7 +85,7 @@ impl Cluster {
             (KEY_URLS.to_owned(), json_text(&node.advertised_urls)),
             (KEY_REGION.to_owned(), node.region.clone()),
             (KEY_RESOURCES.to_owned(), json_text(&node.resources)),
-            (KEY_STARTED.to_owned(), crate::node::unix_now().to_string()),
+            (KEY_STARTED.to_owned(), node.started_at.to_string()),
             (KEY_LOAD.to_owned(), json_text(&load(&node))),
         ];
         // Functions loaded before the start are advertised in the very first gossip round.
@@ -428,17 +422,4 @@ async fn fetch(cluster: &Cluster, sha256: &str, sources: &[String]) -> Result<Ve
         }
     }
     Err(format!("cannot fetch {sha256}: {}", why.join("; ")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_may_be_given_as_urls_or_addresses() {
-        assert_eq!(seed_addr("127.0.0.1:6666"), "127.0.0.1:6666");
-        assert_eq!(seed_addr("ws://10.0.0.2:7000"), "10.0.0.2:7000");
-        assert_eq!(seed_addr("ws://host:1/some/path"), "host:1");
-        assert_eq!(seed_addr("http://host:2/"), "host:2");
-    }
 }

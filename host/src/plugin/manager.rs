@@ -15,9 +15,8 @@ use serde_json::{Value, json};
 use super::registry::{Registry, RegistryError};
 use super::store::{PluginRecord, PluginStore, StoreError};
 use crate::cluster::catalog::PluginAd;
-use crate::runtime::{
-    Compiled, LoadError, LoadedPlugin, Runtime, Sandbox, check_component_header, sha256_hex,
-};
+use crate::digest::sha256_hex;
+use crate::runtime::{Compiled, LoadError, LoadedPlugin, Runtime, Sandbox, check_component_header};
 
 /// Why a publish or retire was refused. Nothing was stored or changed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -399,7 +398,7 @@ impl PluginManager {
             .registry
             .replace(replaced, hosted.then(|| plugin.clone()))
             .map_err(|e: RegistryError| PublishError::Conflict(e.to_string()))?;
-        let now = crate::node::unix_now();
+        let now = crate::clock::unix_now();
         let record = PluginRecord {
             name: name.clone(),
             version: version.clone(),
@@ -473,7 +472,7 @@ impl PluginManager {
             let record = self.store.record(name, &parsed.to_string())?;
             if let Some(mut r) = record.filter(|r| r.active) {
                 r.active = false;
-                r.changed_at = changed_at.unwrap_or_else(crate::node::unix_now);
+                r.changed_at = changed_at.unwrap_or_else(crate::clock::unix_now);
                 self.store.put_record(&r)?;
                 self.store.flush().await?;
             } else if removed.is_none() {

@@ -4,7 +4,9 @@
 //! is accepted wherever that client may send it, and replies never break the shape rules that
 //! client enforces (a reply it rejects would leave the caller waiting forever).
 
+pub mod admin;
 pub mod codes;
+pub mod discovery;
 pub mod pubsub;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -105,11 +107,7 @@ pub struct RpcRequest {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    h.write_u128(crate::clock::unix_nanos());
     h.finish()
 }
 

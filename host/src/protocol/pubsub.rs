@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+/// Topics under this prefix name queues: subscribing to `mpreg.queue.<name>` makes the
+/// subscription a push consumer of that queue; publishing there is refused.
+pub const QUEUE_TOPIC_PREFIX: &str = "mpreg.queue.";
+
 use super::null_default;
 
 /// `{"role":"pubsub-publish","u":…,"message":{…}}`.

@@ -20,18 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, Limits};
 use super::topic::{MatchScratch, Pattern, TopicTrie, check_topic};
-use crate::protocol::pubsub::{Delivery, MessageHead, Subscription, notification_text};
+use crate::cluster::catalog::{EXACT_INTEREST_PREFIX, INTEREST_PREFIX};
+use crate::config::PubsubConfig;
+use crate::protocol::pubsub::{
+    Delivery, MessageHead, QUEUE_TOPIC_PREFIX, Subscription, notification_text,
+};
 
 /// A connection's outbound queue.
 pub type Outbox = mpsc::Sender<Message>;
-
-/// Gossip key prefix of a wildcard pattern some local subscription holds.
-pub const INTEREST_PREFIX: &str = "s:";
-/// Gossip key prefix of an `exact_match` pattern.
-pub const EXACT_INTEREST_PREFIX: &str = "e:";
-/// Topics under this prefix name queues: subscribing to `mpreg.queue.<name>` makes the
-/// subscription a push consumer of that queue; publishing there is refused.
-pub const QUEUE_TOPIC_PREFIX: &str = "mpreg.queue.";
 
 /// Tuning of the exchange (`[pubsub]` in the config).
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +40,22 @@ pub struct ExchangeSettings {
     pub max_subscriptions_per_connection: usize,
     /// Patterns one subscription may hold.
     pub max_patterns_per_subscription: usize,
+}
+
+impl From<&PubsubConfig> for ExchangeSettings {
+    fn from(c: &PubsubConfig) -> Self {
+        ExchangeSettings {
+            backlog: Limits {
+                per_topic: c.backlog_per_topic,
+                max_age: Duration::from_secs(c.backlog_max_age_s),
+                max_topics: c.backlog_max_topics,
+                max_bytes: c.backlog_max_mib.saturating_mul(1 << 20),
+            },
+            slow_subscriber: Duration::from_millis(c.slow_subscriber_ms),
+            max_subscriptions_per_connection: c.max_subscriptions_per_connection,
+            max_patterns_per_subscription: c.max_patterns_per_subscription,
+        }
+    }
 }
 
 /// Sends a locally published message to the other nodes whose subscriptions match it.

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::manager::{ManagerError, QueueManager};
 use super::state::{QueueError, QueueSpec, SendOptions};
-use crate::protocol::{RpcCommand, codes};
-use crate::rpc::execute::CallFailure;
+use crate::protocol::RpcCommand;
+use crate::rpc::execute::CallError;
 
 /// Name prefix of every queue built-in.
 pub const PREFIX: &str = "queue.";
@@ -75,24 +75,20 @@ pub fn queue_name(cmd: &RpcCommand) -> Option<&str> {
         .or_else(|| cmd.kwargs.get("name").and_then(Value::as_str))
 }
 
-fn fail(code: i64, msg: impl Into<String>) -> CallFailure {
-    CallFailure::new(code, msg.into())
+fn bad(fun: &str, msg: impl std::fmt::Display) -> CallError {
+    CallError::Failed(format!("{fun}: {msg}"))
 }
 
-fn bad(fun: &str, msg: impl std::fmt::Display) -> CallFailure {
-    fail(codes::EXECUTION_FAILED, format!("{fun}: {msg}"))
-}
-
-impl From<ManagerError> for CallFailure {
+impl From<ManagerError> for CallError {
     fn from(e: ManagerError) -> Self {
         match e {
-            ManagerError::Unknown(_) => fail(codes::COMMAND_NOT_FOUND, e.to_string()),
-            ManagerError::Queue(QueueError::Full(_)) => fail(codes::OVERLOADED, e.to_string()),
+            ManagerError::Unknown(_) => CallError::NotFound(e.to_string()),
+            ManagerError::Queue(QueueError::Full(_)) => CallError::Overloaded(e.to_string()),
             ManagerError::Queue(QueueError::TooLarge { .. }) => {
-                fail(codes::RESOURCE_LIMIT, e.to_string())
+                CallError::ResourceLimit(e.to_string())
             }
-            ManagerError::Queue(_) => fail(codes::EXECUTION_FAILED, e.to_string()),
-            ManagerError::Store(_) => fail(codes::EXECUTION_FAILED, e.to_string()),
+            ManagerError::Queue(_) => CallError::Failed(e.to_string()),
+            ManagerError::Store(_) => CallError::Failed(e.to_string()),
         }
     }
 }
@@ -102,7 +98,7 @@ fn options<T: DeserializeOwned + Default>(
     fun: &str,
     cmd: &RpcCommand,
     at: usize,
-) -> Result<T, CallFailure> {
+) -> Result<T, CallError> {
     let mut merged = match cmd.args.get(at) {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
@@ -116,7 +112,7 @@ fn options<T: DeserializeOwned + Default>(
     serde_json::from_value(Value::Object(merged)).map_err(|e| bad(fun, format!("options: {e}")))
 }
 
-fn name<'a>(fun: &str, cmd: &'a RpcCommand) -> Result<&'a str, CallFailure> {
+fn name<'a>(fun: &str, cmd: &'a RpcCommand) -> Result<&'a str, CallError> {
     queue_name(cmd).ok_or_else(|| bad(fun, "the first argument must be the queue name (a string)"))
 }
 
@@ -169,7 +165,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// Runs queue built-in `cmd.fun` on this node's queues.
-pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, CallFailure> {
+pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, CallError> {
     let fun = cmd.fun.as_str();
     match fun {
         "queue.list" => Ok(to_json(&queues.list())),
@@ -311,9 +307,6 @@ pub async fn call(queues: &QueueManager, cmd: &RpcCommand) -> Result<Value, Call
             let o: ReleaseOptions = options(fun, cmd, 1)?;
             Ok(json!({"released": queues.release(n, &o.consumer).await?}))
         }
-        other => Err(fail(
-            codes::COMMAND_NOT_FOUND,
-            format!("Command not found: {other}"),
-        )),
+        other => Err(CallError::NotFound(format!("Command not found: {other}"))),
     }
 }

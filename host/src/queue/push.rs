@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::RpcCommand;
-use crate::protocol::pubsub::{Delivery as Kind, PubsubMessage, notification_text};
-use crate::pubsub::exchange::{Outbox, QUEUE_TOPIC_PREFIX};
-use crate::rpc::execute::{Call, CallFailure, Dispatcher};
+use crate::protocol::pubsub::{
+    Delivery as Kind, PubsubMessage, QUEUE_TOPIC_PREFIX, notification_text,
+};
+use crate::pubsub::exchange::Outbox;
+use crate::rpc::execute::{Call, CallError, Dispatcher};
 
 /// Unacknowledged deliveries one push consumer may hold.
 pub const CREDIT: usize = 32;
@@ -63,9 +65,9 @@ pub async fn run(
                 tracing::warn!(%queue, %other, "unexpected receive result; push stopped");
                 break;
             }
-            Err(CallFailure { code, cause }) => {
-                tracing::warn!(%queue, %consumer, code, %cause, "push receive failed");
-                if code == crate::protocol::codes::COMMAND_NOT_FOUND {
+            Err(e) => {
+                tracing::warn!(%queue, %consumer, code = e.code(), cause = %e, "push receive failed");
+                if matches!(e, CallError::NotFound(_)) {
                     // The queue is gone.
                     break;
                 }
@@ -95,7 +97,7 @@ pub async fn run(
     );
     match tokio::time::timeout(Duration::from_secs(5), dispatcher.dispatch(release)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(f)) => tracing::debug!(%queue, %consumer, cause = %f.cause, "release after push"),
+        Ok(Err(f)) => tracing::debug!(%queue, %consumer, cause = %f, "release after push"),
         Err(_) => {
             tracing::warn!(%queue, %consumer, "release after push timed out; visibility timeout will return the messages")
         }

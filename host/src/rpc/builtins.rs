@@ -3,12 +3,14 @@
 
 use serde_json::{Value, json};
 
-use super::execute::CallFailure;
+use super::execute::CallError;
+use crate::clock::unix_now;
 use crate::cluster::Cluster;
 use crate::cluster::catalog::PeerNode;
-use crate::node::NodeInfo;
+use crate::identity::NodeInfo;
 use crate::plugin::Registry;
-use crate::protocol::{RpcCommand, codes};
+use crate::protocol::RpcCommand;
+use crate::protocol::discovery::{ClusterMap, ClusterNode, NodeLoad};
 
 /// A built-in function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,27 +83,25 @@ impl Builtin {
         node: &NodeInfo,
         registry: &Registry,
         cluster: Option<&Cluster>,
-    ) -> Result<Value, CallFailure> {
+    ) -> Result<Value, CallError> {
         let peers = || cluster.map(|c| c.view().nodes.clone()).unwrap_or_default();
         match self {
             Builtin::Echo => match cmd.args.as_slice() {
                 [one] => Ok(one.clone()),
-                other => Err(CallFailure::new(
-                    codes::EXECUTION_FAILED,
-                    format!("echo takes exactly 1 argument, got {}", other.len()),
-                )),
+                other => Err(CallError::Failed(format!(
+                    "echo takes exactly 1 argument, got {}",
+                    other.len()
+                ))),
             },
             Builtin::Echos => Ok(Value::Array(cmd.args.clone())),
             Builtin::ClusterMap => {
-                let mut me = node.describe();
-                me["functions"] = json!(local_functions(registry));
-                let mut nodes = vec![me];
+                let mut nodes = vec![describe_self(node, registry)];
                 nodes.extend(peers().iter().map(|p| describe_peer(p, &node.cluster_id)));
-                Ok(json!({
-                    "cluster_id": node.cluster_id,
-                    "generated_at": crate::node::unix_now(),
-                    "nodes": nodes,
-                }))
+                to_json(&ClusterMap {
+                    cluster_id: node.cluster_id.clone(),
+                    generated_at: unix_now(),
+                    nodes,
+                })
             }
             Builtin::ListPeers => Ok(Value::Array(
                 peers()
@@ -141,29 +141,60 @@ fn peer_functions(p: &PeerNode) -> Vec<String> {
     fs
 }
 
-fn load_of(p: &PeerNode) -> Value {
-    json!({
-        "load_score": p.load.score,
-        "active_clients": p.load.clients,
-        "active_requests": p.load.requests,
-        "running_calls": p.load.score,
-    })
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, CallError> {
+    serde_json::to_value(v).map_err(|e| CallError::Failed(e.to_string()))
+}
+
+fn load_of(p: &PeerNode) -> NodeLoad {
+    NodeLoad {
+        load_score: p.load.score,
+        active_clients: p.load.clients,
+        active_requests: p.load.requests,
+        running_calls: p.load.score as u64,
+    }
+}
+
+/// This node's load as `cluster_map` and `/health` report it.
+pub fn own_load(node: &NodeInfo) -> NodeLoad {
+    let load = node.load();
+    NodeLoad {
+        load_score: load.running_calls as f64,
+        active_clients: load.active_clients as u64,
+        active_requests: load.active_requests as u64,
+        running_calls: load.running_calls as u64,
+    }
+}
+
+/// This node's `cluster_map` entry.
+fn describe_self(node: &NodeInfo, registry: &Registry) -> ClusterNode {
+    ClusterNode {
+        node_id: node.node_id.clone(),
+        cluster_id: node.cluster_id.clone(),
+        advertised_urls: node.advertised_urls.clone(),
+        resources: node.resources.clone(),
+        region: node.region.clone(),
+        status: "healthy".into(),
+        last_seen: unix_now(),
+        started_at: node.started_at,
+        load: own_load(node),
+        functions: local_functions(registry),
+    }
 }
 
 /// A peer's `cluster_map` entry: the same shape as this node's.
-fn describe_peer(p: &PeerNode, cluster_id: &str) -> Value {
-    json!({
-        "node_id": p.node_id,
-        "cluster_id": cluster_id,
-        "advertised_urls": p.urls,
-        "resources": p.resources,
-        "region": p.region,
-        "status": "healthy",
-        "last_seen": crate::node::unix_now(),
-        "started_at": p.started,
-        "load": load_of(p),
-        "functions": peer_functions(p),
-    })
+fn describe_peer(p: &PeerNode, cluster_id: &str) -> ClusterNode {
+    ClusterNode {
+        node_id: p.node_id.clone(),
+        cluster_id: cluster_id.to_owned(),
+        advertised_urls: p.urls.clone(),
+        resources: p.resources.clone(),
+        region: p.region.clone(),
+        status: "healthy".into(),
+        last_seen: unix_now(),
+        started_at: p.started,
+        load: load_of(p),
+        functions: peer_functions(p),
+    }
 }
 
 /// A peer as MPREG's `list_peers` reports it.
@@ -177,7 +208,7 @@ fn list_peer(p: &PeerNode, cluster_id: &str) -> Value {
         "cluster_id": cluster_id,
         "funs": funs,
         "locs": p.resources,
-        "last_seen": crate::node::unix_now(),
+        "last_seen": unix_now(),
         "status": "healthy",
         "advertised_urls": p.urls,
         "region": p.region,

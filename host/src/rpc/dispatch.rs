@@ -11,14 +11,14 @@ use semver::Version;
 use serde_json::Value;
 
 use super::builtins::Builtin;
-use super::execute::{BoxFuture, Call, CallFailure, Dispatcher};
+use super::execute::{BoxFuture, Call, CallError, Dispatcher};
 use super::route::{self, Candidate};
 use super::version::VersionConstraint;
 use crate::cluster::Cluster;
 use crate::cluster::catalog::RemoteFunction;
 use crate::cluster::link::LinkError;
 use crate::cluster::wire::{ForwardedCall, RemoteFailure};
-use crate::node::NodeInfo;
+use crate::identity::{Counted, NodeInfo, RunningCalls};
 use crate::plugin::{FunctionEntry, Registry};
 use crate::protocol::{RpcCommand, codes};
 use crate::pubsub::exchange::Exchange;
@@ -82,22 +82,6 @@ enum Target {
     Remote(RemoteFunction),
 }
 
-/// Counts a running plugin call in the node's load for as long as it lives.
-struct Running(Arc<NodeInfo>);
-
-impl Running {
-    fn enter(node: &Arc<NodeInfo>) -> Self {
-        node.running_calls.fetch_add(1, Ordering::Relaxed);
-        Running(node.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.running_calls.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl NodeDispatcher {
     /// A dispatcher over this node's built-ins and plugins.
     pub fn new(node: Arc<NodeInfo>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Arc<Self> {
@@ -144,7 +128,7 @@ impl NodeDispatcher {
     ) -> impl Future<Output = Result<Value, InvokeError>> + Send + 'static {
         let runtime = self.runtime.clone();
         let ctx = self.context(&call);
-        let running = Running::enter(&self.node);
+        let running = Counted::enter(RunningCalls(self.node.clone()));
         async move {
             let _running = running;
             let c = call.command;
@@ -178,7 +162,7 @@ impl NodeDispatcher {
 
     /// Where `call` runs: a built-in, else the highest matching version here or on a live peer
     /// not in `exclude`, the least loaded node among those that have it.
-    fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallFailure> {
+    fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallError> {
         let cmd = &call.command;
         let vc = call.constraint.as_ref();
         if queue_api::is_queue_function(&cmd.fun) {
@@ -239,10 +223,7 @@ impl NodeDispatcher {
                         + view
                             .as_ref()
                             .map_or(0, |(_, v)| v.functions(&cmd.fun).len());
-                    Err(CallFailure::new(
-                        codes::COMMAND_NOT_FOUND,
-                        not_found(call, known),
-                    ))
+                    Err(CallError::NotFound(not_found(call, known)))
                 }
             };
         }
@@ -271,16 +252,13 @@ impl NodeDispatcher {
 
     /// Where a `queue.*` call runs: on the node that owns the queue (creating one runs here,
     /// unless another node has it already).
-    fn resolve_queue(&self, call: &Call, exclude: &[String]) -> Result<Target, CallFailure> {
+    fn resolve_queue(&self, call: &Call, exclude: &[String]) -> Result<Target, CallError> {
         let cmd = &call.command;
         let Some(queues) = self.queues.get() else {
-            return Err(CallFailure::new(
-                codes::COMMAND_NOT_FOUND,
-                format!(
-                    "Command not found: {} (this node serves no queues)",
-                    cmd.fun
-                ),
-            ));
+            return Err(CallError::NotFound(format!(
+                "Command not found: {} (this node serves no queues)",
+                cmd.fun
+            )));
         };
         let name = match queue_api::queue_name(cmd) {
             Some(n) if cmd.fun != "queue.list" && !queues.has(n) => n,
@@ -301,10 +279,10 @@ impl NodeDispatcher {
         match owner {
             Some(remote) => Ok(Target::Remote(remote)),
             None if cmd.fun == "queue.create" => Ok(Target::Queue(queues.clone())),
-            None => Err(CallFailure::new(
-                codes::COMMAND_NOT_FOUND,
-                format!("{}: no queue '{name}' in the cluster", cmd.fun),
-            )),
+            None => Err(CallError::NotFound(format!(
+                "{}: no queue '{name}' in the cluster",
+                cmd.fun
+            ))),
         }
     }
 
@@ -365,15 +343,12 @@ impl NodeDispatcher {
         call: Call,
         path: Vec<String>,
         hops_left: u8,
-    ) -> Result<Value, CallFailure> {
+    ) -> Result<Value, CallError> {
         let Some(cluster) = self.cluster.get().cloned() else {
-            return Err(CallFailure::new(
-                codes::COMMAND_NOT_FOUND,
-                "not in a cluster",
-            ));
+            return Err(CallError::NotFound("not in a cluster".into()));
         };
-        let command = serde_json::to_string(&call.command)
-            .map_err(|e| CallFailure::new(codes::EXECUTION_FAILED, e.to_string()))?;
+        let command =
+            serde_json::to_string(&call.command).map_err(|e| CallError::Failed(e.to_string()))?;
         let mut target = first;
         let mut tried: Vec<String> = path.clone();
         let mut not_sent = Vec::new();
@@ -383,9 +358,8 @@ impl NodeDispatcher {
                 d.saturating_duration_since(Instant::now()).as_millis() as u64
             });
             if timeout_ms == 0 {
-                return Err(CallFailure::new(
-                    codes::DEADLINE_EXCEEDED,
-                    "deadline passed before the call could be forwarded",
+                return Err(CallError::Deadline(
+                    "deadline passed before the call could be forwarded".into(),
                 ));
             }
             let fwd = ForwardedCall {
@@ -407,10 +381,7 @@ impl NodeDispatcher {
             let refused = match outcome {
                 Ok(text) => {
                     return serde_json::from_str(&text).map_err(|e| {
-                        CallFailure::new(
-                            codes::EXECUTION_FAILED,
-                            format!("node {node_id} sent an unreadable result: {e}"),
-                        )
+                        CallError::Failed(format!("node {node_id} sent an unreadable result: {e}"))
                     });
                 }
                 Err(LinkError::NotSent(why)) => why,
@@ -420,14 +391,14 @@ impl NodeDispatcher {
                     format!("node {node_id}: {cause}")
                 }
                 Err(LinkError::Remote(RemoteFailure { code, cause })) => {
-                    return Err(CallFailure::new(
+                    return Err(CallError::from_code(
                         code,
                         format!("on node {node_id}: {cause}"),
                     ));
                 }
-                Err(LinkError::Lost(why)) => return Err(CallFailure::new(codes::NODE_LOST, why)),
+                Err(LinkError::Lost(why)) => return Err(CallError::NodeLost(why)),
                 Err(LinkError::Protocol(why)) => {
-                    return Err(CallFailure::new(codes::EXECUTION_FAILED, why));
+                    return Err(CallError::Failed(why));
                 }
             };
             tracing::debug!(node = %node_id, why = %refused, "call not run there; re-routing");
@@ -442,28 +413,24 @@ impl NodeDispatcher {
                 Err(_) => break,
             }
         }
-        Err(CallFailure::new(
-            codes::COMMAND_NOT_FOUND,
-            format!(
-                "Command not found: {} (every node that has it is unreachable: {})",
-                call.command.fun,
-                not_sent.join("; ")
-            ),
-        ))
+        Err(CallError::NotFound(format!(
+            "Command not found: {} (every node that has it is unreachable: {})",
+            call.command.fun,
+            not_sent.join("; ")
+        )))
     }
 
     /// Runs a call a peer forwarded here: locally when this node has it, else onward while the
     /// hop budget lasts, never back through `path`.
-    pub async fn run_forwarded(self: Arc<Self>, fwd: ForwardedCall) -> Result<Value, CallFailure> {
-        let command: RpcCommand = serde_json::from_str(&fwd.command).map_err(|e| {
-            CallFailure::new(codes::MALFORMED_REQUEST, format!("forwarded command: {e}"))
-        })?;
+    pub async fn run_forwarded(self: Arc<Self>, fwd: ForwardedCall) -> Result<Value, CallError> {
+        let command: RpcCommand = serde_json::from_str(&fwd.command)
+            .map_err(|e| CallError::Malformed(format!("forwarded command: {e}")))?;
         let constraint = command
             .version_constraint
             .as_deref()
             .map(VersionConstraint::parse)
             .transpose()
-            .map_err(|e| CallFailure::new(codes::EXECUTION_FAILED, e.to_string()))?;
+            .map_err(|e| CallError::Failed(e.to_string()))?;
         let timeout = Duration::from_millis(fwd.timeout_ms);
         let call = Call {
             command,
@@ -482,21 +449,17 @@ impl NodeDispatcher {
                     &self.registry,
                     self.cluster.get().map(|c| &**c),
                 ),
-                Target::Plugin(entry) => self
-                    .run_plugin(entry, call)
-                    .await
-                    .map_err(CallFailure::from),
+                Target::Plugin(entry) => {
+                    self.run_plugin(entry, call).await.map_err(CallError::from)
+                }
                 Target::Queue(queues) => queue_api::call(&queues, &call.command).await,
                 Target::Remote(next) => {
                     if fwd.hops_left == 0 {
-                        return Err(CallFailure::new(
-                            codes::COMMAND_NOT_FOUND,
-                            format!(
-                                "Command not found: {} here, and the hop budget is spent (path {})",
-                                call.command.fun,
-                                path.join(" -> ")
-                            ),
-                        ));
+                        return Err(CallError::NotFound(format!(
+                            "Command not found: {} here, and the hop budget is spent (path {})",
+                            call.command.fun,
+                            path.join(" -> ")
+                        )));
                     }
                     self.clone()
                         .forward(next, call, path.clone(), fwd.hops_left - 1)
@@ -506,10 +469,10 @@ impl NodeDispatcher {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(CallFailure::new(
-                codes::DEADLINE_EXCEEDED,
-                format!("deadline of {} ms exceeded", fwd.timeout_ms),
-            )),
+            Err(_) => Err(CallError::Deadline(format!(
+                "deadline of {} ms exceeded",
+                fwd.timeout_ms
+            ))),
         }
     }
 }
@@ -536,7 +499,7 @@ fn not_found(call: &Call, versions: usize) -> String {
     text
 }
 
-impl From<InvokeError> for CallFailure {
+impl From<InvokeError> for CallError {
     fn from(e: InvokeError) -> Self {
         let code = match e {
             InvokeError::Timeout(_)
@@ -548,7 +511,7 @@ impl From<InvokeError> for CallFailure {
                 codes::EXECUTION_FAILED
             }
         };
-        CallFailure::new(code, e.to_string())
+        CallError::from_code(code, e.to_string())
     }
 }
 
@@ -558,7 +521,7 @@ impl NodeDispatcher {
     }
 
     /// Starts `call` on `target`.
-    fn start(&self, target: Target, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+    fn start(&self, target: Target, call: Call) -> BoxFuture<Result<Value, CallError>> {
         match target {
             Target::Builtin(b) => {
                 let out = b.run(
@@ -571,7 +534,7 @@ impl NodeDispatcher {
             }
             Target::Plugin(entry) => {
                 let run = self.run_plugin(entry, call);
-                Box::pin(async move { run.await.map_err(CallFailure::from) })
+                Box::pin(async move { run.await.map_err(CallError::from) })
             }
             Target::Queue(queues) => {
                 Box::pin(async move { queue_api::call(&queues, &call.command).await })
@@ -581,9 +544,7 @@ impl NodeDispatcher {
                     let (path, hops) = (vec![self.node.node_id.clone()], self.max_hops());
                     Box::pin(this.forward(f, call, path, hops))
                 }
-                None => {
-                    Box::pin(async { Err(CallFailure::new(codes::OVERLOADED, "node stopping")) })
-                }
+                None => Box::pin(async { Err(CallError::Overloaded("node stopping".into())) }),
             },
         }
     }
@@ -598,12 +559,12 @@ impl Dispatcher for NodeDispatcher {
         &self,
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
-    ) -> Option<Result<Value, CallFailure>> {
+    ) -> Option<Result<Value, CallError>> {
         let b = self.builtin(cmd, constraint)?;
         Some(b.run(cmd, &self.node, &self.registry, self.cluster_ref()))
     }
 
-    fn check(&self, call: &Call) -> Result<(), CallFailure> {
+    fn check(&self, call: &Call) -> Result<(), CallError> {
         // A queue may be created by an earlier command of the same request: whether it exists
         // is known only when the call runs.
         if queue_api::is_queue_function(&call.command.fun) && self.queues.get().is_some() {
@@ -612,7 +573,7 @@ impl Dispatcher for NodeDispatcher {
         self.resolve(call, &[]).map(|_| ())
     }
 
-    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
         match self.resolve(&call, &[]) {
             Err(f) => Box::pin(async move { Err(f) }),
             Ok(target) => self.start(target, call),
@@ -643,7 +604,7 @@ impl NestedCalls for NodeDispatcher {
         let message = crate::protocol::pubsub::PubsubMessage {
             topic: topic.to_owned(),
             payload,
-            timestamp: crate::node::unix_now(),
+            timestamp: crate::clock::unix_now(),
             message_id: id.clone(),
             publisher: format!("plugin:{plugin}"),
             headers,
@@ -679,7 +640,7 @@ impl NestedCalls for NodeDispatcher {
             deadline: None,
         };
         match self.resolve(&call, &[]) {
-            Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.cause)) }),
+            Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.into_cause())) }),
             Ok(Target::Plugin(entry)) => {
                 let fun = call.command.fun.clone();
                 let run = self.run_plugin(entry, call);
@@ -694,9 +655,9 @@ impl NestedCalls for NodeDispatcher {
             Ok(target) => {
                 let run = self.start(target, call);
                 Box::pin(async move {
-                    run.await.map_err(|f| match f.code {
-                        codes::COMMAND_NOT_FOUND => NestedError::NotFound(f.cause),
-                        _ => NestedError::Failed(f.cause),
+                    run.await.map_err(|f| match f {
+                        CallError::NotFound(cause) => NestedError::NotFound(cause),
+                        other => NestedError::Failed(other.into_cause()),
                     })
                 })
             }

@@ -2,74 +2,20 @@
 //! independent commands run concurrently, the first failure fails the request and drops (so
 //! cancels) everything still running, and the whole request is bounded by its deadline.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
 
 use super::plan::{self, Plan};
+pub use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::substitute::{Results, substitute};
 use super::version::VersionConstraint;
 use crate::protocol::{
     ExecutionSummary, IntermediateResult, RpcCommand, RpcErrorBody, RpcRequest, RpcResponse, codes,
 };
-
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// One command, arguments already substituted, ready to run somewhere.
-#[derive(Debug, Clone)]
-pub struct Call {
-    /// The command with substituted `args` and `kwargs`.
-    pub command: RpcCommand,
-    /// Its parsed version constraint.
-    pub constraint: Option<VersionConstraint>,
-    /// The request's `u`, for logs.
-    pub request_id: Arc<str>,
-    /// 0 for a command of a client request; n for a call made by a plugin at depth n − 1.
-    pub depth: u32,
-    /// When the request it belongs to must be answered (a forwarded call carries what is left).
-    pub deadline: Option<Instant>,
-}
-
-/// Why one call failed: the code and a cause for the details.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallFailure {
-    /// Error code of the whole request.
-    pub code: i64,
-    /// What went wrong (the executor prefixes the command).
-    pub cause: String,
-}
-
-impl CallFailure {
-    /// A failure with `code`.
-    pub fn new(code: i64, cause: impl Into<String>) -> Self {
-        CallFailure {
-            code,
-            cause: cause.into(),
-        }
-    }
-}
-
-/// Where calls run: local runtime, built-ins, later peers.
-pub trait Dispatcher: Send + Sync + 'static {
-    /// Fails fast when nothing can serve `call` (so a typo in the last level fails before the
-    /// first level runs).
-    fn check(&self, call: &Call) -> Result<(), CallFailure>;
-    /// Runs the call.
-    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>>;
-    /// Answers at once when the target needs no waiting (a built-in); `None` otherwise.
-    fn immediate(
-        &self,
-        _cmd: &RpcCommand,
-        _constraint: Option<&VersionConstraint>,
-    ) -> Option<Result<Value, CallFailure>> {
-        None
-    }
-}
 
 /// Answers a one-command request on the spot when its target is immediate (built-in `echo`,
 /// say): no planner tables, timer or task. Same replies as [`execute`]; `None` means "use it".
@@ -108,7 +54,7 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
             r.insert(c.name.clone(), v);
             RpcResponse::ok(u(), r)
         }
-        Err(f) => error_reply(u(), f.code, failure_details(c, f)),
+        Err(f) => error_reply(u(), f.code(), failure_details(c, f)),
     })
 }
 
@@ -116,7 +62,7 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
 pub type LevelHook = Box<dyn FnMut(&IntermediateResult) + Send>;
 
 /// A running command: its index, when it started, and how it ended.
-type Running = BoxFuture<(usize, Duration, Result<Value, CallFailure>)>;
+type Running = BoxFuture<(usize, Duration, Result<Value, CallError>)>;
 
 /// Per-request options the session decides.
 pub struct ExecOptions {
@@ -124,12 +70,6 @@ pub struct ExecOptions {
     pub deadline: Duration,
     /// Called with each level's results, in level order, as levels complete.
     pub on_level: Option<LevelHook>,
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -173,11 +113,11 @@ impl<T> Future for AbortOnDrop<T> {
 
 /// The reply details of a failed command. MPREG's exact 1001 text (`Command not found: <fun>`)
 /// is kept as is; every other failure names the command and its function.
-fn failure_details(c: &RpcCommand, f: CallFailure) -> String {
-    if f.code == codes::COMMAND_NOT_FOUND {
-        f.cause
+fn failure_details(c: &RpcCommand, f: CallError) -> String {
+    if let CallError::NotFound(cause) = f {
+        cause
     } else {
-        format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause)
+        format!("command '{}' (fun '{}'): {}", c.name, c.fun, f.cause())
     }
 }
 
@@ -249,7 +189,7 @@ async fn run(
             deadline: None,
         };
         if let Err(f) = dispatcher.check(&probe) {
-            return error_reply(u, f.code, failure_details(c, f));
+            return error_reply(u, f.code(), failure_details(c, f));
         }
         constraints.push(vc);
     }
@@ -301,12 +241,9 @@ async fn run(
         if spawn {
             let task = AbortOnDrop(tokio::spawn(fut));
             Box::pin(async move {
-                let r = task.await.unwrap_or_else(|e| {
-                    Err(CallFailure::new(
-                        codes::EXECUTION_FAILED,
-                        format!("task failed: {e}"),
-                    ))
-                });
+                let r = task
+                    .await
+                    .unwrap_or_else(|e| Err(CallError::Failed(format!("task failed: {e}"))));
                 (i, begun, r)
             })
         } else {
@@ -320,7 +257,7 @@ async fn run(
         let value = match outcome {
             Ok(v) => v,
             Err(f) => {
-                return error_reply(u, f.code, failure_details(&req.cmds[i], f));
+                return error_reply(u, f.code(), failure_details(&req.cmds[i], f));
             }
         };
         spans[i] = (begun, started.elapsed());
@@ -350,7 +287,7 @@ async fn run(
                     accumulated_results: accumulated.clone(),
                     total_levels: plan.levels.len(),
                     completed_levels: emitted + 1,
-                    timestamp: now_secs(),
+                    timestamp: crate::clock::unix_now(),
                     execution_time_ms: ms(level_done_at[emitted].unwrap_or_default()),
                 };
                 if let Some(cb) = opts.on_level.as_mut() {
@@ -433,16 +370,13 @@ mod tests {
     struct Inline;
 
     impl Dispatcher for Inline {
-        fn check(&self, call: &Call) -> Result<(), CallFailure> {
+        fn check(&self, call: &Call) -> Result<(), CallError> {
             match call.command.fun.as_str() {
                 "echo" | "echos" | "sleep" | "fail" => Ok(()),
-                other => Err(CallFailure::new(
-                    codes::COMMAND_NOT_FOUND,
-                    format!("no function '{other}'"),
-                )),
+                other => Err(CallError::NotFound(format!("no function '{other}'"))),
             }
         }
-        fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallFailure>> {
+        fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
             // Like the node's dispatcher, dispatch resolves the target itself.
             let resolved = self.check(&call);
             Box::pin(async move {
@@ -456,10 +390,7 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         Ok(json!(ms))
                     }
-                    _ => Err(CallFailure::new(
-                        codes::EXECUTION_FAILED,
-                        "failed on purpose",
-                    )),
+                    _ => Err(CallError::Failed("failed on purpose".into())),
                 }
             })
         }

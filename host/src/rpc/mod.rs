@@ -2,6 +2,7 @@
 //! version constraints (pure), then execute and route (node feature).
 
 pub mod plan;
+pub mod port;
 pub mod route;
 pub mod substitute;
 pub mod version;

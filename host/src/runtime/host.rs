@@ -10,7 +10,8 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{CallContext, NestedCall, NestedError, Sandbox};
+use super::nested::{CallContext, NestedCall, NestedError};
+use crate::sandbox::Sandbox;
 
 /// Generated from `wit/plugin.wit`; in a module of its own so the generated `mpreg` package
 /// module cannot clash with this crate's name.
@@ -65,7 +66,7 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         if sandbox.grants_anything() {
-            sandbox.grant(&mut builder)?;
+            super::sandbox::grant(sandbox, &mut builder)?;
         }
         Ok(HostState {
             wasi: builder.build(),

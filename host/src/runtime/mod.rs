@@ -7,12 +7,11 @@
 
 pub mod convert;
 mod host;
+pub mod nested;
 pub mod sandbox;
 pub mod signature;
 pub mod teardown;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,47 +28,11 @@ use wasmtime::{
 
 use host::{HostState, PluginPre};
 
+pub use crate::config::RuntimeConfig;
+pub use crate::digest::sha256_hex;
+pub use crate::sandbox::{DirGrant, Limits, Sandbox, SandboxError};
 pub use convert::ConvertError;
-pub use sandbox::{DirGrant, Limits, Sandbox, SandboxError};
-
-/// Settings of the runtime (the `[runtime]` section of the node config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Longest a single plugin call may run (wall time, enforced by epochs).
-    pub call_timeout_ms: u64,
-    /// Linear memory cap of one plugin instance.
-    pub memory_limit_mib: u64,
-    /// Epoch tick: how often runaway guests are checked and made to yield.
-    pub epoch_tick_ms: u64,
-    /// Instances that may exist at once (the pooling allocator's slots); calls past this fail
-    /// with "overloaded".
-    pub max_instances: u32,
-    /// Guest stack limit; deeper recursion traps with a stack-overflow error.
-    pub max_stack_kib: u32,
-    /// Largest memory limit any plugin may be given (the size of an instance slot).
-    pub max_memory_limit_mib: u64,
-    /// Compile guests with fuel metering so plugins can be given a `fuel` budget (costs a
-    /// little speed in every guest).
-    pub fuel_metering: bool,
-    /// How deep plugins may nest `call`s (a plugin calling a plugin calling …).
-    pub max_call_depth: u32,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            call_timeout_ms: 5_000,
-            memory_limit_mib: 64,
-            epoch_tick_ms: 2,
-            max_instances: 1_000,
-            max_stack_kib: 512,
-            max_memory_limit_mib: 256,
-            fuel_metering: false,
-            max_call_depth: 8,
-        }
-    }
-}
+pub use nested::{CallContext, NestedCall, NestedCalls, NestedError, NestedFuture};
 
 /// Why a component could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -208,22 +171,6 @@ pub struct CallStats {
     pub in_flight: AtomicU64,
 }
 
-/// Counts one running call for as long as it lives.
-struct InFlight<'a>(&'a AtomicU64);
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Compiled code of a component, before it is checked against our world.
 pub struct Compiled {
     component: Component,
@@ -235,88 +182,6 @@ impl Compiled {
         self.component
             .serialize()
             .map_err(|e| LoadError::Engine(format!("serializing compiled code: {e:#}")))
-    }
-}
-
-/// Boxed future of a nested call.
-pub type NestedFuture = Pin<Box<dyn Future<Output = Result<Value, NestedError>> + Send>>;
-
-/// The node as a plugin's imports reach it: `call` (and `queue.send`, which is a call of the
-/// `queue.send` built-in) and `publish`. Implemented by the RPC layer, so a nested call is
-/// routed like any other; the runtime only enforces the depth limit.
-pub trait NestedCalls: Send + Sync {
-    /// Runs `call` and returns its result.
-    fn call(&self, call: NestedCall) -> NestedFuture;
-
-    /// Publishes `payload` (JSON text) on `topic` for plugin `plugin` during request
-    /// `request_id`; returns the message id.
-    fn publish(
-        &self,
-        topic: &str,
-        payload: &str,
-        plugin: &str,
-        request_id: &str,
-    ) -> Result<String, String>;
-}
-
-/// One `call` from inside a plugin.
-#[derive(Debug, Clone)]
-pub struct NestedCall {
-    /// Function name.
-    pub fun: String,
-    /// Positional arguments.
-    pub args: Vec<Value>,
-    /// Keyword arguments.
-    pub kwargs: Map<String, Value>,
-    /// `function_id` to match.
-    pub function_id: Option<String>,
-    /// Version constraint.
-    pub version: Option<String>,
-    /// Resource tags to match.
-    pub locs: Vec<String>,
-    /// The request the outermost call belongs to.
-    pub request_id: Arc<str>,
-    /// Nesting depth of the callee (1 for a call made by a top-level call).
-    pub depth: u32,
-}
-
-/// Why a nested call failed; maps onto the WIT `call-error`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum NestedError {
-    /// Nothing matches.
-    #[error("{0}")]
-    NotFound(String),
-    /// Arguments do not fit.
-    #[error("{0}")]
-    BadArguments(String),
-    /// The callee failed.
-    #[error("{0}")]
-    Failed(String),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-/// Who a call runs for: the request id (for logs), its nesting depth, and how to make nested
-/// calls (absent where plugins may not call out, e.g. while loading).
-#[derive(Clone)]
-pub struct CallContext {
-    /// The request's `u`.
-    pub request_id: Arc<str>,
-    /// 0 for a call from a client request.
-    pub depth: u32,
-    /// Where `call` goes.
-    pub nested: Option<Arc<dyn NestedCalls>>,
-}
-
-impl CallContext {
-    /// A top-level call that may not call out.
-    pub fn isolated(request_id: Arc<str>) -> Self {
-        CallContext {
-            request_id,
-            depth: 0,
-            nested: None,
-        }
     }
 }
 
@@ -337,13 +202,6 @@ pub fn check_component_header(bytes: &[u8]) -> Result<(), String> {
             bytes.len()
         )),
     }
-}
-
-/// Lowercase hex sha256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -623,7 +481,7 @@ impl Runtime {
             sandbox,
             limits,
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
-            loaded_at: crate::node::unix_now(),
+            loaded_at: crate::clock::unix_now(),
             stats: CallStats::default(),
             pre,
         })
@@ -672,7 +530,7 @@ impl Runtime {
         stats.calls.fetch_add(1, Ordering::Relaxed);
         // A guard, so a call whose future is dropped (request deadline, client gone) still
         // stops counting as running.
-        let _running = InFlight::enter(&stats.in_flight);
+        let _running = crate::identity::Counted::enter(&stats.in_flight);
         let out = async {
             let params = bind_args(func, args, kwargs)?;
             let mut store = self

@@ -1,197 +1,21 @@
-//! Per-plugin sandbox: limits (memory, deadline, fuel) and capability grants (environment
-//! variables, preopened directories). Everything is denied unless a plugin's sandbox grants it;
-//! a limit left unset falls back to the node's `[runtime]` default.
+//! Applies a plugin's [`Sandbox`] grants to the WASI context of one call.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::RuntimeConfig;
+use crate::sandbox::Sandbox;
 
-/// What one plugin may use, set in the node config (`[[plugins]]` tables) or at publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Sandbox {
-    /// Linear memory cap; the node's `runtime.memory_limit_mib` when unset. JavaScript guests
-    /// need about 150 MiB, Python about 16 MiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_limit_mib: Option<u64>,
-    /// Wall-time limit of one call; the node's `runtime.call_timeout_ms` when unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub call_timeout_ms: Option<u64>,
-    /// Instructions budget (wasmtime fuel) per call. Needs `runtime.fuel_metering = true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fuel: Option<u64>,
-    /// Environment variables the guest sees (none by default).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Host directories the guest may open (none by default).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dirs: Vec<DirGrant>,
-}
-
-/// One preopened directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirGrant {
-    /// Directory on the node.
-    pub host: PathBuf,
-    /// Path the guest opens it by, e.g. `/data`.
-    pub guest: String,
-    /// Read-only unless set to `false`.
-    #[serde(default = "yes")]
-    pub read_only: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The limits in force for one plugin, after defaults were applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    /// Memory cap in MiB.
-    pub memory_limit_mib: u64,
-    /// Deadline of one call in ms.
-    pub call_timeout_ms: u64,
-    /// Fuel per call, when metered.
-    pub fuel: Option<u64>,
-}
-
-/// A sandbox the node cannot honour.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid sandbox: {0}")]
-pub struct SandboxError(pub String);
-
-impl Sandbox {
-    /// Checks the sandbox against what the engine was built for and resolves the limits.
-    pub fn limits(&self, runtime: &RuntimeConfig) -> Result<Limits, SandboxError> {
-        let memory = self.memory_limit_mib.unwrap_or(runtime.memory_limit_mib);
-        if memory == 0 || memory > runtime.max_memory_limit_mib {
-            return Err(SandboxError(format!(
-                "memory_limit_mib must be between 1 and {} (runtime.max_memory_limit_mib), got {memory}",
-                runtime.max_memory_limit_mib
-            )));
-        }
-        let timeout = self.call_timeout_ms.unwrap_or(runtime.call_timeout_ms);
-        if timeout == 0 {
-            return Err(SandboxError("call_timeout_ms must be at least 1".into()));
-        }
-        if self.fuel.is_some() && !runtime.fuel_metering {
-            return Err(SandboxError(
-                "fuel needs runtime.fuel_metering = true on this node".into(),
-            ));
-        }
-        if self.fuel == Some(0) {
-            return Err(SandboxError("fuel must be at least 1".into()));
-        }
-        for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-                return Err(SandboxError(format!(
-                    "environment variable name '{key}' is not usable"
-                )));
-            }
-        }
-        for dir in &self.dirs {
-            if !dir.host.is_dir() {
-                return Err(SandboxError(format!(
-                    "granted directory {} does not exist on this node",
-                    dir.host.display()
-                )));
-            }
-            if !dir.guest.starts_with('/') {
-                return Err(SandboxError(format!(
-                    "guest path '{}' must be absolute",
-                    dir.guest
-                )));
-            }
-        }
-        Ok(Limits {
-            memory_limit_mib: memory,
-            call_timeout_ms: timeout,
-            fuel: self.fuel,
-        })
+/// Adds the grants to a WASI context that otherwise has no ambient authority.
+pub(crate) fn grant(sandbox: &Sandbox, builder: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+    for (key, value) in &sandbox.env {
+        builder.env(key, value);
     }
-
-    /// Adds the grants to a WASI context that otherwise has no ambient authority.
-    pub(crate) fn grant(&self, builder: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
-        for (key, value) in &self.env {
-            builder.env(key, value);
-        }
-        for dir in &self.dirs {
-            let perms = if dir.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder.preopened_dir(&dir.host, &dir.guest, perms)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the guest gets anything beyond the empty default.
-    pub fn grants_anything(&self) -> bool {
-        !self.env.is_empty() || !self.dirs.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_come_from_the_runtime() {
-        let rt = RuntimeConfig::default();
-        let limits = Sandbox::default().limits(&rt).expect("valid");
-        assert_eq!(limits.memory_limit_mib, rt.memory_limit_mib);
-        assert_eq!(limits.call_timeout_ms, rt.call_timeout_ms);
-        assert_eq!(limits.fuel, None);
-    }
-
-    #[test]
-    fn rejects_what_the_engine_cannot_do() {
-        let rt = RuntimeConfig::default();
-        let too_big = Sandbox {
-            memory_limit_mib: Some(rt.max_memory_limit_mib + 1),
-            ..Sandbox::default()
+    for dir in &sandbox.dirs {
+        let perms = if dir.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
         };
-        assert!(too_big.limits(&rt).is_err());
-        let fuel = Sandbox {
-            fuel: Some(1000),
-            ..Sandbox::default()
-        };
-        assert!(fuel.limits(&rt).is_err(), "fuel without metering");
-        let metered = RuntimeConfig {
-            fuel_metering: true,
-            ..RuntimeConfig::default()
-        };
-        assert_eq!(fuel.limits(&metered).expect("ok").fuel, Some(1000));
-        let missing = Sandbox {
-            dirs: vec![DirGrant {
-                host: "/definitely/not/here".into(),
-                guest: "/data".into(),
-                read_only: true,
-            }],
-            ..Sandbox::default()
-        };
-        assert!(missing.limits(&rt).is_err());
-        let bad_env = Sandbox {
-            env: [("A=B".to_owned(), "x".to_owned())].into(),
-            ..Sandbox::default()
-        };
-        assert!(bad_env.limits(&rt).is_err());
+        builder.preopened_dir(&dir.host, &dir.guest, perms)?;
     }
-
-    #[test]
-    fn parses_from_toml_with_read_only_default() {
-        let s: Sandbox = toml::from_str(
-            "memory_limit_mib = 128\nenv = { MODE = \"fast\" }\n[[dirs]]\nhost = \"/tmp\"\nguest = \"/data\"\n",
-        )
-        .expect("parses");
-        assert_eq!(s.memory_limit_mib, Some(128));
-        assert!(s.dirs[0].read_only);
-        assert!(toml::from_str::<Sandbox>("memroy_limit_mib = 1").is_err());
-    }
+    Ok(())
 }

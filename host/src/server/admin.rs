@@ -20,51 +20,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::ServerState;
+use super::state::ServerState;
 use crate::plugin::PublishError;
-use crate::runtime::{Sandbox, sha256_hex};
-
-/// Header carrying the sandbox of a publish, as JSON (same fields as the config's `sandbox`).
-pub const SANDBOX_HEADER: &str = "x-mpreg-sandbox";
-/// Header carrying the placement of a publish: comma-separated resource tags a node must have
-/// to host the version (absent: every node of the cluster).
-pub const PLACEMENT_HEADER: &str = "x-mpreg-placement";
-
-/// Checks admin tokens against a sha256, so the token itself is never stored.
-#[derive(Clone)]
-pub struct AdminAuth {
-    hash: String,
-}
-
-impl AdminAuth {
-    /// From the token itself.
-    pub fn from_token(token: &str) -> Self {
-        AdminAuth {
-            hash: sha256_hex(token.as_bytes()),
-        }
-    }
-
-    /// From a stored hash.
-    pub fn from_hash(hash: String) -> Self {
-        AdminAuth { hash }
-    }
-
-    /// The hash, for storing.
-    pub fn hash(&self) -> &str {
-        &self.hash
-    }
-
-    /// Whether `token` is the admin token (constant time in the token's hash).
-    pub fn accepts(&self, token: &str) -> bool {
-        let presented = sha256_hex(token.as_bytes());
-        presented.len() == self.hash.len()
-            && presented
-                .bytes()
-                .zip(self.hash.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-}
+use crate::protocol::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
+use crate::sandbox::Sandbox;
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({ "error": { "kind": kind, "message": message.into() } });
@@ -236,20 +195,5 @@ fn reply(result: Result<Value, PublishError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => publish_error(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_compared_by_hash() {
-        let auth = AdminAuth::from_token("0123456789abcdef");
-        assert!(auth.accepts("0123456789abcdef"));
-        assert!(!auth.accepts("0123456789abcdeg"));
-        assert!(!auth.accepts(""));
-        let again = AdminAuth::from_hash(auth.hash().to_owned());
-        assert!(again.accepts("0123456789abcdef"));
     }
 }

@@ -2,11 +2,15 @@
 //! `GET /health`, and the admin API under `/admin` (see [`admin`]).
 
 pub mod admin;
+mod auth;
 mod peer;
 mod pubsub;
 mod session;
 
-pub use admin::AdminAuth;
+mod state;
+
+pub use auth::AdminAuth;
+pub use state::ServerState;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,45 +22,9 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::wire::PEER_PATH;
-use crate::config::ServerConfig;
-use crate::node::NodeInfo;
-use crate::plugin::{PluginManager, Registry};
-use crate::pubsub::exchange::Exchange;
-use crate::rpc::dispatch::NodeDispatcher;
-
-/// What every session shares.
-pub struct ServerState {
-    /// Runs calls, here or on peers.
-    pub dispatcher: Arc<NodeDispatcher>,
-    /// Identity and load counters.
-    pub node: Arc<NodeInfo>,
-    /// Loaded functions (for /health).
-    pub registry: Arc<Registry>,
-    /// Publishes and retires plugins (admin API).
-    pub manager: Arc<PluginManager>,
-    /// Admin API credentials.
-    pub admin: AdminAuth,
-    /// Largest accepted upload.
-    pub max_upload_bytes: usize,
-    /// Limits.
-    pub config: ServerConfig,
-    /// Cancelled when the node starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the grace period is over: unfinished requests get an error.
-    pub hard_stop: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    /// Cancelled when the node is killed (tests of crashes): connections drop at once.
-    pub killed: CancellationToken,
-    /// Largest peer-link frame (a component being fetched).
-    pub max_peer_frame_bytes: usize,
-    /// Topic exchange.
-    pub exchange: Arc<Exchange>,
-}
 
 /// Accepts connections until shutdown, then drains sessions within `grace`.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
@@ -99,7 +67,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "node_id": state.node.node_id,
         "cluster_id": state.node.cluster_id,
         "functions": state.registry.all().len(),
-        "load": state.node.describe()["load"],
+        "load": crate::rpc::builtins::own_load(&state.node),
         "pubsub": state.exchange.describe(),
     }))
     .into_response()

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use super::ServerState;
+use super::state::ServerState;
 use crate::cluster::wire::{PeerFrame, RemoteFailure};
 use crate::protocol::codes;
 
@@ -162,8 +162,8 @@ async fn answer(frame: PeerFrame, state: Arc<ServerState>, refuse: bool) -> Opti
                 match state.dispatcher.clone().run_forwarded(call).await {
                     Ok(v) => Ok(v.to_string()),
                     Err(f) => Err(RemoteFailure {
-                        code: f.code,
-                        cause: f.cause,
+                        code: f.code(),
+                        cause: f.into_cause(),
                     }),
                 }
             };

@@ -12,13 +12,14 @@ use std::time::Instant;
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde_json::json;
 
-use super::ServerState;
+use super::state::ServerState;
 use crate::protocol::RpcCommand;
+use crate::protocol::pubsub::QUEUE_TOPIC_PREFIX;
 use crate::protocol::pubsub::{
     Delivery, PublishFrame, PubsubAck, SubscribeFrame, Subscription, UnsubscribeFrame,
     notification_text,
 };
-use crate::pubsub::exchange::{Connection, QUEUE_TOPIC_PREFIX};
+use crate::pubsub::exchange::Connection;
 use crate::queue::push;
 use crate::rpc::execute::{Call, Dispatcher};
 
@@ -137,7 +138,7 @@ async fn queue_subscription(
     };
     match state.dispatcher.dispatch(stats).await {
         Ok(_) => Ok(Some((*name).to_owned())),
-        Err(f) => Err(f.cause),
+        Err(f) => Err(f.into_cause()),
     }
 }
 

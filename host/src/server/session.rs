@@ -2,7 +2,6 @@
 //! replies through a bounded queue drained by a writer task that batches frames.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -12,7 +11,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ServerState, pubsub};
+use super::pubsub;
+use super::state::ServerState;
+use crate::identity::Counted;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
 use crate::rpc::execute::{self, ExecOptions};
 
@@ -39,29 +40,13 @@ impl From<Option<Message>> for Answer {
     }
 }
 
-/// Decrements a counter when dropped.
-struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        Counted(c)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Serves one connection until the client leaves or the node has drained it.
 ///
 /// This task owns both halves of the socket: it reads frames, answers quick ones inline, writes
 /// the replies that request tasks queue, and flushes only when nothing else is ready, so replies
 /// go out in batches without a hop to a separate writer task.
 pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
-    let _client = Counted::new(&state.node.active_clients);
+    let _client = Counted::enter(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
     // Subscriptions of this connection end when this is dropped.
@@ -431,7 +416,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     let mut work = Box::pin(async move {
         let state = task_state;
         let _permit = permit;
-        let _active = Counted::new(&state.node.active_requests);
+        let _active = Counted::enter(&state.node.active_requests);
         let u = req.u.clone();
         if req.debug_mode {
             tracing::debug!(u = %u, cmds = req.cmds.len(), "rpc request");

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{RuntimeConfig, Sandbox};
+use crate::sandbox::Sandbox;
+
+mod runtime;
+
+pub use runtime::RuntimeConfig;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,23 +173,6 @@ impl Default for PubsubConfig {
             slow_subscriber_ms: 2000,
             max_subscriptions_per_connection: 10_000,
             max_patterns_per_subscription: 256,
-        }
-    }
-}
-
-impl PubsubConfig {
-    /// The exchange's settings.
-    pub fn settings(&self) -> crate::pubsub::exchange::ExchangeSettings {
-        crate::pubsub::exchange::ExchangeSettings {
-            backlog: crate::pubsub::backlog::Limits {
-                per_topic: self.backlog_per_topic,
-                max_age: std::time::Duration::from_secs(self.backlog_max_age_s),
-                max_topics: self.backlog_max_topics,
-                max_bytes: self.backlog_max_mib.saturating_mul(1 << 20),
-            },
-            slow_subscriber: std::time::Duration::from_millis(self.slow_subscriber_ms),
-            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
-            max_patterns_per_subscription: self.max_patterns_per_subscription,
         }
     }
 }
@@ -432,7 +419,7 @@ impl NodeConfig {
             return bad("cluster.gossip_addr must be an ip:port address");
         }
         if let Some(p) = c.peers.iter().find(|p| {
-            let addr = crate::cluster::seed_addr(p);
+            let addr = seed_addr(p);
             addr.rsplit_once(':')
                 .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
         }) {
@@ -453,9 +440,23 @@ pub fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// `host:port` from a peer given as `host:port` or a `ws://` / `http://` URL.
+pub fn seed_addr(peer: &str) -> String {
+    let rest = peer.split_once("://").map_or(peer, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_may_be_given_as_urls_or_addresses() {
+        assert_eq!(seed_addr("127.0.0.1:6666"), "127.0.0.1:6666");
+        assert_eq!(seed_addr("ws://10.0.0.2:7000"), "10.0.0.2:7000");
+        assert_eq!(seed_addr("ws://host:1/some/path"), "host:1");
+        assert_eq!(seed_addr("http://host:2/"), "host:2");
+    }
 
     #[test]
     fn parses_sections_and_rejects_unknown_keys() {

@@ -1,0 +1,43 @@
+//! `[runtime]`: how plugins run (limits and engine settings). Its own module because the
+//! sandbox spec resolves its limits against it while the node config holds sandboxes.
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the runtime (the `[runtime]` section of the node config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Longest a single plugin call may run (wall time, enforced by epochs).
+    pub call_timeout_ms: u64,
+    /// Linear memory cap of one plugin instance.
+    pub memory_limit_mib: u64,
+    /// Epoch tick: how often runaway guests are checked and made to yield.
+    pub epoch_tick_ms: u64,
+    /// Instances that may exist at once (the pooling allocator's slots); calls past this fail
+    /// with "overloaded".
+    pub max_instances: u32,
+    /// Guest stack limit; deeper recursion traps with a stack-overflow error.
+    pub max_stack_kib: u32,
+    /// Largest memory limit any plugin may be given (the size of an instance slot).
+    pub max_memory_limit_mib: u64,
+    /// Compile guests with fuel metering so plugins can be given a `fuel` budget (costs a
+    /// little speed in every guest).
+    pub fuel_metering: bool,
+    /// How deep plugins may nest `call`s (a plugin calling a plugin calling …).
+    pub max_call_depth: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            call_timeout_ms: 5_000,
+            memory_limit_mib: 64,
+            epoch_tick_ms: 2,
+            max_instances: 1_000,
+            max_stack_kib: 512,
+            max_memory_limit_mib: 256,
+            fuel_metering: false,
+            max_call_depth: 8,
+        }
+    }
+}

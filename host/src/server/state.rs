@@ -1,0 +1,43 @@
+//! What every session, peer link and admin handler of a node shares.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::AdminAuth;
+use crate::config::ServerConfig;
+use crate::identity::NodeInfo;
+use crate::plugin::{PluginManager, Registry};
+use crate::pubsub::exchange::Exchange;
+use crate::rpc::dispatch::NodeDispatcher;
+
+/// What every session shares.
+pub struct ServerState {
+    /// Runs calls, here or on peers.
+    pub dispatcher: Arc<NodeDispatcher>,
+    /// Identity and load counters.
+    pub node: Arc<NodeInfo>,
+    /// Loaded functions (for /health).
+    pub registry: Arc<Registry>,
+    /// Publishes and retires plugins (admin API).
+    pub manager: Arc<PluginManager>,
+    /// Admin API credentials.
+    pub admin: AdminAuth,
+    /// Largest accepted upload.
+    pub max_upload_bytes: usize,
+    /// Limits.
+    pub config: ServerConfig,
+    /// Cancelled when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: unfinished requests get an error.
+    pub hard_stop: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Cancelled when the node is killed (tests of crashes): connections drop at once.
+    pub killed: CancellationToken,
+    /// Largest peer-link frame (a component being fetched).
+    pub max_peer_frame_bytes: usize,
+    /// Topic exchange.
+    pub exchange: Arc<Exchange>,
+}
