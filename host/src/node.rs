@@ -19,9 +19,11 @@ use crate::plugin::{
 use crate::pubsub::exchange::Exchange;
 use crate::queue::manager::{QueueManager, system_clock};
 use crate::queue::store::QueueStore;
-use crate::rpc::dispatch::NodeDispatcher;
+use crate::rpc::builtins::Builtins;
+use crate::rpc::dispatch::{DispatcherParts, NodeDispatcher};
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
+use crate::{queue, rpc};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +236,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         id.resources.clone(),
         advertised_urls,
     ));
-    let dispatcher = NodeDispatcher::new(info.clone(), registry.clone(), runtime);
     let dir = config.node.data_dir.clone();
     let queues = tokio::task::spawn_blocking(move || {
         let store = QueueStore::open(dir.as_deref())?;
@@ -244,7 +245,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?
     .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?;
     let queues = Arc::new(queues);
-    dispatcher.serve_queues(queues.clone());
     let shutdown = CancellationToken::new();
     let killed = CancellationToken::new();
     // A peer fetching a component needs a frame as large as the largest upload.
@@ -257,25 +257,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             .run_timer(Duration::from_millis(50), shutdown.clone()),
     );
     let exchange = Exchange::new((&config.pubsub).into());
-    dispatcher.serve_pubsub(exchange.clone());
-    let state = Arc::new(ServerState {
-        exchange: exchange.clone(),
-        dispatcher: dispatcher.clone(),
-        node: info.clone(),
-        registry: registry.clone(),
-        manager: manager.clone(),
-        admin,
-        max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
-        config: config.server.clone(),
-        shutdown: shutdown.clone(),
-        hard_stop: CancellationToken::new(),
-        sessions: tasks.clone(),
-        killed: killed.clone(),
-        max_peer_frame_bytes,
-    });
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    tasks.spawn(server::serve(listener, state, grace));
-    tracing::info!(%addr, node_id = %info.node_id, "node listening");
+    // Every service registers its built-ins; the dispatcher knows none of them by name.
+    let mut builtins = Builtins::new();
+    let registered = rpc::builtins::core::register(&mut builtins)
+        .and_then(|()| queue::api::register(&mut builtins, queues.clone()));
+    registered.map_err(|e| NodeError::Startup(e.to_string()))?;
+    // The cluster starts before the server: the dispatcher routes through it from its first
+    // call. The listener is bound already, so peers dialling in wait in its backlog.
     let cluster = if config.cluster.enabled {
         let gossip_addr = match &config.cluster.gossip_addr {
             Some(a) => a.parse().map_err(|_| {
@@ -305,12 +293,37 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                 return Err(e.into());
             }
         };
-        dispatcher.join(cluster.clone());
         tracing::info!(%gossip_addr, peers = ?config.cluster.peers, "gossip started");
         Some(cluster)
     } else {
         None
     };
+    let dispatcher = NodeDispatcher::new(DispatcherParts {
+        node: info.clone(),
+        registry: registry.clone(),
+        runtime,
+        builtins: Arc::new(builtins),
+        exchange: exchange.clone(),
+        cluster: cluster.clone(),
+    });
+    let state = Arc::new(ServerState {
+        exchange: exchange.clone(),
+        dispatcher,
+        node: info.clone(),
+        registry: registry.clone(),
+        manager: manager.clone(),
+        admin,
+        max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
+        config: config.server.clone(),
+        shutdown: shutdown.clone(),
+        hard_stop: CancellationToken::new(),
+        sessions: tasks.clone(),
+        killed: killed.clone(),
+        max_peer_frame_bytes,
+    });
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    tasks.spawn(server::serve(listener, state, grace));
+    tracing::info!(%addr, node_id = %info.node_id, "node listening");
     Ok(NodeHandle {
         addr,
         info,

@@ -4,6 +4,7 @@
 //! Every function takes the queue name first. Options are one object, given as the last
 //! positional argument or as keyword arguments (both may be mixed; keywords win).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,8 +13,12 @@ use serde_json::{Map, Value, json};
 
 use super::manager::{ManagerError, QueueManager};
 use super::state::{QueueError, QueueSpec, SendOptions};
+use crate::cluster::catalog::PeerNode;
 use crate::protocol::RpcCommand;
-use crate::rpc::execute::CallError;
+use crate::rpc::builtins::{
+    BuiltinSpec, Builtins, DuplicateBuiltin, Handler, Ownership, Placement,
+};
+use crate::rpc::port::CallError;
 
 /// Name prefix of every queue built-in.
 pub const PREFIX: &str = "queue.";
@@ -62,9 +67,49 @@ pub const FUNCTIONS: [(&str, &str); 13] = [
     ),
 ];
 
-/// Whether `fun` is a queue built-in.
-pub fn is_queue_function(fun: &str) -> bool {
-    FUNCTIONS.iter().any(|(n, _)| *n == fun)
+/// Registers the queue built-ins, served from `queues` on the node that owns each queue.
+pub fn register(b: &mut Builtins, queues: Arc<QueueManager>) -> Result<(), DuplicateBuiltin> {
+    let owner: Arc<dyn Ownership> = Arc::new(QueueOwners(queues.clone()));
+    for (name, signature) in FUNCTIONS {
+        let q = queues.clone();
+        b.register(BuiltinSpec {
+            name,
+            signature,
+            description: "queue operation (docs/queues.md)",
+            handler: Handler::Later(Arc::new(move |cmd: RpcCommand| {
+                let q = q.clone();
+                Box::pin(async move { call(&q, &cmd).await })
+            })),
+            placement: Placement::Owner(owner.clone()),
+        })?;
+    }
+    Ok(())
+}
+
+/// Each queue lives on one node, which gossips its name (`q:<name>`); `queue.create` runs
+/// here when no node has the queue yet.
+struct QueueOwners(Arc<QueueManager>);
+
+impl Ownership for QueueOwners {
+    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<&'c str> {
+        if cmd.fun == "queue.list" {
+            None
+        } else {
+            queue_name(cmd)
+        }
+    }
+    fn owned_here(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+    fn owned_by(&self, node: &PeerNode, name: &str) -> bool {
+        node.queues.iter().any(|q| q == name)
+    }
+    fn creates(&self, fun: &str) -> bool {
+        fun == "queue.create"
+    }
+    fn missing(&self, fun: &str, name: &str) -> CallError {
+        CallError::NotFound(format!("{fun}: no queue '{name}' in the cluster"))
+    }
 }
 
 /// The queue a call addresses (`None` for `queue.list`, or when the name is missing).

@@ -67,7 +67,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "node_id": state.node.node_id,
         "cluster_id": state.node.cluster_id,
         "functions": state.registry.all().len(),
-        "load": crate::rpc::builtins::own_load(&state.node),
+        "load": crate::rpc::builtins::core::own_load(&state.node),
         "pubsub": state.exchange.describe(),
     }))
     .into_response()

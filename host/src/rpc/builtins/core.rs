@@ -1,123 +1,94 @@
-//! Functions every node serves without a plugin (protocol.md §4): `echo`, `echos`,
+//! The discovery built-ins every node serves (protocol.md §4): `echo`, `echos`,
 //! `cluster_map`, `list_peers`, `rpc_list`, `rpc_describe`.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::execute::CallError;
+use super::{BuiltinSpec, Builtins, DuplicateBuiltin, Scope};
 use crate::clock::unix_now;
-use crate::cluster::Cluster;
 use crate::cluster::catalog::PeerNode;
 use crate::identity::NodeInfo;
 use crate::plugin::Registry;
-use crate::protocol::RpcCommand;
 use crate::protocol::discovery::{ClusterMap, ClusterNode, NodeLoad};
+use crate::rpc::port::CallError;
 
-/// A built-in function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builtin {
-    /// `echo(x)` → `x`.
-    Echo,
-    /// `echos(*xs)` → `[xs…]`.
-    Echos,
-    /// The node map MPREG's cluster client polls.
-    ClusterMap,
-    /// Every node but this one.
-    ListPeers,
-    /// Every function with identity, resources and node.
-    RpcList,
-    /// Like `rpc_list`, with WIT signatures, optionally filtered by name.
-    RpcDescribe,
-}
-
-/// Name, signature and description of each built-in, for lookup and listings.
-const TABLE: [(&str, Builtin, &str, &str); 6] = [
-    (
+/// Registers the discovery built-ins every node serves.
+pub fn register(b: &mut Builtins) -> Result<(), DuplicateBuiltin> {
+    b.register(BuiltinSpec::now(
         "echo",
-        Builtin::Echo,
         "func(value: any) -> any",
         "returns its argument",
-    ),
-    (
+        |_, cmd| match cmd.args.as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(CallError::Failed(format!(
+                "echo takes exactly 1 argument, got {}",
+                other.len()
+            ))),
+        },
+    ))?;
+    b.register(BuiltinSpec::now(
         "echos",
-        Builtin::Echos,
         "func(values: any...) -> list<any>",
         "returns its arguments as a list",
-    ),
-    (
+        |_, cmd| Ok(Value::Array(cmd.args.clone())),
+    ))?;
+    b.register(BuiltinSpec::now(
         "cluster_map",
-        Builtin::ClusterMap,
         "func() -> cluster-map",
         "nodes of the cluster with URLs and load",
-    ),
-    (
+        |s, _| {
+            let mut nodes = vec![describe_self(s.node, s.registry)];
+            nodes.extend(
+                peers(s)
+                    .iter()
+                    .map(|p| describe_peer(p, &s.node.cluster_id)),
+            );
+            to_json(&ClusterMap {
+                cluster_id: s.node.cluster_id.clone(),
+                generated_at: unix_now(),
+                nodes,
+            })
+        },
+    ))?;
+    b.register(BuiltinSpec::now(
         "list_peers",
-        Builtin::ListPeers,
         "func() -> list<peer>",
         "every other node",
-    ),
-    (
+        |s, _| {
+            Ok(Value::Array(
+                peers(s)
+                    .iter()
+                    .map(|p| list_peer(p, &s.node.cluster_id))
+                    .collect(),
+            ))
+        },
+    ))?;
+    b.register(BuiltinSpec::now(
         "rpc_list",
-        Builtin::RpcList,
         "func() -> list<function>",
         "every callable function",
-    ),
-    (
+        |s, _| Ok(Value::Array(list(s, None, false))),
+    ))?;
+    b.register(BuiltinSpec::now(
         "rpc_describe",
-        Builtin::RpcDescribe,
         "func(names: string...) -> list<function>",
         "functions with WIT signatures",
-    ),
-];
+        |s, cmd| {
+            let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
+            // No names: describe everything.
+            let filter = (!names.is_empty()).then_some(names.as_slice());
+            Ok(Value::Array(list(s, filter, true)))
+        },
+    ))?;
+    Ok(())
+}
 
-impl Builtin {
-    /// The built-in called `name`.
-    pub fn lookup(name: &str) -> Option<Builtin> {
-        TABLE.iter().find(|(n, ..)| *n == name).map(|(_, b, ..)| *b)
-    }
-
-    /// Runs the built-in. All of them are quick and never block. The discovery built-ins
-    /// answer for the whole cluster when the node is in one.
-    pub fn run(
-        self,
-        cmd: &RpcCommand,
-        node: &NodeInfo,
-        registry: &Registry,
-        cluster: Option<&Cluster>,
-    ) -> Result<Value, CallError> {
-        let peers = || cluster.map(|c| c.view().nodes.clone()).unwrap_or_default();
-        match self {
-            Builtin::Echo => match cmd.args.as_slice() {
-                [one] => Ok(one.clone()),
-                other => Err(CallError::Failed(format!(
-                    "echo takes exactly 1 argument, got {}",
-                    other.len()
-                ))),
-            },
-            Builtin::Echos => Ok(Value::Array(cmd.args.clone())),
-            Builtin::ClusterMap => {
-                let mut nodes = vec![describe_self(node, registry)];
-                nodes.extend(peers().iter().map(|p| describe_peer(p, &node.cluster_id)));
-                to_json(&ClusterMap {
-                    cluster_id: node.cluster_id.clone(),
-                    generated_at: unix_now(),
-                    nodes,
-                })
-            }
-            Builtin::ListPeers => Ok(Value::Array(
-                peers()
-                    .iter()
-                    .map(|p| list_peer(p, &node.cluster_id))
-                    .collect(),
-            )),
-            Builtin::RpcList => Ok(Value::Array(list(node, registry, cluster, None, false))),
-            Builtin::RpcDescribe => {
-                let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
-                // No names: describe everything.
-                let filter = (!names.is_empty()).then_some(names.as_slice());
-                Ok(Value::Array(list(node, registry, cluster, filter, true)))
-            }
-        }
-    }
+/// The discovery built-ins answer for the whole cluster when the node is in one.
+fn peers(s: &Scope<'_>) -> Vec<Arc<PeerNode>> {
+    s.cluster
+        .map(|c| c.view().nodes.clone())
+        .unwrap_or_default()
 }
 
 /// `name@version` of every function this node serves.
@@ -216,38 +187,18 @@ fn list_peer(p: &PeerNode, cluster_id: &str) -> Value {
     })
 }
 
-fn list(
-    node: &NodeInfo,
-    registry: &Registry,
-    cluster: Option<&Cluster>,
-    names: Option<&[&str]>,
-    detailed: bool,
-) -> Vec<Value> {
+fn list(s: &Scope<'_>, names: Option<&[&str]>, detailed: bool) -> Vec<Value> {
+    let (node, registry) = (s.node, s.registry);
     let wanted = |n: &str| names.is_none_or(|ns| ns.contains(&n));
     let mut out = Vec::new();
-    for (name, _, signature, description) in TABLE.iter().filter(|(n, ..)| wanted(n)) {
+    for b in s.builtins.iter().filter(|b| wanted(b.name)) {
         let mut v = json!({
-            "name": name, "function_id": name, "version": env!("CARGO_PKG_VERSION"),
+            "name": b.name, "function_id": b.name, "version": env!("CARGO_PKG_VERSION"),
             "resources": node.resources, "node_id": node.node_id, "cluster_id": node.cluster_id,
-            "kind": "builtin", "description": description,
+            "kind": "builtin", "description": b.description,
         });
         if detailed {
-            v["signature"] = json!(signature);
-        }
-        out.push(v);
-    }
-    // The queue built-ins run on the node that owns the queue named in their first argument.
-    for (name, signature) in crate::queue::api::FUNCTIONS
-        .iter()
-        .filter(|(n, _)| wanted(n))
-    {
-        let mut v = json!({
-            "name": name, "function_id": name, "version": env!("CARGO_PKG_VERSION"),
-            "resources": node.resources, "node_id": node.node_id, "cluster_id": node.cluster_id,
-            "kind": "builtin", "description": "queue operation (docs/queues.md)",
-        });
-        if detailed {
-            v["signature"] = json!(signature);
+            v["signature"] = json!(b.signature);
         }
         out.push(v);
     }
@@ -268,7 +219,7 @@ fn list(
         }
         out.push(v);
     }
-    if let Some(c) = cluster {
+    if let Some(c) = s.cluster {
         let view = c.view();
         let mut remote: Vec<_> = view
             .all_functions()

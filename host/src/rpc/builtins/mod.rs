@@ -1,0 +1,170 @@
+//! The built-in registry: functions a node serves without a plugin. Every service registers
+//! its own here at start-up (name, signature and description for `rpc_list` /
+//! `rpc_describe`, handler, placement); the dispatcher routes them like any function and
+//! knows no service by name. [`core`] registers the discovery built-ins (protocol.md §4);
+//! `queue::api` the `queue.*` functions.
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::port::{BoxFuture, CallError};
+use crate::cluster::Cluster;
+use crate::cluster::catalog::PeerNode;
+use crate::identity::NodeInfo;
+use crate::plugin::Registry;
+use crate::protocol::RpcCommand;
+
+/// What a built-in that answers at once may read: this node, its plugins, its cluster and the
+/// built-ins themselves (for listings).
+pub struct Scope<'a> {
+    /// This node's identity and load.
+    pub node: &'a NodeInfo,
+    /// Its loaded plugin functions.
+    pub registry: &'a Registry,
+    /// Its cluster, when it is in one.
+    pub cluster: Option<&'a Cluster>,
+    /// Every built-in.
+    pub builtins: &'a Builtins,
+}
+
+/// A handler that answers at once and never blocks (served inline by the session).
+pub type NowHandler = dyn Fn(&Scope<'_>, &RpcCommand) -> Result<Value, CallError> + Send + Sync;
+/// A handler that waits (storage, other calls).
+pub type LaterHandler = dyn Fn(RpcCommand) -> BoxFuture<Result<Value, CallError>> + Send + Sync;
+
+/// How a built-in runs.
+#[derive(Clone)]
+pub enum Handler {
+    /// At once.
+    Now(Arc<NowHandler>),
+    /// As a future.
+    Later(Arc<LaterHandler>),
+}
+
+/// Which node serves a call of a built-in.
+#[derive(Clone)]
+pub enum Placement {
+    /// Every node: a call runs here unless its `locs` (or `version`) name another node's.
+    Everywhere,
+    /// One node owns each named resource (a queue): the call runs on its owner.
+    Owner(Arc<dyn Ownership>),
+}
+
+/// The owner rule of a [`Placement::Owner`] built-in family.
+pub trait Ownership: Send + Sync {
+    /// The resource a call addresses; `None` when any node answers it here (`queue.list`).
+    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<&'c str>;
+    /// Whether this node owns `name`.
+    fn owned_here(&self, name: &str) -> bool;
+    /// Whether peer `node` owns `name`, as it gossips.
+    fn owned_by(&self, node: &PeerNode, name: &str) -> bool;
+    /// Whether `fun` creates the resource, so it runs here when nobody owns it yet.
+    fn creates(&self, fun: &str) -> bool;
+    /// The error of a call whose resource nobody owns.
+    fn missing(&self, fun: &str, name: &str) -> CallError;
+}
+
+/// One built-in function.
+#[derive(Clone)]
+pub struct BuiltinSpec {
+    /// The name clients call.
+    pub name: &'static str,
+    /// Its signature in WIT-like notation, for `rpc_describe`.
+    pub signature: &'static str,
+    /// What it does, for listings.
+    pub description: &'static str,
+    /// How it runs.
+    pub handler: Handler,
+    /// Where it runs.
+    pub placement: Placement,
+}
+
+impl std::fmt::Debug for BuiltinSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinSpec")
+            .field("name", &self.name)
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two services registered the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("built-in '{0}' is registered twice")]
+pub struct DuplicateBuiltin(pub String);
+
+/// Every built-in of a node, in registration order. Built once at start-up, read-only after.
+#[derive(Default)]
+pub struct Builtins {
+    specs: Vec<Arc<BuiltinSpec>>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+impl Builtins {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a built-in; a name may be registered once.
+    pub fn register(&mut self, spec: BuiltinSpec) -> Result<(), DuplicateBuiltin> {
+        if self.by_name.contains_key(spec.name) {
+            return Err(DuplicateBuiltin(spec.name.to_owned()));
+        }
+        self.by_name.insert(spec.name, self.specs.len());
+        self.specs.push(Arc::new(spec));
+        Ok(())
+    }
+
+    /// The built-in called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<BuiltinSpec>> {
+        self.by_name.get(name).map(|&i| &self.specs[i])
+    }
+
+    /// Every built-in, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<BuiltinSpec>> {
+        self.specs.iter()
+    }
+}
+
+impl BuiltinSpec {
+    /// A built-in that answers at once, on every node.
+    pub fn now(
+        name: &'static str,
+        signature: &'static str,
+        description: &'static str,
+        f: impl Fn(&Scope<'_>, &RpcCommand) -> Result<Value, CallError> + Send + Sync + 'static,
+    ) -> Self {
+        BuiltinSpec {
+            name,
+            signature,
+            description,
+            handler: Handler::Now(Arc::new(f)),
+            placement: Placement::Everywhere,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_registered_once_and_found_in_order() {
+        let mut b = Builtins::new();
+        b.register(BuiltinSpec::now("a", "func()", "a", |_, _| Ok(Value::Null)))
+            .expect("first");
+        b.register(BuiltinSpec::now("b", "func()", "b", |_, _| Ok(Value::Null)))
+            .expect("second");
+        let again = b.register(BuiltinSpec::now("a", "func()", "x", |_, _| Ok(Value::Null)));
+        assert_eq!(again, Err(DuplicateBuiltin("a".into())));
+        assert_eq!(b.get("b").map(|s| s.name), Some("b"));
+        assert!(b.get("c").is_none());
+        let names: Vec<_> = b.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}

@@ -1,0 +1,415 @@
+//! Runs calls where they belong: a built-in (from the registry every service registered into),
+//! else the highest matching version anywhere in the cluster, on this node or forwarded to a
+//! peer over its link, choosing among the nodes that have it by load. The rules are the pure
+//! functions of [`route`](super::route); this module gathers their snapshot (registry, cluster
+//! view, reachable links, loads) and acts on the answer.
+//!
+//! - [`forward`]: calls sent to a peer (re-routed while not run) and calls a peer sent here;
+//! - [`nested`]: the plugin imports `call` and `publish`.
+
+mod forward;
+mod nested;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use semver::Version;
+use serde_json::Value;
+
+use super::builtins::{BuiltinSpec, Builtins, Handler, Placement, Scope};
+use super::port::{BoxFuture, Call, CallError, Dispatcher};
+use super::route::{self, Candidate, Route, Wanted};
+use super::version::VersionConstraint;
+use crate::cluster::Cluster;
+use crate::cluster::catalog::{FunctionAd, PeerNode, RemoteFunction};
+use crate::identity::{Counted, NodeInfo, RunningCalls};
+use crate::plugin::{FunctionEntry, Registry};
+use crate::protocol::RpcCommand;
+use crate::pubsub::exchange::Exchange;
+use crate::runtime::{CallContext, InvokeError, NestedCalls, Runtime};
+
+/// The node's dispatcher.
+pub struct NodeDispatcher {
+    node: Arc<NodeInfo>,
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    builtins: Arc<Builtins>,
+    builtin_version: Version,
+    /// Itself, handed to plugins as the target of their `call` import.
+    this: Weak<NodeDispatcher>,
+    /// The cluster (a standalone node has none).
+    cluster: Option<Arc<Cluster>>,
+    /// Breaks ties between equally loaded nodes, so sequential calls spread.
+    rotation: AtomicUsize,
+    /// The topic exchange plugins publish on.
+    exchange: Arc<Exchange>,
+}
+
+/// What a dispatcher is built from, in the order `node::start` makes them.
+pub struct DispatcherParts {
+    /// This node.
+    pub node: Arc<NodeInfo>,
+    /// Its plugin functions.
+    pub registry: Arc<Registry>,
+    /// The runtime that runs them.
+    pub runtime: Arc<Runtime>,
+    /// Every built-in, registered by each service.
+    pub builtins: Arc<Builtins>,
+    /// The topic exchange (plugin publishes).
+    pub exchange: Arc<Exchange>,
+    /// The cluster, when the node is in one.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// A candidate as this node sees it: node resources count for every function.
+struct Local<'a> {
+    node: &'a NodeInfo,
+    function_id: &'a str,
+    version: &'a Version,
+    resources: &'a [String],
+    /// The plugin version behind it; `None` for a built-in.
+    entry: Option<&'a FunctionEntry>,
+}
+
+impl Candidate for Local<'_> {
+    fn function_id(&self) -> &str {
+        self.function_id
+    }
+    fn version(&self) -> &Version {
+        self.version
+    }
+    fn has_resource(&self, tag: &str) -> bool {
+        self.resources
+            .iter()
+            .chain(&self.node.resources)
+            .any(|r| r == tag)
+    }
+}
+
+enum Target {
+    Builtin(Arc<BuiltinSpec>),
+    Plugin(FunctionEntry),
+    Remote(RemoteFunction),
+}
+
+impl NodeDispatcher {
+    /// A dispatcher over this node's built-ins and plugins, and its cluster's.
+    pub fn new(parts: DispatcherParts) -> Arc<Self> {
+        let builtin_version =
+            Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
+        Arc::new_cyclic(|this| NodeDispatcher {
+            node: parts.node,
+            registry: parts.registry,
+            runtime: parts.runtime,
+            builtins: parts.builtins,
+            builtin_version,
+            this: this.clone(),
+            cluster: parts.cluster,
+            rotation: AtomicUsize::new(0),
+            exchange: parts.exchange,
+        })
+    }
+
+    /// The cluster, if the node is in one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            node: &self.node,
+            registry: &self.registry,
+            cluster: self.cluster.as_deref(),
+            builtins: &self.builtins,
+        }
+    }
+
+    /// Runs `call` on the plugin version `entry`, in a context that lets it call back in.
+    fn run_plugin(
+        &self,
+        entry: FunctionEntry,
+        call: Call,
+    ) -> impl Future<Output = Result<Value, InvokeError>> + Send + 'static {
+        let runtime = self.runtime.clone();
+        let ctx = self.context(&call);
+        let running = Counted::enter(RunningCalls(self.node.clone()));
+        async move {
+            let _running = running;
+            let c = call.command;
+            runtime
+                .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
+                .await
+        }
+    }
+
+    /// The context a plugin call runs in: plugins may call back into this dispatcher.
+    fn context(&self, call: &Call) -> CallContext {
+        CallContext {
+            request_id: call.request_id.clone(),
+            depth: call.depth,
+            nested: self.this.upgrade().map(|d| d as Arc<dyn NestedCalls>),
+        }
+    }
+
+    /// This node's copy of built-in `spec` as a routing candidate.
+    fn builtin_here<'a>(&'a self, spec: &'a BuiltinSpec) -> Local<'a> {
+        Local {
+            node: &self.node,
+            function_id: spec.name,
+            version: &self.builtin_version,
+            resources: &[],
+            entry: None,
+        }
+    }
+
+    /// The next turn for tie-breaking.
+    fn turn(&self) -> usize {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the link to `node_id` is up now.
+    fn reachable(&self, node_id: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.link(node_id))
+            .is_some_and(|l| l.is_connected())
+    }
+
+    /// Where `call` runs: a built-in, else the highest matching version here or on a live peer
+    /// not in `exclude`, the least loaded node among those that have it.
+    fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallError> {
+        let cmd = &call.command;
+        let wanted = Wanted {
+            cmd,
+            constraint: call.constraint.as_ref(),
+            cluster_id: &self.node.cluster_id,
+        };
+        if let Some(spec) = self.builtins.get(&cmd.fun)
+            && let Some(target) = self.resolve_builtin(spec, wanted, exclude)
+        {
+            return target;
+        }
+        // Route against borrowed snapshots: no copy of the version lists per call.
+        let table = self.registry.snapshot();
+        let versions = table
+            .get(cmd.fun.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let candidates = versions.iter().map(|e| Local {
+            node: &self.node,
+            function_id: &e.function().function_id,
+            version: e.version(),
+            resources: &e.function().resources,
+            entry: Some(e),
+        });
+        let view = self.cluster.as_ref().map(|c| c.view());
+        let all_remote: &[RemoteFunction] = view.as_ref().map_or(&[], |v| v.functions(&cmd.fun));
+        let remote: Vec<&RemoteFunction> = all_remote
+            .iter()
+            .filter(|f| !exclude.contains(&f.node.node_id) && self.reachable(&f.node.node_id))
+            .collect();
+        // Load of each candidate node: calls running there as it last said, or the calls this
+        // node has outstanding there, whichever is higher (gossip lags; our own count does not).
+        let load_of = |f: &&RemoteFunction| -> f64 {
+            let ours = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.link(&f.node.node_id))
+                .map_or(0, |l| l.in_flight());
+            f.node.load.score.max(ours as f64)
+        };
+        let here = self.node.running_calls.load(Ordering::Relaxed) as f64;
+        match route::choose(candidates, &remote, load_of, here, wanted, self.turn()) {
+            Route::Local(l) => l
+                .entry
+                .cloned()
+                .map(Target::Plugin)
+                .ok_or_else(|| CallError::NotFound(not_found(call, 0))),
+            Route::Remote(i) => Ok(Target::Remote(remote[i].clone())),
+            Route::NotFound => Err(CallError::NotFound(not_found(
+                call,
+                versions.len() + all_remote.len(),
+            ))),
+        }
+    }
+
+    /// Where a built-in call runs. One served everywhere runs here when this node matches the
+    /// command (its `locs`, version), else on the least loaded reachable peer that does (none:
+    /// `None`, and plugins of that name are looked for); one owned per resource runs on the
+    /// owner.
+    fn resolve_builtin(
+        &self,
+        spec: &Arc<BuiltinSpec>,
+        wanted: Wanted<'_>,
+        exclude: &[String],
+    ) -> Option<Result<Target, CallError>> {
+        let cmd = wanted.cmd;
+        match &spec.placement {
+            Placement::Everywhere => {
+                let here = self.builtin_here(spec);
+                if route::matches(&here, cmd, wanted.constraint, wanted.cluster_id) {
+                    return Some(Ok(Target::Builtin(spec.clone())));
+                }
+                let remote: Vec<RemoteFunction> = self
+                    .reachable_peers(exclude)
+                    .into_iter()
+                    .map(|n| self.builtin_on(n, spec.name))
+                    .collect();
+                let load = |f: &RemoteFunction| f.node.load.score;
+                match route::choose(Vec::<Local>::new(), &remote, load, 0.0, wanted, self.turn()) {
+                    Route::Remote(i) => Some(Ok(Target::Remote(remote[i].clone()))),
+                    Route::Local(_) | Route::NotFound => None,
+                }
+            }
+            Placement::Owner(owners) => {
+                let name = match owners.resource(cmd) {
+                    Some(n) if !owners.owned_here(n) => n,
+                    _ => return Some(Ok(Target::Builtin(spec.clone()))),
+                };
+                let owner = self
+                    .reachable_peers(exclude)
+                    .into_iter()
+                    .find(|n| owners.owned_by(n, name));
+                Some(match owner {
+                    Some(node) => Ok(Target::Remote(self.builtin_on(node, spec.name))),
+                    None if owners.creates(&cmd.fun) => Ok(Target::Builtin(spec.clone())),
+                    None => Err(owners.missing(&cmd.fun, name)),
+                })
+            }
+        }
+    }
+
+    /// Live peers whose link is up, minus `exclude`.
+    fn reachable_peers(&self, exclude: &[String]) -> Vec<Arc<PeerNode>> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        cluster
+            .view()
+            .nodes
+            .iter()
+            .filter(|n| !exclude.contains(&n.node_id) && self.reachable(&n.node_id))
+            .cloned()
+            .collect()
+    }
+
+    /// Built-in `fun` as served by peer `node` (every node has the built-ins).
+    fn builtin_on(&self, node: Arc<PeerNode>, fun: &str) -> RemoteFunction {
+        RemoteFunction {
+            node,
+            ad: FunctionAd {
+                name: fun.to_owned(),
+                version: self.builtin_version.clone(),
+                function_id: fun.to_owned(),
+                resources: Vec::new(),
+                signature: String::new(),
+                description: None,
+                plugin: String::new(),
+            },
+        }
+    }
+
+    /// Starts `call` on `target`.
+    fn start(&self, target: Target, call: Call) -> BoxFuture<Result<Value, CallError>> {
+        match target {
+            Target::Builtin(spec) => match &spec.handler {
+                Handler::Now(f) => {
+                    let out = f(&self.scope(), &call.command);
+                    Box::pin(async move { out })
+                }
+                Handler::Later(f) => f(call.command),
+            },
+            Target::Plugin(entry) => {
+                let run = self.run_plugin(entry, call);
+                Box::pin(async move { run.await.map_err(CallError::from) })
+            }
+            Target::Remote(f) => match self.this.upgrade() {
+                Some(this) => {
+                    let (path, hops) = (vec![self.node.node_id.clone()], self.max_hops());
+                    Box::pin(this.forward(f, call, path, hops))
+                }
+                None => Box::pin(async { Err(CallError::Overloaded("node stopping".into())) }),
+            },
+        }
+    }
+
+    fn max_hops(&self) -> u8 {
+        self.cluster.as_ref().map_or(0, |c| c.max_hops())
+    }
+}
+
+fn not_found(call: &Call, versions: usize) -> String {
+    let c = &call.command;
+    let mut text = format!("Command not found: {}", c.fun);
+    if versions > 0 {
+        text.push_str(&format!(" ({versions} version(s) exist, none matches"));
+        if let Some(id) = &c.function_id {
+            text.push_str(&format!(" function_id '{id}'"));
+        }
+        if let Some(vc) = &c.version_constraint {
+            text.push_str(&format!(" version '{vc}'"));
+        }
+        if !c.locs.is_empty() {
+            text.push_str(&format!(" locs {:?}", c.locs));
+        }
+        if let Some(t) = &c.target_cluster {
+            text.push_str(&format!(" cluster '{t}'"));
+        }
+        text.push(')');
+    }
+    text
+}
+
+impl From<InvokeError> for CallError {
+    fn from(e: InvokeError) -> Self {
+        let cause = e.to_string();
+        match e {
+            InvokeError::Timeout(_)
+            | InvokeError::MemoryLimit(_)
+            | InvokeError::StackOverflow
+            | InvokeError::OutOfFuel(_) => CallError::ResourceLimit(cause),
+            InvokeError::Overloaded(_) => CallError::Overloaded(cause),
+            InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => {
+                CallError::Failed(cause)
+            }
+        }
+    }
+}
+
+impl Dispatcher for NodeDispatcher {
+    fn immediate(
+        &self,
+        cmd: &RpcCommand,
+        constraint: Option<&VersionConstraint>,
+    ) -> Option<Result<Value, CallError>> {
+        let spec = self.builtins.get(&cmd.fun)?;
+        let (Handler::Now(f), Placement::Everywhere) = (&spec.handler, &spec.placement) else {
+            return None;
+        };
+        route::matches(
+            &self.builtin_here(spec),
+            cmd,
+            constraint,
+            &self.node.cluster_id,
+        )
+        .then(|| f(&self.scope(), cmd))
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CallError> {
+        // A resource (a queue) may be created by an earlier command of the same request:
+        // whether it exists is known only when the call runs.
+        if let Some(spec) = self.builtins.get(&call.command.fun)
+            && matches!(spec.placement, Placement::Owner(_))
+        {
+            return Ok(());
+        }
+        self.resolve(call, &[]).map(|_| ())
+    }
+
+    fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
+        match self.resolve(&call, &[]) {
+            Err(f) => Box::pin(async move { Err(f) }),
+            Ok(target) => self.start(target, call),
+        }
+    }
+}
