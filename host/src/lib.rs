@@ -29,6 +29,8 @@ pub mod digest;
 pub mod identity;
 #[cfg(feature = "node")]
 pub mod sandbox;
+#[cfg(feature = "node")]
+pub mod shutdown;
 
 #[cfg(feature = "node")]
 pub mod runtime;

@@ -346,13 +346,13 @@ async fn start(args: StartArgs) -> Result<()> {
             "admin token (shown once, only its hash is kept): {token}"
         );
     }
-    let token = node.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        token.cancel();
-    });
-    node.wait().await;
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down: leaving the cluster, finishing in-flight requests");
+            node.shutdown().await;
+        }
+        _ = node.clone().wait() => {}
+    }
     tracing::info!("node stopped");
     Ok(())
 }

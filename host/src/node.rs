@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::membership::GossipError;
+use crate::cluster::membership::{GossipError, GossipTransport, udp};
 use crate::cluster::{Cluster, Services};
 use crate::config::{ConfigError, NodeConfig};
 use crate::identity::NodeInfo;
@@ -23,6 +23,7 @@ use crate::rpc::builtins::Builtins;
 use crate::rpc::dispatch::{DispatcherParts, NodeDispatcher};
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
+use crate::shutdown::Tasks;
 use crate::{queue, rpc};
 
 /// Why a node could not start.
@@ -84,9 +85,10 @@ pub struct NodeHandle {
     generated_token: Option<Arc<str>>,
     cluster: Option<Arc<Cluster>>,
     exchange: Arc<Exchange>,
-    shutdown: CancellationToken,
+    /// Every task of the node: the server (and through it each session), the cluster's tasks,
+    /// gossip, peer links, the queue timer, deferred deliveries.
+    tasks: Tasks,
     killed: CancellationToken,
-    tasks: TaskTracker,
 }
 
 impl NodeHandle {
@@ -143,32 +145,56 @@ impl NodeHandle {
             c.stop_gossip();
         }
         self.killed.cancel();
-        self.shutdown.cancel();
+        self.tasks.stop();
         self.wait().await;
     }
 
-    /// A token that stops the node when cancelled (for signal handlers).
+    /// A token that stops the node when cancelled, without leaving the cluster first (peers
+    /// notice through the failure detector); [`NodeHandle::shutdown`] is the graceful way.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.tasks.stopping().clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period (the rest get a
-    /// 1007 error), closes every connection, and returns when all of that is done.
+    /// Leaves the cluster (peers drop this node at once), stops accepting, lets in-flight
+    /// requests finish within the grace period (the rest get a 1007 error), closes every
+    /// connection, and returns when every task of the node has ended and its ports are free.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        if let Some(c) = &self.cluster
+            && !self.tasks.is_stopping()
+        {
+            c.leave().await;
+        }
+        self.tasks.stop();
         self.wait().await;
     }
 
-    /// Waits until the node has stopped (after the token is cancelled).
+    /// Waits until the node has stopped (after it was told to) and every task has ended.
     pub async fn wait(self) {
-        self.shutdown.cancelled().await;
-        self.tasks.close();
+        self.tasks.stopping().cancelled().await;
         self.tasks.wait().await;
     }
+
+    /// Tasks of the node still running (0 once `shutdown` returned).
+    pub fn live_tasks(&self) -> usize {
+        self.tasks.live()
+    }
+}
+
+/// What a node is started with besides its config: parts a program (or a test) may supply.
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// What gossip travels over; UDP when `None`. Tests build clusters on chitchat's in-memory
+    /// `ChannelTransport` to simulate partitions and deaths without sockets.
+    pub gossip_transport: Option<GossipTransport>,
 }
 
 /// Starts a node: validates the config, loads every plugin, binds, and serves.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_with(config, NodeOptions::default()).await
+}
+
+/// [`start`] with [`NodeOptions`].
+pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
     let registry = Arc::new(Registry::new());
@@ -245,18 +271,17 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?
     .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?;
     let queues = Arc::new(queues);
-    let shutdown = CancellationToken::new();
+    let tasks = Tasks::new();
     let killed = CancellationToken::new();
     // A peer fetching a component needs a frame as large as the largest upload.
     let max_peer_frame_bytes = ((config.admin.max_upload_mib as usize) << 20) + (1 << 20);
-    let tasks = TaskTracker::new();
     // Visibility timeouts and delays take effect on time, not only when the queue is used.
-    tokio::spawn(
+    tasks.spawn(
         queues
             .clone()
-            .run_timer(Duration::from_millis(50), shutdown.clone()),
+            .run_timer(Duration::from_millis(50), tasks.stopping().clone()),
     );
-    let exchange = Exchange::new((&config.pubsub).into());
+    let exchange = Exchange::new((&config.pubsub).into(), tasks.clone());
     // Every service registers its built-ins; the dispatcher knows none of them by name.
     let mut builtins = Builtins::new();
     let registered = rpc::builtins::core::register(&mut builtins)
@@ -279,16 +304,18 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                 exchange: exchange.clone(),
                 queues: queues.clone(),
             },
-            gossip_addr,
+            (
+                gossip_addr,
+                options.gossip_transport.clone().unwrap_or_else(udp),
+            ),
             max_peer_frame_bytes,
-            shutdown.clone(),
+            &tasks,
         )
         .await;
         let cluster = match cluster {
             Ok(c) => c,
             Err(e) => {
-                shutdown.cancel();
-                tasks.close();
+                tasks.stop();
                 tasks.wait().await;
                 return Err(e.into());
             }
@@ -315,9 +342,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         admin,
         max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
         config: config.server.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: tasks.stopping().clone(),
         hard_stop: CancellationToken::new(),
-        sessions: tasks.clone(),
+        sessions: TaskTracker::new(),
         killed: killed.clone(),
         max_peer_frame_bytes,
     });
@@ -332,9 +359,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         generated_token,
         cluster,
         exchange,
-        shutdown,
-        killed,
         tasks,
+        killed,
     })
 }
 

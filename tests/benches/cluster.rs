@@ -162,7 +162,7 @@ async fn formation(n: usize) -> Result<(f64, f64, f64)> {
         nodes.push(Some(n?));
     }
     let started = t0.elapsed().as_secs_f64() * 1000.0;
-    let cluster = TestCluster { nodes };
+    let cluster = TestCluster::of_udp_nodes(nodes);
     cluster.wait_formed(Duration::from_secs(30)).await?;
     let formed = t0.elapsed().as_secs_f64() * 1000.0;
     let client = cluster.node(0).client().await?;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use chitchat::transport::ChannelTransport;
 use futures_util::{SinkExt, StreamExt};
 use mpreg::config::NodeConfig;
-use mpreg::node::NodeHandle;
+use mpreg::node::{NodeHandle, NodeOptions};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -93,7 +94,14 @@ impl TestNode {
 
     /// A node with `cfg`.
     pub async fn with_config(cfg: NodeConfig) -> Result<TestNode> {
-        let handle = mpreg::node::start(cfg).await.context("node start")?;
+        Self::with_options(cfg, NodeOptions::default()).await
+    }
+
+    /// A node with `cfg` and `options` (gossip over an in-memory transport, say).
+    pub async fn with_options(cfg: NodeConfig, options: NodeOptions) -> Result<TestNode> {
+        let handle = mpreg::node::start_with(cfg, options)
+            .await
+            .context("node start")?;
         let url = handle.url();
         Ok(TestNode { handle, url })
     }
@@ -142,28 +150,86 @@ where
 }
 
 /// Several nodes of one cluster in this process. Node 0 is the seed the others join through.
+///
+/// Gossip runs on chitchat's in-memory transport unless the cluster was started with
+/// [`TestCluster::start_udp`]: no UDP port per node, and [`TestCluster::partition`] can cut
+/// gossip between two nodes. Peer links and clients still use real loopback sockets.
 pub struct TestCluster {
     /// The nodes; `None` once crashed.
     pub nodes: Vec<Option<TestNode>>,
+    /// The in-memory gossip network (`None`: real UDP).
+    net: Option<ChannelTransport>,
 }
 
 impl TestCluster {
-    /// Starts `configs[0]`, then the rest joining through it, and waits until every node sees
-    /// every other with a working link.
-    pub async fn start(mut configs: Vec<NodeConfig>) -> Result<TestCluster> {
-        let mut nodes = Vec::new();
+    /// Starts `configs[0]`, then the rest joining through it, gossiping in memory, and waits
+    /// until every node sees every other with a working link.
+    pub async fn start(configs: Vec<NodeConfig>) -> Result<TestCluster> {
+        Self::start_on(configs, Some(ChannelTransport::default())).await
+    }
+
+    /// [`start`](Self::start) with gossip over real UDP sockets, as the binary runs.
+    pub async fn start_udp(configs: Vec<NodeConfig>) -> Result<TestCluster> {
+        Self::start_on(configs, None).await
+    }
+
+    async fn start_on(
+        mut configs: Vec<NodeConfig>,
+        net: Option<ChannelTransport>,
+    ) -> Result<TestCluster> {
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            net,
+        };
         let mut seed: Option<String> = None;
         for mut cfg in configs.drain(..) {
             if let Some(s) = &seed {
                 cfg.cluster.peers.push(s.clone());
             }
-            let node = TestNode::with_config(cfg).await?;
+            let node = TestNode::with_options(cfg, cluster.options()).await?;
             seed.get_or_insert_with(|| node.handle.addr().to_string());
-            nodes.push(Some(node));
+            cluster.nodes.push(Some(node));
         }
-        let cluster = TestCluster { nodes };
         cluster.wait_formed(Duration::from_secs(10)).await?;
         Ok(cluster)
+    }
+
+    /// A cluster of nodes started elsewhere, gossiping over UDP (benches that start nodes
+    /// concurrently).
+    pub fn of_udp_nodes(nodes: Vec<Option<TestNode>>) -> TestCluster {
+        TestCluster { nodes, net: None }
+    }
+
+    fn options(&self) -> NodeOptions {
+        NodeOptions {
+            gossip_transport: self
+                .net
+                .clone()
+                .map(|n| std::sync::Arc::new(n) as mpreg::cluster::membership::GossipTransport),
+        }
+    }
+
+    /// Cuts gossip between nodes `a` and `b` (in-memory clusters only); peer links stay up, as
+    /// when only the gossip port is blocked.
+    pub async fn partition(&self, a: usize, b: usize) -> Result<()> {
+        let net = self
+            .net
+            .as_ref()
+            .context("partitions need an in-memory cluster")?;
+        net.remove_link(self.node(a).handle.addr(), self.node(b).handle.addr())
+            .await;
+        Ok(())
+    }
+
+    /// Restores gossip between nodes `a` and `b`.
+    pub async fn heal(&self, a: usize, b: usize) -> Result<()> {
+        let net = self
+            .net
+            .as_ref()
+            .context("partitions need an in-memory cluster")?;
+        net.add_link(self.node(a).handle.addr(), self.node(b).handle.addr())
+            .await;
+        Ok(())
     }
 
     /// The seed's address, for nodes joining later.
@@ -212,7 +278,7 @@ impl TestCluster {
     /// Puts a node (re)started with `cfg` in slot `i`, joining through the seed.
     pub async fn restart(&mut self, i: usize, mut cfg: NodeConfig) -> Result<()> {
         cfg.cluster.peers = vec![self.seed()?];
-        self.nodes[i] = Some(TestNode::with_config(cfg).await?);
+        self.nodes[i] = Some(TestNode::with_options(cfg, self.options()).await?);
         Ok(())
     }
 }

@@ -25,6 +25,9 @@ pub const KEY_RESOURCES: &str = "resources";
 pub const KEY_LOAD: &str = "load";
 /// Unix seconds at start.
 pub const KEY_STARTED: &str = "started";
+/// Set (any value) by a node that is leaving the cluster on purpose: peers drop it from their
+/// view at once instead of waiting for the failure detector.
+pub const KEY_LEAVING: &str = "leaving";
 /// `f:{name}@{version}/{function_id}` → [`FunctionAd`]: one callable function version. The key
 /// only has to be unique; readers take the identity from the value.
 pub const FUNCTION_PREFIX: &str = "f:";
@@ -168,6 +171,7 @@ impl PeerNode {
                 KEY_RESOURCES => serde_json::from_str(v).map(|r| node.resources = r).is_ok(),
                 KEY_LOAD => serde_json::from_str(v).map(|l| node.load = l).is_ok(),
                 KEY_STARTED => v.parse().map(|s| node.started = s).is_ok(),
+                KEY_LEAVING => return None,
                 _ => {
                     if k.starts_with(FUNCTION_PREFIX) {
                         serde_json::from_str::<FunctionAd>(v)
@@ -340,6 +344,18 @@ mod tests {
             plugin: "math".into(),
         })
         .expect("json")
+    }
+
+    #[test]
+    fn a_leaving_node_is_no_peer() {
+        let urls = (KEY_URLS, r#"["ws://127.0.0.1:1"]"#.to_owned());
+        assert!(parse("n1", &kv(std::slice::from_ref(&urls))).0.is_some());
+        let (n, skipped) = parse("n1", &kv(&[urls, (KEY_LEAVING, "1".into())]));
+        assert!(
+            n.is_none(),
+            "a node that says it leaves is out of the view at once"
+        );
+        assert!(skipped.is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::ClusterView;
 use super::wire::{ForwardedCall, PEER_PATH, PeerFrame, RemoteFailure};
+use crate::shutdown::Tasks;
 
 /// Why a call over a link did not return a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct PeerLink {
     in_flight: AtomicUsize,
     next_id: AtomicU64,
     stop: CancellationToken,
+    /// The links' task group (a backlogged `post` waits for room on one of its tasks).
+    tasks: Tasks,
 }
 
 impl PeerLink {
@@ -157,7 +160,8 @@ impl PeerLink {
             Err(mpsc::error::TrySendError::Full(out)) => {
                 // A backlogged link: wait for room off this task.
                 let tx = self.tx.clone();
-                tokio::spawn(async move {
+                // Ends when there is room or the link task is gone (the link stopped).
+                self.tasks.spawn(async move {
                     let _ = tx.send(out).await;
                 });
             }
@@ -220,16 +224,16 @@ pub struct LinkIdentity {
 pub struct PeerLinks {
     me: LinkIdentity,
     links: Mutex<HashMap<String, Arc<PeerLink>>>,
-    shutdown: CancellationToken,
+    tasks: Tasks,
 }
 
 impl PeerLinks {
-    /// No links yet; they stop when `shutdown` is cancelled.
-    pub fn new(me: LinkIdentity, shutdown: CancellationToken) -> Self {
+    /// No links yet; their tasks run in `tasks` and stop with it.
+    pub fn new(me: LinkIdentity, tasks: Tasks) -> Self {
         PeerLinks {
             me,
             links: Mutex::default(),
-            shutdown,
+            tasks,
         }
     }
 
@@ -269,9 +273,11 @@ impl PeerLinks {
                 connected: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
-                stop: self.shutdown.child_token(),
+                stop: self.tasks.stopping().child_token(),
+                tasks: self.tasks.clone(),
             });
-            tokio::spawn(maintain(link.clone(), rx, self.me.clone()));
+            self.tasks
+                .spawn(maintain(link.clone(), rx, self.me.clone()));
             links.insert(node.node_id.clone(), link);
         }
     }

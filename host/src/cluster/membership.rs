@@ -2,7 +2,9 @@
 //! advertised key-values go out, the live nodes' key-values come back as a [`ClusterView`].
 //!
 //! Gossip runs over UDP on the same port number as the node's HTTP listener (TCP and UDP ports
-//! are separate), so a peer is named by one `host:port` for both.
+//! are separate), so a peer is named by one `host:port` for both. The transport is injected:
+//! the node uses chitchat's `UdpTransport`; tests may build whole clusters on its in-memory
+//! `ChannelTransport`, where partitions and deaths are simulated and time can be paused.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,12 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chitchat::transport::UdpTransport;
+use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::catalog::{ClusterView, PeerNode};
+use super::catalog::{ClusterView, KEY_LEAVING, PeerNode};
+use crate::shutdown::Tasks;
+
+/// What gossip travels over: UDP for real nodes, chitchat's in-memory channels in tests.
+pub type GossipTransport = Arc<dyn Transport>;
+
+/// The node's default transport.
+pub fn udp() -> GossipTransport {
+    Arc::new(UdpTransport)
+}
 
 /// Gossip settings (from `[cluster]`).
 #[derive(Debug, Clone)]
@@ -37,7 +47,8 @@ pub struct GossipSettings {
 
 /// The running gossip member.
 pub struct Membership {
-    handle: ChitchatHandle,
+    handle: Arc<ChitchatHandle>,
+    interval: Duration,
     view: Arc<ArcSwap<ClusterView>>,
     changes: watch::Receiver<Arc<ClusterView>>,
 }
@@ -53,12 +64,13 @@ pub struct GossipError {
 }
 
 impl Membership {
-    /// Binds the UDP socket, starts gossiping with the seeds, and keeps the view current until
-    /// `shutdown`.
+    /// Opens the gossip socket on `transport`, starts gossiping with the seeds, and keeps the
+    /// view current until `tasks` stops; then gossip is shut down and its socket closed.
     pub async fn start(
         s: GossipSettings,
         initial: Vec<(String, String)>,
-        shutdown: CancellationToken,
+        transport: &dyn Transport,
+        tasks: &Tasks,
     ) -> Result<Membership, GossipError> {
         // The generation tells a restarted node from its previous life.
         let generation = crate::clock::unix_millis();
@@ -83,29 +95,38 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let handle = chitchat::spawn_chitchat(config, initial, &UdpTransport)
+        let handle = chitchat::spawn_chitchat(config, initial, transport)
             .await
             .map_err(|e| GossipError {
                 addr: s.addr,
                 message: format!("{e:#}"),
             })?;
+        let handle = Arc::new(handle);
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
         let (tx, changes) = watch::channel(Arc::new(ClusterView::default()));
         let mut live = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
-        let (me, shared) = (s.node_id.clone(), view.clone());
-        tokio::spawn(async move {
+        let (me, shared, gossip) = (s.node_id.clone(), view.clone(), handle.clone());
+        let stop = tasks.stopping().clone();
+        // Owns gossip's end: when the node stops, chitchat is shut down and this task returns
+        // only once its socket is closed.
+        tasks.spawn(async move {
             loop {
                 let next = Arc::new(build_view(&me, &live.borrow_and_update()));
                 shared.store(next.clone());
                 let _ = tx.send(next);
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     changed = live.changed() => if changed.is_err() { break },
                 }
+            }
+            let _ = gossip.initiate_shutdown();
+            if let Err(e) = gossip.termination_watcher().await {
+                tracing::debug!(error = %e, "gossip ended");
             }
         });
         Ok(Membership {
             handle,
+            interval: s.interval,
             view,
             changes,
         })
@@ -164,9 +185,34 @@ impl Membership {
             .await;
     }
 
-    /// Stops gossiping at once (a crash, for tests: no goodbye is sent either way).
+    /// Stops gossiping at once (a crash, for tests: no goodbye is sent).
     pub fn stop(&self) {
         let _ = self.handle.initiate_shutdown();
+    }
+
+    /// Leaves the cluster on purpose: marks this node as leaving and gossips that to every
+    /// live peer at once, then gives the exchange one gossip interval to complete. Peers drop
+    /// the node from their view as soon as they hear it, instead of after the failure
+    /// detector's timeout. Gossip itself is shut down when the node's tasks stop.
+    pub async fn leave(&self) {
+        let peers: Vec<std::net::SocketAddr> = self
+            .handle
+            .with_chitchat(|c| {
+                c.self_node_state().set(KEY_LEAVING, "1");
+                let me = c.self_chitchat_id().clone();
+                c.live_nodes()
+                    .filter(|id| **id != me)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect()
+            })
+            .await;
+        if peers.is_empty() {
+            return;
+        }
+        for addr in peers {
+            let _ = self.handle.gossip(addr);
+        }
+        tokio::time::sleep(self.interval).await;
     }
 }
 
@@ -199,4 +245,142 @@ fn build_view(me: &str, live: &BTreeMap<ChitchatId, NodeState>) -> ClusterView {
         tracing::warn!(?skipped, "malformed gossip entries ignored");
     }
     ClusterView::new(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Membership and failure detection on chitchat's in-memory transport with paused time: no
+    //! socket, no real sleep; partitions are cut links, deaths are stopped members.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use chitchat::transport::ChannelTransport;
+
+    use super::*;
+    use crate::cluster::catalog::KEY_URLS;
+
+    const INTERVAL: Duration = Duration::from_millis(50);
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7000 + i))
+    }
+
+    async fn member(i: u16, seeds: &[u16], net: &ChannelTransport, tasks: &Tasks) -> Membership {
+        let settings = GossipSettings {
+            node_id: format!("n{i}"),
+            cluster_id: "test".into(),
+            addr: addr(i),
+            seeds: seeds.iter().map(|s| addr(*s).to_string()).collect(),
+            interval: INTERVAL,
+            phi_threshold: 8.0,
+        };
+        let urls = (KEY_URLS.to_owned(), format!(r#"["ws://{}"]"#, addr(i)));
+        Membership::start(settings, vec![urls], net, tasks)
+            .await
+            .expect("member starts")
+    }
+
+    /// Three members, each seeded by the first.
+    async fn trio(net: &ChannelTransport, tasks: &Tasks) -> Vec<Membership> {
+        let mut out = vec![member(0, &[], net, tasks).await];
+        for i in 1..3 {
+            out.push(member(i, &[0], net, tasks).await);
+        }
+        out
+    }
+
+    fn peers(m: &Membership) -> Vec<String> {
+        m.view().nodes.iter().map(|n| n.node_id.clone()).collect()
+    }
+
+    /// Waits (in paused time) until `m`'s view holds exactly `want`; returns how long it took.
+    async fn sees(m: &Membership, want: &[&str], within: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        let mut changes = m.changes();
+        loop {
+            if peers(m) == want {
+                return started.elapsed();
+            }
+            let left = within.saturating_sub(started.elapsed());
+            let woke = tokio::time::timeout(left, changes.changed()).await;
+            assert!(
+                woke.is_ok(),
+                "view {:?} is not {want:?} within {within:?}",
+                peers(m)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn members_find_each_other_through_a_seed() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let ms = trio(&net, &tasks).await;
+        sees(&ms[0], &["n1", "n2"], Duration::from_secs(5)).await;
+        sees(&ms[1], &["n0", "n2"], Duration::from_secs(5)).await;
+        sees(&ms[2], &["n0", "n1"], Duration::from_secs(5)).await;
+        assert_eq!(ms[0].view().nodes[0].url(), format!("ws://{}", addr(1)));
+        tasks.stop();
+        tasks.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_member_is_declared_dead_and_a_leaving_one_is_dropped_at_once() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let ms = trio(&net, &tasks).await;
+        sees(&ms[0], &["n1", "n2"], Duration::from_secs(5)).await;
+        sees(&ms[1], &["n0", "n2"], Duration::from_secs(5)).await;
+        // A crash: gossip stops without a word. The failure detector needs a few seconds.
+        ms[2].stop();
+        let detected = sees(&ms[0], &["n1"], Duration::from_secs(30)).await;
+        assert!(
+            detected > INTERVAL * 4,
+            "declared dead by the detector, after {detected:?}"
+        );
+        sees(&ms[1], &["n0"], Duration::from_secs(30)).await;
+        // A graceful leave: the others drop it within about a gossip round.
+        ms[1].leave().await;
+        let dropped = sees(&ms[0], &[], Duration::from_secs(30)).await;
+        assert!(
+            dropped <= INTERVAL * 2,
+            "left, not timed out: {dropped:?} vs {detected:?}"
+        );
+        tasks.stop();
+        tasks.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_splits_the_views_and_healing_joins_them_again() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let ms = trio(&net, &tasks).await;
+        sees(&ms[2], &["n0", "n1"], Duration::from_secs(5)).await;
+        for other in [0, 1] {
+            net.remove_link(addr(2), addr(other)).await;
+        }
+        sees(&ms[0], &["n1"], Duration::from_secs(30)).await;
+        sees(&ms[2], &[], Duration::from_secs(30)).await;
+        for other in [0, 1] {
+            net.add_link(addr(2), addr(other)).await;
+        }
+        sees(&ms[0], &["n1", "n2"], Duration::from_secs(30)).await;
+        sees(&ms[2], &["n0", "n1"], Duration::from_secs(30)).await;
+        tasks.stop();
+        tasks.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_every_task_and_frees_the_address() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let m = member(0, &[], &net, &tasks).await;
+        assert!(tasks.live() > 0);
+        tasks.stop();
+        tasks.wait().await;
+        assert_eq!(tasks.live(), 0);
+        drop(m);
+        // The in-memory socket was closed: the address can be opened again.
+        let again = Tasks::new();
+        let _m = member(0, &[], &net, &again).await;
+        again.stop();
+        again.wait().await;
+    }
 }

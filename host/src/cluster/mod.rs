@@ -26,13 +26,14 @@ use self::catalog::{
 };
 use self::distribute::Action;
 use self::link::{LinkIdentity, PeerLink, PeerLinks};
-use self::membership::{GossipError, GossipSettings, Membership};
+use self::membership::{GossipError, GossipSettings, GossipTransport, Membership};
 use crate::config::{ClusterConfig, seed_addr};
 use crate::digest::sha256_hex;
 use crate::identity::NodeInfo;
 use crate::plugin::{PluginManager, PublishOptions};
 use crate::pubsub::exchange::{Exchange, Fanout};
 use crate::queue::manager::QueueManager;
+use crate::shutdown::Tasks;
 
 /// How long a failed install waits before it is tried again.
 const RETRY_INSTALL: Duration = Duration::from_secs(3);
@@ -59,15 +60,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// Joins the cluster through `config.peers` (none: this node starts a cluster of its own)
-    /// and starts the background tasks; they stop with `shutdown`.
+    /// over `transport` and starts the background tasks in `tasks`; they stop with it.
     pub async fn start(
         config: &ClusterConfig,
         node: Arc<NodeInfo>,
         services: Services,
-        gossip_addr: SocketAddr,
+        gossip: (SocketAddr, GossipTransport),
         max_frame_bytes: usize,
-        shutdown: CancellationToken,
+        tasks: &Tasks,
     ) -> Result<Arc<Cluster>, GossipError> {
+        let (gossip_addr, transport) = gossip;
         let Services {
             plugins: manager,
             exchange,
@@ -92,14 +94,14 @@ impl Cluster {
         initial.extend(advertised(&manager));
         initial.extend(exchange.interest());
         initial.extend(queue_keys(&queues));
-        let membership = Membership::start(settings, initial, shutdown.clone()).await?;
+        let membership = Membership::start(settings, initial, &*transport, tasks).await?;
         let links = Arc::new(PeerLinks::new(
             LinkIdentity {
                 node_id: node.node_id.clone(),
                 cluster_id: node.cluster_id.clone(),
                 max_frame_bytes,
             },
-            shutdown.clone(),
+            tasks.clone(),
         ));
         let cluster = Arc::new(Cluster {
             membership,
@@ -108,21 +110,18 @@ impl Cluster {
             max_hops: config.max_hops,
         });
         exchange.join(cluster.clone());
-        tokio::spawn(advertise_interest(
-            cluster.clone(),
-            exchange,
-            shutdown.clone(),
-        ));
-        tokio::spawn(advertise_queues(cluster.clone(), queues, shutdown.clone()));
-        tokio::spawn(keep_links(cluster.clone(), shutdown.clone()));
-        tokio::spawn(advertise(
+        let stop = tasks.stopping();
+        tasks.spawn(advertise_interest(cluster.clone(), exchange, stop.clone()));
+        tasks.spawn(advertise_queues(cluster.clone(), queues, stop.clone()));
+        tasks.spawn(keep_links(cluster.clone(), stop.clone()));
+        tasks.spawn(advertise(
             cluster.clone(),
             manager.clone(),
             Duration::from_millis(config.load_report_ms),
-            shutdown.clone(),
+            stop.clone(),
         ));
         if config.distribute_plugins {
-            tokio::spawn(distribute(cluster.clone(), manager, shutdown));
+            tasks.spawn(distribute(cluster.clone(), manager, stop.clone()));
         }
         Ok(cluster)
     }
@@ -155,6 +154,11 @@ impl Cluster {
     /// Stops gossip at once, as a crash would (tests).
     pub fn stop_gossip(&self) {
         self.membership.stop();
+    }
+
+    /// Tells the other nodes this one is leaving, so they drop it at once (graceful shutdown).
+    pub async fn leave(&self) {
+        self.membership.leave().await;
     }
 }
 

@@ -25,6 +25,7 @@ use crate::config::PubsubConfig;
 use crate::protocol::pubsub::{
     Delivery, MessageHead, QUEUE_TOPIC_PREFIX, Subscription, notification_text,
 };
+use crate::shutdown::Tasks;
 
 /// A connection's outbound queue.
 pub type Outbox = mpsc::Sender<Message>;
@@ -144,6 +145,8 @@ pub struct Exchange {
     next_sub: AtomicU64,
     next_conn: AtomicU64,
     fanout: OnceLock<Arc<dyn Fanout>>,
+    /// Deliveries that wait for room in a subscriber's queue run here.
+    tasks: Tasks,
     interest_changed: Notify,
     /// Counters.
     pub stats: ExchangeStats,
@@ -190,8 +193,9 @@ fn text_message(text: String) -> Message {
 
 impl Exchange {
     /// An exchange with no subscriptions.
-    pub fn new(settings: ExchangeSettings) -> Arc<Self> {
+    pub fn new(settings: ExchangeSettings, tasks: Tasks) -> Arc<Self> {
         Arc::new(Exchange {
+            tasks,
             inner: RwLock::default(),
             backlog: Mutex::new(Backlog::new(settings.backlog)),
             settings,
@@ -557,7 +561,8 @@ impl Exchange {
         }
         if !rest.is_empty() {
             let me = self.clone();
-            tokio::spawn(async move { me.deliver(rest).await });
+            // Bounded by the slow-subscriber limit.
+            self.tasks.spawn(async move { me.deliver(rest).await });
         }
     }
 

@@ -40,24 +40,35 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
         .fallback(upgrade)
         .with_state(state.clone());
     let token = state.shutdown.clone();
-    let hard_stop = state.hard_stop.clone();
-    // The grace timer: once shutdown starts, unfinished requests are failed after `grace`. Not
-    // tracked: shutdown must not wait for it when every request finished early.
-    tokio::spawn(async move {
-        token.cancelled().await;
-        tokio::time::sleep(grace).await;
-        hard_stop.cancel();
-    });
-    let token = state.shutdown.clone();
     // Replies are small and latency matters more than packet count.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "server stopped with an error");
+    let accepting = axum::serve(listener, app).with_graceful_shutdown({
+        let token = token.clone();
+        async move { token.cancelled().await }
+    });
+    // Stop accepting, then wait for every session (and what runs for it) to end.
+    let sessions = state.sessions.clone();
+    let drained = async move {
+        if let Err(e) = accepting.await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+        sessions.close();
+        sessions.wait().await;
+    };
+    // The grace period: once shutdown starts, unfinished requests are failed after `grace`.
+    let grace_over = async {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(drained);
+    tokio::select! {
+        _ = &mut drained => {}
+        _ = grace_over => {
+            state.hard_stop.cancel();
+            drained.await;
+        }
     }
 }
 

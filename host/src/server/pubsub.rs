@@ -72,7 +72,8 @@ pub async fn handle(
                 Ok(done) => {
                     if let Some(queue) = queue {
                         let dispatcher = state.dispatcher.clone() as Arc<dyn Dispatcher>;
-                        tokio::spawn(push::run(
+                        // Ends with the subscription; the server waits for it at shutdown.
+                        state.sessions.spawn(push::run(
                             dispatcher,
                             conn.outbox().clone(),
                             done.ended,

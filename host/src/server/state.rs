@@ -32,7 +32,8 @@ pub struct ServerState {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over: unfinished requests get an error.
     pub hard_stop: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
+    /// Every session task and what runs for it (queue push consumers): `serve` returns only
+    /// when they have all ended.
     pub sessions: TaskTracker,
     /// Cancelled when the node is killed (tests of crashes): connections drop at once.
     pub killed: CancellationToken,

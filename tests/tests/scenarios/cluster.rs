@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mpreg::client::{ClientError, ClusterClient};
 use mpreg::protocol::RpcCommand;
 use mpreg_tests::{TestCluster, TestNode, cluster_config, eventually, plugin};
@@ -219,7 +219,8 @@ async fn a_plugin_published_on_one_node_reaches_the_others_and_retire_follows() 
 async fn a_crashed_node_leaves_the_catalog_its_calls_fail_fast_and_it_rejoins() -> Result<()> {
     let mut only_c = cluster_config("crash-c", &["c"], &["math", "chaos"], &[]);
     only_c.runtime.call_timeout_ms = 3_000;
-    let mut cluster = TestCluster::start(vec![
+    // End to end as the binary runs: gossip over real UDP.
+    let mut cluster = TestCluster::start_udp(vec![
         cluster_config("crash-0", &[], &["math"], &[]),
         cluster_config("crash-1", &[], &["math"], &[]),
         only_c.clone(),
@@ -486,5 +487,84 @@ async fn forwarded_calls_respect_the_hop_budget_and_path_and_peers_must_match() 
     }
     let c = cluster.node(0).client().await?;
     assert_eq!(c.call("add", vec![json!(1), json!(1)]).await?, json!(2));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shut_down_leaves_at_once_ends_every_task_and_frees_its_ports() -> Result<()> {
+    let mut cluster = TestCluster::start_udp(vec![
+        cluster_config("leave-0", &[], &["math"], &[]),
+        cluster_config("leave-1", &[], &["math"], &[]),
+    ])
+    .await?;
+    let leaving = cluster.nodes[1].take().context("node 1")?;
+    let addr = leaving.handle.addr();
+    let started = Instant::now();
+    leaving.handle.clone().shutdown().await;
+    assert_eq!(
+        leaving.handle.live_tasks(),
+        0,
+        "no task of the node is alive"
+    );
+    // Its ports are free: the same TCP and UDP address can be bound again at once.
+    drop(std::net::TcpListener::bind(addr).context("tcp port still taken")?);
+    drop(std::net::UdpSocket::bind(addr).context("udp port still taken")?);
+    // The survivor saw it leave, rather than waiting for the failure detector (seconds).
+    let survivor = cluster.node(0);
+    let gone = eventually(
+        Duration::from_secs(2),
+        "leave-1 gone from the view",
+        || async {
+            survivor
+                .handle
+                .cluster()
+                .is_some_and(|c| c.view().node("leave-1").is_none())
+        },
+    )
+    .await?;
+    eprintln!(
+        "left after {:?} (shutdown took {:?})",
+        gone,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_gossip_leaves_the_views_and_returns_when_healed() -> Result<()> {
+    let cluster = TestCluster::start(vec![
+        cluster_config("part-0", &[], &["math"], &[]),
+        cluster_config("part-1", &[], &["math"], &[]),
+        cluster_config("part-2", &["c"], &["math"], &[]),
+    ])
+    .await?;
+    let c0 = cluster.node(0).client().await?;
+    cluster.partition(2, 0).await?;
+    cluster.partition(2, 1).await?;
+    let (n0, n1) = (cluster.node(0), cluster.node(1));
+    eventually(
+        Duration::from_secs(10),
+        "part-2 out of both views",
+        || async {
+            [n0, n1].iter().all(|n| {
+                n.handle
+                    .cluster()
+                    .is_some_and(|c| c.view().node("part-2").is_none())
+            })
+        },
+    )
+    .await?;
+    let err = c0
+        .call_command(cmd("x", "add", vec![json!(1), json!(1)], &["c"]))
+        .await
+        .expect_err("no reachable node has c");
+    assert_eq!(err.code(), Some(1001), "{err}");
+    cluster.heal(2, 0).await?;
+    cluster.heal(2, 1).await?;
+    cluster.wait_formed(Duration::from_secs(10)).await?;
+    let back = c0
+        .call_command(cmd("x", "add", vec![json!(20), json!(22)], &["c"]))
+        .await?;
+    assert_eq!(back, json!(42));
     Ok(())
 }
