@@ -1,0 +1,221 @@
+//! Invoking: JSON arguments → a fresh `Store` with its limits → the export → a JSON result,
+//! and how a call fails.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::{Type, Val};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::host::HostState;
+use super::loaded::{LoadedPlugin, PluginFunction};
+use super::nested::CallContext;
+use super::{Runtime, convert, signature, teardown};
+use crate::sandbox::{Limits, Sandbox};
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvokeError {
+    /// An argument does not fit the parameter types.
+    #[error("{0}")]
+    BadArguments(String),
+    /// The guest trapped (panic, abort, unreachable, out-of-bounds access).
+    #[error("plugin trapped: {0}")]
+    Trapped(String),
+    /// The function returned `err(...)`.
+    #[error("function returned an error: {0}")]
+    Returned(Value),
+    /// The call ran past its execution limit.
+    #[error("exceeded its execution limit of {0} ms")]
+    Timeout(u64),
+    /// The guest used up its fuel budget.
+    #[error("exceeded its fuel budget of {0} units")]
+    OutOfFuel(u64),
+    /// The guest asked for more memory than its limit.
+    #[error("exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u64),
+    /// The guest overflowed its stack.
+    #[error("exceeded its stack limit (stack overflow)")]
+    StackOverflow,
+    /// No instance slot was free.
+    #[error("no free instance slot (more than {0} calls in progress)")]
+    Overloaded(u32),
+}
+
+impl Runtime {
+    pub(super) fn store(
+        &self,
+        plugin: Arc<str>,
+        sandbox: &Sandbox,
+        limits: &Limits,
+        ctx: CallContext,
+    ) -> wasmtime::Result<Store<HostState>> {
+        let memory = (limits.memory_limit_mib as usize).saturating_mul(1 << 20);
+        let state = HostState::new(plugin, ctx, memory, self.config.max_call_depth, sandbox)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if let Some(fuel) = limits.fuel {
+            store.set_fuel(fuel)?;
+        } else if self.config.fuel_metering {
+            store.set_fuel(u64::MAX)?;
+        }
+        let deadline = Instant::now() + Duration::from_millis(limits.call_timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let other calls on this worker thread run between ticks.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+
+    /// Calls `func` of `plugin` in a fresh instance. `args` fill parameters in order, then
+    /// `kwargs` by name; a missing `option` parameter is `none`.
+    pub async fn invoke(
+        &self,
+        plugin: &LoadedPlugin,
+        func: &PluginFunction,
+        args: &[Value],
+        kwargs: &Map<String, Value>,
+        ctx: CallContext,
+    ) -> Result<Value, InvokeError> {
+        let stats = &plugin.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        // A guard, so a call whose future is dropped (request deadline, client gone) still
+        // stops counting as running.
+        let _running = crate::identity::Counted::enter(&stats.in_flight);
+        let out = async {
+            let params = bind_args(func, args, kwargs)?;
+            let mut store = self
+                .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
+                .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
+            let mut results = if func.result.is_some() {
+                vec![Val::Bool(false)]
+            } else {
+                Vec::new()
+            };
+            let outcome = async {
+                let instance = plugin.pre.instantiate_async(&mut store).await?;
+                let f = instance
+                    .get_func(&mut store, func.export)
+                    .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
+                f.call_async(&mut store, &params, &mut results).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                let err = self.classify(e, &store, &plugin.limits);
+                teardown::defer(store, &self.teardown);
+                return Err(err);
+            }
+            // The slot's reset waits until the reply is out (see `teardown`).
+            teardown::defer(store, &self.teardown);
+            match results.pop() {
+                None => Ok(Value::Null),
+                // A top-level `result` is how a function reports failure: `err` fails the call.
+                Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| convert::to_json(*v))),
+                Some(Val::Result(Err(e))) => Err(InvokeError::Returned(
+                    e.map_or(Value::Null, |v| convert::to_json(*v)),
+                )),
+                Some(v) => Ok(convert::to_json(v)),
+            }
+        }
+        .await;
+        if out.is_err() {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<HostState>,
+        limits: &Limits,
+    ) -> InvokeError {
+        if store.data().limiter.hit {
+            return InvokeError::MemoryLimit(limits.memory_limit_mib);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => InvokeError::Timeout(limits.call_timeout_ms),
+            Some(Trap::StackOverflow) => InvokeError::StackOverflow,
+            Some(Trap::OutOfFuel) => InvokeError::OutOfFuel(limits.fuel.unwrap_or(u64::MAX)),
+            Some(Trap::AllocationTooLarge) => InvokeError::MemoryLimit(limits.memory_limit_mib),
+            Some(trap) => {
+                let stderr = store.data().stderr_text();
+                if stderr.is_empty() {
+                    InvokeError::Trapped(trap.to_string())
+                } else {
+                    InvokeError::Trapped(format!("{trap}; guest stderr: {stderr}"))
+                }
+            }
+            None => {
+                let text = format!("{e:#}");
+                if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+                    InvokeError::Overloaded(self.config.max_instances)
+                } else {
+                    InvokeError::Trapped(text)
+                }
+            }
+        }
+    }
+}
+
+/// Lines up positional and keyword arguments with the parameters and converts them.
+fn bind_args(
+    func: &PluginFunction,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Vec<Val>, InvokeError> {
+    if args.len() > func.params.len() {
+        return Err(InvokeError::BadArguments(format!(
+            "'{}' takes {} argument(s) {}, got {}",
+            func.name,
+            func.params.len(),
+            func.signature,
+            args.len()
+        )));
+    }
+    if let Some(unknown) = kwargs.keys().find(|k| {
+        !func
+            .params
+            .iter()
+            .any(|(n, _)| n == *k || n.replace('-', "_") == **k)
+    }) {
+        return Err(InvokeError::BadArguments(format!(
+            "'{}' has no parameter named '{unknown}' {}",
+            func.name, func.signature
+        )));
+    }
+    let mut vals = Vec::with_capacity(func.params.len());
+    for (i, (pname, pty)) in func.params.iter().enumerate() {
+        let by_name = kwargs
+            .get(pname)
+            .or_else(|| kwargs.get(&pname.replace('-', "_")));
+        let value = match (args.get(i), by_name) {
+            (Some(_), Some(_)) => {
+                return Err(InvokeError::BadArguments(format!(
+                    "argument '{pname}' given both by position and by name"
+                )));
+            }
+            (Some(v), None) | (None, Some(v)) => v,
+            (None, None) if matches!(pty, Type::Option(_)) => &Value::Null,
+            (None, None) => {
+                return Err(InvokeError::BadArguments(format!(
+                    "missing argument '{pname}' ({}) for {} {}",
+                    signature::type_name(pty),
+                    func.name,
+                    func.signature
+                )));
+            }
+        };
+        let val = convert::to_val(value, pty, &format!("argument '{pname}'"))
+            .map_err(|e| InvokeError::BadArguments(e.to_string()))?;
+        vals.push(val);
+    }
+    Ok(vals)
+}

@@ -1,0 +1,202 @@
+//! Loading: bytes → compiled code (Cranelift, or the node's compile cache) → a checked,
+//! described, pre-instantiated [`LoadedPlugin`].
+
+use std::time::Instant;
+
+use wasmtime::component::{Component, Type, types::ComponentItem};
+
+use super::host::PluginPre;
+use super::loaded::{
+    CallStats, Compiled, LoadError, LoadedPlugin, Manifest, PluginFunction, check_component_header,
+};
+use super::nested::CallContext;
+use super::{Runtime, convert, signature};
+use crate::digest::sha256_hex;
+use crate::sandbox::Sandbox;
+
+impl Runtime {
+    /// Compiles `bytes` with Cranelift, on a blocking thread (it takes tens of milliseconds to
+    /// seconds). `Bytes`, so the caller can keep (and store) the same buffer without a copy.
+    pub async fn compile(&self, bytes: bytes::Bytes, source: &str) -> Result<Compiled, LoadError> {
+        check_component_header(&bytes).map_err(|reason| LoadError::Compile {
+            origin: source.to_owned(),
+            reason,
+        })?;
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Engine(e.to_string()))?
+            .map_err(|e| LoadError::Compile {
+                origin: source.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Compiled { component })
+    }
+
+    /// Loads code that [`Compiled::serialize`] produced on an engine with the same
+    /// [`Runtime::engine_fingerprint`].
+    pub fn deserialize(&self, compiled: &[u8], source: &str) -> Result<Compiled, LoadError> {
+        // SAFETY: wasmtime runs these bytes as machine code, so they must come from
+        // `Component::serialize` and must not have been tampered with. The only caller is the
+        // plugin store, which reads them from the node's own data directory, where this node
+        // wrote them after compiling bytes whose sha256 it checked. wasmtime itself rejects code
+        // from another version or engine configuration.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, compiled) }.map_err(|e| {
+            LoadError::Compile {
+                origin: source.to_owned(),
+                reason: format!("compiled code is unusable: {e:#}"),
+            }
+        })?;
+        Ok(Compiled { component })
+    }
+
+    /// Compiles and pre-instantiates `bytes` with the default sandbox.
+    pub async fn load(&self, bytes: Vec<u8>, source: &str) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let (sha256, size) = (sha256_hex(&bytes), bytes.len());
+        let compiled = self.compile(bytes.into(), source).await?;
+        self.instantiate(&compiled, source, Sandbox::default(), sha256, size, started)
+            .await
+    }
+
+    /// Checks compiled code against our world (imports we provide, the `metadata` export),
+    /// pre-instantiates it, and reads its manifest by calling `describe` in a fresh instance
+    /// under the plugin's own limits. `started` is when loading began (for `load_ms`).
+    pub async fn instantiate(
+        &self,
+        compiled: &Compiled,
+        source: &str,
+        sandbox: Sandbox,
+        sha256: String,
+        size: usize,
+        started: Instant,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let component = &compiled.component;
+        let limits = sandbox
+            .limits(&self.config)
+            .map_err(|source_err| LoadError::Sandbox {
+                origin: source.to_owned(),
+                source: source_err,
+            })?;
+        let world = |reason: String| LoadError::World {
+            origin: source.to_owned(),
+            reason,
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| world(format!("{e:#}")))?;
+        let plugin_pre = PluginPre::new(pre.clone()).map_err(|e| world(format!("{e:#}")))?;
+
+        let mut store = self
+            .store(
+                "loader".into(),
+                &sandbox,
+                &limits,
+                CallContext::isolated("load".into()),
+            )
+            .map_err(|e| world(format!("{e:#}")))?;
+        let described = async {
+            let plugin = plugin_pre.instantiate_async(&mut store).await?;
+            plugin
+                .mpreg_plugin_metadata()
+                .call_describe(&mut store)
+                .await
+        }
+        .await
+        .map_err(|e| {
+            let stderr = store.data().stderr_text();
+            world(format!("calling describe failed: {e:#} {stderr}"))
+        })?;
+        let manifest_err = |reason: String| LoadError::Manifest {
+            origin: source.to_owned(),
+            reason,
+        };
+        if described.name.trim().is_empty() || described.name.len() > 128 {
+            return Err(manifest_err(
+                "the plugin name must be 1 to 128 characters".into(),
+            ));
+        }
+        let version = crate::rpc::version::parse_version_lenient(&described.version)
+            .map_err(|e| manifest_err(format!("version: {e}")))?;
+        let manifest = Manifest {
+            name: described.name.clone(),
+            version,
+            resources: described.resources.clone(),
+        };
+        if described.commands.is_empty() {
+            return Err(manifest_err("no commands".into()));
+        }
+        let ctype = component.component_type();
+        let mut functions = Vec::with_capacity(described.commands.len());
+        for cmd in &described.commands {
+            if cmd.name.is_empty()
+                || functions
+                    .iter()
+                    .any(|f: &PluginFunction| f.name == cmd.name)
+            {
+                return Err(manifest_err(format!(
+                    "command name '{}' is empty or repeated",
+                    cmd.name
+                )));
+            }
+            let Some(ComponentItem::ComponentFunc(fty)) = ctype
+                .get_export(&self.engine, &cmd.export_name)
+                .map(|e| e.ty)
+            else {
+                return Err(manifest_err(format!(
+                    "command '{}' names export '{}', which is not a top-level exported function",
+                    cmd.name, cmd.export_name
+                )));
+            };
+            let params: Vec<(String, Type)> =
+                fty.params().map(|(n, t)| (n.to_owned(), t)).collect();
+            let result = fty.results().next();
+            if let Some(bad) = params
+                .iter()
+                .map(|(_, t)| t)
+                .chain(result.as_ref())
+                .find(|t| !convert::is_supported(t))
+            {
+                return Err(manifest_err(format!(
+                    "command '{}' uses {}, which cannot be passed as JSON",
+                    cmd.name,
+                    signature::type_name(bad)
+                )));
+            }
+            let export = component
+                .get_export_index(None, cmd.export_name.as_str())
+                .ok_or_else(|| manifest_err(format!("export '{}' not found", cmd.export_name)))?;
+            let mut resources = described.resources.clone();
+            resources.extend(cmd.resources.iter().cloned());
+            resources.sort();
+            resources.dedup();
+            functions.push(PluginFunction {
+                name: cmd.name.clone(),
+                export_name: cmd.export_name.clone(),
+                function_id: cmd.function_id.clone().unwrap_or_else(|| cmd.name.clone()),
+                resources,
+                description: cmd.description.clone(),
+                signature: signature::func_signature(&params, result.as_ref()),
+                params,
+                result,
+                export,
+            });
+        }
+        Ok(LoadedPlugin {
+            name: described.name.as_str().into(),
+            manifest,
+            functions,
+            origin: source.to_owned(),
+            sha256,
+            size,
+            sandbox,
+            limits,
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            loaded_at: crate::clock::unix_now(),
+            stats: CallStats::default(),
+            pre,
+        })
+    }
+}
