@@ -79,7 +79,7 @@ async fn main() -> Result<()> {
     let text = std::fs::read(plugin("text"))?;
     let published =
         tokio::task::spawn_blocking(move || admin.publish(&text, None, &mut |_| {})).await??;
-    println!("published text {} on node-a", published["version"]);
+    println!("published text {} on node-a", published.version);
     let deadline = Instant::now() + Duration::from_secs(10);
     let upper = loop {
         match client.call("upper", vec![json!("called on node-c")]).await {

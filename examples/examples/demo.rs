@@ -131,8 +131,8 @@ async fn main() -> Result<()> {
     let published =
         tokio::task::spawn_blocking(move || admin.publish(&relay, None, &mut |_| {})).await??;
     println!(
-        "\npublished {} {} over HTTP: {}",
-        published["name"], published["version"], published["functions"]
+        "\npublished {} {} over HTTP: {:?}",
+        published.name, published.version, published.functions
     );
     show(
         "double(21)  (a published plugin calling add through the node)",

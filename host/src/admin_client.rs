@@ -5,9 +5,12 @@
 use std::io::Read;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::protocol::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
+use crate::protocol::admin::{
+    AdminErrorReply, PLACEMENT_HEADER, PluginList, Published, Retired, SANDBOX_HEADER,
+};
 use crate::sandbox::Sandbox;
 
 /// An admin call that did not succeed.
@@ -69,10 +72,10 @@ impl AdminClient {
         }
     }
 
-    fn finish(
+    fn finish<T: DeserializeOwned>(
         url: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Value, AdminError> {
+    ) -> Result<T, AdminError> {
         let transport = |message: String| AdminError::Transport {
             url: url.to_owned(),
             message,
@@ -83,16 +86,16 @@ impl AdminClient {
             .body_mut()
             .read_to_string()
             .map_err(|e| transport(e.to_string()))?;
-        let body: Value = serde_json::from_str(&text)
-            .map_err(|_| transport(format!("HTTP {status}: {}", text.trim())))?;
+        let unreadable =
+            |e: serde_json::Error| transport(format!("HTTP {status}: {e}: {}", text.trim()));
         if (200..300).contains(&status) {
-            return Ok(body);
+            return serde_json::from_str(&text).map_err(unreadable);
         }
-        let field = |k: &str| body["error"][k].as_str().unwrap_or("unknown").to_owned();
+        let AdminErrorReply { error } = serde_json::from_str(&text).map_err(unreadable)?;
         Err(AdminError::Refused {
             status,
-            kind: field("kind"),
-            message: field("message"),
+            kind: error.kind,
+            message: error.message,
         })
     }
 
@@ -115,7 +118,7 @@ impl AdminClient {
         bytes: &[u8],
         sandbox: Option<&Sandbox>,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Published, AdminError> {
         self.publish_placed(bytes, sandbox, &[], progress)
     }
 
@@ -127,7 +130,7 @@ impl AdminClient {
         sandbox: Option<&Sandbox>,
         placement: &[String],
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Published, AdminError> {
         let url = format!("{}/admin/plugins", self.base);
         let mut request = self
             .authorized(self.agent.post(&url))
@@ -153,13 +156,14 @@ impl AdminClient {
     }
 
     /// Every plugin version on the node.
-    pub fn list(&self) -> Result<Value, AdminError> {
+    pub fn list(&self) -> Result<PluginList, AdminError> {
         let url = format!("{}/admin/plugins", self.base);
         let response = self.authorized(self.agent.get(&url)).call();
         Self::finish(&url, response)
     }
 
-    /// One plugin (newest loaded version when `version` is `None`).
+    /// One plugin (newest loaded version when `version` is `None`): every detail the node has,
+    /// as JSON (it carries the node's sandbox and limits, which vary by node version).
     pub fn describe(&self, name: &str, version: Option<&str>) -> Result<Value, AdminError> {
         let url = match version {
             Some(v) => format!("{}/admin/plugins/{name}/{v}", self.base),
@@ -170,7 +174,7 @@ impl AdminClient {
     }
 
     /// Retires `name@version` (returns once calls running on it have finished).
-    pub fn retire(&self, name: &str, version: &str) -> Result<Value, AdminError> {
+    pub fn retire(&self, name: &str, version: &str) -> Result<Retired, AdminError> {
         let url = format!("{}/admin/plugins/{name}/{version}", self.base);
         let response = self.authorized(self.agent.delete(&url)).call();
         Self::finish(&url, response)

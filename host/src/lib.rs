@@ -15,7 +15,8 @@
 //! - [`cluster`]: gossip membership and catalog, peer links, plugin distribution (node feature).
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
-//! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it.
+//! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it;
+//!   [`render`]: what the CLI prints (node feature).
 
 pub mod bench;
 pub mod client;
@@ -49,6 +50,8 @@ pub mod plugin;
 pub mod pubsub;
 #[cfg(feature = "node")]
 pub mod queue;
+#[cfg(feature = "node")]
+pub mod render;
 #[cfg(feature = "node")]
 pub mod scaffold;
 #[cfg(feature = "node")]

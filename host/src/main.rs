@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mpreg::client::{Client, ClientError};
-use mpreg::config::{NodeConfig, split_list};
+use mpreg::config::{NodeConfig, Overrides, split_list};
 use mpreg::protocol::{RpcCommand, RpcRequest};
 use serde_json::Value;
 
@@ -158,34 +158,11 @@ struct SandboxArgs {
 
 impl SandboxArgs {
     /// `None` when no flag was given (the node keeps the stored or default sandbox).
-    fn to_sandbox(&self) -> Result<Option<mpreg::runtime::Sandbox>> {
-        let mut s = mpreg::runtime::Sandbox {
-            memory_limit_mib: self.memory_mib,
-            call_timeout_ms: self.timeout_ms,
-            fuel: self.fuel,
-            ..Default::default()
-        };
-        for kv in &self.env {
-            let Some((k, v)) = kv.split_once('=') else {
-                bail!("--env takes NAME=VALUE, got '{kv}'")
-            };
-            s.env.insert(k.to_owned(), v.to_owned());
-        }
-        for d in &self.dirs {
-            let parts: Vec<&str> = d.split(':').collect();
-            let (host, guest, read_only) = match parts.as_slice() {
-                [h, g] => (h, g, true),
-                [h, g, "rw"] => (h, g, false),
-                [h, g, "ro"] => (h, g, true),
-                _ => bail!("--dir takes HOST:GUEST or HOST:GUEST:rw, got '{d}'"),
-            };
-            s.dirs.push(mpreg::runtime::DirGrant {
-                host: PathBuf::from(host),
-                guest: (*guest).to_owned(),
-                read_only,
-            });
-        }
-        Ok((s != mpreg::runtime::Sandbox::default()).then_some(s))
+    fn to_sandbox(&self) -> Result<Option<mpreg::sandbox::Sandbox>> {
+        let limits = (self.memory_mib, self.timeout_ms, self.fuel);
+        Ok(mpreg::sandbox::Sandbox::from_flags(
+            limits, &self.env, &self.dirs,
+        )?)
     }
 }
 
@@ -298,39 +275,19 @@ fn init_tracing() {
 }
 
 async fn start(args: StartArgs) -> Result<()> {
-    let mut cfg = match &args.config {
-        Some(path) => NodeConfig::from_file(path)?,
-        None => NodeConfig::default(),
+    let flags = Overrides {
+        host: args.host,
+        port: args.port,
+        resources: args.resources,
+        cluster_id: args.cluster_id,
+        peers: args.peers,
+        region: args.region,
+        node_id: args.node_id,
+        data_dir: args.data_dir,
+        admin_token: args.admin_token,
+        plugins: args.plugins,
     };
-    cfg.apply_env(|k| std::env::var(k).ok())?;
-    if let Some(h) = args.host {
-        cfg.server.host = h;
-    }
-    if let Some(p) = args.port {
-        cfg.server.port = p;
-    }
-    if let Some(r) = args.resources {
-        cfg.node.resources = split_list(&r);
-    }
-    if let Some(c) = args.cluster_id {
-        cfg.node.cluster_id = c;
-    }
-    for p in &args.peers {
-        cfg.cluster.peers.extend(split_list(p));
-    }
-    if let Some(r) = args.region {
-        cfg.node.region = r;
-    }
-    if let Some(id) = args.node_id {
-        cfg.node.id = Some(id);
-    }
-    if let Some(d) = args.data_dir {
-        cfg.node.data_dir = Some(d);
-    }
-    if let Some(t) = args.admin_token {
-        cfg.admin.token = Some(t);
-    }
-    cfg.plugins.extend(args.plugins.into_iter().map(Into::into));
+    let cfg = NodeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok(), flags)?;
     let node = mpreg::node::start(cfg).await?;
     // The first stdout line tells scripts (and `--port 0` users) where the node is.
     println!(
@@ -526,15 +483,7 @@ async fn plugin(action: PluginAction) -> Result<()> {
                 reply
             })
             .await??;
-            println!(
-                "{} {} {}: {} (code {}, callable after {:.1} ms)",
-                reply["outcome"].as_str().unwrap_or("?"),
-                reply["name"].as_str().unwrap_or("?"),
-                reply["version"].as_str().unwrap_or("?"),
-                reply["functions"],
-                reply["code"].as_str().unwrap_or("?"),
-                reply["ready_ms"].as_f64().unwrap_or(0.0)
-            );
+            println!("{}", mpreg::render::published(&reply));
             Ok(())
         }
         PluginAction::List { admin } => {
@@ -542,27 +491,7 @@ async fn plugin(action: PluginAction) -> Result<()> {
                 AdminClient::new(&admin.node, &admin.token).list()
             })
             .await??;
-            println!(
-                "{:<20} {:<10} {:<8} {:<10} {:>8}  sha256",
-                "name", "version", "active", "source", "calls"
-            );
-            for p in reply["plugins"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<20} {:<10} {:<8} {:<10} {:>8}  {}",
-                    p["name"].as_str().unwrap_or(""),
-                    p["version"].as_str().unwrap_or(""),
-                    p["active"].to_string(),
-                    p["source"].as_str().unwrap_or(""),
-                    p["calls"]
-                        .as_u64()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default(),
-                    p["sha256"]
-                        .as_str()
-                        .map(|s| &s[..s.len().min(16)])
-                        .unwrap_or(""),
-                );
-            }
+            print!("{}", mpreg::render::plugin_table(&reply));
             Ok(())
         }
         PluginAction::Describe {
@@ -586,12 +515,7 @@ async fn plugin(action: PluginAction) -> Result<()> {
                 AdminClient::new(&admin.node, &admin.token).retire(&name, &version)
             })
             .await??;
-            println!(
-                "retired {} {} (drained: {})",
-                reply["name"].as_str().unwrap_or("?"),
-                reply["version"].as_str().unwrap_or("?"),
-                reply["drained"]
-            );
+            println!("{}", mpreg::render::retired(&reply));
             Ok(())
         }
     }
@@ -604,40 +528,9 @@ async fn cluster_status(url: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&map)?);
         return Ok(());
     }
-    let nodes = map["nodes"].as_array().cloned().unwrap_or_default();
-    println!(
-        "cluster {}: {} node(s)\n",
-        map["cluster_id"].as_str().unwrap_or("?"),
-        nodes.len()
-    );
-    println!(
-        "{:<20} {:<26} {:<10} {:<14} {:>6} {:>8}  functions",
-        "node", "url", "region", "resources", "load", "clients"
-    );
-    for n in &nodes {
-        let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
-        let list = |v: &Value| {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        };
-        let fns = list(&n["functions"]);
-        println!(
-            "{:<20} {:<26} {:<10} {:<14} {:>6} {:>8}  {}",
-            text(&n["node_id"]),
-            text(&n["advertised_urls"][0]),
-            text(&n["region"]),
-            list(&n["resources"]),
-            n["load"]["load_score"].as_f64().unwrap_or(0.0),
-            n["load"]["active_clients"].as_u64().unwrap_or(0),
-            if fns.is_empty() { "-".to_owned() } else { fns },
-        );
-    }
+    let map: mpreg::protocol::discovery::ClusterMap =
+        serde_json::from_value(map).context("cluster_map reply")?;
+    print!("{}", mpreg::render::cluster_table(&map));
     Ok(())
 }
 

@@ -116,6 +116,48 @@ impl Sandbox {
         })
     }
 
+    /// A sandbox from command-line flags: limits, `NAME=VALUE` environment entries and
+    /// `HOST:GUEST[:rw|:ro]` directory grants (read-only unless `:rw`). `None` when nothing
+    /// was given, so a publish keeps the stored or default sandbox.
+    pub fn from_flags(
+        limits: (Option<u64>, Option<u64>, Option<u64>),
+        env: &[String],
+        dirs: &[String],
+    ) -> Result<Option<Sandbox>, SandboxError> {
+        let (memory_limit_mib, call_timeout_ms, fuel) = limits;
+        let mut s = Sandbox {
+            memory_limit_mib,
+            call_timeout_ms,
+            fuel,
+            ..Default::default()
+        };
+        for kv in env {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(SandboxError(format!("--env takes NAME=VALUE, got '{kv}'")));
+            };
+            s.env.insert(k.to_owned(), v.to_owned());
+        }
+        for d in dirs {
+            let parts: Vec<&str> = d.split(':').collect();
+            let (host, guest, read_only) = match parts.as_slice() {
+                [h, g] => (h, g, true),
+                [h, g, "rw"] => (h, g, false),
+                [h, g, "ro"] => (h, g, true),
+                _ => {
+                    return Err(SandboxError(format!(
+                        "--dir takes HOST:GUEST or HOST:GUEST:rw, got '{d}'"
+                    )));
+                }
+            };
+            s.dirs.push(DirGrant {
+                host: PathBuf::from(host),
+                guest: (*guest).to_owned(),
+                read_only,
+            });
+        }
+        Ok((s != Sandbox::default()).then_some(s))
+    }
+
     /// Whether the guest gets anything beyond the empty default.
     pub fn grants_anything(&self) -> bool {
         !self.env.is_empty() || !self.dirs.is_empty()
@@ -167,6 +209,24 @@ mod tests {
             ..Sandbox::default()
         };
         assert!(bad_env.limits(&rt).is_err());
+    }
+
+    #[test]
+    fn flags_make_a_sandbox_or_none() {
+        assert_eq!(Sandbox::from_flags((None, None, None), &[], &[]), Ok(None));
+        let s = Sandbox::from_flags(
+            (Some(128), None, None),
+            &["MODE=fast".into()],
+            &["/tmp:/data".into(), "/var:/out:rw".into()],
+        )
+        .expect("valid")
+        .expect("something given");
+        assert_eq!(s.memory_limit_mib, Some(128));
+        assert_eq!(s.env["MODE"], "fast");
+        assert!(s.dirs[0].read_only && !s.dirs[1].read_only);
+        assert!(Sandbox::from_flags((None, None, None), &["NOVALUE".into()], &[]).is_err());
+        assert!(Sandbox::from_flags((None, None, None), &[], &["/tmp".into()]).is_err());
+        assert!(Sandbox::from_flags((None, None, None), &[], &["/a:/b:wx".into()]).is_err());
     }
 
     #[test]

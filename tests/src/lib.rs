@@ -49,18 +49,24 @@ pub fn test_config() -> NodeConfig {
 /// The admin token of [`test_config`] nodes.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// Runs a blocking admin call off the async runtime.
-pub async fn admin<T, F>(url: &str, token: &str, f: F) -> Result<T, mpreg::admin_client::AdminError>
+/// Runs a blocking admin call off the async runtime; its typed reply comes back as the JSON
+/// the node sent, so tests check the wire shape.
+pub async fn admin<T, F>(
+    url: &str,
+    token: &str,
+    f: F,
+) -> Result<Value, mpreg::admin_client::AdminError>
 where
-    T: Send + 'static,
+    T: serde::Serialize + Send + 'static,
     F: FnOnce(&mpreg::admin_client::AdminClient) -> Result<T, mpreg::admin_client::AdminError>
         + Send
         + 'static,
 {
     let client = mpreg::admin_client::AdminClient::new(url, token);
-    tokio::task::spawn_blocking(move || f(&client))
+    let reply = tokio::task::spawn_blocking(move || f(&client))
         .await
-        .expect("admin call panicked")
+        .expect("admin call panicked")?;
+    Ok(serde_json::to_value(reply).expect("a typed reply serializes"))
 }
 
 /// Publishes `bytes` with the test token.

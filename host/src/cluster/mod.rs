@@ -398,7 +398,7 @@ async fn install(
         .publish_with(bytes.into(), options)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(plugin = %done.name, version = %done.version, outcome = done.outcome,
+    tracing::info!(plugin = %done.name, version = %done.version, outcome = %done.outcome,
         "plugin installed from the cluster");
     Ok(())
 }

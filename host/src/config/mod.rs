@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::Sandbox;
 
+mod overlay;
 mod runtime;
 
+pub use overlay::Overrides;
 pub use runtime::RuntimeConfig;
 
 /// Everything a node needs to start.

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::registry::{Registry, RegistryError};
 use super::store::{PluginRecord, PluginStore, StoreError};
 use crate::cluster::catalog::PluginAd;
 use crate::digest::sha256_hex;
+pub use crate::protocol::admin::{
+    CodeSource, PluginList, PluginSummary, PublishOutcome, Published, Retired,
+};
 use crate::runtime::{Compiled, LoadError, LoadedPlugin, Runtime, Sandbox, check_component_header};
 
 /// Why a publish or retire was refused. Nothing was stored or changed when this is returned.
@@ -67,26 +69,6 @@ impl PublishError {
     }
 }
 
-/// What a publish did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Published {
-    /// Plugin name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// sha256 of the bytes.
-    pub sha256: String,
-    /// `published` (new), `unchanged` (these bytes were already active), `reactivated` (a
-    /// retired version came back) or `updated` (same bytes, new sandbox).
-    pub outcome: &'static str,
-    /// Where the machine code came from: `compiled`, `cache` or `loaded` (already running).
-    pub code: &'static str,
-    /// Time from receiving the bytes to callable, in ms.
-    pub ready_ms: f64,
-    /// Commands it provides.
-    pub functions: Vec<String>,
-}
-
 /// How to publish: everything optional.
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
@@ -96,19 +78,6 @@ pub struct PublishOptions {
     pub placement: Option<Vec<String>>,
     /// The state's time when it comes from another node (default: now).
     pub changed_at: Option<f64>,
-}
-
-/// What a retire did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Retired {
-    /// Plugin name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// Whether every call running on it finished before the reply.
-    pub drained: bool,
-    /// Calls still running when the drain wait gave up.
-    pub still_running: u64,
 }
 
 /// Publishes, retires and restores plugins.
@@ -197,10 +166,10 @@ impl PluginManager {
         bytes: Bytes,
         sha256: &str,
         origin: &str,
-    ) -> Result<(Compiled, &'static str), PublishError> {
+    ) -> Result<(Compiled, CodeSource), PublishError> {
         if let Some(code) = self.store.compiled(sha256, &self.engine)? {
             match self.runtime.deserialize(&code, origin) {
-                Ok(compiled) => return Ok((compiled, "cache")),
+                Ok(compiled) => return Ok((compiled, CodeSource::Cache)),
                 Err(e) => {
                     tracing::warn!(error = %e, sha256, "cached code unusable; compiling again");
                     self.store.drop_compiled(sha256, &self.engine)?;
@@ -212,7 +181,7 @@ impl PluginManager {
             Ok(code) => self.store.put_compiled(sha256, &self.engine, &code)?,
             Err(e) => tracing::warn!(error = %e, "compiled code not cached"),
         }
-        Ok((compiled, "compiled"))
+        Ok((compiled, CodeSource::Compiled))
     }
 
     /// Loads a plugin from a file named in the config (not stored, but its compiled code is
@@ -342,8 +311,8 @@ impl PluginManager {
                 name: p.manifest.name.clone(),
                 version: p.manifest.version.to_string(),
                 sha256,
-                outcome: "unchanged",
-                code: "loaded",
+                outcome: PublishOutcome::Unchanged,
+                code: CodeSource::Loaded,
                 ready_ms: started.elapsed().as_secs_f64() * 1000.0,
                 functions: p.functions.iter().map(|f| f.name.clone()).collect(),
             });
@@ -381,10 +350,10 @@ impl PluginManager {
             .unwrap_or_default();
         let hosted = self.hosts(&placement);
         let outcome = match (&existing, &running, hosted) {
-            (_, _, false) => "stored",
-            (_, Some(_), true) => "updated",
-            (Some(_), None, true) => "reactivated",
-            (None, None, true) => "published",
+            (_, _, false) => PublishOutcome::Stored,
+            (_, Some(_), true) => PublishOutcome::Updated,
+            (Some(_), None, true) => PublishOutcome::Reactivated,
+            (None, None, true) => PublishOutcome::Published,
         };
         let functions = plugin.functions.iter().map(|f| f.name.clone()).collect();
         let plugin = Arc::new(plugin);
@@ -425,7 +394,7 @@ impl PluginManager {
             }
             return Err(e.into());
         }
-        tracing::info!(plugin = %name, %version, sha256 = %&sha256[..12], outcome, code,
+        tracing::info!(plugin = %name, %version, sha256 = %&sha256[..12], %outcome, %code,
             "plugin published");
         Ok(Published {
             name,
@@ -509,21 +478,27 @@ impl PluginManager {
     }
 
     /// Every plugin version: loaded ones (published or from the config) and retired ones.
-    pub fn list(&self) -> Result<Vec<Value>, StoreError> {
+    pub fn list(&self) -> Result<PluginList, StoreError> {
         let loaded = self.registry.plugins();
-        let mut out: Vec<Value> = loaded.iter().map(|p| summary(p, true)).collect();
+        let mut out: Vec<PluginSummary> = loaded.iter().map(|p| summary(p)).collect();
         for r in self.store.records()? {
             let live = loaded
                 .iter()
                 .any(|p| p.manifest.name == r.name && p.manifest.version.to_string() == r.version);
             if !live {
-                out.push(json!({
-                    "name": r.name, "version": r.version, "sha256": r.sha256, "size": r.size,
-                    "active": false, "source": "published",
-                }));
+                out.push(PluginSummary {
+                    name: r.name,
+                    version: r.version,
+                    sha256: r.sha256,
+                    size: r.size,
+                    active: false,
+                    source: "published".into(),
+                    functions: None,
+                    calls: None,
+                });
             }
         }
-        Ok(out)
+        Ok(PluginList { plugins: out })
     }
 
     /// Everything about one version (the newest loaded one when `version` is `None`).
@@ -565,18 +540,18 @@ fn source(p: &LoadedPlugin) -> &'static str {
     }
 }
 
-fn summary(p: &LoadedPlugin, active: bool) -> Value {
+fn summary(p: &LoadedPlugin) -> PluginSummary {
     use std::sync::atomic::Ordering::Relaxed;
-    json!({
-        "name": p.manifest.name,
-        "version": p.manifest.version.to_string(),
-        "sha256": p.sha256,
-        "size": p.size,
-        "active": active,
-        "source": source(p),
-        "functions": p.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
-        "calls": p.stats.calls.load(Relaxed),
-    })
+    PluginSummary {
+        name: p.manifest.name.clone(),
+        version: p.manifest.version.to_string(),
+        sha256: p.sha256.clone(),
+        size: p.size as u64,
+        active: true,
+        source: source(p).into(),
+        functions: Some(p.functions.iter().map(|f| f.name.clone()).collect()),
+        calls: Some(p.stats.calls.load(Relaxed)),
+    }
 }
 
 fn details(p: &LoadedPlugin, record: Option<PluginRecord>) -> Value {

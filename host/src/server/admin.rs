@@ -18,15 +18,22 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::state::ServerState;
 use crate::plugin::PublishError;
-use crate::protocol::admin::{PLACEMENT_HEADER, SANDBOX_HEADER};
+use crate::protocol::admin::{
+    AdminErrorBody, AdminErrorReply, PLACEMENT_HEADER, PublishOutcome, SANDBOX_HEADER,
+};
 use crate::sandbox::Sandbox;
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "kind": kind, "message": message.into() } });
+    let body = AdminErrorReply {
+        error: AdminErrorBody {
+            kind: kind.to_owned(),
+            message: message.into(),
+        },
+    };
     (status, Json(body)).into_response()
 }
 
@@ -136,7 +143,7 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
     };
     match state.manager.publish_with(bytes, options).await {
         Ok(p) => {
-            let status = if p.outcome == "published" {
+            let status = if p.outcome == PublishOutcome::Published {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
@@ -153,7 +160,7 @@ pub async fn list(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> 
         return r;
     }
     match state.manager.list() {
-        Ok(list) => Json(json!({ "plugins": list })).into_response(),
+        Ok(list) => Json(list).into_response(),
         Err(e) => publish_error(e.into()),
     }
 }

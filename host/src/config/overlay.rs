@@ -1,0 +1,126 @@
+//! The last of the three config sources: settings given on the command line. Each one given
+//! replaces what the file and the `MPREG_*` environment said; lists (peers, plugins) add to it.
+
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, NodeConfig, split_list};
+
+/// Settings given as flags to `mpreg server start`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Address to bind.
+    pub host: Option<String>,
+    /// Port to bind.
+    pub port: Option<u16>,
+    /// Resource tags, comma-separated.
+    pub resources: Option<String>,
+    /// Cluster id.
+    pub cluster_id: Option<String>,
+    /// Nodes to join, each entry comma-separated `host:port` or `ws://host:port`.
+    pub peers: Vec<String>,
+    /// Region label.
+    pub region: Option<String>,
+    /// Node id.
+    pub node_id: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Admin token.
+    pub admin_token: Option<String>,
+    /// Component files to load.
+    pub plugins: Vec<PathBuf>,
+}
+
+impl NodeConfig {
+    /// The file (if any), then the environment, then the flags: each overrides the one before.
+    /// Not validated here; `node::start` validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: Overrides,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.apply_overrides(flags);
+        Ok(cfg)
+    }
+
+    /// Applies command-line settings over what is there.
+    pub fn apply_overrides(&mut self, o: Overrides) {
+        if let Some(h) = o.host {
+            self.server.host = h;
+        }
+        if let Some(p) = o.port {
+            self.server.port = p;
+        }
+        if let Some(r) = o.resources {
+            self.node.resources = split_list(&r);
+        }
+        if let Some(c) = o.cluster_id {
+            self.node.cluster_id = c;
+        }
+        for p in &o.peers {
+            self.cluster.peers.extend(split_list(p));
+        }
+        if let Some(r) = o.region {
+            self.node.region = r;
+        }
+        if let Some(id) = o.node_id {
+            self.node.id = Some(id);
+        }
+        if let Some(d) = o.data_dir {
+            self.node.data_dir = Some(d);
+        }
+        if let Some(t) = o.admin_token {
+            self.admin.token = Some(t);
+        }
+        self.plugins.extend(o.plugins.into_iter().map(Into::into));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[server]\nport = 7000\nhost = \"0.0.0.0\"\n[node]\nregion = \"file\"\n",
+        )
+        .expect("write");
+        let env = |k: &str| (k == "MPREG_PORT").then(|| "7100".to_owned());
+        let cfg = NodeConfig::load(Some(&file), env, Overrides::default()).expect("loads");
+        assert_eq!(
+            (cfg.server.port, cfg.server.host.as_str()),
+            (7100, "0.0.0.0")
+        );
+        let flags = Overrides {
+            port: Some(7200),
+            resources: Some("cpu, gpu".into()),
+            peers: vec!["a:1,b:2".into(), "ws://c:3".into()],
+            plugins: vec!["x.wasm".into()],
+            ..Overrides::default()
+        };
+        let cfg = NodeConfig::load(Some(&file), env, flags).expect("loads");
+        assert_eq!(cfg.server.port, 7200);
+        assert_eq!(cfg.node.region, "file");
+        assert_eq!(cfg.node.resources, ["cpu", "gpu"]);
+        assert_eq!(cfg.cluster.peers, ["a:1", "b:2", "ws://c:3"]);
+        assert_eq!(cfg.plugins.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = NodeConfig::load(
+            Some(Path::new("/definitely/not/here.toml")),
+            |_| None,
+            Overrides::default(),
+        );
+        assert!(matches!(err, Err(ConfigError::Read { .. })));
+    }
+}
