@@ -157,34 +157,11 @@ fn rust_lib(name: &str, snake: &str) -> String {
 
 use mpreg_plugin_sdk::{{Command, Manifest}};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({{
-    path: "wit",
+mpreg_plugin_sdk::plugin! {{
+    wit: "wit",
     world: "local:{name}/{name}",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {{
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
-    }},
-}});
-
-struct Plugin;
-
-impl Guest for Plugin {{
-    fn hello(name: String) -> String {{
-        mpreg_plugin_sdk::log::info(&format!("greeting {{name}}"));
-        format!("hello, {{name}}, from {name}")
-    }}
-
-    fn add(a: i32, b: i32) -> Result<i32, String> {{
-        a.checked_add(b).ok_or_else(|| format!("{{a}} + {{b}} overflows s32"))
-    }}
-}}
-
-impl exports::mpreg::plugin::metadata::Guest for Plugin {{
-    fn describe() -> Manifest {{
+    export: Plugin,
+    describe: {{
         Manifest::new("{name}", env!("CARGO_PKG_VERSION"))
             .command(
                 Command::new("{snake}_hello")
@@ -198,10 +175,21 @@ impl exports::mpreg::plugin::metadata::Guest for Plugin {{
                     .function_id("{name}.add")
                     .describe("adds two numbers"),
             )
-    }}
+    }},
 }}
 
-export!(Plugin);
+struct Plugin;
+
+impl Guest for Plugin {{
+    fn hello(name: String) -> String {{
+        mpreg_plugin_sdk::log::info(&format!("greeting {{name}}"));
+        format!("hello, {{name}}, from {name}")
+    }}
+
+    fn add(a: i32, b: i32) -> Result<i32, String> {{
+        a.checked_add(b).ok_or_else(|| format!("{{a}} + {{b}} overflows s32"))
+    }}
+}}
 "#
     )
 }

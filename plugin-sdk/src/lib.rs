@@ -12,9 +12,12 @@
 //! ```ignore
 //! use mpreg_plugin_sdk::{Command, Manifest};
 //!
-//! mpreg_plugin_sdk::wit_bindgen::generate!({
-//!     // The MPREG WIT package (the `wit/` folder of the MPREG repository, or a vendored copy).
-//!     path: "../../wit",
+//! mpreg_plugin_sdk::plugin! {
+//!     // The MPREG WIT package (the `wit/` folder of the MPREG repository, or a vendored copy),
+//!     // relative to the plugin's Cargo.toml.
+//!     wit: "../../wit",
+//!     // The plugin's world: our `plugin` world plus its own exports (or leave `inline` out
+//!     // and keep the world in a `.wit` file under `wit`).
 //!     inline: r#"
 //!         package example:greeter;
 //!         world greeter {
@@ -23,15 +26,13 @@
 //!         }
 //!     "#,
 //!     world: "example:greeter/greeter",
-//!     runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-//!     with: {
-//!         "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-//!         "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-//!         "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-//!         "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-//!         "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+//!     // The type that implements the exports, and the manifest it describes itself with.
+//!     export: Greeter,
+//!     describe: {
+//!         Manifest::new("greeter", env!("CARGO_PKG_VERSION"))
+//!             .command(Command::new("greet").describe("Says hello"))
 //!     },
-//! });
+//! }
 //!
 //! struct Greeter;
 //!
@@ -41,16 +42,10 @@
 //!         format!("hello, {name}")
 //!     }
 //! }
-//!
-//! impl exports::mpreg::plugin::metadata::Guest for Greeter {
-//!     fn describe() -> Manifest {
-//!         Manifest::new("greeter", env!("CARGO_PKG_VERSION"))
-//!             .command(Command::new("greet").describe("Says hello"))
-//!     }
-//! }
-//!
-//! export!(Greeter);
 //! ```
+//!
+//! [`plugin!`] generates the world's bindings against this crate's shared ones, implements the
+//! `metadata` export with the `describe` block, and exports the type.
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the plugin. See `docs/plugins.md` in the repository.
@@ -68,6 +63,42 @@ pub mod bindings {
 }
 
 pub use bindings::mpreg::plugin::types::{Command, Manifest};
+
+/// Declares a plugin: its world (from `wit`, optionally `inline`), the type that implements its
+/// exports, and the manifest it describes itself with. Expands to wit-bindgen's `generate!`
+/// pointed at this crate's shared bindings of the host imports, the `metadata` export, and
+/// `export!`. The plugin crate must depend on this one as `mpreg_plugin_sdk` (the name the
+/// generated code uses). See the crate documentation for a whole plugin.
+#[macro_export]
+macro_rules! plugin {
+    (
+        wit: $wit:literal,
+        $(inline: $inline:literal,)?
+        world: $world:literal,
+        export: $ty:ident,
+        describe: $describe:block $(,)?
+    ) => {
+        $crate::wit_bindgen::generate!({
+            path: $wit,
+            $(inline: $inline,)?
+            world: $world,
+            runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
+            with: {
+                "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
+                "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
+                "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
+                "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
+                "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+            },
+        });
+
+        impl exports::mpreg::plugin::metadata::Guest for $ty {
+            fn describe() -> $crate::Manifest $describe
+        }
+
+        export!($ty);
+    };
+}
 
 impl Manifest {
     /// A manifest for plugin `name` at semver `version`, with no resource tags and no commands.

@@ -33,14 +33,9 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
         return Some(error_reply(u(), codes::EXECUTION_FAILED, e.to_string()));
     }
     let c = &req.cmds[0];
-    let constraint = match c
-        .version_constraint
-        .as_deref()
-        .map(VersionConstraint::parse)
-    {
-        None => None,
-        Some(Ok(vc)) => Some(vc),
-        Some(Err(e)) => {
+    let constraint = match VersionConstraint::parse_optional(c.version_constraint.as_deref()) {
+        Ok(vc) => vc,
+        Err(e) => {
             return Some(error_reply(
                 u(),
                 codes::EXECUTION_FAILED,
@@ -163,18 +158,15 @@ async fn run(
     let request_id: Arc<str> = u.as_str().into();
     let mut constraints = Vec::with_capacity(req.cmds.len());
     for c in &req.cmds {
-        let vc = match c.version_constraint.as_deref() {
-            None => None,
-            Some(text) => match VersionConstraint::parse(text) {
-                Ok(vc) => Some(vc),
-                Err(e) => {
-                    return error_reply(
-                        u,
-                        codes::EXECUTION_FAILED,
-                        format!("command '{}': {e}", c.name),
-                    );
-                }
-            },
+        let vc = match VersionConstraint::parse_optional(c.version_constraint.as_deref()) {
+            Ok(vc) => vc,
+            Err(e) => {
+                return error_reply(
+                    u,
+                    codes::EXECUTION_FAILED,
+                    format!("command '{}': {e}", c.name),
+                );
+            }
         };
         // With one command, dispatching it fails just as fast: resolve once, not twice.
         if req.cmds.len() == 1 {

@@ -21,6 +21,11 @@ pub struct VersionConstraint {
 }
 
 impl VersionConstraint {
+    /// A command's optional constraint: `None` when it has none.
+    pub fn parse_optional(text: Option<&str>) -> Result<Option<Self>, ConstraintError> {
+        text.map(Self::parse).transpose()
+    }
+
     /// Parses MPREG or semver syntax. An empty constraint (after stripping) matches everything.
     pub fn parse(text: &str) -> Result<Self, ConstraintError> {
         let err = |reason: String| ConstraintError {

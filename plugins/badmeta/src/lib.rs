@@ -3,8 +3,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:badmeta;
 
@@ -15,15 +15,11 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:badmeta/badmeta",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: BadMeta,
+    describe: {
+        Manifest::new("badmeta", "banana").command(Command::new("ping"))
     },
-});
+}
 
 struct BadMeta;
 
@@ -32,11 +28,3 @@ impl Guest for BadMeta {
         "pong".into()
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for BadMeta {
-    fn describe() -> Manifest {
-        Manifest::new("badmeta", "banana").command(Command::new("ping"))
-    }
-}
-
-export!(BadMeta);

@@ -2,8 +2,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:chaos;
 
@@ -23,15 +23,23 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:chaos/chaos",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: Chaos,
+    describe: {
+        Manifest::new("chaos", env!("CARGO_PKG_VERSION"))
+            .command(Command::new("spin").describe("infinite loop"))
+            .command(Command::new("hog").describe("allocates mib MiB"))
+            .command(Command::new("boom").describe("panics with message"))
+            .command(Command::new("trap").describe("aborts (unreachable trap)"))
+            .command(Command::new("huge").describe("returns a string of mib MiB"))
+            .command(
+                Command::new("recurse").describe("recursion depth n (stack overflow when deep)"),
+            )
+            .command(Command::new("busy").describe("burns CPU for ms milliseconds"))
+            .command(Command::new("fail").describe("returns err(message)"))
+            .command(Command::new("env").describe("reads an environment variable (sandbox grant)"))
+            .command(Command::new("read_file").describe("reads a file (sandbox grant)"))
     },
-});
+}
 
 struct Chaos;
 
@@ -102,23 +110,3 @@ impl Guest for Chaos {
         std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for Chaos {
-    fn describe() -> Manifest {
-        Manifest::new("chaos", env!("CARGO_PKG_VERSION"))
-            .command(Command::new("spin").describe("infinite loop"))
-            .command(Command::new("hog").describe("allocates mib MiB"))
-            .command(Command::new("boom").describe("panics with message"))
-            .command(Command::new("trap").describe("aborts (unreachable trap)"))
-            .command(Command::new("huge").describe("returns a string of mib MiB"))
-            .command(
-                Command::new("recurse").describe("recursion depth n (stack overflow when deep)"),
-            )
-            .command(Command::new("busy").describe("burns CPU for ms milliseconds"))
-            .command(Command::new("fail").describe("returns err(message)"))
-            .command(Command::new("env").describe("reads an environment variable (sandbox grant)"))
-            .command(Command::new("read_file").describe("reads a file (sandbox grant)"))
-    }
-}
-
-export!(Chaos);

@@ -3,8 +3,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:greeter;
 
@@ -15,27 +15,8 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:greeter/greeter",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
-    },
-});
-
-struct Greeter;
-
-impl Guest for Greeter {
-    fn greet(name: String) -> String {
-        mpreg_plugin_sdk::log::info(&format!("greeting {name}"));
-        format!("hello {name} from greeter {}", env!("CARGO_PKG_VERSION"))
-    }
-}
-
-impl exports::mpreg::plugin::metadata::Guest for Greeter {
-    fn describe() -> Manifest {
+    export: Greeter,
+    describe: {
         let manifest = Manifest::new("greeter", env!("CARGO_PKG_VERSION"));
         // Version 2 also runs on GPU nodes, to show `locs` picking a version.
         let manifest = if env!("CARGO_PKG_VERSION").starts_with('2') {
@@ -48,7 +29,14 @@ impl exports::mpreg::plugin::metadata::Guest for Greeter {
                 .function_id("greeter.greet")
                 .describe("says hello, naming its version"),
         )
-    }
+    },
 }
 
-export!(Greeter);
+struct Greeter;
+
+impl Guest for Greeter {
+    fn greet(name: String) -> String {
+        mpreg_plugin_sdk::log::info(&format!("greeting {name}"));
+        format!("hello {name} from greeter {}", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -3,8 +3,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:math;
 
@@ -34,15 +34,28 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:math/math",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: Math,
+    describe: {
+        Manifest::new("math", env!("CARGO_PKG_VERSION"))
+            .resources(["cpu"])
+            .command(Command::new("add").describe("a + b on 32-bit integers (wrapping)"))
+            .command(Command::new("mul").describe("a * b"))
+            .command(
+                Command::new("fib")
+                    .function_id("math.fib")
+                    .describe("n-th Fibonacci number; error past n = 93"),
+            )
+            .command(Command::new("centroid").describe("mean point of a list of {x, y}"))
+            .command(Command::new("stats").describe("count, mean, min and max of a list"))
+            .command(Command::new("safe_div").describe("a / b, or null when b is 0"))
+            .command(Command::new("divmod").describe("[a / b, a % b], or null when b is 0"))
+            .command(Command::new("classify").describe("sign of n: negative, zero or positive"))
+            .command(Command::new("area").describe("area of {circle: r} | {rect: [w, h]} | dot"))
+            .command(Command::new("grant").describe("sets or clears the write flag"))
+            .command(Command::new("is_even").describe("whether n is even"))
+            .command(Command::new("mkdict").describe("{inner: {value: n}, list: [1, 2, 3]}"))
     },
-});
+}
 
 struct Math;
 
@@ -138,28 +151,3 @@ impl Guest for Math {
         }
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for Math {
-    fn describe() -> Manifest {
-        Manifest::new("math", env!("CARGO_PKG_VERSION"))
-            .resources(["cpu"])
-            .command(Command::new("add").describe("a + b on 32-bit integers (wrapping)"))
-            .command(Command::new("mul").describe("a * b"))
-            .command(
-                Command::new("fib")
-                    .function_id("math.fib")
-                    .describe("n-th Fibonacci number; error past n = 93"),
-            )
-            .command(Command::new("centroid").describe("mean point of a list of {x, y}"))
-            .command(Command::new("stats").describe("count, mean, min and max of a list"))
-            .command(Command::new("safe_div").describe("a / b, or null when b is 0"))
-            .command(Command::new("divmod").describe("[a / b, a % b], or null when b is 0"))
-            .command(Command::new("classify").describe("sign of n: negative, zero or positive"))
-            .command(Command::new("area").describe("area of {circle: r} | {rect: [w, h]} | dot"))
-            .command(Command::new("grant").describe("sets or clears the write flag"))
-            .command(Command::new("is_even").describe("whether n is even"))
-            .command(Command::new("mkdict").describe("{inner: {value: n}, list: [1, 2, 3]}"))
-    }
-}
-
-export!(Math);

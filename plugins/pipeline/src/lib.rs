@@ -4,8 +4,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:pipeline;
 
@@ -23,15 +23,21 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:pipeline/pipeline",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: Pipeline,
+    describe: {
+        Manifest::new("pipeline", env!("CARGO_PKG_VERSION"))
+            .resources(["cpu", "dataset-a"])
+            .command(
+                Command::new("ingest")
+                    .describe("parses numbers from text; unreadable ones become null"),
+            )
+            .command(Command::new("clean").describe("drops nulls"))
+            .command(Command::new("analyze").describe("count, sum, mean, min, max, stddev"))
+            .command(Command::new("scale").describe("multiplies every value by factor"))
+            .command(Command::new("merge").describe("concatenates lists"))
+            .command(Command::new("total").describe("sum of a list"))
     },
-});
+}
 
 struct Pipeline;
 
@@ -89,21 +95,3 @@ impl Guest for Pipeline {
         values.iter().sum()
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for Pipeline {
-    fn describe() -> Manifest {
-        Manifest::new("pipeline", env!("CARGO_PKG_VERSION"))
-            .resources(["cpu", "dataset-a"])
-            .command(
-                Command::new("ingest")
-                    .describe("parses numbers from text; unreadable ones become null"),
-            )
-            .command(Command::new("clean").describe("drops nulls"))
-            .command(Command::new("analyze").describe("count, sum, mean, min, max, stddev"))
-            .command(Command::new("scale").describe("multiplies every value by factor"))
-            .command(Command::new("merge").describe("concatenates lists"))
-            .command(Command::new("total").describe("sum of a list"))
-    }
-}
-
-export!(Pipeline);

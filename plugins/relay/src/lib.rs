@@ -4,8 +4,8 @@
 use mpreg_plugin_sdk::call::{self, CallOptions};
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:relay;
 
@@ -27,15 +27,19 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:relay/relay",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: Relay,
+    describe: {
+        Manifest::new("relay", env!("CARGO_PKG_VERSION"))
+            .command(Command::new("double").describe("add(x, x) through a nested call"))
+            .command(Command::new("forward").describe("Calls any function with JSON arguments"))
+            .command(Command::new("descend").describe("Calls itself until the depth limit"))
+            .command(
+                Command::new("greet_version").describe("Calls greet with a version constraint"),
+            )
+            .command(Command::new("announce").describe("Publishes a message on a topic"))
+            .command(Command::new("enqueue").describe("Sends a message to a queue"))
     },
-});
+}
 
 struct Relay;
 
@@ -74,19 +78,3 @@ impl Guest for Relay {
         mpreg_plugin_sdk::queue::send_with(&name, &body, &options)
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for Relay {
-    fn describe() -> Manifest {
-        Manifest::new("relay", env!("CARGO_PKG_VERSION"))
-            .command(Command::new("double").describe("add(x, x) through a nested call"))
-            .command(Command::new("forward").describe("Calls any function with JSON arguments"))
-            .command(Command::new("descend").describe("Calls itself until the depth limit"))
-            .command(
-                Command::new("greet_version").describe("Calls greet with a version constraint"),
-            )
-            .command(Command::new("announce").describe("Publishes a message on a topic"))
-            .command(Command::new("enqueue").describe("Sends a message to a queue"))
-    }
-}
-
-export!(Relay);

@@ -2,8 +2,8 @@
 
 use mpreg_plugin_sdk::{Command, Manifest};
 
-mpreg_plugin_sdk::wit_bindgen::generate!({
-    path: "../../wit",
+mpreg_plugin_sdk::plugin! {
+    wit: "../../wit",
     inline: r#"
         package mpreg-examples:text;
 
@@ -23,15 +23,21 @@ mpreg_plugin_sdk::wit_bindgen::generate!({
         }
     "#,
     world: "mpreg-examples:text/text",
-    runtime_path: "mpreg_plugin_sdk::wit_bindgen::rt",
-    with: {
-        "mpreg:plugin/log@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::log,
-        "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
-        "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
-        "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
-        "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
+    export: Text,
+    describe: {
+        Manifest::new("text", env!("CARGO_PKG_VERSION"))
+            .command(Command::new("identity").describe("returns its input"))
+            .command(Command::new("upper").describe("upper-cases a string"))
+            .command(Command::new("lower").describe("lower-cases a string"))
+            .command(Command::new("reverse").describe("reverses the characters"))
+            .command(Command::new("length").describe("number of characters"))
+            .command(Command::new("words").describe("splits on whitespace"))
+            .command(Command::new("join").describe("joins parts with sep"))
+            .command(Command::new("split_once").describe("[before, after] the first sep, or null"))
+            .command(Command::new("nth_char").describe("n-th character, or null"))
+            .command(Command::new("repeat").describe("s repeated, capped at 1 MiB"))
     },
-});
+}
 
 /// Largest string `repeat` builds, so a careless call cannot ask for gigabytes.
 const MAX_REPEAT_BYTES: usize = 1 << 20;
@@ -85,21 +91,3 @@ impl Guest for Text {
         s.repeat(times)
     }
 }
-
-impl exports::mpreg::plugin::metadata::Guest for Text {
-    fn describe() -> Manifest {
-        Manifest::new("text", env!("CARGO_PKG_VERSION"))
-            .command(Command::new("identity").describe("returns its input"))
-            .command(Command::new("upper").describe("upper-cases a string"))
-            .command(Command::new("lower").describe("lower-cases a string"))
-            .command(Command::new("reverse").describe("reverses the characters"))
-            .command(Command::new("length").describe("number of characters"))
-            .command(Command::new("words").describe("splits on whitespace"))
-            .command(Command::new("join").describe("joins parts with sep"))
-            .command(Command::new("split_once").describe("[before, after] the first sep, or null"))
-            .command(Command::new("nth_char").describe("n-th character, or null"))
-            .command(Command::new("repeat").describe("s repeated, capped at 1 MiB"))
-    }
-}
-
-export!(Text);

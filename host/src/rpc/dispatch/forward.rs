@@ -112,11 +112,7 @@ impl NodeDispatcher {
     pub async fn run_forwarded(self: Arc<Self>, fwd: ForwardedCall) -> Result<Value, CallError> {
         let command: RpcCommand = serde_json::from_str(&fwd.command)
             .map_err(|e| CallError::Malformed(format!("forwarded command: {e}")))?;
-        let constraint = command
-            .version_constraint
-            .as_deref()
-            .map(VersionConstraint::parse)
-            .transpose()
+        let constraint = VersionConstraint::parse_optional(command.version_constraint.as_deref())
             .map_err(|e| CallError::Failed(e.to_string()))?;
         let timeout = Duration::from_millis(fwd.timeout_ms);
         let call = Call {

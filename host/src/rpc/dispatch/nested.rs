@@ -43,10 +43,9 @@ impl NestedCalls for NodeDispatcher {
     }
 
     fn call(&self, nested: NestedCall) -> NestedFuture {
-        let constraint = match nested.version.as_deref().map(VersionConstraint::parse) {
-            None => None,
-            Some(Ok(vc)) => Some(vc),
-            Some(Err(e)) => {
+        let constraint = match VersionConstraint::parse_optional(nested.version.as_deref()) {
+            Ok(vc) => vc,
+            Err(e) => {
                 let msg = format!("invalid version constraint: {e}");
                 return Box::pin(async move { Err(NestedError::BadArguments(msg)) });
             }
