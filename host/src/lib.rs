@@ -19,6 +19,7 @@
 //!   [`render`]: what the CLI prints (node feature).
 
 pub mod bench;
+mod burst;
 pub mod client;
 pub mod clock;
 pub mod protocol;

@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::burst::write_burst;
 use crate::protocol::{RpcCommand, RpcErrorBody, RpcRequest, RpcResponse};
 
 /// What can go wrong for a caller.
@@ -132,15 +133,7 @@ impl Client {
         let (tx, mut rx) = mpsc::channel::<Message>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                if sink.feed(first).await.is_err() {
-                    return;
-                }
-                while let Ok(next) = rx.try_recv() {
-                    if sink.feed(next).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
+                if write_burst(&mut sink, first, &mut rx, |m| m).await.is_err() {
                     return;
                 }
             }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::ClusterView;
 use super::wire::{ForwardedCall, PEER_PATH, PeerFrame, RemoteFailure};
+use crate::burst::write_burst;
 use crate::shutdown::Tasks;
 
 /// Why a call over a link did not return a result.
@@ -397,22 +398,13 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
                 // Take the whole burst, then flush once.
                 let mut guard = link.writer.lock().await;
                 let Some(sink) = guard.as_mut() else { break "writer gone".to_owned() };
-                let mut out = Some(first);
-                let mut failed = None;
-                while let Some(o) = out.take() {
+                let frame = |o: Outgoing| {
                     if let Some(w) = o.waiter {
                         link.waiters().insert(o.id, w);
                     }
-                    if let Err(e) = sink.feed(Message::Binary(o.frame)).await {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                    out = rx.try_recv().ok();
-                }
-                if let Some(e) = failed {
-                    break e;
-                }
-                if let Err(e) = sink.flush().await {
+                    Message::Binary(o.frame)
+                };
+                if let Err(e) = write_burst(sink, first, rx, frame).await {
                     break e.to_string();
                 }
             }

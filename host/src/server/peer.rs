@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::state::ServerState;
+use crate::burst::write_burst;
 use crate::cluster::wire::{PeerFrame, RemoteFailure};
 use crate::protocol::codes;
 
@@ -39,16 +40,8 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 in_flight.close();
             }
             Some(first) = rx.recv() => {
-                let mut next = Some(first);
-                let mut ok = true;
-                while let Some(bytes) = next.take() {
-                    if sink.feed(Message::Binary(bytes.into())).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                    next = rx.try_recv().ok();
-                }
-                if !ok || sink.flush().await.is_err() {
+                let binary = |bytes: Vec<u8>| Message::Binary(bytes.into());
+                if write_burst(&mut sink, first, &mut rx, binary).await.is_err() {
                     break;
                 }
                 unflushed = false;
