@@ -274,6 +274,19 @@ impl TestCluster {
         eventually(timeout, "cluster formed", || async { self.formed() }).await
     }
 
+    /// Waits until no live node but `node_id` itself has `node_id` in its view.
+    pub async fn wait_gone(&self, node_id: &str, timeout: Duration) -> Result<Duration> {
+        let what = format!("{node_id} gone from every other view");
+        eventually(timeout, &what, || async {
+            self.nodes.iter().flatten().all(|n| {
+                n.handle
+                    .cluster()
+                    .is_some_and(|c| c.view().node(node_id).is_none())
+            })
+        })
+        .await
+    }
+
     /// Crashes node `i`: gossip stops and its connections drop at once.
     pub async fn crash(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {

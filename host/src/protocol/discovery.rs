@@ -1,6 +1,8 @@
 //! The discovery replies every node serves (protocol.md §4): the shape of `cluster_map` and
 //! its node entries, typed once so the node that builds them and the clients that read them
-//! cannot drift apart. Field names are those of the original MPREG.
+//! cannot drift apart. Field names are those of the original MPREG; only `node_id` and
+//! `advertised_urls` are required when reading, so a leaner map from another implementation
+//! still parses.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,7 @@ pub struct ClusterNode {
     /// Node id.
     pub node_id: String,
     /// Cluster id.
+    #[serde(default)]
     pub cluster_id: String,
     /// URLs clients reach it by (the first is preferred).
     pub advertised_urls: Vec<String>,
@@ -60,8 +63,10 @@ fn healthy() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMap {
     /// The cluster's id.
+    #[serde(default)]
     pub cluster_id: String,
     /// When the map was made (Unix seconds).
+    #[serde(default)]
     pub generated_at: f64,
     /// The answering node first, then every live peer.
     pub nodes: Vec<ClusterNode>,
@@ -74,8 +79,7 @@ mod tests {
     #[test]
     fn a_minimal_entry_from_another_implementation_parses() {
         let map: ClusterMap = serde_json::from_str(
-            r#"{"cluster_id":"c","generated_at":1.5,"nodes":[
-                {"node_id":"a","cluster_id":"c","advertised_urls":["ws://h:1"],
+            r#"{"nodes":[{"node_id":"a","advertised_urls":["ws://h:1"],
                  "load":{"load_score":2.0}}]}"#,
         )
         .expect("parses");

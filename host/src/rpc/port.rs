@@ -116,16 +116,7 @@ impl CallError {
 
     /// The cause, by value.
     pub fn into_cause(self) -> String {
-        match self {
-            CallError::NotFound(c)
-            | CallError::Failed(c)
-            | CallError::Deadline(c)
-            | CallError::Malformed(c)
-            | CallError::Overloaded(c)
-            | CallError::ResourceLimit(c)
-            | CallError::NodeLost(c)
-            | CallError::Unauthorized(c) => c,
-        }
+        self.cause().to_owned()
     }
 
     /// Whether the call was refused without running, so another node may be offered it.

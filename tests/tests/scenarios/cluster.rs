@@ -248,19 +248,8 @@ async fn a_crashed_node_leaves_the_catalog_its_calls_fail_fast_and_it_rejoins() 
     assert!(took < Duration::from_millis(2_000), "failed fast: {took:?}");
 
     // Detected: its entries leave the catalog on both survivors.
-    let (n0, n1) = (cluster.node(0), cluster.node(1));
-    eventually(
-        Duration::from_secs(6),
-        "crash-c gone from both views",
-        || async {
-            [n0, n1].iter().all(|n| {
-                n.handle
-                    .cluster()
-                    .is_some_and(|c| c.view().node("crash-c").is_none())
-            })
-        },
-    )
-    .await?;
+    cluster.wait_gone("crash-c", Duration::from_secs(6)).await?;
+    let n1 = cluster.node(1);
     eprintln!("failure detected after {:?}", crashed_at.elapsed());
 
     // Only node c had tag c: 1001 quickly. Everything else goes to the survivors.
@@ -510,18 +499,7 @@ async fn a_node_shut_down_leaves_at_once_ends_every_task_and_frees_its_ports() -
     drop(std::net::TcpListener::bind(addr).context("tcp port still taken")?);
     drop(std::net::UdpSocket::bind(addr).context("udp port still taken")?);
     // The survivor saw it leave, rather than waiting for the failure detector (seconds).
-    let survivor = cluster.node(0);
-    let gone = eventually(
-        Duration::from_secs(2),
-        "leave-1 gone from the view",
-        || async {
-            survivor
-                .handle
-                .cluster()
-                .is_some_and(|c| c.view().node("leave-1").is_none())
-        },
-    )
-    .await?;
+    let gone = cluster.wait_gone("leave-1", Duration::from_secs(2)).await?;
     eprintln!(
         "left after {:?} (shutdown took {:?})",
         gone,
@@ -541,19 +519,7 @@ async fn a_node_cut_off_from_gossip_leaves_the_views_and_returns_when_healed() -
     let c0 = cluster.node(0).client().await?;
     cluster.partition(2, 0).await?;
     cluster.partition(2, 1).await?;
-    let (n0, n1) = (cluster.node(0), cluster.node(1));
-    eventually(
-        Duration::from_secs(10),
-        "part-2 out of both views",
-        || async {
-            [n0, n1].iter().all(|n| {
-                n.handle
-                    .cluster()
-                    .is_some_and(|c| c.view().node("part-2").is_none())
-            })
-        },
-    )
-    .await?;
+    cluster.wait_gone("part-2", Duration::from_secs(10)).await?;
     let err = c0
         .call_command(cmd("x", "add", vec![json!(1), json!(1)], &["c"]))
         .await
