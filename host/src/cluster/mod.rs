@@ -30,7 +30,7 @@ use self::membership::{GossipError, GossipSettings, GossipTransport, Membership}
 use crate::config::{ClusterConfig, seed_addr};
 use crate::digest::sha256_hex;
 use crate::identity::NodeInfo;
-use crate::plugin::{PluginManager, PublishOptions};
+use crate::plugin::{PluginManager, PublishOptions, StoreError};
 use crate::pubsub::exchange::{Exchange, Fanout};
 use crate::queue::manager::QueueManager;
 use crate::shutdown::Tasks;
@@ -248,6 +248,25 @@ fn load(node: &NodeInfo) -> LoadAd {
     }
 }
 
+/// This node's plugin states as the cluster sees them, from its stored records.
+fn plugin_ads(manager: &PluginManager) -> Result<HashMap<(String, String), PluginAd>, StoreError> {
+    Ok(manager
+        .records()?
+        .into_iter()
+        .map(|r| {
+            let ad = PluginAd {
+                sha256: r.sha256.clone(),
+                size: r.size,
+                active: r.active,
+                changed_at: r.changed(),
+                placement: r.placement.clone(),
+                sandbox: r.sandbox.clone(),
+            };
+            ((r.name, r.version), ad)
+        })
+        .collect())
+}
+
 /// This node's function and plugin keys: what its registry serves and its store holds.
 fn advertised(manager: &PluginManager) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -266,7 +285,7 @@ fn advertised(manager: &PluginManager) -> BTreeMap<String, String> {
             out.insert(key, json_text(&ad));
         }
     }
-    match manager.plugin_ads() {
+    match plugin_ads(manager) {
         Ok(ads) => {
             for ((name, version), ad) in ads {
                 out.insert(catalog::plugin_key(&name, &version), json_text(&ad));
@@ -330,7 +349,7 @@ async fn distribute(
     let mut failed: HashMap<(String, String, String), Instant> = HashMap::new();
     loop {
         let view = changes.borrow_and_update().clone();
-        let local = match manager.plugin_ads() {
+        let local = match plugin_ads(&manager) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read plugin records");

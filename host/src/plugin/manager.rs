@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::registry::{Registry, RegistryError};
 use super::store::{PluginRecord, PluginStore, StoreError};
-use crate::cluster::catalog::PluginAd;
 use crate::digest::sha256_hex;
 pub use crate::protocol::admin::{
     CodeSource, PluginList, PluginSummary, PublishOutcome, Published, Retired,
@@ -127,26 +126,10 @@ impl PluginManager {
         self.store.blob(sha256)
     }
 
-    /// Every published version's state, as the cluster sees it.
-    pub fn plugin_ads(
-        &self,
-    ) -> Result<std::collections::HashMap<(String, String), PluginAd>, StoreError> {
-        Ok(self
-            .store
-            .records()?
-            .into_iter()
-            .map(|r| {
-                let ad = PluginAd {
-                    sha256: r.sha256.clone(),
-                    size: r.size,
-                    active: r.active,
-                    changed_at: r.changed(),
-                    placement: r.placement.clone(),
-                    sandbox: r.sandbox.clone(),
-                };
-                ((r.name, r.version), ad)
-            })
-            .collect())
+    /// Every stored version record (published ones, active or retired): what the cluster
+    /// advertises and distributes.
+    pub fn records(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        self.store.records()
     }
 
     /// Whether this node should host a version with this placement.
