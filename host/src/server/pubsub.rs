@@ -68,7 +68,8 @@ pub async fn handle(
             // Other nodes' retained messages are asked for before subscribing here: none of
             // them can also arrive live (peers forward only once they know of this one).
             let remote = remote_backlog(&frame.subscription, state).await;
-            match exchange.subscribe(conn, &frame.subscription, Instant::now()) {
+            let now = Instant::now();
+            match exchange.subscribe(conn, &frame.subscription, now) {
                 Ok(done) => {
                     if let Some(queue) = queue {
                         let dispatcher = state.dispatcher.clone() as Arc<dyn Dispatcher>;
@@ -82,7 +83,12 @@ pub async fn handle(
                         ));
                     }
                     let mut backlog = done.backlog;
-                    backlog.extend(remote);
+                    // Every age against the same instant, whichever node answered when.
+                    backlog.extend(
+                        remote
+                            .into_iter()
+                            .map(|(at, t)| (now.saturating_duration_since(at), t)),
+                    );
                     // Oldest first, across nodes (a stable sort keeps each node's own order).
                     backlog.sort_by_key(|b| std::cmp::Reverse(b.0));
                     let mut out: Vec<Message> = backlog.into_iter().map(|(_, t)| text(t)).collect();
@@ -146,12 +152,13 @@ async fn queue_subscription(
 /// How long a subscribe waits for each peer's backlog.
 const REMOTE_BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The backlog notifications other nodes hold for `sub`, with their age; empty when it did not
-/// ask for a backlog, or this node is alone. A peer that does not answer in time is skipped.
-async fn remote_backlog(
-    sub: &Subscription,
-    state: &ServerState,
-) -> Vec<(std::time::Duration, String)> {
+/// The backlog notifications other nodes hold for `sub`, with when each was retained; empty when
+/// it did not ask for a backlog, or this node is alone. A peer that does not answer in time is skipped.
+///
+/// Each peer reports ages as of its answer, and the peers answer at different moments: each age
+/// is turned into the instant the message was retained, as of when its answer arrived, so
+/// messages from different nodes sort by when they were published, not by who answered first.
+async fn remote_backlog(sub: &Subscription, state: &ServerState) -> Vec<(Instant, String)> {
     let Some(cluster) = state.dispatcher.cluster() else {
         return Vec::new();
     };
@@ -179,7 +186,17 @@ async fn remote_backlog(
         async move {
             match tokio::time::timeout(REMOTE_BACKLOG_WAIT, link.backlog(patterns, within_ms)).await
             {
-                Ok(Ok(m)) => m,
+                Ok(Ok(m)) => {
+                    let answered = Instant::now();
+                    m.into_iter()
+                        .map(|(age, id, raw)| {
+                            let at = answered
+                                .checked_sub(std::time::Duration::from_millis(age))
+                                .unwrap_or(answered);
+                            (at, id, raw)
+                        })
+                        .collect()
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %link.node_id, error = %e, "backlog from peer failed");
                     Vec::new()
@@ -195,9 +212,9 @@ async fn remote_backlog(
         .await
         .into_iter()
         .flatten()
-        .map(|(age, id, raw)| {
+        .map(|(at, id, raw)| {
             let text = notification_text(Delivery::Backlog, &id, &sub.subscription_id, &raw);
-            (std::time::Duration::from_millis(age), text)
+            (at, text)
         })
         .collect()
 }

@@ -422,7 +422,9 @@ async fn publishes_cross_the_cluster_only_to_interested_nodes() -> Result<()> {
     assert_eq!(received(1), before.0 + 1);
     assert_eq!(received(2), before.1, "node 2 has no matching subscription");
 
-    // A publish on node 2 reaches node 1 too, and nothing comes back around.
+    // A publish on node 2 reaches node 1 too, and nothing comes back around. (Published well
+    // after m2, beyond the millisecond the backlog's cross-node order resolves.)
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let mut p2 = cluster.node(2).raw().await?;
     let msg3 = message("orders.created", "m3", json!(3));
     assert_eq!(p2.roundtrip(&publish("p3", &msg3)).await?, ack("p3"));
