@@ -63,6 +63,11 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     // current request runs on a task of its own and its work can go to another core while this
     // task reads on.
     let mut pending: Option<Option<Result<Message, axum::Error>>> = None;
+    let give_up = GiveUp {
+        kick: conn.kicked(),
+        hard_stop: &state.hard_stop,
+        killed: &state.killed,
+    };
     loop {
         if let Some(msg) = pending.take() {
             if is_request(&msg)
@@ -97,7 +102,9 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
             }
             _ = conn.kicked().cancelled(), if reading => {
                 let frame = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: notifications not read in time".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                // Not guarded by the kick itself: it has fired.
+                let close = sink.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
                 gone.cancel();
                 break;
             }
@@ -106,7 +113,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 in_flight.close();
             }
             Some(reply) = rx.recv() => {
-                if write(&mut sink, reply, &mut unflushed, conn.kicked()).await.is_err() {
+                if write(&mut sink, reply, &mut unflushed, give_up).await.is_err() {
                     break;
                 }
             }
@@ -128,7 +135,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     continue;
                 }
                 yielded = false;
-                if flush(&mut sink, conn.kicked()).await.is_err() {
+                if flush(&mut sink, give_up).await.is_err() {
                     break;
                 }
                 unflushed = 0;
@@ -138,16 +145,18 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
             else => {
                 // Not reading and the reply queue is drained and flushed.
                 let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "node shutting down".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = give_up.guard(sink.send(Message::Close(Some(frame)))).await;
                 break;
             }
         }
     }
     in_flight.close();
-    if !conn.kicked().is_cancelled() {
-        let _ = sink.flush().await;
-    }
-    // Requests of a vanished client were cancelled through `gone`; this returns promptly.
+    let _ = give_up.guard(sink.flush()).await;
+    // Whatever is still running or queued for this connection has nobody to go to: cancel it,
+    // and close the reply queue so a request task waiting for room in it returns at once.
+    gone.cancel();
+    rx.close();
+    while rx.try_recv().is_ok() {}
     in_flight.wait().await;
 }
 
@@ -163,7 +172,11 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     use std::ops::ControlFlow::{Break, Continue};
-    let kick = ctx.conn.kicked();
+    let give_up = GiveUp {
+        kick: ctx.conn.kicked(),
+        hard_stop: &ctx.state.hard_stop,
+        killed: &ctx.state.killed,
+    };
     let answer = match msg {
         Some(Ok(Message::Text(t))) => handle(t.as_bytes(), Some(t.as_str()), ctx).await,
         Some(Ok(Message::Binary(b))) => handle(&b, None, ctx).await,
@@ -179,7 +192,7 @@ where
                     code: CLOSE_TOO_BIG,
                     reason: "message too big".into(),
                 };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = give_up.guard(sink.send(Message::Close(Some(frame)))).await;
             }
             ctx.gone.cancel();
             return Break(());
@@ -191,11 +204,11 @@ where
     };
     let written = match answer {
         Answer::None => Ok(()),
-        Answer::One(reply) => write(sink, reply, unflushed, kick).await,
+        Answer::One(reply) => write(sink, reply, unflushed, give_up).await,
         Answer::Many(replies) => {
             let mut r = Ok(());
             for reply in replies {
-                r = write(sink, reply, unflushed, kick).await;
+                r = write(sink, reply, unflushed, give_up).await;
                 if r.is_err() {
                     break;
                 }
@@ -213,37 +226,62 @@ where
 /// Queues a reply on the socket, flushing once every [`FLUSH_EVERY`] unflushed replies (the
 /// session loop flushes the remainder when nothing else is ready). Gives up when `kick` fires:
 /// a client that stopped reading must not hold its session in a write forever.
+/// What makes the session give up on a write the client is not taking: a slow-consumer kick,
+/// the end of a shutdown's grace period, or the node being killed. (A write that watched only
+/// the kick held a shutdown forever behind a client that stopped reading.)
+#[derive(Clone, Copy)]
+struct GiveUp<'a> {
+    kick: &'a CancellationToken,
+    hard_stop: &'a CancellationToken,
+    killed: &'a CancellationToken,
+}
+
+impl GiveUp<'_> {
+    /// Runs `io` unless, or until, one of the reasons to give up fires (then `None`).
+    async fn guard<F: std::future::Future>(self, io: F) -> Option<F::Output> {
+        // Biased: no random branch order per reply; the session loop checks the kick between
+        // frames.
+        tokio::select! {
+            biased;
+            out = io => Some(out),
+            _ = self.kick.cancelled() => None,
+            _ = self.hard_stop.cancelled() => None,
+            _ = self.killed.cancelled() => None,
+        }
+    }
+}
+
+/// How long a slow consumer gets to take its close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 async fn write<S>(
     sink: &mut S,
     reply: Message,
     unflushed: &mut usize,
-    kick: &CancellationToken,
+    give_up: GiveUp<'_>,
 ) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    // Biased: no random branch order per reply; the session loop checks the kick between frames.
-    tokio::select! {
-        biased;
-        r = sink.feed(reply) => r.map_err(|_| ())?,
-        _ = kick.cancelled() => return Err(()),
+    match give_up.guard(sink.feed(reply)).await {
+        Some(Ok(())) => {}
+        _ => return Err(()),
     }
     *unflushed += 1;
     if *unflushed >= FLUSH_EVERY {
-        flush(sink, kick).await?;
+        flush(sink, give_up).await?;
         *unflushed = 0;
     }
     Ok(())
 }
 
-async fn flush<S>(sink: &mut S, kick: &CancellationToken) -> Result<(), ()>
+async fn flush<S>(sink: &mut S, give_up: GiveUp<'_>) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    tokio::select! {
-        biased;
-        r = sink.flush() => r.map_err(|_| ()),
-        _ = kick.cancelled() => Err(()),
+    match give_up.guard(sink.flush()).await {
+        Some(Ok(())) => Ok(()),
+        _ => Err(()),
     }
 }
 

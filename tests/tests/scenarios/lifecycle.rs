@@ -214,3 +214,79 @@ async fn health_endpoint_reports_the_node() -> Result<()> {
     assert!(health["functions"].as_u64().unwrap_or(0) > 20, "{health}");
     Ok(())
 }
+
+/// A client that pipelines large replies and never reads them: the node's writes to it block
+/// once the socket buffers are full.
+async fn pipeline_unread(node: &TestNode, calls: usize) -> Result<mpreg_tests::RawWs> {
+    let mut ws = node.raw().await?;
+    for i in 0..calls {
+        ws.send_binary(&rpc_frame(
+            &format!("h{i}"),
+            json!([{"name": "h", "fun": "huge", "args": [1]}]),
+        ))
+        .await?;
+    }
+    Ok(ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_within_the_grace_period_while_a_client_stops_reading() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.server.shutdown_grace_ms = 500;
+    let node = TestNode::with_config(cfg).await?;
+    let _stuck = pipeline_unread(&node, 64).await?;
+    // Let the replies pile up until the node's writes to this client block.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut other = node.raw().await?;
+    let echo = other
+        .roundtrip(&rpc_frame(
+            "e",
+            json!([{"name": "e", "fun": "echo", "args": [1]}]),
+        ))
+        .await?;
+    assert_eq!(
+        echo["r"]["e"],
+        json!(1),
+        "other clients are still served: {echo}"
+    );
+    let t = Instant::now();
+    let stopped =
+        tokio::time::timeout(Duration::from_secs(5), node.handle.clone().shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown hung with a client that does not read"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(node.handle.live_tasks(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_with_replies_unread_leaves_no_session_behind() -> Result<()> {
+    let mut cfg = test_config();
+    // Fewer queued replies than calls: request tasks wait to queue theirs.
+    cfg.server.outbound_queue = 4;
+    let node = TestNode::with_config(cfg).await?;
+    let leaving = pipeline_unread(&node, 64).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(leaving);
+    let info = node.handle.info().clone();
+    mpreg_tests::eventually(Duration::from_secs(5), "the session ended", || async {
+        info.active_clients
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+            && info
+                .active_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+    })
+    .await?;
+    let stopped =
+        tokio::time::timeout(Duration::from_secs(5), node.handle.clone().shutdown()).await;
+    assert!(stopped.is_ok(), "shutdown hung on a leaked session");
+    Ok(())
+}
