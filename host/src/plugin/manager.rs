@@ -34,6 +34,9 @@ pub enum PublishError {
     /// No such plugin version.
     #[error("{0}")]
     NotFound(String),
+    /// The version named is not a version.
+    #[error("{0}")]
+    InvalidVersion(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -49,6 +52,7 @@ impl PublishError {
             PublishError::Load(LoadError::Engine(_)) | PublishError::Store(_) => 500,
             PublishError::Conflict(_) => 409,
             PublishError::NotFound(_) => 404,
+            PublishError::InvalidVersion(_) => 400,
         }
     }
 
@@ -64,6 +68,7 @@ impl PublishError {
             PublishError::Store(_) => "storage",
             PublishError::Conflict(_) => "conflict",
             PublishError::NotFound(_) => "not_found",
+            PublishError::InvalidVersion(_) => "invalid_version",
         }
     }
 }
@@ -413,8 +418,9 @@ impl PluginManager {
         version: &str,
         changed_at: Option<f64>,
     ) -> Result<Retired, PublishError> {
-        let parsed = crate::rpc::version::parse_version_lenient(version)
-            .map_err(|e| PublishError::NotFound(format!("invalid version '{version}': {e}")))?;
+        let parsed = crate::rpc::version::parse_version_lenient(version).map_err(|e| {
+            PublishError::InvalidVersion(format!("invalid version '{version}': {e}"))
+        })?;
         let removed = {
             let _guard = self.lock.lock().await;
             let removed = self
@@ -489,7 +495,7 @@ impl PluginManager {
         let wanted = version
             .map(crate::rpc::version::parse_version_lenient)
             .transpose()
-            .map_err(|e| PublishError::NotFound(format!("invalid version: {e}")))?;
+            .map_err(|e| PublishError::InvalidVersion(format!("invalid version: {e}")))?;
         let plugin = self.registry.plugins().into_iter().find(|p| {
             p.manifest.name == name && wanted.as_ref().is_none_or(|v| v == &p.manifest.version)
         });

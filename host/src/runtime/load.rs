@@ -113,10 +113,8 @@ impl Runtime {
             origin: source.to_owned(),
             reason,
         };
-        if described.name.trim().is_empty() || described.name.len() > 128 {
-            return Err(manifest_err(
-                "the plugin name must be 1 to 128 characters".into(),
-            ));
+        if let Err(why) = check_plugin_name(&described.name) {
+            return Err(manifest_err(why));
         }
         let version = crate::rpc::version::parse_version_lenient(&described.version)
             .map_err(|e| manifest_err(format!("version: {e}")))?;
@@ -198,5 +196,50 @@ impl Runtime {
             stats: CallStats::default(),
             pre,
         })
+    }
+}
+
+/// A plugin name names files, URL paths (`/admin/plugins/{name}`) and gossip keys: 1 to 128
+/// characters, letters, digits, `-`, `_` and `.`, starting with a letter or digit (so never
+/// `..`, `a/b` or `../../etc/evil`).
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
+    let ok_len = (1..=128).contains(&name.len());
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok_len && first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the plugin name '{}' must be 1 to 128 characters: letters, digits, '-', '_' and '.', \
+             starting with a letter or digit",
+            name.escape_debug()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_plugin_name;
+
+    #[test]
+    fn plugin_names_cannot_name_paths() {
+        for ok in ["math", "greeter2", "my-fn", "a.b_c", "X1"] {
+            assert!(check_plugin_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            "../../etc/evil",
+            "a/b",
+            "..",
+            ".hidden",
+            "-x",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(check_plugin_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -51,11 +51,13 @@ fn refusal(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
             "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
         ));
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` works as well as `Bearer`.
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
     match token {
         Some("") | None => Some(error(
             StatusCode::UNAUTHORIZED,

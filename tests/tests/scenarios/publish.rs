@@ -327,5 +327,55 @@ async fn every_bad_upload_is_refused_with_a_reason_and_stores_nothing() -> Resul
     let (status, _, _) =
         refused(admin(&node.url, ADMIN_TOKEN, |c| c.retire("greeter", "9.9.9")).await);
     assert_eq!(status, 404);
+    // A path segment that is not a version is a bad request, not a missing plugin.
+    for call in [true, false] {
+        let r = admin(&node.url, ADMIN_TOKEN, move |c| {
+            if call {
+                c.retire("greeter", "not-a-version").map(|r| json!(r))
+            } else {
+                c.describe("greeter", Some("1.x.y"))
+            }
+        })
+        .await;
+        let (status, kind, msg) = refused(r);
+        assert_eq!((status, kind.as_str()), (400, "invalid_version"), "{msg}");
+    }
+    Ok(())
+}
+
+/// Sends one raw HTTP request to the admin API and returns the status code.
+async fn raw_status(addr: std::net::SocketAddr, authorization: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET /admin/plugins HTTP/1.1\r\nHost: node\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply)).await??;
+    let head = String::from_utf8_lossy(&reply);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status line")?
+        .parse()?;
+    Ok(status)
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() -> Result<()> {
+    let node = TestNode::start().await?;
+    let addr = node.handle.addr();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let status = raw_status(addr, &format!("{scheme} {ADMIN_TOKEN}")).await?;
+        assert_eq!(status, 200, "scheme {scheme}");
+    }
+    let wrong = raw_status(addr, &format!("bearer {}", ADMIN_TOKEN.to_uppercase())).await?;
+    assert_eq!(wrong, 403);
+    assert_eq!(raw_status(addr, ADMIN_TOKEN).await?, 401, "no scheme");
+    assert_eq!(
+        raw_status(addr, &format!("Basic {ADMIN_TOKEN}")).await?,
+        401
+    );
     Ok(())
 }
