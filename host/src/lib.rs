@@ -33,6 +33,8 @@ pub mod identity;
 pub mod sandbox;
 #[cfg(feature = "node")]
 pub mod shutdown;
+#[cfg(feature = "node")]
+mod throttle;
 
 #[cfg(feature = "node")]
 pub mod runtime;

@@ -16,6 +16,7 @@ use super::state::ServerState;
 use crate::identity::Counted;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
 use crate::rpc::execute::{self, ExecOptions};
+use crate::throttle::Throttle;
 
 /// Close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -184,10 +185,13 @@ where
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
         Some(Err(e)) => {
             if is_too_big(e) {
-                tracing::warn!(
-                    limit = ctx.state.config.max_message_bytes,
-                    "message over the size limit; closing with 1009"
-                );
+                if let Some(suppressed) = TOO_BIG.admit() {
+                    tracing::warn!(
+                        limit = ctx.state.config.max_message_bytes,
+                        suppressed,
+                        "message over the size limit; closing with 1009"
+                    );
+                }
                 let frame = CloseFrame {
                     code: CLOSE_TOO_BIG,
                     reason: "message too big".into(),
@@ -491,18 +495,39 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     }
 }
 
+/// Frames dropped for want of anyone to answer: logged at most once a second.
+static DROPPED: Throttle = Throttle::new(Duration::from_secs(1));
+/// Connections closed for an oversized message: likewise.
+static TOO_BIG: Throttle = Throttle::new(Duration::from_secs(1));
+
 /// Answers a frame that is not a valid RPC request: with an error when it has a string `u`,
 /// otherwise only a log line (there is nobody to address a reply to).
 fn reject(bytes: &[u8], typed: Option<serde_json::Error>) -> Option<Message> {
     let head = match serde_json::from_slice::<FrameHead>(bytes) {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(error = %e, "dropping frame that is not a JSON object");
+            // Still a JSON object with a string `u` (a key given twice, say): it gets an answer.
+            if let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(bytes)
+                && let Some(Value::String(u)) = m.remove("u")
+            {
+                let details = format!("invalid frame: {e}");
+                return Some(error_message(
+                    u,
+                    codes::MALFORMED_REQUEST,
+                    "Malformed request",
+                    details,
+                ));
+            }
+            if let Some(suppressed) = DROPPED.admit() {
+                tracing::warn!(error = %e, suppressed, "dropping frame that is not a JSON object");
+            }
             return None;
         }
     };
     let Some(Value::String(u)) = head.u else {
-        tracing::warn!("dropping frame without a string `u`");
+        if let Some(suppressed) = DROPPED.admit() {
+            tracing::warn!(suppressed, "dropping frame without a string `u`");
+        }
         return None;
     };
     Some(match head.role.as_deref() {

@@ -41,6 +41,14 @@ async fn malformed_frames_get_errors_or_are_dropped_and_the_connection_stays() -
             "{details} should mention {needle}"
         );
     }
+    // A key given twice still leaves a string `u` to answer: 1005, not silence.
+    ws.send_raw(r#"{"role": "rpc", "u": "dup", "u": "dup", "cmds": []}"#)
+        .await?;
+    let reply = ws.recv().await?;
+    assert_eq!(reply["u"], "dup");
+    let (code, details) = error_of(&reply)?;
+    assert_eq!(code, 1005, "{reply}");
+    assert!(details.contains("duplicate field"), "{details}");
     // Nulls where the Python client may send them are fine.
     let frame = json!({"role": "rpc", "u": "n", "cmds": [{"name": "e", "fun": "echo", "args": [1], "kwargs": null, "locs": null}]});
     assert_eq!(ws.roundtrip(&frame).await?, ok_reply("n", json!({"e": 1})));
