@@ -191,6 +191,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Largest reply; a larger result is replaced by a 1008 error (MPREG clients close at 20 MiB).
     pub max_reply_bytes: usize,
+    /// Bytes one multi-command request may hold at once in results and substituted arguments;
+    /// past it the request fails with 1008 before the value is built (amplifying requests).
+    pub max_request_bytes: usize,
     /// Requests one connection may have running at once; further ones wait (backpressure).
     pub max_in_flight_per_connection: usize,
     /// Replies queued per connection before request tasks wait for the writer.
@@ -210,6 +213,7 @@ impl Default for ServerConfig {
             port: 6666,
             max_message_bytes: 16 << 20,
             max_reply_bytes: 16 << 20,
+            max_request_bytes: 64 << 20,
             max_in_flight_per_connection: 1024,
             outbound_queue: 1024,
             request_timeout_ms: 30_000,
@@ -356,6 +360,9 @@ impl NodeConfig {
             return bad(
                 "server.max_reply_bytes must be between 1 KiB and 20 MiB (MPREG clients close above 20 MiB)",
             );
+        }
+        if s.max_request_bytes < 1024 || s.max_request_bytes > 16 << 30 {
+            return bad("server.max_request_bytes must be between 1 KiB and 16 GiB");
         }
         if s.max_in_flight_per_connection == 0 || s.outbound_queue == 0 {
             return bad(

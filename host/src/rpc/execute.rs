@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
 
+use super::budget::{Budget, OverBudget, encoded_len, substituted_len};
 use super::plan::{self, Plan};
 pub use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::substitute::{Results, substitute};
@@ -65,6 +66,18 @@ pub struct ExecOptions {
     pub deadline: Duration,
     /// Called with each level's results, in level order, as levels complete.
     pub on_level: Option<LevelHook>,
+    /// Bytes the request's results and running commands' substituted arguments may hold at
+    /// once (`server.max_request_bytes`); past it the request fails with 1008.
+    pub max_bytes: usize,
+}
+
+/// The 1008 of a request past its byte budget, at command `name`.
+fn over_budget(o: OverBudget, name: &str) -> CallError {
+    CallError::ResourceLimit(format!(
+        "the request would hold {} bytes of results and arguments at command '{name}', over its \
+         budget of {} bytes (server.max_request_bytes)",
+        o.wanted, o.limit
+    ))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -206,13 +219,32 @@ async fn run(
 
     let deadline_at = started + opts.deadline;
     let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
-    let start_command = |i: usize, results: &[Option<Value>]| -> Running {
+    // One command cannot amplify (no references); its reply is bounded when it is encoded.
+    let mut budget = (n > 1).then(|| Budget::new(opts.max_bytes));
+    let mut args_held = vec![0usize; n];
+    let start_command = |i: usize,
+                         results: &[Option<Value>],
+                         budget: &mut Option<Budget>,
+                         args_held: &mut [usize]|
+     -> Result<Running, CallError> {
         let mut command = req.cmds[i].clone();
         let visible = Visible {
             cmds: &req.cmds,
             results,
             allowed: plan.waits_for(i).collect(),
         };
+        if let Some(b) = budget.as_mut() {
+            // Sized before anything is copied: past the budget, nothing is built.
+            let bytes = command
+                .args
+                .iter()
+                .chain(command.kwargs.values())
+                .map(|a| substituted_len(a, &visible))
+                .sum::<usize>();
+            b.take(bytes)
+                .map_err(|o| over_budget(o, &req.cmds[i].name))?;
+            args_held[i] = bytes;
+        }
         command
             .args
             .iter_mut()
@@ -230,7 +262,7 @@ async fn run(
         };
         let begun = started.elapsed();
         let fut = dispatcher.dispatch(call);
-        if spawn {
+        Ok(if spawn {
             let task = AbortOnDrop(tokio::spawn(fut));
             Box::pin(async move {
                 let r = task
@@ -240,18 +272,27 @@ async fn run(
             })
         } else {
             Box::pin(async move { (i, begun, fut.await) })
-        }
+        })
     };
+    let fail =
+        |i: usize, f: CallError| error_reply(u.clone(), f.code(), failure_details(&req.cmds[i], f));
     for i in (0..n).filter(|&i| waiting[i] == 0) {
-        running.push(start_command(i, &results));
+        match start_command(i, &results, &mut budget, &mut args_held) {
+            Ok(r) => running.push(r),
+            Err(f) => return fail(i, f),
+        }
     }
     while let Some((i, begun, outcome)) = running.next().await {
         let value = match outcome {
             Ok(v) => v,
-            Err(f) => {
-                return error_reply(u, f.code(), failure_details(&req.cmds[i], f));
-            }
+            Err(f) => return fail(i, f),
         };
+        if let Some(b) = budget.as_mut() {
+            b.release(args_held[i]);
+            if let Err(o) = b.take(encoded_len(&value)) {
+                return fail(i, over_budget(o, &req.cmds[i].name));
+            }
+        }
         spans[i] = (begun, started.elapsed());
         results[i] = Some(value);
         let level = plan.level_of[i];
@@ -294,7 +335,10 @@ async fn run(
         for &j in &dependents[i] {
             waiting[j] -= 1;
             if waiting[j] == 0 {
-                running.push(start_command(j, &results));
+                match start_command(j, &results, &mut budget, &mut args_held) {
+                    Ok(r) => running.push(r),
+                    Err(f) => return fail(j, f),
+                }
             }
         }
     }
@@ -400,9 +444,50 @@ mod tests {
             ExecOptions {
                 deadline: Duration::from_millis(deadline_ms),
                 on_level: None,
+                max_bytes: 1 << 20,
             },
         )
         .await
+    }
+
+    #[tokio::test]
+    async fn an_amplifying_request_fails_at_its_budget_before_building_the_value() {
+        // Each command doubles the one before: 2^30 KiB if it ran to the end.
+        let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": ["x".repeat(1024)]})];
+        for k in 1..=30 {
+            let prev = format!("c{}", k - 1);
+            cmds.push(json!({"name": format!("c{k}"), "fun": "echos", "args": [prev, prev]}));
+        }
+        let started = std::time::Instant::now();
+        let reply = exec(req(Value::Array(cmds)), 5_000).await;
+        let e = reply.error.expect("over budget");
+        assert_eq!(e.code, codes::RESOURCE_LIMIT, "{:?}", e.details);
+        let details = e.details.to_string();
+        assert!(details.contains("budget of 1048576 bytes"), "{details}");
+        // 1 MiB is passed between c9 and c10: nothing larger was built.
+        assert!(
+            details.contains("'c9'") || details.contains("'c10'"),
+            "{details}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn one_result_fanned_into_many_arguments_counts_every_copy() {
+        let mut cmds = vec![json!({"name": "big", "fun": "echo", "args": ["x".repeat(100 << 10)]})];
+        for k in 0..30 {
+            cmds.push(json!({"name": format!("f{k}"), "fun": "echo", "args": ["big"]}));
+        }
+        let reply = exec(req(Value::Array(cmds)), 5_000).await;
+        let e = reply.error.expect("30 copies of 100 KiB pass 1 MiB");
+        assert_eq!(e.code, codes::RESOURCE_LIMIT);
+        // Within the budget, the same shape runs.
+        let mut cmds = vec![json!({"name": "big", "fun": "echo", "args": ["x".repeat(10 << 10)]})];
+        for k in 0..30 {
+            cmds.push(json!({"name": format!("f{k}"), "fun": "echo", "args": ["big"]}));
+        }
+        let reply = exec(req(Value::Array(cmds)), 5_000).await;
+        assert!(reply.error.is_none(), "{:?}", reply.error);
     }
 
     #[tokio::test]

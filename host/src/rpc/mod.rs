@@ -1,6 +1,7 @@
 //! The RPC engine: plan a request (pure), substitute results into arguments (pure), match
 //! version constraints (pure), then execute and route (node feature).
 
+pub mod budget;
 pub mod plan;
 pub mod port;
 pub mod route;

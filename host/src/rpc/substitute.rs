@@ -17,7 +17,7 @@ impl Results for Map<String, Value> {
 
 /// The replacement for one string, if it references a visible result: the whole result, or a
 /// field reached by walking object keys (`base.k1.k2`). A missing key leaves the string as is.
-fn resolve<'a, R: Results + ?Sized>(s: &str, results: &'a R) -> Option<&'a Value> {
+pub fn resolve<'a, R: Results + ?Sized>(s: &str, results: &'a R) -> Option<&'a Value> {
     if let Some(v) = results.get(s) {
         return Some(v);
     }

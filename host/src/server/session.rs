@@ -450,6 +450,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     let opts = ExecOptions {
         deadline: Duration::from_millis(timeout_ms),
         on_level,
+        max_bytes: state.config.max_request_bytes,
     };
     let Ok(permit) = permits.clone().acquire_owned().await else {
         return None;

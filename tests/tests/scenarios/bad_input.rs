@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use mpreg_tests::{TestNode, error_of, ok_reply, rpc_frame, test_config};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test]
@@ -190,5 +190,38 @@ async fn oversized_frame_closes_that_connection_with_1009_only() -> Result<()> {
         ))
         .await?;
     assert_eq!(reply["r"]["e"], json!(fits));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amplifying_request_fails_at_its_byte_budget_and_others_are_served() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.server.max_request_bytes = 4 << 20;
+    let node = TestNode::with_config(cfg).await?;
+    // 24 levels of `echos(prev, prev)` from a 1 KiB string: 16 GiB if nothing stopped it.
+    let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": ["x".repeat(1024)]})];
+    for k in 1..24 {
+        let prev = format!("c{}", k - 1);
+        cmds.push(json!({"name": format!("c{k}"), "fun": "echos", "args": [prev, prev]}));
+    }
+    let mut ws = node.raw().await?;
+    let started = std::time::Instant::now();
+    let reply = ws.roundtrip(&rpc_frame("amp", Value::Array(cmds))).await?;
+    let (code, details) = error_of(&reply)?;
+    assert_eq!(code, 1008, "{reply}");
+    assert!(details.contains("budget of 4194304 bytes"), "{details}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut other = node.raw().await?;
+    let echo = other
+        .roundtrip(&rpc_frame(
+            "e",
+            json!([{"name": "e", "fun": "echo", "args": [1]}]),
+        ))
+        .await?;
+    assert_eq!(echo, ok_reply("e", json!({"e": 1})));
     Ok(())
 }
