@@ -216,6 +216,7 @@ async fn run(
     let want_intermediate = req.return_intermediate_results;
     let mut intermediate = Vec::new();
     let mut accumulated = Map::new();
+    let mut accumulated_len = 0usize;
 
     let deadline_at = started + opts.deadline;
     let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
@@ -302,6 +303,20 @@ async fn run(
         }
         // Emit completed levels in order.
         while emitted < plan.levels.len() && level_left[emitted] == 0 {
+            if want_intermediate && let Some(b) = budget.as_mut() {
+                // Kept for the reply, each level repeats everything before it: charged before
+                // it is built, so a deep chain fails at its budget instead of growing with the
+                // square of its depth.
+                let level_len: usize = plan.levels[emitted]
+                    .iter()
+                    .map(|&j| results[j].as_ref().map_or(4, encoded_len))
+                    .sum();
+                accumulated_len += level_len;
+                let last = plan.levels[emitted].last().copied().unwrap_or(i);
+                if let Err(o) = b.take(level_len + accumulated_len) {
+                    return fail(last, over_budget(o, &req.cmds[last].name));
+                }
+            }
             if want_intermediate || opts.on_level.is_some() {
                 let level_results: Map<String, Value> = plan.levels[emitted]
                     .iter()
@@ -470,6 +485,28 @@ mod tests {
             "{details}"
         );
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn kept_intermediate_results_count_against_the_budget() {
+        // A chain: each level's intermediate result repeats every level before it.
+        let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": ["x".repeat(1000)]})];
+        // 500 results of 1 KB fit in 1 MiB; kept as intermediates, about 125 MB would not.
+        for k in 1..500 {
+            cmds.push(
+                json!({"name": format!("c{k}"), "fun": "echo", "args": [format!("c{}", k - 1)]}),
+            );
+        }
+        let mut r = req(Value::Array(cmds.clone()));
+        r.return_intermediate_results = true;
+        let e = exec(r, 5_000)
+            .await
+            .error
+            .expect("quadratic intermediates pass 1 MiB");
+        assert_eq!(e.code, codes::RESOURCE_LIMIT, "{:?}", e.details);
+        // Without intermediate results the same chain fits.
+        let reply = exec(req(Value::Array(cmds)), 5_000).await;
+        assert!(reply.error.is_none(), "{:?}", reply.error);
     }
 
     #[tokio::test]
