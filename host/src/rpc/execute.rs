@@ -223,6 +223,16 @@ async fn run(
     // One command cannot amplify (no references); its reply is bounded when it is encoded.
     let mut budget = (n > 1).then(|| Budget::new(opts.max_bytes));
     let mut args_held = vec![0usize; n];
+    let mut result_len = vec![0usize; n];
+    // A result nobody waits for any more, that is not part of the reply and not reported per
+    // level, is dropped (and given back to the budget) once its last dependent has started.
+    let in_reply: Vec<bool> = {
+        let mut v = vec![false; n];
+        plan.last_level().iter().for_each(|&i| v[i] = true);
+        v
+    };
+    let keep_all = want_intermediate || opts.on_level.is_some();
+    let mut unstarted_dependents: Vec<usize> = dependents.iter().map(Vec::len).collect();
     let start_command = |i: usize,
                          results: &[Option<Value>],
                          budget: &mut Option<Budget>,
@@ -290,7 +300,8 @@ async fn run(
         };
         if let Some(b) = budget.as_mut() {
             b.release(args_held[i]);
-            if let Err(o) = b.take(encoded_len(&value)) {
+            result_len[i] = encoded_len(&value);
+            if let Err(o) = b.take(result_len[i]) {
                 return fail(i, over_budget(o, &req.cmds[i].name));
             }
         }
@@ -347,12 +358,37 @@ async fn run(
             }
             emitted += 1;
         }
+        let mut started_now = Vec::new();
         for &j in &dependents[i] {
             waiting[j] -= 1;
             if waiting[j] == 0 {
                 match start_command(j, &results, &mut budget, &mut args_held) {
                     Ok(r) => running.push(r),
                     Err(f) => return fail(j, f),
+                }
+                started_now.push(j);
+            }
+        }
+        if !keep_all {
+            // Their arguments are built: results only they still waited for can go, and so can
+            // this one if nothing waits for it.
+            let mut done_with: Vec<usize> = started_now
+                .iter()
+                .flat_map(|&j| plan.waits_for(j))
+                .collect();
+            for &d in &done_with {
+                unstarted_dependents[d] = unstarted_dependents[d].saturating_sub(1);
+            }
+            if dependents[i].is_empty() {
+                done_with.push(i);
+            }
+            for d in done_with {
+                if unstarted_dependents[d] == 0
+                    && !in_reply[d]
+                    && results[d].take().is_some()
+                    && let Some(b) = budget.as_mut()
+                {
+                    b.release(result_len[d]);
                 }
             }
         }
@@ -507,6 +543,22 @@ mod tests {
         // Without intermediate results the same chain fits.
         let reply = exec(req(Value::Array(cmds)), 5_000).await;
         assert!(reply.error.is_none(), "{:?}", reply.error);
+    }
+
+    #[tokio::test]
+    async fn a_long_chain_holds_only_what_is_still_waited_for() {
+        // 2000 results of 1 KB would pass 1 MiB if all were kept; each is dropped once the
+        // next command's arguments are built.
+        let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": ["x".repeat(1000)]})];
+        for k in 1..2000 {
+            let prev = format!("c{}", k - 1);
+            cmds.push(json!({"name": format!("c{k}"), "fun": "echo", "args": [prev]}));
+        }
+        let reply = exec(req(Value::Array(cmds)), 5_000).await;
+        assert!(reply.error.is_none(), "{:?}", reply.error);
+        let r = serde_json::to_value(reply.r).expect("json");
+        assert_eq!(r["c1999"], json!("x".repeat(1000)));
+        assert_eq!(r.as_object().map(|m| m.len()), Some(1));
     }
 
     #[tokio::test]
