@@ -117,6 +117,21 @@ impl TestNode {
         RawWs::connect(&self.url).await
     }
 
+    /// Whether a fresh connection gets `echo(1)` answered (the node still serves others while a
+    /// test attacks it).
+    pub async fn serves_echo(&self) -> Result<()> {
+        let mut ws = self.raw().await?;
+        let frame = rpc_frame(
+            "e",
+            serde_json::json!([{"name": "e", "fun": "echo", "args": [1]}]),
+        );
+        let reply = ws.roundtrip(&frame).await?;
+        if reply != ok_reply("e", serde_json::json!({"e": 1})) {
+            bail!("echo answered {reply}");
+        }
+        Ok(())
+    }
+
     /// A client connected to it.
     pub async fn client(&self) -> Result<mpreg::client::Client> {
         Ok(mpreg::client::Client::connect(&self.url).await?)

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mpreg::client::ClientError;
 use mpreg::config::NodeConfig;
 use mpreg::protocol::RpcCommand;
@@ -237,18 +237,9 @@ async fn shutdown_finishes_within_the_grace_period_while_a_client_stops_reading(
     let _stuck = pipeline_unread(&node, 64).await?;
     // Let the replies pile up until the node's writes to this client block.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut other = node.raw().await?;
-    let echo = other
-        .roundtrip(&rpc_frame(
-            "e",
-            json!([{"name": "e", "fun": "echo", "args": [1]}]),
-        ))
-        .await?;
-    assert_eq!(
-        echo["r"]["e"],
-        json!(1),
-        "other clients are still served: {echo}"
-    );
+    node.serves_echo()
+        .await
+        .context("other clients are still served")?;
     let t = Instant::now();
     let stopped =
         tokio::time::timeout(Duration::from_secs(5), node.handle.clone().shutdown()).await;
