@@ -4,7 +4,7 @@
 //! empty, so when `NodeHandle::shutdown` returns nothing of the node is left running.
 //!
 //! Tasks are written to end soon after the token is cancelled (they `select!` on
-//! [`Tasks::stopping`]); [`Tasks::spawn_until_stopped`] does that for a future that would not.
+//! [`Tasks::stopping`]).
 
 use std::future::Future;
 
@@ -23,15 +23,6 @@ impl Tasks {
     /// An empty group.
     pub fn new() -> Tasks {
         Tasks::default()
-    }
-
-    /// A group whose tasks are also tracked by this one and stop with it, but that can be
-    /// stopped on its own first (a subsystem that shuts down before the rest).
-    pub fn child(&self) -> Tasks {
-        Tasks {
-            stop: self.stop.child_token(),
-            tracker: self.tracker.clone(),
-        }
     }
 
     /// Cancelled when the group is told to stop.
@@ -53,26 +44,12 @@ impl Tasks {
         self.tracker.spawn(task)
     }
 
-    /// Runs `task` as a member of the group, dropping it when the group is told to stop.
-    pub fn spawn_until_stopped<F>(&self, task: F) -> JoinHandle<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let stop = self.stop.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = task => {}
-            }
-        })
-    }
-
     /// Tells every task to stop (does not wait).
     pub fn stop(&self) {
         self.stop.cancel();
     }
 
-    /// Waits until every task of the group (and of its children) has ended. New tasks may
+    /// Waits until every task of the group has ended. New tasks may
     /// still be spawned while it waits; it returns once none is left.
     pub async fn wait(&self) {
         self.tracker.close();
@@ -92,36 +69,24 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn stop_then_wait_ends_every_task() {
+    async fn stop_then_wait_ends_every_task_after_it_winds_down() {
         let tasks = Tasks::new();
-        let child = tasks.child();
-        for group in [&tasks, &child] {
-            let stop = group.stopping().clone();
-            group.spawn(async move { stop.cancelled().await });
+        for _ in 0..3 {
+            let stop = tasks.stopping().clone();
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
         }
-        tasks.spawn_until_stopped(std::future::pending());
         assert_eq!(tasks.live(), 3);
+        assert!(!tasks.is_stopping());
+        let waited = tokio::time::Instant::now();
         tasks.stop();
         tasks.wait().await;
         assert_eq!(tasks.live(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_child_stops_alone_and_its_parent_waits_for_it() {
-        let tasks = Tasks::new();
-        let child = tasks.child();
-        let stop = child.stopping().clone();
-        child.spawn(async move {
-            stop.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        });
-        child.stop();
-        assert!(!tasks.is_stopping());
-        let waited = tokio::time::Instant::now();
-        tasks.wait().await;
         assert!(
             waited.elapsed() >= Duration::from_secs(1),
-            "waited for the child's task"
+            "waited for each to wind down"
         );
     }
 }

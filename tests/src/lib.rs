@@ -233,24 +233,33 @@ impl TestCluster {
     /// Cuts gossip between nodes `a` and `b` (in-memory clusters only); peer links stay up, as
     /// when only the gossip port is blocked.
     pub async fn partition(&self, a: usize, b: usize) -> Result<()> {
-        let net = self
-            .net
-            .as_ref()
-            .context("partitions need an in-memory cluster")?;
-        net.remove_link(self.node(a).handle.addr(), self.node(b).handle.addr())
-            .await;
+        let (net, a, b) = self.gossip_pair(a, b)?;
+        net.remove_link(a, b).await;
         Ok(())
     }
 
     /// Restores gossip between nodes `a` and `b`.
     pub async fn heal(&self, a: usize, b: usize) -> Result<()> {
+        let (net, a, b) = self.gossip_pair(a, b)?;
+        net.add_link(a, b).await;
+        Ok(())
+    }
+
+    /// The in-memory network and the gossip addresses of nodes `a` and `b`.
+    fn gossip_pair(
+        &self,
+        a: usize,
+        b: usize,
+    ) -> Result<(
+        &ChannelTransport,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    )> {
         let net = self
             .net
             .as_ref()
             .context("partitions need an in-memory cluster")?;
-        net.add_link(self.node(a).handle.addr(), self.node(b).handle.addr())
-            .await;
-        Ok(())
+        Ok((net, self.node(a).handle.addr(), self.node(b).handle.addr()))
     }
 
     /// The seed's address, for nodes joining later.
