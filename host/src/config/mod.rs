@@ -523,5 +523,10 @@ mod tests {
         );
         cfg.server.max_reply_bytes = 100 << 20;
         assert!(cfg.validate().is_err());
+        let mut budget = NodeConfig::default();
+        budget.server.max_request_bytes = 10;
+        assert!(budget.validate().is_err(), "a request budget under 1 KiB");
+        budget.server.max_request_bytes = 1 << 20;
+        assert!(budget.validate().is_ok());
     }
 }
