@@ -363,6 +363,30 @@ impl RawWs {
         Ok(())
     }
 
+    /// Pipelines `n` one-command requests `fun(args)` without reading a reply; the `u` of
+    /// request `i` is `{fun}-{i}` and its command is named `c`.
+    pub async fn pipeline(&mut self, fun: &str, args: Value, n: usize) -> Result<()> {
+        for i in 0..n {
+            let cmds = serde_json::json!([{"name": "c", "fun": fun, "args": args.clone()}]);
+            self.send_binary(&rpc_frame(&format!("{fun}-{i}"), cmds))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads frames until the connection ends, and counts the replies among them.
+    pub async fn replies_until_closed(&mut self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            match tokio::time::timeout(RECV_TIMEOUT, self.ws.next()).await {
+                Err(_) => bail!("not closed within {RECV_TIMEOUT:?}"),
+                Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => n += 1,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return Ok(n),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// Sends a ping and waits for the pong.
     pub async fn ping(&mut self) -> Result<()> {
         self.ws.send(Message::Ping(b"hi".to_vec().into())).await?;

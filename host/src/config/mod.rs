@@ -196,8 +196,13 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Requests one connection may have running at once; further ones wait (backpressure).
     pub max_in_flight_per_connection: usize,
-    /// Replies queued per connection before request tasks wait for the writer.
+    /// Notifications (and streamed intermediate results) queued per connection.
     pub outbound_queue: usize,
+    /// Bytes of replies one connection may hold unwritten (built, or expected from its running
+    /// requests); past it the session stops reading new requests until the client reads.
+    pub max_buffered_reply_bytes: usize,
+    /// A client whose socket takes nothing for this long is disconnected (close code 1008).
+    pub stalled_client_ms: u64,
     /// Default request deadline (requests may ask for another with `timeout_ms`).
     pub request_timeout_ms: u64,
     /// Upper bound for a request's `timeout_ms`.
@@ -216,6 +221,8 @@ impl Default for ServerConfig {
             max_request_bytes: 64 << 20,
             max_in_flight_per_connection: 1024,
             outbound_queue: 1024,
+            max_buffered_reply_bytes: 32 << 20,
+            stalled_client_ms: 10_000,
             request_timeout_ms: 30_000,
             max_request_timeout_ms: 600_000,
             shutdown_grace_ms: 10_000,
@@ -368,6 +375,12 @@ impl NodeConfig {
             return bad(
                 "server.max_in_flight_per_connection and server.outbound_queue must be positive",
             );
+        }
+        if s.max_buffered_reply_bytes < 1024 || s.max_buffered_reply_bytes > 4 << 30 {
+            return bad("server.max_buffered_reply_bytes must be between 1 KiB and 4 GiB");
+        }
+        if s.stalled_client_ms == 0 || s.stalled_client_ms > 600_000 {
+            return bad("server.stalled_client_ms must be between 1 and 600000");
         }
         if s.request_timeout_ms == 0 || s.request_timeout_ms > s.max_request_timeout_ms {
             return bad(

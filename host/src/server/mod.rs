@@ -8,6 +8,7 @@ mod pubsub;
 mod session;
 
 mod state;
+mod window;
 
 pub use auth::AdminAuth;
 pub use state::ServerState;

@@ -2,17 +2,18 @@
 //! replies through a bounded queue drained by a writer task that batches frames.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::pubsub;
 use super::state::ServerState;
+use super::window::{Unwritten, Window};
 use crate::identity::Counted;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
 use crate::rpc::execute::{self, ExecOptions};
@@ -23,6 +24,8 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Replies written before a flush even when more requests are waiting: lets the client start on
 /// the first replies while the rest of a burst is still being processed.
 const FLUSH_EVERY: usize = 32;
+/// How long a fed reply may wait for others to share its flush while the session keeps reading.
+const FLUSH_AFTER: Duration = Duration::from_millis(1);
 /// Close code for "going away" (node shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for "policy violation": a subscriber that stopped reading its notifications.
@@ -41,24 +44,42 @@ impl From<Option<Message>> for Answer {
     }
 }
 
+/// A reply built by a request task, waiting for the session to write it. It holds the
+/// request's in-flight slot: a connection never has more requests running *or replies
+/// unwritten* than its window allows (`server::window`).
+struct Reply {
+    msg: Message,
+    len: usize,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// Serves one connection until the client leaves or the node has drained it.
 ///
 /// This task owns both halves of the socket: it reads frames, answers quick ones inline, writes
 /// the replies that request tasks queue, and flushes only when nothing else is ready, so replies
-/// go out in batches without a hop to a separate writer task.
+/// go out in batches without a hop to a separate writer task. Replies that are ready are written
+/// before each further frame is read, so a pipelining client gets its answers as they finish;
+/// a new request is read only while the connection's window admits one, so a client that does
+/// not read its replies stops being read, and after `server.stalled_client_ms` without progress
+/// it is disconnected.
 pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let _client = Counted::enter(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
+    let max_in_flight = state.config.max_in_flight_per_connection;
+    // Every queued reply holds a slot, so sending into this never waits.
+    let (replies_tx, mut replies) = mpsc::channel::<Reply>(max_in_flight);
     // Subscriptions of this connection end when this is dropped.
     let conn = state.exchange.connect(tx.clone());
-    let permits = Arc::new(Semaphore::new(state.config.max_in_flight_per_connection));
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let mut window = Window::new(state.config.max_buffered_reply_bytes, max_in_flight);
     let in_flight = TaskTracker::new();
     let gone = CancellationToken::new();
     let mut draining = false;
-    let mut unflushed = 0usize;
+    let mut out = Unflushed::default();
     let mut yielded = false;
     let mut reading = true;
+    let mut stalled = false;
     // A frame read from the socket, handled before anything else. After each data frame the
     // socket is polled once more: a frame already waiting means a pipelining client, so the
     // current request runs on a task of its own and its work can go to another core while this
@@ -68,9 +89,26 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
         kick: conn.kicked(),
         hard_stop: &state.hard_stop,
         killed: &state.killed,
+        stall: Duration::from_millis(state.config.stalled_client_ms),
     };
-    loop {
-        if let Some(msg) = pending.take() {
+    'session: loop {
+        let admits = window.admits(max_in_flight - slots.available_permits());
+        if admits && let Some(msg) = pending.take() {
+            // What finished goes out before the next request is read.
+            while let Ok(reply) = replies.try_recv() {
+                if let Err(stop) =
+                    write_reply(&mut sink, reply, &mut window, &mut out, give_up).await
+                {
+                    stalled = stop == Stop::Stalled;
+                    break 'session;
+                }
+            }
+            if out.is_stale()
+                && let Err(stop) = flush(&mut sink, &mut out, give_up).await
+            {
+                stalled = stop == Stop::Stalled;
+                break;
+            }
             if is_request(&msg)
                 && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next())
             {
@@ -79,20 +117,23 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
             let ctx = Ctx {
                 state: &state,
                 tx: &tx,
-                permits: &permits,
+                replies: &replies_tx,
+                slots: &slots,
+                unwritten: &window.unwritten(),
                 in_flight: &in_flight,
                 gone: &gone,
                 conn: &conn,
                 draining,
                 pipelined: pending.is_some(),
             };
-            if on_frame(msg, &ctx, &mut sink, &mut unflushed)
-                .await
-                .is_break()
-            {
-                break;
+            match on_frame(msg, &ctx, &mut sink, &mut window, &mut out).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(stop) => {
+                    stalled = stop == Stop::Stalled;
+                    break;
+                }
             }
-            continue;
         }
         tokio::select! {
             biased;
@@ -113,19 +154,27 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 draining = true;
                 in_flight.close();
             }
-            Some(reply) = rx.recv() => {
-                if write(&mut sink, reply, &mut unflushed, give_up).await.is_err() {
+            Some(note) = rx.recv() => {
+                if let Err(stop) = write(&mut sink, note, &mut out, give_up).await {
+                    stalled = stop == Stop::Stalled;
                     break;
                 }
             }
-            msg = stream.next(), if reading => pending = Some(msg),
-            _ = in_flight.wait(), if draining && reading => {
+            Some(reply) = replies.recv() => {
+                if let Err(stop) = write_reply(&mut sink, reply, &mut window, &mut out, give_up).await {
+                    stalled = stop == Stop::Stalled;
+                    break;
+                }
+            }
+            msg = stream.next(), if reading && pending.is_none() && admits => pending = Some(msg),
+            _ = in_flight.wait(), if draining && reading && pending.is_none() => {
                 // Everything in flight has finished; its replies are queued. Stop reading, send
                 // them, then say goodbye.
                 reading = false;
                 rx.close();
+                replies.close();
             }
-            _ = std::future::ready(()), if unflushed > 0 => {
+            _ = std::future::ready(()), if out.count > 0 => {
                 // Requests still running here may be about to reply: let them, once, so one
                 // flush carries their replies too. Each flush wakes the client, and on this VM a
                 // wake-up costs tens of µs of CPU (docs/benchmarks.md). A caller waiting for
@@ -136,10 +185,10 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                     continue;
                 }
                 yielded = false;
-                if flush(&mut sink, give_up).await.is_err() {
+                if let Err(stop) = flush(&mut sink, &mut out, give_up).await {
+                    stalled = stop == Stop::Stalled;
                     break;
                 }
-                unflushed = 0;
                 // The replies are out: now reset the instances that produced them.
                 crate::runtime::teardown::run_deferred();
             }
@@ -151,32 +200,74 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
             }
         }
     }
+    if stalled {
+        if let Some(suppressed) = STALLED.admit() {
+            tracing::warn!(
+                stall_ms = state.config.stalled_client_ms,
+                suppressed,
+                "client stopped reading its replies; disconnecting it"
+            );
+        }
+        let frame = CloseFrame {
+            code: CLOSE_SLOW_CONSUMER,
+            reason: "client not reading its replies".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+    }
     in_flight.close();
-    let _ = give_up.guard(sink.flush()).await;
+    if !stalled {
+        let _ = give_up.guard(sink.flush()).await;
+    }
     // Whatever is still running or queued for this connection has nobody to go to: cancel it,
-    // and close the reply queue so a request task waiting for room in it returns at once.
+    // and close the reply queues so a task waiting for room in one returns at once.
     gone.cancel();
     rx.close();
+    replies.close();
     while rx.try_recv().is_ok() {}
+    while replies.try_recv().is_ok() {}
     in_flight.wait().await;
 }
 
-/// Handles one frame (or the end of the stream) and writes what it answers at once. `Break`
+/// Replies fed to the socket and not yet flushed.
+#[derive(Default)]
+struct Unflushed {
+    count: usize,
+    /// When the first of them was fed.
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    fn fed(&mut self) {
+        self.count += 1;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// Replies have waited long enough for company while the client keeps sending: the
+    /// session reads a steady pipeline without going idle, so it must flush on its own.
+    fn is_stale(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
+    }
+}
+
+/// Handles one frame (or the end of the stream) and writes what it answers at once. `Ok(false)`
 /// ends the session.
 async fn on_frame<S>(
     msg: Option<Result<Message, axum::Error>>,
     ctx: &Ctx<'_>,
     sink: &mut S,
-    unflushed: &mut usize,
-) -> std::ops::ControlFlow<()>
+    window: &mut Window,
+    out: &mut Unflushed,
+) -> Result<bool, Stop>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    use std::ops::ControlFlow::{Break, Continue};
     let give_up = GiveUp {
         kick: ctx.conn.kicked(),
         hard_stop: &ctx.state.hard_stop,
         killed: &ctx.state.killed,
+        stall: Duration::from_millis(ctx.state.config.stalled_client_ms),
     };
     let answer = match msg {
         Some(Ok(Message::Text(t))) => handle(t.as_bytes(), Some(t.as_str()), ctx).await,
@@ -199,58 +290,66 @@ where
                 let _ = give_up.guard(sink.send(Message::Close(Some(frame)))).await;
             }
             ctx.gone.cancel();
-            return Break(());
+            return Ok(false);
         }
         None | Some(Ok(Message::Close(_))) => {
             ctx.gone.cancel();
-            return Break(());
+            return Ok(false);
         }
     };
-    let written = match answer {
-        Answer::None => Ok(()),
-        Answer::One(reply) => write(sink, reply, unflushed, give_up).await,
+    match answer {
+        Answer::None => {}
+        Answer::One(reply) => {
+            window.written(message_len(&reply), false);
+            write(sink, reply, out, give_up).await?;
+        }
         Answer::Many(replies) => {
-            let mut r = Ok(());
             for reply in replies {
-                r = write(sink, reply, unflushed, give_up).await;
-                if r.is_err() {
-                    break;
-                }
+                write(sink, reply, out, give_up).await?;
             }
-            r
         }
-    };
-    if written.is_err() {
-        Break(())
-    } else {
-        Continue(())
     }
+    Ok(true)
 }
 
-/// Queues a reply on the socket, flushing once every [`FLUSH_EVERY`] unflushed replies (the
-/// session loop flushes the remainder when nothing else is ready). Gives up when `kick` fires:
-/// a client that stopped reading must not hold its session in a write forever.
+/// Why the session stopped writing to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A slow-consumer kick, the end of the grace period, the node killed, or a socket error.
+    GaveUp,
+    /// One write made no progress for `server.stalled_client_ms`.
+    Stalled,
+}
+
 /// What makes the session give up on a write the client is not taking: a slow-consumer kick,
-/// the end of a shutdown's grace period, or the node being killed. (A write that watched only
-/// the kick held a shutdown forever behind a client that stopped reading.)
+/// the end of a shutdown's grace period, the node being killed, or the write stalling for
+/// longer than the client is allowed. (A write that watched only the kick held a shutdown
+/// forever behind a client that stopped reading.)
 #[derive(Clone, Copy)]
 struct GiveUp<'a> {
     kick: &'a CancellationToken,
     hard_stop: &'a CancellationToken,
     killed: &'a CancellationToken,
+    stall: Duration,
 }
 
 impl GiveUp<'_> {
-    /// Runs `io` unless, or until, one of the reasons to give up fires (then `None`).
-    async fn guard<F: std::future::Future>(self, io: F) -> Option<F::Output> {
+    /// Runs `io` unless, or until, one of the reasons to give up fires.
+    async fn guard<F: std::future::Future>(self, io: F) -> Result<F::Output, Stop> {
+        let mut io = std::pin::pin!(io);
+        // Most writes complete at once: no timer for them.
+        if let std::task::Poll::Ready(out) = futures_util::poll!(&mut io) {
+            return Ok(out);
+        }
         // Biased: no random branch order per reply; the session loop checks the kick between
         // frames.
         tokio::select! {
             biased;
-            out = io => Some(out),
-            _ = self.kick.cancelled() => None,
-            _ = self.hard_stop.cancelled() => None,
-            _ = self.killed.cancelled() => None,
+            out = &mut io => Ok(out),
+            _ = self.kick.cancelled() => Err(Stop::GaveUp),
+            _ = self.hard_stop.cancelled() => Err(Stop::GaveUp),
+            _ = self.killed.cancelled() => Err(Stop::GaveUp),
+            _ = tokio::time::sleep(self.stall) => Err(Stop::Stalled),
         }
     }
 }
@@ -258,34 +357,62 @@ impl GiveUp<'_> {
 /// How long a slow consumer gets to take its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-async fn write<S>(
+/// Writes a request task's reply; its slot is free once the socket has it.
+async fn write_reply<S>(
     sink: &mut S,
-    reply: Message,
-    unflushed: &mut usize,
+    reply: Reply,
+    window: &mut Window,
+    out: &mut Unflushed,
     give_up: GiveUp<'_>,
-) -> Result<(), ()>
+) -> Result<(), Stop>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    match give_up.guard(sink.feed(reply)).await {
-        Some(Ok(())) => {}
-        _ => return Err(()),
-    }
-    *unflushed += 1;
-    if *unflushed >= FLUSH_EVERY {
-        flush(sink, give_up).await?;
-        *unflushed = 0;
+    let Reply { msg, len, _slot } = reply;
+    let written = write(sink, msg, out, give_up).await;
+    window.written(len, true);
+    written
+}
+
+/// Queues a frame on the socket, flushing once every [`FLUSH_EVERY`] unflushed frames (the
+/// session loop flushes the remainder when nothing else is ready).
+async fn write<S>(
+    sink: &mut S,
+    reply: Message,
+    out: &mut Unflushed,
+    give_up: GiveUp<'_>,
+) -> Result<(), Stop>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    give_up
+        .guard(sink.feed(reply))
+        .await?
+        .map_err(|_| Stop::GaveUp)?;
+    out.fed();
+    if out.count >= FLUSH_EVERY {
+        flush(sink, out, give_up).await?;
     }
     Ok(())
 }
 
-async fn flush<S>(sink: &mut S, give_up: GiveUp<'_>) -> Result<(), ()>
+async fn flush<S>(sink: &mut S, out: &mut Unflushed, give_up: GiveUp<'_>) -> Result<(), Stop>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    match give_up.guard(sink.flush()).await {
-        Some(Ok(())) => Ok(()),
-        _ => Err(()),
+    give_up
+        .guard(sink.flush())
+        .await?
+        .map_err(|_| Stop::GaveUp)?;
+    *out = Unflushed::default();
+    Ok(())
+}
+
+fn message_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
     }
 }
 
@@ -336,7 +463,9 @@ fn error_message(u: String, code: i64, message: &str, details: String) -> Messag
 struct Ctx<'a> {
     state: &'a Arc<ServerState>,
     tx: &'a mpsc::Sender<Message>,
-    permits: &'a Arc<Semaphore>,
+    replies: &'a mpsc::Sender<Reply>,
+    slots: &'a Arc<Semaphore>,
+    unwritten: &'a Unwritten,
     in_flight: &'a TaskTracker,
     gone: &'a CancellationToken,
     conn: &'a crate::pubsub::exchange::Connection,
@@ -376,7 +505,9 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     let Ctx {
         state,
         tx,
-        permits,
+        replies,
+        slots,
+        unwritten,
         in_flight,
         gone,
         draining,
@@ -452,13 +583,23 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         on_level,
         max_bytes: state.config.max_request_bytes,
     };
-    let Ok(permit) = permits.clone().acquire_owned().await else {
-        return None;
+    // The session reads a request only when its window has a slot free, and only the session
+    // takes slots.
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let details = format!(
+            "more than {} requests in flight on this connection",
+            state.config.max_in_flight_per_connection
+        );
+        return Some(error_message(
+            req.u,
+            codes::OVERLOADED,
+            "Overloaded",
+            details,
+        ));
     };
     let (task_state, gone) = (state.clone(), gone.clone());
     let mut work = Box::pin(async move {
         let state = task_state;
-        let _permit = permit;
         let _active = Counted::enter(&state.node.active_requests);
         let u = req.u.clone();
         if req.debug_mode {
@@ -483,12 +624,22 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         futures_util::poll!(&mut work)
     };
     match first {
+        // Written by the caller at once; the slot is free when it returns.
         std::task::Poll::Ready(reply) => reply,
         std::task::Poll::Pending => {
-            let tx = tx.clone();
+            let (replies, unwritten) = (replies.clone(), unwritten.clone());
             in_flight.spawn(async move {
-                if let Some(reply) = work.await {
-                    let _ = tx.send(reply).await;
+                if let Some(msg) = work.await {
+                    let len = message_len(&msg);
+                    unwritten.add(len);
+                    // Never waits: the queue has room for every slot.
+                    let _ = replies
+                        .send(Reply {
+                            msg,
+                            len,
+                            _slot: slot,
+                        })
+                        .await;
                 }
             });
             None
@@ -498,6 +649,8 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
 
 /// Frames dropped for want of anyone to answer: logged at most once a second.
 static DROPPED: Throttle = Throttle::new(Duration::from_secs(1));
+/// Clients disconnected for not reading their replies: likewise.
+static STALLED: Throttle = Throttle::new(Duration::from_secs(1));
 /// Connections closed for an oversized message: likewise.
 static TOO_BIG: Throttle = Throttle::new(Duration::from_secs(1));
 

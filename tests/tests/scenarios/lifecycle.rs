@@ -219,13 +219,7 @@ async fn health_endpoint_reports_the_node() -> Result<()> {
 /// once the socket buffers are full.
 async fn pipeline_unread(node: &TestNode, calls: usize) -> Result<mpreg_tests::RawWs> {
     let mut ws = node.raw().await?;
-    for i in 0..calls {
-        ws.send_binary(&rpc_frame(
-            &format!("h{i}"),
-            json!([{"name": "h", "fun": "huge", "args": [1]}]),
-        ))
-        .await?;
-    }
+    ws.pipeline("huge", json!([1]), calls).await?;
     Ok(ws)
 }
 

@@ -1,3 +1,4 @@
+mod backpressure;
 mod bad_input;
 mod chaos;
 mod cluster;
