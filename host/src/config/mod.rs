@@ -156,9 +156,12 @@ pub struct PubsubConfig {
     pub backlog_max_topics: usize,
     /// Total size of retained messages; the oldest goes first.
     pub backlog_max_mib: usize,
-    /// How long a publish waits for room in a subscriber's full queue before that subscriber
-    /// is disconnected as a slow consumer.
+    /// How long a subscriber's full queue may take nothing before that subscriber is
+    /// disconnected as a slow consumer (publishers never wait for it).
     pub slow_subscriber_ms: u64,
+    /// Notifications held for a subscriber whose outbound queue is full, beyond the queue; a
+    /// subscriber further behind is disconnected as a slow consumer.
+    pub subscriber_overflow: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Patterns one subscription may hold.
@@ -173,6 +176,7 @@ impl Default for PubsubConfig {
             backlog_max_topics: 10_000,
             backlog_max_mib: 64,
             slow_subscriber_ms: 2000,
+            subscriber_overflow: 1024,
             max_subscriptions_per_connection: 10_000,
             max_patterns_per_subscription: 256,
         }
@@ -418,11 +422,12 @@ impl NodeConfig {
         }
         let p = &self.pubsub;
         if p.slow_subscriber_ms == 0
+            || p.subscriber_overflow == 0
             || p.max_subscriptions_per_connection == 0
             || p.max_patterns_per_subscription == 0
         {
             return bad(
-                "pubsub.slow_subscriber_ms, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
+                "pubsub.slow_subscriber_ms, subscriber_overflow, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
             );
         }
         let c = &self.cluster;

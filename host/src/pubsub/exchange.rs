@@ -4,9 +4,10 @@
 //! Routing a message is synchronous and happens under one read lock together with its backlog
 //! entry, and a subscribe inserts and reads the backlog under the write lock: so each message
 //! reaches a new subscription exactly once, either live or from the backlog, never both.
-//! Delivery is separate and may wait: a subscriber whose queue is full slows the publisher down
-//! (backpressure) for at most `slow_subscriber` before it is disconnected as a slow consumer,
-//! so one stuck reader cannot stall a topic or grow the node's memory.
+//! Delivery is separate and never waits: a subscriber whose queue is full gets an overflow of
+//! the same bound, drained by a task of its own, and is disconnected as a slow consumer when it
+//! takes nothing for `slow_subscriber` or falls a whole overflow behind (`pubsub::mailbox`), so
+//! one stuck reader can neither stall a publisher nor grow the node's memory.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, Limits};
+use super::mailbox::{Mailbox, Posted};
 use super::topic::{MatchScratch, Pattern, TopicTrie, check_topic};
 use crate::cluster::catalog::{EXACT_INTEREST_PREFIX, INTEREST_PREFIX};
 use crate::config::PubsubConfig;
@@ -35,8 +37,10 @@ pub type Outbox = mpsc::Sender<Message>;
 pub struct ExchangeSettings {
     /// Backlog bounds.
     pub backlog: Limits,
-    /// How long a publish waits for room in a full subscriber queue.
+    /// How long a subscriber's full queue may take nothing before it is cut off.
     pub slow_subscriber: Duration,
+    /// Notifications held for a subscriber whose queue is full, beyond the queue itself.
+    pub overflow: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Patterns one subscription may hold.
@@ -53,6 +57,7 @@ impl From<&PubsubConfig> for ExchangeSettings {
                 max_bytes: c.backlog_max_mib.saturating_mul(1 << 20),
             },
             slow_subscriber: Duration::from_millis(c.slow_subscriber_ms),
+            overflow: c.subscriber_overflow,
             max_subscriptions_per_connection: c.max_subscriptions_per_connection,
             max_patterns_per_subscription: c.max_patterns_per_subscription,
         }
@@ -82,8 +87,7 @@ pub enum PubsubError {
 /// One notification waiting to be queued.
 pub struct Outgoing {
     conn: u64,
-    outbox: Outbox,
-    kick: CancellationToken,
+    mailbox: Arc<Mailbox>,
     text: String,
 }
 
@@ -100,8 +104,7 @@ struct Sub {
     conn: u64,
     subscription_id: Arc<str>,
     patterns: Vec<(Pattern, String, bool)>,
-    outbox: Outbox,
-    kick: CancellationToken,
+    mailbox: Arc<Mailbox>,
     /// Cancelled when the subscription ends (unsubscribe, replaced, connection gone).
     ended: CancellationToken,
 }
@@ -152,6 +155,9 @@ pub struct Exchange {
     pub stats: ExchangeStats,
 }
 
+/// Slow consumers cut off: logged at most once a second.
+static SLOW: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
+
 thread_local! {
     static SCRATCH: RefCell<(MatchScratch, Vec<u64>)> = RefCell::default();
 }
@@ -159,15 +165,14 @@ thread_local! {
 /// A connection's membership in the exchange: its subscriptions end when this is dropped.
 pub struct Connection {
     id: u64,
-    outbox: Outbox,
-    kick: CancellationToken,
+    mailbox: Arc<Mailbox>,
     exchange: Arc<Exchange>,
 }
 
 impl Connection {
     /// Cancelled when the connection is cut off as a slow consumer.
     pub fn kicked(&self) -> &CancellationToken {
-        &self.kick
+        self.mailbox.kicked()
     }
 
     /// This connection's id within the exchange.
@@ -177,7 +182,7 @@ impl Connection {
 
     /// Its outbound queue.
     pub fn outbox(&self) -> &Outbox {
-        &self.outbox
+        self.mailbox.sender()
     }
 }
 
@@ -227,10 +232,10 @@ impl Exchange {
 
     /// Registers a connection whose notifications go to `outbox`.
     pub fn connect(self: &Arc<Self>, outbox: Outbox) -> Connection {
+        let mailbox = Mailbox::new(outbox, CancellationToken::new(), self.settings.overflow);
         Connection {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            outbox,
-            kick: CancellationToken::new(),
+            mailbox: Arc::new(mailbox),
             exchange: self.clone(),
         }
     }
@@ -377,8 +382,7 @@ impl Exchange {
                 conn: conn.id,
                 subscription_id: sid.clone(),
                 patterns,
-                outbox: conn.outbox.clone(),
-                kick: conn.kick.clone(),
+                mailbox: conn.mailbox.clone(),
                 ended: ended.clone(),
             },
         );
@@ -500,8 +504,7 @@ impl Exchange {
                 } else {
                     routed.others.push(Outgoing {
                         conn: sub.conn,
-                        outbox: sub.outbox.clone(),
-                        kick: sub.kick.clone(),
+                        mailbox: sub.mailbox.clone(),
                         text,
                     });
                 }
@@ -516,54 +519,51 @@ impl Exchange {
         routed
     }
 
-    /// Queues notifications; a full queue is waited on for at most `slow_subscriber`, then
-    /// its connection is cut off.
-    pub async fn deliver(&self, others: Vec<Outgoing>) {
+    /// Queues notifications without waiting on any subscriber: a full queue overflows into
+    /// the subscriber's mailbox, drained by a task of its own, and a subscriber too far behind
+    /// or taking nothing for `slow_subscriber` is cut off.
+    pub fn deliver(self: &Arc<Self>, others: Vec<Outgoing>) {
         for o in others {
-            let msg = match o.outbox.try_send(text_message(o.text)) {
-                Ok(()) => continue,
-                // The connection is gone; its subscriptions are being removed.
-                Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                Err(mpsc::error::TrySendError::Full(m)) => m,
-            };
-            if o.kick.is_cancelled() {
-                continue;
-            }
-            match tokio::time::timeout(self.settings.slow_subscriber, o.outbox.send(msg)).await {
-                Ok(_) => {}
-                Err(_) => {
-                    self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        wait_ms = self.settings.slow_subscriber.as_millis() as u64,
-                        "subscriber not reading its notifications; disconnecting it as a slow consumer"
-                    );
-                    o.kick.cancel();
-                    // Its subscriptions end now, whatever its session is doing.
-                    self.disconnect(o.conn);
+            match o.mailbox.post(text_message(o.text)) {
+                Posted::Queued | Posted::Closed => {}
+                Posted::Overflowing => {
+                    let me = self.clone();
+                    let patience = self.settings.slow_subscriber;
+                    // Ends when the overflow is drained, the connection is gone, or the
+                    // subscriber is cut off; at most `slow_subscriber` per notification.
+                    self.tasks.spawn(async move {
+                        if !o.mailbox.drain(patience).await {
+                            me.cut_off(
+                                o.conn,
+                                &o.mailbox,
+                                "took nothing for the slow-subscriber time",
+                            );
+                        }
+                    });
+                }
+                Posted::TooFarBehind => {
+                    self.cut_off(o.conn, &o.mailbox, "fell a whole overflow behind");
                 }
             }
         }
     }
 
-    /// Like [`deliver`](Self::deliver) from code that cannot wait (a plugin, a level hook):
-    /// queues what fits now, and waits for the rest on a task of its own.
-    pub fn deliver_detached(self: &Arc<Self>, others: Vec<Outgoing>) {
-        let mut rest = Vec::new();
-        for o in others {
-            match o.outbox.try_send(text_message(o.text)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                Err(mpsc::error::TrySendError::Full(Message::Text(t))) => rest.push(Outgoing {
-                    text: t.as_str().to_owned(),
-                    ..o
-                }),
-                Err(mpsc::error::TrySendError::Full(_)) => {}
-            }
+    /// Disconnects a slow consumer: its session closes with 1008, its subscriptions end now.
+    fn cut_off(&self, conn: u64, mailbox: &Mailbox, why: &str) {
+        if mailbox.kicked().is_cancelled() {
+            return;
         }
-        if !rest.is_empty() {
-            let me = self.clone();
-            // Bounded by the slow-subscriber limit.
-            self.tasks.spawn(async move { me.deliver(rest).await });
+        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = SLOW.admit() {
+            tracing::warn!(
+                why,
+                wait_ms = self.settings.slow_subscriber.as_millis() as u64,
+                suppressed,
+                "subscriber not reading its notifications; disconnecting it as a slow consumer"
+            );
         }
+        mailbox.kicked().cancel();
+        self.disconnect(conn);
     }
 
     /// Publishes from inside the node (a plugin's `publish`, a request's callback topic):
@@ -574,7 +574,7 @@ impl Exchange {
         fallback_id: &str,
     ) -> Result<(), PubsubError> {
         let routed = self.publish(raw, fallback_id, None, Instant::now())?;
-        self.deliver_detached(routed.others);
+        self.deliver(routed.others);
         Ok(())
     }
 }

@@ -4,4 +4,5 @@
 
 pub mod backlog;
 pub mod exchange;
+pub mod mailbox;
 pub mod topic;

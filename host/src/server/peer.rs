@@ -55,7 +55,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                         // In order, on this task: messages from one node reach subscribers in
                         // the order it published them.
                         match state.exchange.receive(&message) {
-                            Ok(routed) => state.exchange.deliver(routed.others).await,
+                            Ok(routed) => state.exchange.deliver(routed.others),
                             Err(e) => tracing::warn!(%peer, error = %e, "bad publish from a peer"),
                         }
                     }

@@ -48,7 +48,7 @@ pub async fn handle(
             };
             match exchange.publish(frame.message.get(), u, Some(conn.id()), Instant::now()) {
                 Ok(routed) => {
-                    exchange.deliver(routed.others).await;
+                    exchange.deliver(routed.others);
                     let mut out: Vec<Message> = routed.own.into_iter().map(text).collect();
                     out.push(ack(u, Ok(())));
                     out

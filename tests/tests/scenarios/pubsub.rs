@@ -528,3 +528,92 @@ async fn the_rust_client_publishes_subscribes_and_consumes_a_queue_by_push() -> 
     );
     Ok(())
 }
+
+/// Before, a publisher waited up to `slow_subscriber_ms` for each stuck subscriber in turn:
+/// twenty of them held every publish for about forty seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscribers_never_hold_a_publisher_and_a_reader_gets_everything() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.server.outbound_queue = 4;
+    cfg.pubsub.subscriber_overflow = 16;
+    cfg.pubsub.slow_subscriber_ms = 2_000;
+    let node = TestNode::with_config(cfg).await?;
+    let stuck_count = 20;
+    let mut stuck = Vec::new();
+    for i in 0..stuck_count {
+        let mut s = node.raw().await?;
+        let u = format!("s{i}");
+        assert_eq!(
+            s.roundtrip(&subscribe(&u, "stuck", &[("wide", false)], false))
+                .await?,
+            ack(&u)
+        );
+        stuck.push(s);
+    }
+    let mut reader = node.raw().await?;
+    assert_eq!(
+        reader
+            .roundtrip(&subscribe("r", "reader", &[("wide", false)], false))
+            .await?,
+        ack("r")
+    );
+    let n = 400;
+    let read_all = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let note = reader.recv().await?;
+            ids.push(
+                note["message"]["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        anyhow::Ok((ids, reader))
+    });
+    let mut p = node.raw().await?;
+    let payload = json!("z".repeat(32 * 1024));
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        let a = p
+            .roundtrip(&publish(
+                &format!("p{i}"),
+                &message("wide", &format!("m{i}"), payload.clone()),
+            ))
+            .await?;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(a["success"], true, "{a}");
+    }
+    let took = started.elapsed();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "one publish waited {slowest:?} (stuck subscribers must not hold it)"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "{n} publishes took {took:?}"
+    );
+    let (ids, _reader) = read_all.await??;
+    let want: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        ids, want,
+        "the reading subscriber got every message, in order"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "every stuck subscriber cut off",
+        || async {
+            node.handle
+                .exchange()
+                .stats
+                .slow_consumers
+                .load(Ordering::Relaxed)
+                == stuck_count
+        },
+    )
+    .await?;
+    assert_eq!(node.handle.exchange().subscriptions(), 1);
+    Ok(())
+}
