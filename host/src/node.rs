@@ -188,6 +188,26 @@ pub struct NodeOptions {
     pub gossip_transport: Option<GossipTransport>,
 }
 
+/// The connection caps, with the node-wide one lowered to what the process's open-file limit
+/// allows (raised to its hard limit first).
+fn connection_limits(c: &crate::config::ServerConfig) -> server::listen::Limits {
+    /// Descriptors kept for plugins, the data directory, peer links and the runtime.
+    const RESERVE: usize = 256;
+    let fit = server::listen::connections_that_fit(c.max_connections, RESERVE);
+    if fit < c.max_connections {
+        tracing::warn!(
+            configured = c.max_connections,
+            allowed = fit,
+            "server.max_connections lowered to fit the open-file limit"
+        );
+    }
+    server::listen::Limits {
+        max_connections: fit,
+        max_per_address: c.max_connections_per_address,
+        header_timeout: Duration::from_millis(c.header_timeout_ms),
+    }
+}
+
 /// Starts a node: validates the config, loads every plugin, binds, and serves.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     start_with(config, NodeOptions::default()).await
@@ -347,6 +367,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         sessions: TaskTracker::new(),
         killed: killed.clone(),
         max_peer_frame_bytes,
+        gate: server::listen::Gate::new(connection_limits(&config.server)),
     });
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     tasks.spawn(server::serve(listener, state, grace));

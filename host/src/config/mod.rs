@@ -207,6 +207,14 @@ pub struct ServerConfig {
     pub max_buffered_reply_bytes: usize,
     /// A client whose socket takes nothing for this long is disconnected (close code 1008).
     pub stalled_client_ms: u64,
+    /// Open connections of every kind at most; further ones get HTTP 503. Lowered at start to
+    /// what the open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one IP address at most; further ones get HTTP 503.
+    pub max_connections_per_address: usize,
+    /// How long a new connection may take to send its HTTP request head (the WebSocket upgrade),
+    /// and how long an HTTP connection may sit idle between requests.
+    pub header_timeout_ms: u64,
     /// Default request deadline (requests may ask for another with `timeout_ms`).
     pub request_timeout_ms: u64,
     /// Upper bound for a request's `timeout_ms`.
@@ -227,6 +235,9 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             max_buffered_reply_bytes: 32 << 20,
             stalled_client_ms: 10_000,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            header_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_request_timeout_ms: 600_000,
             shutdown_grace_ms: 10_000,
@@ -385,6 +396,14 @@ impl NodeConfig {
         }
         if s.stalled_client_ms == 0 || s.stalled_client_ms > 600_000 {
             return bad("server.stalled_client_ms must be between 1 and 600000");
+        }
+        if s.max_connections == 0 || s.max_connections_per_address == 0 {
+            return bad(
+                "server.max_connections and server.max_connections_per_address must be positive",
+            );
+        }
+        if s.header_timeout_ms == 0 || s.header_timeout_ms > 600_000 {
+            return bad("server.header_timeout_ms must be between 1 and 600000");
         }
         if s.request_timeout_ms == 0 || s.request_timeout_ms > s.max_request_timeout_ms {
             return bad(

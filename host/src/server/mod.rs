@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod auth;
+pub mod listen;
 mod peer;
 mod pubsub;
 mod session;
@@ -16,16 +17,17 @@ pub use state::ServerState;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::wire::PEER_PATH;
+use listen::ConnectionTicket;
 
 /// Accepts connections until shutdown, then drains sessions within `grace`.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
@@ -41,20 +43,21 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
         .fallback(upgrade)
         .with_state(state.clone());
     let token = state.shutdown.clone();
-    // Replies are small and latency matters more than packet count.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let accepting = axum::serve(listener, app).with_graceful_shutdown({
-        let token = token.clone();
-        async move { token.cancelled().await }
-    });
-    // Stop accepting, then wait for every session (and what runs for it) to end.
+    let connections = TaskTracker::new();
+    let accepting = listen::accept_loop(
+        listener,
+        app,
+        state.gate.clone(),
+        token.clone(),
+        state.hard_stop.clone(),
+        connections.clone(),
+    );
+    // Stop accepting, then wait for every connection and session (and what runs for it) to end.
     let sessions = state.sessions.clone();
     let drained = async move {
-        if let Err(e) = accepting.await {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
+        accepting.await;
+        connections.close();
+        connections.wait().await;
         sessions.close();
         sessions.wait().await;
     };
@@ -81,28 +84,53 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "functions": state.registry.all().len(),
         "load": crate::rpc::builtins::core::own_load(&state.node),
         "pubsub": state.exchange.describe(),
+        "connections": {
+            "open": state.gate.open(),
+            "refused": state.gate.refused.load(std::sync::atomic::Ordering::Relaxed),
+            "accept_errors": state.gate.accept_errors.load(std::sync::atomic::Ordering::Relaxed),
+        },
     }))
     .into_response()
 }
 
 /// A peer link: frames as large as a component being fetched.
-async fn peer_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+async fn peer_upgrade(
+    State(state): State<Arc<ServerState>>,
+    ticket: Option<Extension<ConnectionTicket>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limit = state.max_peer_frame_bytes;
-    accept(ws, limit, &state.sessions.clone(), move |socket| {
+    accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
         peer::run(socket, state)
     })
 }
 
 /// A client connection.
-async fn upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<Arc<ServerState>>,
+    ticket: Option<Extension<ConnectionTicket>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limit = state.config.max_message_bytes;
-    accept(ws, limit, &state.sessions.clone(), move |socket| {
+    accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
         session::run(socket, state)
     })
 }
 
-/// Upgrades with a message limit and runs the connection as a tracked session task.
-fn accept<F, Fut>(ws: WebSocketUpgrade, limit: usize, sessions: &TaskTracker, run: F) -> Response
+/// Bytes a WebSocket reads into at once; larger frames grow the buffer as they need. The
+/// library's default of 128 KiB, allocated for every connection, was most of an idle
+/// connection's footprint.
+const READ_BUFFER: usize = 16 << 10;
+
+/// Upgrades with a message limit and runs the connection as a tracked session task, which
+/// keeps the connection's place under the caps (`ticket`) for as long as it runs.
+fn accept<F, Fut>(
+    ws: WebSocketUpgrade,
+    limit: usize,
+    ticket: Option<Extension<ConnectionTicket>>,
+    sessions: &TaskTracker,
+    run: F,
+) -> Response
 where
     F: FnOnce(axum::extract::ws::WebSocket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -110,10 +138,14 @@ where
     let sessions = sessions.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
             let fut = run(socket);
             async move {
-                sessions.spawn(fut);
+                sessions.spawn(async move {
+                    let _ticket = ticket;
+                    fut.await
+                });
             }
         })
 }

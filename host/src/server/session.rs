@@ -21,6 +21,10 @@ use crate::throttle::Throttle;
 
 /// Close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for "protocol error".
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code for "invalid frame payload data" (text that is not UTF-8).
+const CLOSE_INVALID_DATA: u16 = 1007;
 /// Replies written before a flush even when more requests are waiting: lets the client start on
 /// the first replies while the rest of a burst is still being processed.
 const FLUSH_EVERY: usize = 32;
@@ -275,7 +279,8 @@ where
         // Pings are answered by the WebSocket layer; pongs need nothing.
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
         Some(Err(e)) => {
-            if is_too_big(e) {
+            let (code, reason) = close_for(e);
+            if code == CLOSE_TOO_BIG {
                 if let Some(suppressed) = TOO_BIG.admit() {
                     tracing::warn!(
                         limit = ctx.state.config.max_message_bytes,
@@ -283,12 +288,20 @@ where
                         "message over the size limit; closing with 1009"
                     );
                 }
-                let frame = CloseFrame {
-                    code: CLOSE_TOO_BIG,
-                    reason: "message too big".into(),
-                };
-                let _ = give_up.guard(sink.send(Message::Close(Some(frame)))).await;
+            } else if let Some(suppressed) = VIOLATIONS.admit() {
+                tracing::warn!(
+                    code,
+                    reason,
+                    suppressed,
+                    "WebSocket protocol violation; closing"
+                );
             }
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let close = sink.send(Message::Close(Some(frame)));
+            let _ = tokio::time::timeout(CLOSE_WAIT, give_up.guard(close)).await;
             ctx.gone.cancel();
             return Ok(false);
         }
@@ -421,11 +434,22 @@ fn is_request(msg: &Option<Result<Message, axum::Error>>) -> bool {
     matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_))))
 }
 
-fn is_too_big(e: axum::Error) -> bool {
+/// The close code and reason for a frame the WebSocket layer could not read (RFC 6455 §7.4.1):
+/// too big (1009), text that is not UTF-8 (1007), anything else against the protocol (1002).
+fn close_for(e: axum::Error) -> (u16, &'static str) {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    match e.into_inner().downcast::<WsError>() {
-        Ok(inner) => matches!(*inner, WsError::Capacity(_)),
-        Err(_) => false,
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e.into_inner().downcast::<WsError>().map(|b| *b) {
+        Ok(WsError::Capacity(_)) => (CLOSE_TOO_BIG, "message too big"),
+        Ok(WsError::Utf8(_)) => (CLOSE_INVALID_DATA, "text frame is not valid UTF-8"),
+        Ok(WsError::Protocol(ProtocolError::InvalidOpcode(_))) => {
+            (CLOSE_PROTOCOL_ERROR, "invalid opcode")
+        }
+        Ok(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)) => {
+            (CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        }
+        Ok(WsError::Protocol(_)) => (CLOSE_PROTOCOL_ERROR, "WebSocket protocol error"),
+        _ => (CLOSE_PROTOCOL_ERROR, "unreadable frame"),
     }
 }
 
@@ -651,6 +675,8 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
 static DROPPED: Throttle = Throttle::new(Duration::from_secs(1));
 /// Clients disconnected for not reading their replies: likewise.
 static STALLED: Throttle = Throttle::new(Duration::from_secs(1));
+/// Connections closed for a protocol violation: likewise.
+static VIOLATIONS: Throttle = Throttle::new(Duration::from_secs(1));
 /// Connections closed for an oversized message: likewise.
 static TOO_BIG: Throttle = Throttle::new(Duration::from_secs(1));
 

@@ -41,4 +41,6 @@ pub struct ServerState {
     pub max_peer_frame_bytes: usize,
     /// Topic exchange.
     pub exchange: Arc<Exchange>,
+    /// Open connections against the caps.
+    pub gate: Arc<super::listen::Gate>,
 }

@@ -3,6 +3,7 @@ mod bad_input;
 mod chaos;
 mod cluster;
 mod conformance;
+mod connections;
 mod languages;
 mod lifecycle;
 mod publish;
