@@ -274,7 +274,7 @@ pub fn connections_that_fit(wanted: usize, reserve: usize) -> usize {
         && cur < max
     {
         limit.current = Some(max);
-        if setrlimit(Resource::Nofile, limit.clone()).is_err() {
+        if setrlimit(Resource::Nofile, limit).is_err() {
             limit.current = Some(cur);
         }
     }
