@@ -85,6 +85,7 @@ pub struct NodeHandle {
     generated_token: Option<Arc<str>>,
     cluster: Option<Arc<Cluster>>,
     exchange: Arc<Exchange>,
+    guest_memory: Arc<crate::runtime::budget::GuestMemory>,
     /// Every task of the node: the server (and through it each session), the cluster's tasks,
     /// gossip, peer links, the queue timer, deferred deliveries.
     tasks: Tasks,
@@ -95,6 +96,11 @@ impl NodeHandle {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The node's guest-memory budget (bytes in use and the limit).
+    pub fn guest_memory(&self) -> &crate::runtime::budget::GuestMemory {
+        &self.guest_memory
     }
 
     /// The topic exchange (subscriptions, backlog, counters).
@@ -370,6 +376,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         gate: server::listen::Gate::new(connection_limits(&config.server)),
     });
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let guest_memory = state.dispatcher.runtime().guest_memory().clone();
     tasks.spawn(server::serve(listener, state, grace));
     tracing::info!(%addr, node_id = %info.node_id, "node listening");
     Ok(NodeHandle {
@@ -380,6 +387,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         generated_token,
         cluster,
         exchange,
+        guest_memory,
         tasks,
         killed,
     })

@@ -427,6 +427,11 @@ impl NodeConfig {
         if r.memory_limit_mib > r.max_memory_limit_mib {
             return bad("runtime.memory_limit_mib must not exceed runtime.max_memory_limit_mib");
         }
+        if r.max_guest_memory_mib != 0 && r.max_guest_memory_mib < r.memory_limit_mib {
+            return bad(
+                "runtime.max_guest_memory_mib must be 0 (half the machine) or at least runtime.memory_limit_mib",
+            );
+        }
         if r.max_call_depth == 0 || r.max_call_depth > 64 {
             return bad("runtime.max_call_depth must be between 1 and 64");
         }

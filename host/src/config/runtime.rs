@@ -25,6 +25,10 @@ pub struct RuntimeConfig {
     pub fuel_metering: bool,
     /// How deep plugins may nest `call`s (a plugin calling a plugin calling …).
     pub max_call_depth: u32,
+    /// Guest linear memory all running calls of the node may hold together; 0 means half of
+    /// the machine's memory. A call that would not fit waits briefly, then gets 1007; a guest
+    /// growing past it gets 1008.
+    pub max_guest_memory_mib: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -38,6 +42,7 @@ impl Default for RuntimeConfig {
             max_memory_limit_mib: 256,
             fuel_metering: false,
             max_call_depth: 8,
+            max_guest_memory_mib: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::GuestMemory;
 use super::nested::{CallContext, NestedCall, NestedError};
 use crate::sandbox::Sandbox;
 
@@ -53,6 +54,7 @@ impl HostState {
         plugin: Arc<str>,
         ctx: CallContext,
         memory_limit: usize,
+        budget: Arc<GuestMemory>,
         max_depth: u32,
         sandbox: &Sandbox,
     ) -> wasmtime::Result<Self> {
@@ -71,7 +73,7 @@ impl HostState {
         Ok(HostState {
             wasi: builder.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(memory_limit, budget),
             stderr,
             plugin,
             ctx,
@@ -265,24 +267,42 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Caps linear memory per store and remembers whether the cap was hit, so a guest that aborts
-/// after a failed allocation is reported as "memory limit exceeded" rather than a bare trap.
+/// Caps linear memory per store, reserves every growth in the node's guest-memory budget, and
+/// remembers which cap was hit, so a guest that aborts after a failed allocation is reported as
+/// "memory limit exceeded" rather than a bare trap.
 pub struct MemoryLimiter {
     limit: usize,
-    /// Set when a growth request was refused.
+    /// Set when a growth past this store's limit was refused.
     pub hit: bool,
+    budget: Arc<GuestMemory>,
+    /// Bytes this store holds in the budget.
+    pub committed: usize,
+    /// Set when a growth was refused because the node's budget was spent.
+    pub budget_hit: bool,
 }
 
 impl MemoryLimiter {
-    fn new(limit: usize) -> Self {
-        MemoryLimiter { limit, hit: false }
+    fn new(limit: usize, budget: Arc<GuestMemory>) -> Self {
+        MemoryLimiter {
+            limit,
+            hit: false,
+            budget,
+            committed: 0,
+            budget_hit: false,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.committed);
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -290,6 +310,12 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        let more = desired.saturating_sub(current);
+        if !self.budget.try_reserve(more) {
+            self.budget_hit = true;
+            return Ok(false);
+        }
+        self.committed += more;
         Ok(true)
     }
 

@@ -42,9 +42,22 @@ pub enum InvokeError {
     /// No instance slot was free.
     #[error("no free instance slot (more than {0} calls in progress)")]
     Overloaded(u32),
+    /// The node's guest-memory budget had no room for another instance of this plugin.
+    #[error("the node's guest memory budget ({0} MiB) is in use by other calls; not run")]
+    MemoryBusy(u64),
+    /// The guest grew past what was left of the node's guest-memory budget.
+    #[error("the node's guest memory budget ({0} MiB) ran out while the call grew its memory")]
+    NodeMemory(u64),
 }
 
+/// How long a call waits for room in the node's guest-memory budget before it is refused.
+const MEMORY_PATIENCE: Duration = Duration::from_millis(250);
+
 impl Runtime {
+    fn guest_memory_mib(&self) -> u64 {
+        (self.guest_memory.limit() >> 20) as u64
+    }
+
     pub(super) fn store(
         &self,
         plugin: Arc<str>,
@@ -53,7 +66,14 @@ impl Runtime {
         ctx: CallContext,
     ) -> wasmtime::Result<Store<HostState>> {
         let memory = (limits.memory_limit_mib as usize).saturating_mul(1 << 20);
-        let state = HostState::new(plugin, ctx, memory, self.config.max_call_depth, sandbox)?;
+        let state = HostState::new(
+            plugin,
+            ctx,
+            memory,
+            self.guest_memory.clone(),
+            self.config.max_call_depth,
+            sandbox,
+        )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if let Some(fuel) = limits.fuel {
@@ -91,6 +111,11 @@ impl Runtime {
         let _running = crate::identity::Counted::enter(&stats.in_flight);
         let out = async {
             let params = bind_args(func, args, kwargs)?;
+            // Room for what this plugin's instances start with, or a short wait for it.
+            let need = stats.initial_memory.load(Ordering::Relaxed);
+            if !self.guest_memory.admit(need, MEMORY_PATIENCE).await {
+                return Err(InvokeError::MemoryBusy(self.guest_memory_mib()));
+            }
             let mut store = self
                 .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
                 .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
@@ -101,6 +126,9 @@ impl Runtime {
             };
             let outcome = async {
                 let instance = plugin.pre.instantiate_async(&mut store).await?;
+                stats
+                    .initial_memory
+                    .store(store.data().limiter.committed, Ordering::Relaxed);
                 let f = instance
                     .get_func(&mut store, func.export)
                     .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
@@ -139,6 +167,9 @@ impl Runtime {
     ) -> InvokeError {
         if store.data().limiter.hit {
             return InvokeError::MemoryLimit(limits.memory_limit_mib);
+        }
+        if store.data().limiter.budget_hit {
+            return InvokeError::NodeMemory(self.guest_memory_mib());
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => InvokeError::Timeout(limits.call_timeout_ms),

@@ -116,6 +116,9 @@ pub struct CallStats {
     pub failures: AtomicU64,
     /// Calls running now.
     pub in_flight: AtomicU64,
+    /// Linear memory a fresh instance of this plugin holds (learned from its first call): what
+    /// a call needs free in the node's guest-memory budget to start.
+    pub initial_memory: std::sync::atomic::AtomicUsize,
 }
 
 /// Compiled code of a component, before it is checked against our world.

@@ -5,6 +5,7 @@
 //! plugin compiles it once and pre-instantiates it ([`InstancePre`]); every call then gets a
 //! fresh `Store`, so a trap, a runaway loop or a memory bomb fails that call only.
 
+pub mod budget;
 pub mod convert;
 mod host;
 mod invoke;
@@ -42,6 +43,8 @@ pub struct Runtime {
     stop_ticker: Arc<AtomicBool>,
     /// How many finished stores may wait for teardown (see [`teardown`]).
     teardown: Arc<teardown::Budget>,
+    /// Guest linear memory all stores may hold together (see [`budget`]).
+    guest_memory: Arc<budget::GuestMemory>,
 }
 
 impl Drop for Runtime {
@@ -100,13 +103,23 @@ impl Runtime {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("epoch ticker: {e}")))?;
+        let guest_memory = match config.max_guest_memory_mib {
+            0 => budget::default_limit(),
+            mib => usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        };
         Ok(Runtime {
             engine,
             linker,
             teardown: teardown::Budget::for_pool(config.max_instances),
+            guest_memory: budget::GuestMemory::new(guest_memory),
             config,
             stop_ticker,
         })
+    }
+
+    /// The node's guest-memory budget.
+    pub fn guest_memory(&self) -> &Arc<budget::GuestMemory> {
+        &self.guest_memory
     }
 
     /// The settings in force.

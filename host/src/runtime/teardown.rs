@@ -13,7 +13,8 @@
 //!
 //! Parked stores hold pool slots, so they are bounded twice: at most [`MAX_PARKED`] per thread,
 //! and per runtime at most an eighth of its slots (none at all for a pool of fewer than 16).
-//! Past either bound the store is dropped at once, as before.
+//! Past either bound the store is dropped at once, as before; so is a store that grew past
+//! [`MAX_PARKED_MEMORY`], whose memory the node's guest-memory budget wants back now.
 //!
 //! A program that runs a node on a tokio runtime of its own gets the flush-time teardown without
 //! doing anything. Adding `.on_thread_park(mpreg::runtime::teardown::run_deferred)` to its
@@ -78,8 +79,17 @@ thread_local! {
     static PARKED: RefCell<Parked> = RefCell::new(Parked::default());
 }
 
+/// A store holding more linear memory than this is torn down at once: parking it would keep that
+/// memory out of the node's guest-memory budget until its thread next flushes or idles, and its
+/// reset costs little next to what the call did.
+pub const MAX_PARKED_MEMORY: usize = 4 << 20;
+
 /// Hands a finished store to this thread's teardown list, or drops it when a bound is reached.
 pub(super) fn defer(store: Store<HostState>, budget: &Arc<Budget>) {
+    if store.data().limiter.committed > MAX_PARKED_MEMORY {
+        drop(store);
+        return;
+    }
     let mut store = Some(store);
     // `try_with`: a thread already tearing down its locals just drops the store here.
     let _ = PARKED.try_with(|p| {

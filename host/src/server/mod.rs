@@ -84,6 +84,10 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "functions": state.registry.all().len(),
         "load": crate::rpc::builtins::core::own_load(&state.node),
         "pubsub": state.exchange.describe(),
+        "guest_memory": {
+            "used_bytes": state.dispatcher.runtime().guest_memory().used(),
+            "limit_bytes": state.dispatcher.runtime().guest_memory().limit(),
+        },
         "connections": {
             "open": state.gate.open(),
             "refused": state.gate.refused.load(std::sync::atomic::Ordering::Relaxed),

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mpreg_tests::{TestNode, error_of, rpc_frame, test_config};
+use mpreg_tests::{TestNode, error_of, eventually, rpc_frame, test_config};
 use serde_json::json;
 
 fn resident_mib() -> Option<u64> {
@@ -141,5 +141,69 @@ async fn memory_stays_bounded_across_repeated_memory_bombs_and_traps() -> Result
         after < before + 256,
         "resident memory grew from {before} MiB to {after} MiB"
     );
+    Ok(())
+}
+
+/// Each call is capped by its plugin's limit, and all of them together by the node's guest
+/// memory budget: before, a hundred concurrent `hog(60)` calls took 5.3 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_guest_memory_budget_bounds_concurrent_calls() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.runtime.memory_limit_mib = 100;
+    cfg.runtime.max_guest_memory_mib = 150;
+    cfg.runtime.call_timeout_ms = 5_000;
+    let node = TestNode::with_config(cfg).await?;
+    let budget = 150usize << 20;
+    assert_eq!(node.handle.guest_memory().limit(), budget);
+    // One call first, so the node knows what a fresh instance of the plugin holds.
+    let mut ws = node.raw().await?;
+    let one = ws
+        .roundtrip(&rpc_frame(
+            "one",
+            json!([{"name": "c", "fun": "hog", "args": [1]}]),
+        ))
+        .await?;
+    assert_eq!(one["r"]["c"], json!(1), "{one}");
+    let calls = 8;
+    ws.pipeline("hog", json!([60]), calls).await?;
+    let mut peak = 0usize;
+    let mut done = 0;
+    let mut refused = Vec::new();
+    while done < calls {
+        peak = peak.max(node.handle.guest_memory().used());
+        let reply = ws.recv().await?;
+        done += 1;
+        if reply["error"].is_null() {
+            assert_eq!(reply["r"]["c"], json!(60), "{reply}");
+        } else {
+            let (code, details) = error_of(&reply)?;
+            assert!(
+                (code == 1007 && details.contains("guest memory budget (150 MiB) is in use"))
+                    || (code == 1008 && details.contains("guest memory budget (150 MiB) ran out")),
+                "{reply}"
+            );
+            refused.push(code);
+        }
+    }
+    assert!(peak <= budget, "{peak} bytes in use, budget {budget}");
+    assert!(
+        !refused.is_empty(),
+        "eight 60 MiB calls cannot all fit in 150 MiB at once"
+    );
+    assert!(refused.len() < calls, "some ran");
+    // Everything comes back once the calls are over.
+    eventually(
+        Duration::from_secs(5),
+        "the budget is free again",
+        || async { node.handle.guest_memory().used() == 0 },
+    )
+    .await?;
+    let again = ws
+        .roundtrip(&rpc_frame(
+            "again",
+            json!([{"name": "c", "fun": "hog", "args": [60]}]),
+        ))
+        .await?;
+    assert_eq!(again["r"]["c"], json!(60), "{again}");
     Ok(())
 }

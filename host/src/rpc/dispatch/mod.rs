@@ -93,6 +93,11 @@ enum Target {
 }
 
 impl NodeDispatcher {
+    /// The runtime its plugin calls run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// A dispatcher over this node's built-ins and plugins, and its cluster's.
     pub fn new(parts: DispatcherParts) -> Arc<Self> {
         let builtin_version =
@@ -367,8 +372,9 @@ impl From<InvokeError> for CallError {
             InvokeError::Timeout(_)
             | InvokeError::MemoryLimit(_)
             | InvokeError::StackOverflow
+            | InvokeError::NodeMemory(_)
             | InvokeError::OutOfFuel(_) => CallError::ResourceLimit(cause),
-            InvokeError::Overloaded(_) => CallError::Overloaded(cause),
+            InvokeError::Overloaded(_) | InvokeError::MemoryBusy(_) => CallError::Overloaded(cause),
             InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => {
                 CallError::Failed(cause)
             }
