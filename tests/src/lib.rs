@@ -407,6 +407,18 @@ impl RawWs {
         }
     }
 
+    /// The next data frame as text, exactly as the node wrote it.
+    pub async fn recv_text(&mut self) -> Result<String> {
+        loop {
+            match self.next().await? {
+                Message::Text(t) => return Ok(t.as_str().to_owned()),
+                Message::Binary(b) => return Ok(String::from_utf8(b.to_vec())?),
+                Message::Close(c) => return Err(anyhow!("closed: {c:?}")),
+                _ => {}
+            }
+        }
+    }
+
     /// The next JSON frame (text or binary).
     pub async fn recv(&mut self) -> Result<Value> {
         loop {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod codes;
 pub mod discovery;
+pub mod numbers;
 pub mod pubsub;
 
 use serde::{Deserialize, Deserializer, Serialize};

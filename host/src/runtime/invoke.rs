@@ -50,6 +50,25 @@ pub enum InvokeError {
     NodeMemory(u64),
 }
 
+/// Whether an out-of-bounds access was the guest's own stack running out. Compilers for wasm32
+/// (Rust, C, componentize-py's CPython) keep their stack in linear memory, below the data,
+/// growing down: overflowing it writes below address 0, which wraps to an address far out of
+/// bounds. The trap itself says only "out of bounds"; what tells a stack overflow from a stray
+/// pointer is the call stack under it: [`super::BACKTRACE_FRAMES`] deep (it was cut there) and, under
+/// the few frames at its top, the same cycle of at most 16 functions over and over.
+fn ran_off_its_stack(e: &wasmtime::Error) -> bool {
+    let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let funcs: Vec<u32> = bt.frames().iter().map(|f| f.func_index()).collect();
+    funcs.len() >= super::BACKTRACE_FRAMES && is_recursion(&funcs[4..])
+}
+
+/// `funcs` repeats one cycle of at most 16 functions.
+fn is_recursion(funcs: &[u32]) -> bool {
+    (1..=16.min(funcs.len() / 2)).any(|p| (p..funcs.len()).all(|i| funcs[i] == funcs[i - p]))
+}
+
 /// How long a call waits for room in the node's guest-memory budget before it is refused.
 const MEMORY_PATIENCE: Duration = Duration::from_millis(250);
 
@@ -176,6 +195,7 @@ impl Runtime {
             Some(Trap::StackOverflow) => InvokeError::StackOverflow,
             Some(Trap::OutOfFuel) => InvokeError::OutOfFuel(limits.fuel.unwrap_or(u64::MAX)),
             Some(Trap::AllocationTooLarge) => InvokeError::MemoryLimit(limits.memory_limit_mib),
+            Some(Trap::MemoryOutOfBounds) if ran_off_its_stack(&e) => InvokeError::StackOverflow,
             Some(trap) => {
                 let stderr = store.data().stderr_text();
                 if stderr.is_empty() {
@@ -249,4 +269,18 @@ fn bind_args(
         vals.push(val);
     }
     Ok(vals)
+}
+
+#[cfg(test)]
+mod recursion_tests {
+    use super::is_recursion;
+
+    #[test]
+    fn a_repeated_cycle_is_recursion_and_a_varied_stack_is_not() {
+        assert!(is_recursion(&[7; 40]));
+        let cycle: Vec<u32> = (0..60).map(|i| [3, 9, 4][i % 3]).collect();
+        assert!(is_recursion(&cycle));
+        let varied: Vec<u32> = (0..60).collect();
+        assert!(!is_recursion(&varied));
+    }
 }

@@ -35,7 +35,10 @@ pub use loaded::{
 };
 pub use nested::{CallContext, NestedCall, NestedCalls, NestedError, NestedFuture};
 
-/// The node's wasm engine and linker.
+/// Frames kept in a trap's backtrace: enough to recognise a recursion that ran out of stack.
+const BACKTRACE_FRAMES: usize = 64;
+
+/// The wasmtime engine, linker and budgets every plugin call runs under.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -77,6 +80,7 @@ impl Runtime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .max_wasm_stack(config.max_stack_kib as usize * 1024)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES))
             .async_stack_size(config.max_stack_kib as usize * 1024 + (256 << 10))
             // Reserve only what a guest may use (plus guard) instead of 4 GiB per slot.
             .memory_reservation(slot.max(memory).max(1 << 20).next_power_of_two())

@@ -521,6 +521,18 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
             return reject(bytes, parsed.err()).into();
         }
     };
+    if let Some(n) = crate::protocol::numbers::oversized_integer(bytes) {
+        let details = format!(
+            "integer {n} does not fit in 64 bits and would lose precision; send it as a string"
+        );
+        return Some(error_message(
+            req.u,
+            codes::MALFORMED_REQUEST,
+            "Malformed request",
+            details,
+        ))
+        .into();
+    }
     rpc(req, ctx).await.into()
 }
 

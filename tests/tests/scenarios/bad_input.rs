@@ -218,3 +218,42 @@ async fn an_amplifying_request_fails_at_its_byte_budget_and_others_are_served() 
     node.serves_echo().await?;
     Ok(())
 }
+
+/// Integers pass through exactly across the 64-bit range; a larger one (JSON has no limit, and
+/// MPREG's Python client sends Python's unbounded ints) is refused with 1005 naming it, never
+/// rounded.
+#[tokio::test]
+async fn integers_pass_through_exactly_or_are_refused_never_rounded() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut ws = node.raw().await?;
+    for (i, n) in [
+        "9007199254740993",
+        "18446744073709551615",
+        "-9223372036854775808",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let u = format!("big{i}");
+        ws.send_raw(&format!(
+            r#"{{"role":"rpc","u":"{u}","cmds":[{{"name":"e","fun":"echo","args":[{n}]}}]}}"#
+        ))
+        .await?;
+        let text = ws.recv_text().await?;
+        assert!(text.contains(&format!(r#""e":{n}"#)), "{n}: {text}");
+    }
+    for n in ["123456789012345678901234567890", "-18446744073709551616"] {
+        let frame = format!(
+            r#"{{"role":"rpc","u":"over","cmds":[{{"name":"e","fun":"echo","args":[{{"x":[{n}]}}]}}]}}"#
+        );
+        ws.send_raw(&frame).await?;
+        let reply = ws.recv().await?;
+        let (code, details) = error_of(&reply)?;
+        assert_eq!(code, 1005, "{reply}");
+        assert!(
+            details.contains(&format!("integer {n} does not fit in 64 bits")),
+            "{details}"
+        );
+    }
+    Ok(())
+}

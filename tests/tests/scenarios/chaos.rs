@@ -66,7 +66,12 @@ async fn every_chaos_behaviour_gets_a_clear_error_while_others_are_served() -> R
             1008,
             "exceeds the limit of 1048576 bytes",
         ),
-        ("recurse", json!([100_000_000u64]), 1003, "plugin trapped"),
+        (
+            "recurse",
+            json!([100_000_000u64]),
+            1008,
+            "exceeded its stack limit (stack overflow)",
+        ),
         (
             "fail",
             json!(["nope"]),
