@@ -432,6 +432,9 @@ impl NodeConfig {
                 "runtime.max_guest_memory_mib must be 0 (half the machine) or at least runtime.memory_limit_mib",
             );
         }
+        if r.max_running_calls > r.max_instances as usize {
+            return bad("runtime.max_running_calls must not exceed runtime.max_instances");
+        }
         if r.max_call_depth == 0 || r.max_call_depth > 64 {
             return bad("runtime.max_call_depth must be between 1 and 64");
         }

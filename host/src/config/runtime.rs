@@ -29,6 +29,9 @@ pub struct RuntimeConfig {
     /// the machine's memory. A call that would not fit waits briefly, then gets 1007; a guest
     /// growing past it gets 1008.
     pub max_guest_memory_mib: u64,
+    /// Plugin calls running at once on this node; 0 means four per core. Further calls wait
+    /// (for at most their time limit, then 1007), so guests cannot starve the node's sessions.
+    pub max_running_calls: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -43,6 +46,7 @@ impl Default for RuntimeConfig {
             fuel_metering: false,
             max_call_depth: 8,
             max_guest_memory_mib: 0,
+            max_running_calls: 0,
         }
     }
 }

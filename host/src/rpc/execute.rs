@@ -171,6 +171,9 @@ async fn run(
     let request_id: Arc<str> = u.as_str().into();
     let mut constraints = Vec::with_capacity(req.cmds.len());
     for c in &req.cmds {
+        // A request of 100,000 commands is checked and started in slices: other tasks on this
+        // worker get their turn in between.
+        tokio::task::consume_budget().await;
         let vc = match VersionConstraint::parse_optional(c.version_constraint.as_deref()) {
             Ok(vc) => vc,
             Err(e) => {
@@ -288,6 +291,7 @@ async fn run(
     let fail =
         |i: usize, f: CallError| error_reply(u.clone(), f.code(), failure_details(&req.cmds[i], f));
     for i in (0..n).filter(|&i| waiting[i] == 0) {
+        tokio::task::consume_budget().await;
         match start_command(i, &results, &mut budget, &mut args_held) {
             Ok(r) => running.push(r),
             Err(f) => return fail(i, f),

@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::GuestMemory;
 use super::nested::{CallContext, NestedCall, NestedError};
+use super::slots::{RunSlots, Slot};
 use crate::sandbox::Sandbox;
 
 /// Generated from `wit/plugin.wit`; in a module of its own so the generated `mpreg` package
@@ -46,9 +47,37 @@ pub struct HostState {
     plugin: Arc<str>,
     ctx: CallContext,
     max_depth: u32,
+    /// This call's run slot, and the pool it came from: given back while a nested call runs.
+    slot: Option<(Slot, RunSlots)>,
 }
 
 impl HostState {
+    /// Holds `slot` for the call.
+    pub fn hold(&mut self, slot: Slot, pool: RunSlots) {
+        self.slot = Some((slot, pool));
+    }
+
+    /// Gives the slot back (the call is over).
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    /// Runs `wait` (a nested call) without holding a run slot, and takes one again after:
+    /// a guest that waits does not run, and holding its slot could deadlock the pool.
+    async fn without_slot<T>(&mut self, wait: impl std::future::Future<Output = T>) -> T {
+        let pool = self.slot.take().map(|(slot, pool)| {
+            drop(slot);
+            pool
+        });
+        let out = wait.await;
+        if let Some(pool) = pool
+            && let Some(slot) = pool.reacquire().await
+        {
+            self.slot = Some((slot, pool));
+        }
+        out
+    }
+
     /// State for one call of `plugin` within `ctx`.
     pub fn new(
         plugin: Arc<str>,
@@ -78,6 +107,7 @@ impl HostState {
             plugin,
             ctx,
             max_depth,
+            slot: None,
         })
     }
 
@@ -183,7 +213,7 @@ impl wit::call::Host for HostState {
             request_id: self.ctx.request_id.clone(),
             depth,
         };
-        match nested.call(call).await {
+        match self.without_slot(nested.call(call)).await {
             Ok(v) => Ok(v.to_string()),
             Err(NestedError::NotFound(m)) => Err(CallError::NotFound(m)),
             Err(NestedError::BadArguments(m)) => Err(CallError::BadArguments(m)),
@@ -230,7 +260,7 @@ impl wit::queue::Host for HostState {
             request_id: self.ctx.request_id.clone(),
             depth: self.ctx.depth + 1,
         };
-        match node.call(call).await {
+        match self.without_slot(node.call(call)).await {
             Ok(sent) => sent["message_id"]
                 .as_str()
                 .map(str::to_owned)

@@ -42,6 +42,9 @@ pub enum InvokeError {
     /// No instance slot was free.
     #[error("no free instance slot (more than {0} calls in progress)")]
     Overloaded(u32),
+    /// Every run slot stayed taken for the call's whole time limit.
+    #[error("all {0} run slots stayed busy for the call's time limit; not run")]
+    Busy(usize),
     /// The node's guest-memory budget had no room for another instance of this plugin.
     #[error("the node's guest memory budget ({0} MiB) is in use by other calls; not run")]
     MemoryBusy(u64),
@@ -130,6 +133,10 @@ impl Runtime {
         let _running = crate::identity::Counted::enter(&stats.in_flight);
         let out = async {
             let params = bind_args(func, args, kwargs)?;
+            let patience = Duration::from_millis(plugin.limits.call_timeout_ms);
+            let Some(slot) = self.slots.acquire(patience).await else {
+                return Err(InvokeError::Busy(self.slots.size()));
+            };
             // Room for what this plugin's instances start with, or a short wait for it.
             let need = stats.initial_memory.load(Ordering::Relaxed);
             if !self.guest_memory.admit(need, MEMORY_PATIENCE).await {
@@ -138,6 +145,7 @@ impl Runtime {
             let mut store = self
                 .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
                 .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
+            store.data_mut().hold(slot, self.slots.clone());
             let mut results = if func.result.is_some() {
                 vec![Val::Bool(false)]
             } else {
@@ -154,6 +162,8 @@ impl Runtime {
                 f.call_async(&mut store, &params, &mut results).await
             }
             .await;
+            // The slot goes back now, not when the store is torn down.
+            store.data_mut().release_slot();
             if let Err(e) = outcome {
                 let err = self.classify(e, &store, &plugin.limits);
                 teardown::defer(store, &self.teardown);

@@ -12,8 +12,10 @@ mod invoke;
 mod load;
 mod loaded;
 pub mod nested;
+mod pool;
 pub mod sandbox;
 pub mod signature;
+pub mod slots;
 pub mod teardown;
 
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub struct Runtime {
     teardown: Arc<teardown::Budget>,
     /// Guest linear memory all stores may hold together (see [`budget`]).
     guest_memory: Arc<budget::GuestMemory>,
+    /// Calls running at once (see [`slots`]).
+    slots: slots::RunSlots,
+    /// Where calls that outlast their first slice continue (see [`pool`]).
+    pool: pool::GuestPool,
 }
 
 impl Drop for Runtime {
@@ -116,6 +122,9 @@ impl Runtime {
             linker,
             teardown: teardown::Budget::for_pool(config.max_instances),
             guest_memory: budget::GuestMemory::new(guest_memory),
+            slots: slots::RunSlots::new(config.max_running_calls),
+            pool: pool::GuestPool::new()
+                .map_err(|e| LoadError::Engine(format!("guest threads: {e}")))?,
             config,
             stop_ticker,
         })
@@ -124,6 +133,28 @@ impl Runtime {
     /// The node's guest-memory budget.
     pub fn guest_memory(&self) -> &Arc<budget::GuestMemory> {
         &self.guest_memory
+    }
+
+    /// Runs `call` (a future around [`Runtime::invoke`]) so that, past its first slice, it
+    /// continues on the guest threads rather than the caller's (see [`pool`]).
+    pub fn isolate<F>(
+        &self,
+        call: F,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, InvokeError>> + Send + 'static
+    where
+        F: std::future::Future<Output = Result<serde_json::Value, InvokeError>> + Send + 'static,
+    {
+        let run = self.pool.run(call);
+        async move {
+            run.await.unwrap_or_else(|e| {
+                Err(InvokeError::Trapped(format!("the call's task failed: {e}")))
+            })
+        }
+    }
+
+    /// The pool of run slots.
+    pub fn slots(&self) -> &slots::RunSlots {
+        &self.slots
     }
 
     /// The settings in force.

@@ -138,13 +138,13 @@ impl NodeDispatcher {
         let runtime = self.runtime.clone();
         let ctx = self.context(&call);
         let running = Counted::enter(RunningCalls(self.node.clone()));
-        async move {
+        self.runtime.isolate(async move {
             let _running = running;
             let c = call.command;
             runtime
                 .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
                 .await
-        }
+        })
     }
 
     /// The context a plugin call runs in: plugins may call back into this dispatcher.
@@ -374,7 +374,9 @@ impl From<InvokeError> for CallError {
             | InvokeError::StackOverflow
             | InvokeError::NodeMemory(_)
             | InvokeError::OutOfFuel(_) => CallError::ResourceLimit(cause),
-            InvokeError::Overloaded(_) | InvokeError::MemoryBusy(_) => CallError::Overloaded(cause),
+            InvokeError::Overloaded(_) | InvokeError::MemoryBusy(_) | InvokeError::Busy(_) => {
+                CallError::Overloaded(cause)
+            }
             InvokeError::BadArguments(_) | InvokeError::Trapped(_) | InvokeError::Returned(_) => {
                 CallError::Failed(cause)
             }

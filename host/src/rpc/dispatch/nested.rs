@@ -70,9 +70,9 @@ impl NestedCalls for NodeDispatcher {
                 Box::pin(async move {
                     run.await.map_err(|e| match e {
                         InvokeError::BadArguments(m) => NestedError::BadArguments(m),
-                        InvokeError::Overloaded(_) | InvokeError::MemoryBusy(_) => {
-                            NestedError::Other(e.to_string())
-                        }
+                        InvokeError::Overloaded(_)
+                        | InvokeError::MemoryBusy(_)
+                        | InvokeError::Busy(_) => NestedError::Other(e.to_string()),
                         other => NestedError::Failed(format!("'{fun}' {other}")),
                     })
                 })
