@@ -1,48 +1,12 @@
 //! The `mpreg` binary end to end: `server start --port 0` prints its URL, `call` and `request`
 //! talk to it, SIGTERM stops it cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mpreg");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> (Server, String) {
-    let mut child = Command::new(BIN)
-        .args(["server", "start", "--port", "0"])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mpreg");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let url = line.split_whitespace().last().expect("url").to_owned();
-    assert!(url.starts_with("ws://127.0.0.1:"), "{line}");
-    (Server(child), url)
-}
-
-fn mpreg(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run mpreg");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{mpreg, start};
 
 #[test]
 fn start_call_request_and_sigterm() {
@@ -77,26 +41,7 @@ fn start_call_request_and_sigterm() {
     assert_eq!(reply["r"], serde_json::json!({"b": ["x", "x"]}));
     let _ = std::fs::remove_file(&file);
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let t = Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.terminate(Duration::from_secs(10));
 }
 
 #[test]
@@ -147,7 +92,7 @@ fn plugin_new_build_publish_describe_retire() {
     );
 
     let shared_target = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/target/scaffold");
-    let out = Command::new(BIN)
+    let out = Command::new(support::BIN)
         .args(["plugin", "build", project_s])
         .env("CARGO_TARGET_DIR", shared_target)
         .output()
@@ -214,29 +159,8 @@ fn plugin_new_build_publish_describe_retire() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// The example `math` plugin, built like the tests crate builds it (a no-op when it is fresh).
 fn math_plugin() -> String {
-    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&plugins)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(plugins.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(plugins.join("target"))
-        .env_remove("CARGO_TARGET_DIR")
-        .stderr(Stdio::null())
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building the example plugins");
-    let path = plugins.join("target/wasm32-wasip2/release/mpreg_plugin_math.wasm");
-    assert!(path.exists(), "{}", path.display());
-    path.display().to_string()
+    support::example_plugin("math")
 }
 
 /// Polls `mpreg call` until `check` accepts its outcome; returns how long that took.
