@@ -336,6 +336,6 @@ async fn idle_connections_are_cheap() {
     let grown = server.rss_mib().saturating_sub(base);
     let per_kib = grown * 1024 / n as u64;
     eprintln!("idle connections: {n} cost {grown} MiB, {per_kib} KiB each");
-    assert!(per_kib <= 64, "{per_kib} KiB per idle connection");
+    assert!(per_kib <= 48, "{per_kib} KiB per idle connection");
     drop(idle);
 }

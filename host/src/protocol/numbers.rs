@@ -4,6 +4,21 @@
 //! `1.2345678901234568e29`). Such a request is refused instead, naming the number, so nothing
 //! changes a value without saying so.
 
+/// Whether `v` holds a number that may have been such an integer: a double with no fraction,
+/// beyond the 64-bit range. Cheap, and false for nearly every request, so the text is scanned
+/// ([`oversized_integer`]) only when it is true (`1e20` written as a float also passes here).
+pub fn may_hold_oversized(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|f| n.is_f64() && f.fract() == 0.0 && f.abs() >= 9.2e18),
+        Value::Array(a) => a.iter().any(may_hold_oversized),
+        Value::Object(o) => o.values().any(may_hold_oversized),
+        _ => false,
+    }
+}
+
 /// The first integer literal in `json` (outside strings) that fits neither `i64` nor `u64`.
 ///
 /// A linear scan with no allocation; it only looks closer at runs of 19 digits or more.
@@ -58,6 +73,18 @@ pub fn oversized_integer(json: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::oversized_integer;
+
+
+    #[test]
+    fn the_quick_check_passes_only_big_integral_doubles() {
+        use super::may_hold_oversized;
+        use serde_json::json;
+        assert!(!may_hold_oversized(&json!([1, 2.5, "x", {"a": u64::MAX}])));
+        let big: serde_json::Value =
+            serde_json::from_str("[{\"a\": 123456789012345678901234567890}]").expect("json");
+        assert!(may_hold_oversized(&big));
+        assert!(!may_hold_oversized(&json!([1.0e300_f64.sqrt().fract()])));
+    }
 
     #[test]
     fn finds_integers_past_64_bits_and_nothing_else() {

@@ -123,8 +123,9 @@ async fn upgrade(
 
 /// Bytes a WebSocket reads into at once; larger frames grow the buffer as they need. The
 /// library's default of 128 KiB, allocated for every connection, was most of an idle
-/// connection's footprint.
-const READ_BUFFER: usize = 16 << 10;
+/// connection's footprint; 16 KiB cost pipelined throughput (more, smaller reads), 32 KiB was
+/// measured level with 128 KiB (docs/benchmarks.md).
+const READ_BUFFER: usize = 32 << 10;
 
 /// Upgrades with a message limit and runs the connection as a tracked session task, which
 /// keeps the connection's place under the caps (`ticket`) for as long as it runs.

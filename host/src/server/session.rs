@@ -15,6 +15,7 @@ use super::pubsub;
 use super::state::ServerState;
 use super::window::{Unwritten, Window};
 use crate::identity::Counted;
+use crate::protocol::numbers;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
 use crate::rpc::execute::{self, ExecOptions};
 use crate::throttle::Throttle;
@@ -521,7 +522,11 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
             return reject(bytes, parsed.err()).into();
         }
     };
-    if let Some(n) = crate::protocol::numbers::oversized_integer(bytes) {
+    let suspect = req.cmds.iter().any(|c| {
+        c.args.iter().any(numbers::may_hold_oversized)
+            || c.kwargs.values().any(numbers::may_hold_oversized)
+    });
+    if let Some(n) = suspect.then(|| numbers::oversized_integer(bytes)).flatten() {
         let details = format!(
             "integer {n} does not fit in 64 bits and would lose precision; send it as a string"
         );
