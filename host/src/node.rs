@@ -289,9 +289,10 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         advertised_urls,
     ));
     let dir = config.node.data_dir.clone();
+    let max_queues = config.queues.max_queues;
     let queues = tokio::task::spawn_blocking(move || {
         let store = QueueStore::open(dir.as_deref())?;
-        QueueManager::open(store, system_clock())
+        QueueManager::open(store, system_clock(), max_queues)
     })
     .await
     .map_err(|e| NodeError::Startup(format!("opening the queue store: {e}")))?

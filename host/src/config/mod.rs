@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// Topic exchange: backlog and slow subscribers.
     pub pubsub: PubsubConfig,
+    /// Durable queues.
+    pub queues: QueuesConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -141,6 +143,20 @@ impl Default for ClusterConfig {
             max_hops: 2,
             distribute_plugins: true,
         }
+    }
+}
+
+/// `[queues]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuesConfig {
+    /// Queues (dead-letter queues included) this node may hold; creating more fails with 1008.
+    pub max_queues: usize,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig { max_queues: 10_000 }
     }
 }
 
@@ -456,6 +472,9 @@ impl NodeConfig {
             return bad(
                 "pubsub.slow_subscriber_ms, subscriber_overflow, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
             );
+        }
+        if self.queues.max_queues == 0 || self.queues.max_queues > 1_000_000 {
+            return bad("queues.max_queues must be between 1 and 1000000");
         }
         let c = &self.cluster;
         if c.gossip_interval_ms == 0 || c.gossip_interval_ms > 10_000 {

@@ -74,7 +74,6 @@ pub fn oversized_integer(json: &[u8]) -> Option<&str> {
 mod tests {
     use super::oversized_integer;
 
-
     #[test]
     fn the_quick_check_passes_only_big_integral_doubles() {
         use super::may_hold_oversized;

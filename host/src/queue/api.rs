@@ -129,7 +129,7 @@ impl From<ManagerError> for CallError {
         match e {
             ManagerError::Unknown(_) => CallError::NotFound(e.to_string()),
             ManagerError::Queue(QueueError::Full(_)) => CallError::Overloaded(e.to_string()),
-            ManagerError::Queue(QueueError::TooLarge { .. }) => {
+            ManagerError::Queue(QueueError::TooLarge { .. } | QueueError::Limit(_)) => {
                 CallError::ResourceLimit(e.to_string())
             }
             ManagerError::Queue(_) => CallError::Failed(e.to_string()),

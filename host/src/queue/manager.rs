@@ -87,6 +87,8 @@ pub struct QueueManager {
     queues: Mutex<HashMap<String, Arc<Entry>>>,
     clock: Clock,
     changed: Notify,
+    /// Queues (dead-letter queues included) that may exist at once.
+    max_queues: usize,
 }
 
 fn check_name(name: &str) -> Result<(), QueueError> {
@@ -105,17 +107,18 @@ fn check_name(name: &str) -> Result<(), QueueError> {
 }
 
 impl QueueManager {
-    /// Opens the store and restores every queue.
-    pub fn open(store: QueueStore, clock: Clock) -> Result<Self, ManagerError> {
+    /// Opens the store and restores every queue; at most `max_queues` may exist.
+    pub fn open(store: QueueStore, clock: Clock, max_queues: usize) -> Result<Self, ManagerError> {
         let now = clock();
         let mut queues = HashMap::new();
-        for (name, spec, msgs) in store.load()? {
-            let mut state = QueueState::new(&name, spec);
-            for m in msgs {
+        for loaded in store.load()? {
+            let mut state = QueueState::new(&loaded.name, loaded.spec);
+            state.restore_counters(&loaded.counters);
+            for m in loaded.messages {
                 state.restore(m, now);
             }
             queues.insert(
-                name,
+                loaded.name,
                 Arc::new(Entry {
                     state: Mutex::new(state),
                     ready: Notify::new(),
@@ -127,6 +130,7 @@ impl QueueManager {
             queues: Mutex::new(queues),
             clock,
             changed: Notify::new(),
+            max_queues,
         })
     }
 
@@ -190,6 +194,15 @@ impl QueueManager {
                     .into());
                 }
             }
+            let new = names.iter().filter(|(n, _)| !map.contains_key(n)).count();
+            if new > 0 && map.len() + new > self.max_queues {
+                return Err(QueueError::Limit(format!(
+                    "this node holds {} queues, its limit (queues.max_queues) is {}",
+                    map.len(),
+                    self.max_queues
+                ))
+                .into());
+            }
             for (n, s) in names {
                 if map.contains_key(&n) {
                     continue;
@@ -247,7 +260,7 @@ impl QueueManager {
             let mut changes = q.tick(now);
             let out = op(&mut q, now)?;
             changes.extend(out.1);
-            self.store.apply(name, &changes)?;
+            self.store.apply(name, &changes, &q.counters())?;
             (out.0, changes)
         };
         let changed = !changes.is_empty();
@@ -272,7 +285,7 @@ impl QueueManager {
                             }
                         }
                     }
-                    self.store.apply(&dlq, &puts)?;
+                    self.store.apply(&dlq, &puts, &q.counters())?;
                     drop(q);
                     e.ready.notify_waiters();
                 }
@@ -546,7 +559,8 @@ mod tests {
         let now = Arc::new(AtomicU64::new(1_000));
         let clock_now = now.clone();
         let clock: Clock = Arc::new(move || clock_now.load(Ordering::Relaxed));
-        let m = QueueManager::open(QueueStore::open(None).expect("store"), clock).expect("open");
+        let m =
+            QueueManager::open(QueueStore::open(None).expect("store"), clock, 100).expect("open");
         (m, now)
     }
 
@@ -596,5 +610,95 @@ mod tests {
             !m.has("ok.name-1_x.dlq"),
             "its dead-letter queue goes with it"
         );
+    }
+
+    #[tokio::test]
+    async fn counters_and_sequence_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: Clock = Arc::new(|| 1_000);
+        let open = || {
+            let store = QueueStore::open(Some(dir.path())).expect("store");
+            QueueManager::open(store, clock.clone(), 100).expect("open")
+        };
+        let spec = QueueSpec {
+            max_receives: 0,
+            ..Default::default()
+        };
+        let first_ids = {
+            let m = open();
+            m.create("c", spec).await.expect("create");
+            let mut ids = Vec::new();
+            for i in 0..3 {
+                let sent = m
+                    .send("c", i.to_string(), &SendOptions::default())
+                    .await
+                    .expect("send");
+                ids.push(sent.message_id);
+            }
+            let got = m
+                .receive("c", "", 3, None, Duration::ZERO)
+                .await
+                .expect("receive");
+            for d in got {
+                m.ack("c", std::slice::from_ref(&d.receipt)).await.expect("ack");
+            }
+            ids
+        };
+        let m = open();
+        let stats = m.stats("c").expect("stats");
+        assert_eq!((stats.sent, stats.delivered, stats.acked), (3, 3, 3));
+        assert_eq!(stats.messages, 0);
+        let again = m
+            .send("c", "4".into(), &SendOptions::default())
+            .await
+            .expect("send");
+        assert!(
+            !first_ids.contains(&again.message_id),
+            "ids are never reused"
+        );
+        assert_eq!(m.stats("c").expect("stats").sent, 4);
+    }
+
+    #[tokio::test]
+    async fn the_number_of_queues_and_their_caps_are_bounded() {
+        let clock: Clock = Arc::new(|| 1_000);
+        let m = QueueManager::open(QueueStore::open(None).expect("store"), clock, 3).expect("open");
+        // With its dead-letter queue: two.
+        assert!(m.create("a", QueueSpec::default()).await.expect("a"));
+        let no_dlq = QueueSpec {
+            max_receives: 0,
+            ..Default::default()
+        };
+        assert!(m.create("b", no_dlq.clone()).await.expect("b"));
+        let err = m
+            .create("c", no_dlq.clone())
+            .await
+            .expect_err("over the limit");
+        assert!(
+            err.to_string()
+                .contains("its limit (queues.max_queues) is 3"),
+            "{err}"
+        );
+        // Re-creating one that exists is not a new queue.
+        assert!(!m.create("b", no_dlq.clone()).await.expect("again"));
+        for (spec, needle) in [
+            (
+                QueueSpec {
+                    max_messages: 100_000_000_000,
+                    ..no_dlq.clone()
+                },
+                "max_messages must be between 1 and 10000000",
+            ),
+            (
+                QueueSpec {
+                    max_message_bytes: 100_000_000_000,
+                    ..no_dlq.clone()
+                },
+                "max_message_bytes must be between 1 and 16777216",
+            ),
+        ] {
+            let err = m.create("d", spec).await.expect_err("caps");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
     }
 }

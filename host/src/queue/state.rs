@@ -181,8 +181,16 @@ impl QueueSpec {
         if self.visibility_timeout_ms == 0 || self.visibility_timeout_ms > 12 * 3_600_000 {
             return bad("visibility_timeout_ms must be between 1 and 43200000 (12 h)".into());
         }
-        if self.max_messages == 0 || self.max_message_bytes == 0 {
-            return bad("max_messages and max_message_bytes must be positive".into());
+        if self.max_messages == 0 || self.max_messages > MAX_MESSAGES {
+            return bad(format!("max_messages must be between 1 and {MAX_MESSAGES}"));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > MAX_MESSAGE_BYTES {
+            return bad(format!(
+                "max_message_bytes must be between 1 and {MAX_MESSAGE_BYTES} (16 MiB, the largest frame a node reads)"
+            ));
+        }
+        if self.dedup_window_ms > 7 * 24 * 3_600_000 {
+            return bad("dedup_window_ms must be at most 604800000 (7 days)".into());
         }
         Ok(())
     }
@@ -190,6 +198,33 @@ impl QueueSpec {
     fn needs_consumer(&self) -> bool {
         matches!(self.mode, Mode::Broadcast { .. } | Mode::Quorum { .. })
     }
+}
+
+/// The largest `max_messages` a queue may have.
+pub const MAX_MESSAGES: usize = 10_000_000;
+/// The largest `max_message_bytes` a queue may have: a node reads no larger frame.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// What a queue keeps across restarts besides its messages: where its sequence stands and its
+/// totals. Persisted with every change (see `QueueStore::apply`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// The next message's seq (so seqs are never reused, even after the queue empties).
+    pub next_seq: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Deliveries made.
+    pub delivered: u64,
+    /// Acknowledgements.
+    pub acked: u64,
+    /// Negative acknowledgements.
+    pub nacked: u64,
+    /// Visibility timeouts that passed.
+    pub expired: u64,
+    /// Moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Sends recognised as duplicates.
+    pub duplicates: u64,
 }
 
 /// A message as persisted.
@@ -248,6 +283,9 @@ pub enum QueueError {
     /// The queue holds `max_messages`.
     #[error("queue is full ({0} messages); retry after consumers catch up")]
     Full(usize),
+    /// A node-wide limit (the number of queues).
+    #[error("{0}")]
+    Limit(String),
     /// The body is larger than `max_message_bytes`.
     #[error("message of {size} bytes exceeds this queue's limit of {limit} bytes")]
     TooLarge {
@@ -315,7 +353,7 @@ pub struct Stats {
     pub delayed: usize,
     /// Received and not acknowledged yet.
     pub in_flight: usize,
-    /// Totals since the node started.
+    /// Totals since the queue was created (kept across restarts).
     pub sent: u64,
     /// Deliveries made.
     pub delivered: u64,
@@ -857,6 +895,34 @@ impl QueueState {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Its sequence position and totals, to persist.
+    pub fn counters(&self) -> Counters {
+        let s = &self.stats;
+        Counters {
+            next_seq: self.next_seq,
+            sent: s.sent,
+            delivered: s.delivered,
+            acked: s.acked,
+            nacked: s.nacked,
+            expired: s.expired,
+            dead_lettered: s.dead_lettered,
+            duplicates: s.duplicates,
+        }
+    }
+
+    /// Takes back persisted counters (at start-up, before or after its messages).
+    pub fn restore_counters(&mut self, c: &Counters) {
+        self.next_seq = self.next_seq.max(c.next_seq);
+        let s = &mut self.stats;
+        s.sent = c.sent;
+        s.delivered = c.delivered;
+        s.acked = c.acked;
+        s.nacked = c.nacked;
+        s.expired = c.expired;
+        s.dead_lettered = c.dead_lettered;
+        s.duplicates = c.duplicates;
     }
 
     /// Counters and sizes now.

@@ -8,7 +8,23 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::state::{Change, QueueSpec, Stored};
+use super::state::{Change, Counters, QueueSpec, Stored};
+
+/// The key of a queue's counters in its message tree: message seqs start at 1 and never reach
+/// it, and it sorts last, after every message.
+const COUNTERS_KEY: [u8; 8] = u64::MAX.to_be_bytes();
+
+/// One queue as loaded: its settings, counters and messages in send order.
+pub struct Loaded {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub spec: QueueSpec,
+    /// Its counters (default for a queue written before counters were kept).
+    pub counters: Counters,
+    /// Its messages.
+    pub messages: Vec<Stored>,
+}
 
 /// Why the queue store failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +71,8 @@ impl QueueStore {
         self.durable
     }
 
-    /// Every queue with its messages, in send order.
-    pub fn load(&self) -> Result<Vec<(String, QueueSpec, Vec<Stored>)>, StoreError> {
+    /// Every queue with its counters and messages, in send order.
+    pub fn load(&self) -> Result<Vec<Loaded>, StoreError> {
         let mut out = Vec::new();
         for item in self.specs.iter() {
             let (k, v) = item?;
@@ -65,15 +81,26 @@ impl QueueStore {
             let spec: QueueSpec = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Corrupt(format!("spec of '{name}': {e}")))?;
             let tree = self.db.open_tree(tree_name(&name))?;
-            let mut msgs = Vec::new();
+            let mut messages = Vec::new();
+            let mut counters = Counters::default();
             for m in tree.iter() {
-                let (_, v) = m?;
-                msgs.push(
+                let (k, v) = m?;
+                if *k == COUNTERS_KEY {
+                    counters = postcard::from_bytes(&v)
+                        .map_err(|e| StoreError::Corrupt(format!("counters of '{name}': {e}")))?;
+                    continue;
+                }
+                messages.push(
                     postcard::from_bytes::<Stored>(&v)
                         .map_err(|e| StoreError::Corrupt(format!("message in '{name}': {e}")))?,
                 );
             }
-            out.push((name, spec, msgs));
+            out.push(Loaded {
+                name,
+                spec,
+                counters,
+                messages,
+            });
         }
         Ok(out)
     }
@@ -95,14 +122,23 @@ impl QueueStore {
         Ok(())
     }
 
-    /// Applies `changes` to queue `name` (dead letters go to `dead_letters`, when given, as
-    /// `Put`s there: the caller turned them into the dead-letter queue's own records).
-    pub fn apply(&self, name: &str, changes: &[Change]) -> Result<(), StoreError> {
+    /// Applies `changes` to queue `name` together with its `counters`, in one atomic batch
+    /// (dead letters are removed here: the caller files them as `Put`s of the dead-letter
+    /// queue).
+    pub fn apply(
+        &self,
+        name: &str,
+        changes: &[Change],
+        counters: &Counters,
+    ) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
         let tree = self.db.open_tree(tree_name(name))?;
         let mut batch = sled::Batch::default();
+        let counted =
+            postcard::to_stdvec(counters).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.insert(&COUNTERS_KEY, counted);
         for c in changes {
             match c {
                 Change::Put(m) => {
