@@ -640,7 +640,9 @@ mod tests {
                 .await
                 .expect("receive");
             for d in got {
-                m.ack("c", std::slice::from_ref(&d.receipt)).await.expect("ack");
+                m.ack("c", std::slice::from_ref(&d.receipt))
+                    .await
+                    .expect("ack");
             }
             ids
         };
