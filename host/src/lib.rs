@@ -16,7 +16,8 @@
 //! - [`node`], [`config`]: assembling and running a node (node feature).
 //! - [`scaffold`]: `mpreg plugin new` / `build` for Rust, Python and JavaScript (node feature).
 //! - [`client`]: the Rust client (always available); [`bench`]: the load generator on top of it;
-//!   [`render`]: what the CLI prints (node feature).
+//!   [`soak`]: long mixed traffic with the node's memory sampled; [`render`]: what the CLI
+//!   prints (node feature).
 
 pub mod bench;
 mod burst;
@@ -57,6 +58,8 @@ pub mod queue;
 pub mod render;
 #[cfg(feature = "node")]
 pub mod scaffold;
+#[cfg(feature = "node")]
+pub mod soak;
 #[cfg(feature = "node")]
 pub mod server;
 #[cfg(feature = "node")]

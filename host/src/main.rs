@@ -259,6 +259,13 @@ struct BenchArgs {
     /// Run only scenarios whose name contains this text.
     #[arg(long, default_value = "")]
     only: String,
+    /// Instead of the scenarios: a soak of this many seconds of mixed traffic (RPC, pub/sub,
+    /// queues, hostile clients) with the node's memory sampled (600 for the documented run).
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<f64>,
+    /// How often the soak samples the node's memory.
+    #[arg(long, default_value_t = 10.0)]
+    sample_seconds: f64,
 }
 
 fn parse_json_arg(s: &str) -> Value {
@@ -399,6 +406,24 @@ async fn request(url: &str, file: &PathBuf) -> Result<()> {
 }
 
 async fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(seconds) = args.soak {
+        if !(seconds > 0.0 && args.sample_seconds > 0.0) {
+            bail!("--soak and --sample-seconds must be positive");
+        }
+        let cfg = mpreg::soak::SoakConfig {
+            url: args.url,
+            duration: Duration::from_secs_f64(seconds),
+            sample_every: Duration::from_secs_f64(args.sample_seconds),
+            plugin_function: args.function,
+        };
+        let report = mpreg::soak::run(&cfg).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", mpreg::soak::render(&report));
+        }
+        return Ok(());
+    }
     let cfg = mpreg::bench::BenchConfig {
         url: args.url,
         duration: Duration::from_secs_f64(args.seconds),

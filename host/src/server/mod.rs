@@ -84,6 +84,9 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "functions": state.registry.all().len(),
         "load": crate::rpc::builtins::core::own_load(&state.node),
         "pubsub": state.exchange.describe(),
+        "process": {
+            "rss_bytes": resident_bytes(),
+        },
         "guest_memory": {
             "used_bytes": state.dispatcher.runtime().guest_memory().used(),
             "limit_bytes": state.dispatcher.runtime().guest_memory().limit(),
@@ -95,6 +98,14 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         },
     }))
     .into_response()
+}
+
+/// This process's resident set size (Linux `/proc/self/statm`); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
 }
 
 /// A peer link: frames as large as a component being fetched.
