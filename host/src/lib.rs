@@ -59,8 +59,8 @@ pub mod render;
 #[cfg(feature = "node")]
 pub mod scaffold;
 #[cfg(feature = "node")]
-pub mod soak;
-#[cfg(feature = "node")]
 pub mod server;
 #[cfg(feature = "node")]
 mod sled_db;
+#[cfg(feature = "node")]
+pub mod soak;

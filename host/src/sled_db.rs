@@ -7,11 +7,15 @@ use std::path::Path;
 ///
 /// A database closed a moment ago (a node restarted in the same process) may still be held by
 /// sled's flusher thread for a few milliseconds: the lock is retried for up to 2 s.
-pub fn open(dir: Option<&Path>, file: &str) -> Result<sled::Db, sled::Error> {
+///
+/// `cache_bytes` bounds the pages sled keeps in memory (its default is 1 GiB): what does not
+/// fit is read back from the file (and the OS page cache) when needed.
+pub fn open(dir: Option<&Path>, file: &str, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     let config = match dir {
         Some(d) => sled::Config::new().path(d.join(file)),
         None => sled::Config::new().temporary(true),
-    };
+    }
+    .cache_capacity(cache_bytes);
     let mut attempts = 0;
     loop {
         match config.open() {

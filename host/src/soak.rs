@@ -120,7 +120,10 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakReport, ClientError> {
     })?;
     let setup = Client::connect(&cfg.url).await?;
     setup
-        .call("queue.create", vec![json!("soak"), json!({"max_receives": 0})])
+        .call(
+            "queue.create",
+            vec![json!("soak"), json!({"max_receives": 0})],
+        )
         .await?;
     let has_huge = setup.call("huge", vec![json!(0)]).await.is_ok();
     let tallies: Tallies = Arc::new(KINDS.iter().map(|k| (*k, Tally::default())).collect());
@@ -132,10 +135,17 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakReport, ClientError> {
     }
     tasks.spawn(pubsub_load(cfg.url.clone(), tallies.clone(), until));
     tasks.spawn(queue_load(cfg.url.clone(), tallies.clone(), until));
-    tasks.spawn(hostile_load(cfg.url.clone(), tallies.clone(), until, has_huge));
+    tasks.spawn(hostile_load(
+        cfg.url.clone(),
+        tallies.clone(),
+        until,
+        has_huge,
+    ));
     let mut rss = vec![(0.0, first)];
     while Instant::now() < until {
-        let wait = cfg.sample_every.min(until.saturating_duration_since(Instant::now()));
+        let wait = cfg
+            .sample_every
+            .min(until.saturating_duration_since(Instant::now()));
         tokio::time::sleep(wait).await;
         if let Some(mib) = sample(&cfg.url).await {
             rss.push((start.elapsed().as_secs_f64(), mib));
@@ -200,7 +210,11 @@ async fn rpc_load(cfg: SoakConfig, tallies: Tallies, until: Instant, conn: usize
         let cmds = &templates[(n % 3) as usize];
         let frame = json!({"role": "rpc", "u": format!("s{conn}-{n}"), "cmds": cmds});
         n += 1;
-        if tx.send(Message::Text(frame.to_string().into())).await.is_err() {
+        if tx
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
             tallies["rpc"].count(false);
             break;
         }
@@ -216,7 +230,8 @@ async fn rpc_load(cfg: SoakConfig, tallies: Tallies, until: Instant, conn: usize
 }
 
 async fn pubsub_load(url: String, tallies: Tallies, until: Instant) {
-    let (Ok(sub_client), Ok(publisher)) = (Client::connect(&url).await, Client::connect(&url).await)
+    let (Ok(sub_client), Ok(publisher)) =
+        (Client::connect(&url).await, Client::connect(&url).await)
     else {
         tallies["pubsub published"].count(false);
         return;
@@ -236,7 +251,10 @@ async fn pubsub_load(url: String, tallies: Tallies, until: Instant) {
     let mut n = 0u64;
     while Instant::now() < until {
         let ok = publisher
-            .publish(&format!("soak.t{}", n % 8), json!({"n": n, "pad": "p".repeat(256)}))
+            .publish(
+                &format!("soak.t{}", n % 8),
+                json!({"n": n, "pad": "p".repeat(256)}),
+            )
             .await
             .is_ok();
         tallies["pubsub published"].count(ok);
@@ -402,7 +420,10 @@ async fn slow_header(url: &str) -> bool {
     let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
         return false;
     };
-    let sent = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.is_ok();
+    let sent = tcp
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .is_ok();
     tokio::time::sleep(Duration::from_secs(2)).await;
     sent
 }
@@ -422,7 +443,10 @@ async fn stuck_subscriber(url: &str) -> bool {
 
 /// The report as Markdown: traffic, then the RSS curve.
 pub fn render(r: &SoakReport) -> String {
-    let mut out = format!("soak: {:.0} s\n\n| traffic | ok | errors |\n|---|---:|---:|\n", r.seconds);
+    let mut out = format!(
+        "soak: {:.0} s\n\n| traffic | ok | errors |\n|---|---:|---:|\n",
+        r.seconds
+    );
     for (k, c) in &r.traffic {
         out.push_str(&format!("| {k} | {} | {} |\n", c.ok, c.errors));
     }

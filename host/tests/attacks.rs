@@ -339,3 +339,62 @@ async fn idle_connections_are_cheap() {
     assert!(per_kib <= 48, "{per_kib} KiB per idle connection");
     drop(idle);
 }
+
+/// Attack 7: a queue filled with 100,000 messages of 1 KiB (before, every body and record was
+/// held in memory: ~900 bytes per message besides the body). Bodies now stay on disk; only
+/// the records are in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_keeps_its_bodies_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().display().to_string();
+    let (server, url) = node(&format!("[node]\ndata_dir = {data:?}\n"));
+    let base = baseline(&server, &url).await;
+    let mut ws = connect(&url).await;
+    ws.send(frame("c", json!([{"name": "c", "fun": "queue.create", "args": ["full", {"max_receives": 0, "max_messages": 200000}]}])))
+        .await
+        .expect("send");
+    recv(&mut ws, Duration::from_secs(10)).await;
+    let batch = 1_000;
+    let body = "b".repeat(1024);
+    let mut fill = async |from: usize, n: usize| {
+        for b in (from..from + n).step_by(batch) {
+            let msgs: Vec<Value> = (0..batch).map(|_| json!({"body": body})).collect();
+            ws.send(frame(
+                &format!("s{b}"),
+                json!([{"name": "s", "fun": "queue.send_batch", "args": ["full", msgs]}]),
+            ))
+            .await
+            .expect("send");
+            let reply = recv(&mut ws, Duration::from_secs(60)).await;
+            assert!(reply["error"].is_null(), "{}", reply["error"]);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.rss_mib()
+    };
+    // The first half fills sled's bounded cache; the second shows what a message costs.
+    let half = 60_000;
+    let first = fill(0, half).await;
+    let second = fill(half, half).await;
+    let per_msg = second.saturating_sub(first) * (1 << 20) / half as u64;
+    eprintln!(
+        "a full queue: {} messages of 1 KiB, RSS {base} → {first} → {second} MiB, {per_msg} bytes per further message",
+        2 * half
+    );
+    // A message's record and index; not its 1 KiB body.
+    assert!(per_msg < 1_000, "{per_msg} bytes per message");
+    // The bodies are still there to deliver.
+    ws.send(frame(
+        "r",
+        json!([{"name": "r", "fun": "queue.receive", "args": ["full", {"max": 3}]}]),
+    ))
+    .await
+    .expect("send");
+    let reply = recv(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(
+        reply["r"]["r"][0]["body"],
+        json!(body),
+        "{}",
+        reply["error"]
+    );
+    echo_answers(&url).await;
+}

@@ -90,7 +90,7 @@ impl PluginStore {
     /// Opens (or creates) the store in `dir`; `None` keeps everything in memory (tests, demos).
     /// Blocking (it may wait for the file lock): call it off the async runtime.
     pub fn open(dir: Option<&Path>) -> Result<Self, StoreError> {
-        let db = crate::sled_db::open(dir, "plugins.sled")?;
+        let db = crate::sled_db::open(dir, "plugins.sled", 1 << 30)?;
         Ok(PluginStore {
             blobs: db.open_tree("blobs")?,
             compiled: db.open_tree("compiled")?,

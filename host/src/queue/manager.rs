@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::state::{
@@ -112,7 +113,7 @@ impl QueueManager {
         let now = clock();
         let mut queues = HashMap::new();
         for loaded in store.load()? {
-            let mut state = QueueState::new(&loaded.name, loaded.spec);
+            let mut state = QueueState::new(&loaded.name, loaded.spec).without_bodies();
             state.restore_counters(&loaded.counters);
             for m in loaded.messages {
                 state.restore(m, now);
@@ -211,7 +212,7 @@ impl QueueManager {
                 map.insert(
                     n.clone(),
                     Arc::new(Entry {
-                        state: Mutex::new(QueueState::new(&n, s)),
+                        state: Mutex::new(QueueState::new(&n, s).without_bodies()),
                         ready: Notify::new(),
                     }),
                 );
@@ -278,10 +279,12 @@ impl QueueManager {
                     let mut q = e.lock();
                     let mut puts = Vec::new();
                     for m in dead {
+                        let id = m.id.clone();
                         match q.adopt(m, now) {
                             Ok(c) => puts.push(c),
                             Err(err) => {
-                                tracing::error!(queue = %dlq, error = %err, "dead letter dropped: dead-letter queue refused it")
+                                tracing::error!(queue = %dlq, error = %err, "dead letter dropped: dead-letter queue refused it");
+                                self.store.forget_body(&id)?;
                             }
                         }
                     }
@@ -290,7 +293,10 @@ impl QueueManager {
                     e.ready.notify_waiters();
                 }
                 Err(_) => {
-                    tracing::warn!(queue = %name, count = dead.len(), "no dead-letter queue; messages past max_receives dropped")
+                    tracing::warn!(queue = %name, count = dead.len(), "no dead-letter queue; messages past max_receives dropped");
+                    for m in &dead {
+                        self.store.forget_body(&m.id)?;
+                    }
                 }
             }
         }
@@ -371,8 +377,12 @@ impl QueueManager {
             let ready = entry.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
+            // Bodies are read inside, before a fire-and-forget delivery's delete is applied.
             let got = self.with(name, |q, now| {
-                q.receive_held(consumer, max, max_held, visibility_ms, now)
+                let (mut got, changes) =
+                    q.receive_held(consumer, max, max_held, visibility_ms, now)?;
+                self.fill_bodies(&mut got)?;
+                Ok((got, changes))
             })?;
             if !got.is_empty() || tokio::time::Instant::now() >= until {
                 return Ok(got);
@@ -506,7 +516,29 @@ impl QueueManager {
 
     /// The next `max` messages, without receiving them (dead letters show why they died).
     pub fn peek(&self, name: &str, max: usize) -> Result<Vec<Delivery>, ManagerError> {
-        self.with(name, |q, _| Ok((q.peek(max), Vec::new())))
+        self.with(name, |q, _| {
+            let mut got = q.peek(max);
+            self.fill_bodies(&mut got)?;
+            Ok((got, Vec::new()))
+        })
+    }
+
+    /// Reads the bodies of `deliveries` from the store (queues keep only records in memory).
+    fn fill_bodies(&self, deliveries: &mut [Delivery]) -> Result<(), QueueError> {
+        for d in deliveries {
+            let body = self
+                .store
+                .body(&d.message_id)
+                .map_err(|e| QueueError::Invalid(format!("reading a message body: {e}")))?;
+            d.body = match body {
+                Some(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
+                None => {
+                    tracing::error!(message = %d.message_id, "a message's body is missing from the store");
+                    Value::Null
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Moves up to `max` dead letters back to queue `name`, with fresh delivery counts.
@@ -515,7 +547,8 @@ impl QueueManager {
         self.entry(name)?;
         let taken = self.with(&dlq, |q, _| {
             let taken = q.take(max);
-            let changes = taken.iter().map(|m| Change::Delete(m.seq)).collect();
+            // They keep their ids, and so their bodies.
+            let changes = taken.iter().map(|m| Change::MovedOut(m.seq)).collect();
             Ok((taken, changes))
         })?;
         let n = taken.len();
@@ -553,6 +586,7 @@ impl QueueManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn manager() -> (QueueManager, Arc<AtomicU64>) {
@@ -702,5 +736,71 @@ mod tests {
             let err = m.create("d", spec).await.expect_err("caps");
             assert!(err.to_string().contains(needle), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn bodies_come_from_the_store_through_delivery_dead_letters_and_redrive() {
+        let (m, now) = manager();
+        let spec = QueueSpec {
+            visibility_timeout_ms: 100,
+            max_receives: 1,
+            ..Default::default()
+        };
+        m.create("b", spec).await.expect("create");
+        let body = r#"{"payload":[1,2,3]}"#;
+        m.send("b", body.into(), &SendOptions::default())
+            .await
+            .expect("send");
+        assert_eq!(
+            m.peek("b", 1).expect("peek")[0].body,
+            json!({"payload": [1, 2, 3]})
+        );
+        let got = m
+            .receive("b", "", 1, None, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(got[0].body, json!({"payload": [1, 2, 3]}));
+        // Its visibility timeout passes: a dead letter, body and all.
+        now.fetch_add(100, Ordering::Relaxed);
+        m.tick_due();
+        assert_eq!(
+            m.peek("b.dlq", 1).expect("peek")[0].body,
+            json!({"payload": [1, 2, 3]})
+        );
+        assert_eq!(m.redrive("b", 10).await.expect("redrive"), 1);
+        let again = m
+            .receive("b", "", 1, None, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(again[0].body, json!({"payload": [1, 2, 3]}));
+        let id = again[0].message_id.clone();
+        m.ack("b", std::slice::from_ref(&again[0].receipt))
+            .await
+            .expect("ack");
+        assert_eq!(
+            m.store.body(&id).expect("body"),
+            None,
+            "an acked message's body is gone"
+        );
+        // Fire and forget: delivered with its body, then deleted.
+        m.create(
+            "f",
+            QueueSpec {
+                mode: Mode::FireAndForget,
+                max_receives: 0,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+        m.send("f", "42".into(), &SendOptions::default())
+            .await
+            .expect("send");
+        let got = m
+            .receive("f", "", 1, None, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(got[0].body, json!(42));
+        assert_eq!(m.store.body(&got[0].message_id).expect("body"), None);
     }
 }

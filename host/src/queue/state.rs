@@ -272,6 +272,9 @@ pub enum Change {
     Delete(u64),
     /// Delete message `seq` here and add it to the dead-letter queue.
     DeadLetter(Stored),
+    /// Delete message `seq` here: it moves to another queue under the same id (redrive), so
+    /// its body stays.
+    MovedOut(u64),
 }
 
 /// Why an operation failed.
@@ -397,6 +400,17 @@ pub struct QueueState {
     next_seq: u64,
     next_nonce: u64,
     stats: Stats,
+    /// Whether bodies stay in memory. A node's queues keep them only on disk (the store reads
+    /// them back per delivery); the pure rules' own tests keep them here.
+    bodies_in_memory: bool,
+}
+
+/// A message's body as JSON; `null` when it is not held in memory (the caller fills it).
+fn body_of(m: &Stored) -> serde_json::Value {
+    if m.body.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&m.body).unwrap_or(serde_json::Value::Null)
 }
 
 fn key_of(order: Order, m: &Stored) -> (i64, u64) {
@@ -422,7 +436,15 @@ impl QueueState {
             next_seq: 1,
             next_nonce: 1,
             stats: Stats::default(),
+            bodies_in_memory: true,
         }
+    }
+
+    /// From now on, bodies are not kept in memory: a message's `Stored::body` is empty here,
+    /// and deliveries and peeks carry `null` for the caller to fill from the store.
+    pub fn without_bodies(mut self) -> Self {
+        self.bodies_in_memory = false;
+        self
     }
 
     /// Its settings.
@@ -450,7 +472,10 @@ impl QueueState {
     }
 
     /// Files a message nobody holds.
-    fn insert(&mut self, m: Stored, now: u64) {
+    fn insert(&mut self, mut m: Stored, now: u64) {
+        if !self.bodies_in_memory {
+            m.body = String::new();
+        }
         let seq = m.seq;
         self.msgs.insert(
             seq,
@@ -683,7 +708,7 @@ impl QueueState {
             out.push(Delivery {
                 message_id: m.stored.id.clone(),
                 receipt: format!("{seq}.{nonce}"),
-                body: serde_json::from_str(&m.stored.body).unwrap_or(serde_json::Value::Null),
+                body: body_of(&m.stored),
                 attempt,
                 priority: m.stored.priority,
                 sent_ms: m.stored.sent_ms,
@@ -846,7 +871,7 @@ impl QueueState {
             .map(|m| Delivery {
                 message_id: m.stored.id.clone(),
                 receipt: String::new(),
-                body: serde_json::from_str(&m.stored.body).unwrap_or(serde_json::Value::Null),
+                body: body_of(&m.stored),
                 attempt: m.stored.attempts.values().copied().max().unwrap_or(0),
                 priority: m.stored.priority,
                 sent_ms: m.stored.sent_ms,
