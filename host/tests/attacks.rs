@@ -398,3 +398,91 @@ async fn a_full_queue_keeps_its_bodies_on_disk() {
     );
     echo_answers(&url).await;
 }
+
+/// Attack 8: twenty subscribers that never read (each held a publisher ~2 s: ~40 s of stalls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscribers_neither_stall_publishers_nor_grow_the_node() {
+    let (server, url) = node("");
+    let base = baseline(&server, &url).await;
+    let peak = Peak::watch(&server);
+    let mut stuck = Vec::new();
+    for i in 0..20 {
+        let mut ws = connect(&url).await;
+        let sub = json!({"role": "pubsub-subscribe", "u": format!("s{i}"), "subscription": {
+            "subscription_id": "s", "patterns": [{"pattern": "wide.#", "exact_match": false}],
+            "subscriber": "stuck", "get_backlog": false}});
+        ws.send(Message::Text(sub.to_string().into()))
+            .await
+            .expect("send");
+        recv(&mut ws, Duration::from_secs(5)).await;
+        stuck.push(ws);
+    }
+    let mut publisher = connect(&url).await;
+    let payload = "w".repeat(32 * 1024);
+    let mut slowest = Duration::ZERO;
+    for i in 0..1_000 {
+        let msg = json!({"role": "pubsub-publish", "u": format!("p{i}"), "message": {
+            "topic": "wide.t", "payload": payload, "message_id": format!("m{i}"),
+            "publisher": "attack", "headers": {}, "timestamp": 1.0}});
+        let t = Instant::now();
+        publisher
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .expect("send");
+        let ack = recv(&mut publisher, Duration::from_secs(10)).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(ack["success"], true, "{ack}");
+    }
+    eprintln!("stuck subscribers: slowest publish ack {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a publish waited {slowest:?}"
+    );
+    echo_answers(&url).await;
+    report("stuck subscribers", base, peak.mib(), 300);
+    drop(stuck);
+}
+
+/// Attack 9: 400 spinning guests (another connection's echo waited seconds; limits overran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guests_leave_the_node_responsive() {
+    let (server, url) = node("[runtime]\ncall_timeout_ms = 1000\n");
+    let base = baseline(&server, &url).await;
+    let peak = Peak::watch(&server);
+    let mut spinners = Vec::new();
+    for c in 0..4 {
+        let mut ws = connect(&url).await;
+        for i in 0..100 {
+            ws.feed(frame(
+                &format!("x{c}-{i}"),
+                json!([{"name": "s", "fun": "spin", "args": []}]),
+            ))
+            .await
+            .expect("send");
+        }
+        ws.flush().await.expect("flush");
+        spinners.push(ws);
+    }
+    let mut probe = connect(&url).await;
+    let mut worst = Duration::ZERO;
+    let t0 = Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        probe
+            .send(frame(
+                &format!("e{n}"),
+                json!([{"name": "e", "fun": "echo", "args": [n]}]),
+            ))
+            .await
+            .expect("send");
+        let reply = recv(&mut probe, Duration::from_secs(5)).await;
+        assert_eq!(reply["r"]["e"], n, "{reply}");
+        worst = worst.max(t.elapsed());
+        n += 1;
+    }
+    eprintln!("spinning guests: {n} echo round trips in 2 s, worst {worst:?}");
+    assert!(worst < Duration::from_millis(500), "an echo took {worst:?}");
+    report("spinning guests", base, peak.mib(), 300);
+    drop(spinners);
+}

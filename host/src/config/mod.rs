@@ -178,6 +178,9 @@ pub struct PubsubConfig {
     /// Notifications held for a subscriber whose outbound queue is full, beyond the queue; a
     /// subscriber further behind is disconnected as a slow consumer.
     pub subscriber_overflow: usize,
+    /// Bytes of notifications (and streamed results) one connection may have unwritten; a
+    /// subscriber further behind is disconnected as a slow consumer.
+    pub subscriber_max_mib: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Patterns one subscription may hold.
@@ -193,6 +196,7 @@ impl Default for PubsubConfig {
             backlog_max_mib: 64,
             slow_subscriber_ms: 2000,
             subscriber_overflow: 1024,
+            subscriber_max_mib: 8,
             max_subscriptions_per_connection: 10_000,
             max_patterns_per_subscription: 256,
         }
@@ -466,11 +470,12 @@ impl NodeConfig {
         let p = &self.pubsub;
         if p.slow_subscriber_ms == 0
             || p.subscriber_overflow == 0
+            || p.subscriber_max_mib == 0
             || p.max_subscriptions_per_connection == 0
             || p.max_patterns_per_subscription == 0
         {
             return bad(
-                "pubsub.slow_subscriber_ms, subscriber_overflow, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
+                "pubsub.slow_subscriber_ms, subscriber_overflow, subscriber_max_mib, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
             );
         }
         if self.queues.max_queues == 0 || self.queues.max_queues > 1_000_000 {

@@ -41,6 +41,8 @@ pub struct ExchangeSettings {
     pub slow_subscriber: Duration,
     /// Notifications held for a subscriber whose queue is full, beyond the queue itself.
     pub overflow: usize,
+    /// Bytes of notifications one subscriber connection may have unwritten.
+    pub max_unwritten_bytes: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Patterns one subscription may hold.
@@ -58,6 +60,7 @@ impl From<&PubsubConfig> for ExchangeSettings {
             },
             slow_subscriber: Duration::from_millis(c.slow_subscriber_ms),
             overflow: c.subscriber_overflow,
+            max_unwritten_bytes: c.subscriber_max_mib.saturating_mul(1 << 20),
             max_subscriptions_per_connection: c.max_subscriptions_per_connection,
             max_patterns_per_subscription: c.max_patterns_per_subscription,
         }
@@ -180,6 +183,16 @@ impl Connection {
         self.id
     }
 
+    /// Its mailbox (to count what else goes into the outbound queue, and what was written).
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// Its mailbox, shared (for a request task streaming into the outbound queue).
+    pub fn mailbox_handle(&self) -> Arc<Mailbox> {
+        self.mailbox.clone()
+    }
+
     /// Its outbound queue.
     pub fn outbox(&self) -> &Outbox {
         self.mailbox.sender()
@@ -232,7 +245,12 @@ impl Exchange {
 
     /// Registers a connection whose notifications go to `outbox`.
     pub fn connect(self: &Arc<Self>, outbox: Outbox) -> Connection {
-        let mailbox = Mailbox::new(outbox, CancellationToken::new(), self.settings.overflow);
+        let mailbox = Mailbox::new(
+            outbox,
+            CancellationToken::new(),
+            self.settings.overflow,
+            self.settings.max_unwritten_bytes,
+        );
         Connection {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             mailbox: Arc::new(mailbox),

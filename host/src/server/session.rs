@@ -160,6 +160,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 in_flight.close();
             }
             Some(note) = rx.recv() => {
+                conn.mailbox().written(message_len(&note));
                 if let Err(stop) = write(&mut sink, note, &mut out, give_up).await {
                     stalled = stop == Stop::Stalled;
                     break;
@@ -587,6 +588,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     }
     let stream = req.stream_intermediate_results.then(|| {
         let tx = tx.clone();
+        let mailbox = ctx.conn.mailbox_handle();
         let u = req.u.clone();
         move |ir: &crate::protocol::IntermediateResult| {
             let msg = RpcIntermediate {
@@ -596,7 +598,10 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             };
             if let Ok(text) = serde_json::to_string(&msg) {
                 // Streaming is best effort: a full queue drops the update, never blocks the request.
-                let _ = tx.try_send(Message::Text(Utf8Bytes::from(text)));
+                let len = text.len();
+                if tx.try_send(Message::Text(Utf8Bytes::from(text))).is_ok() {
+                    mailbox.counted(len);
+                }
             }
         }
     });
