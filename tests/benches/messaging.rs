@@ -53,36 +53,61 @@ async fn subscriber(
 }
 
 async fn pubsub(node: &TestNode, subscribers: usize) -> Result<()> {
-    let got = Arc::new(AtomicU64::new(0));
+    let counts: Vec<Arc<AtomicU64>> = (0..subscribers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        tasks.push(subscriber(&node.url, i, got.clone()).await?);
+    for (i, c) in counts.iter().enumerate() {
+        tasks.push(subscriber(&node.url, i, c.clone()).await?);
     }
+    let slowest = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let (ws, _) = tokio_tungstenite::connect_async(&node.url).await?;
     let (mut tx, mut rx) = ws.split();
     let payload = json!({"reading": 42.5, "unit": "C", "sensor": "s-17"}).to_string();
-    // At most this many publishes unacknowledged: the ack reader hands permits back.
-    let window = Arc::new(tokio::sync::Semaphore::new(512));
+    // A publisher never waits for subscribers (a node acks a publish at once and cuts off a
+    // subscriber that falls too far behind), so the bench paces itself on deliveries: at most
+    // this many publishes ahead of what every subscriber has received.
+    const AHEAD: u64 = 512;
     let acked = Arc::new(AtomicU64::new(0));
     let acks = {
-        let (acked, window) = (acked.clone(), window.clone());
+        let acked = acked.clone();
         tokio::spawn(async move {
             while let Some(Ok(_)) = rx.next().await {
                 acked.fetch_add(1, Ordering::Relaxed);
-                window.add_permits(1);
             }
         })
     };
     let start = Instant::now();
-    let base = got.load(Ordering::Relaxed);
+    let (base, base_slowest) = (total(), slowest());
     let mut i = 0u64;
     while start.elapsed() < RUN {
-        match window.try_acquire() {
-            Ok(p) => p.forget(),
-            Err(_) => {
-                // Out of window: send what is buffered, then wait for acks.
-                tx.flush().await?;
-                window.acquire().await?.forget();
+        if slowest() - base_slowest + AHEAD < i {
+            // Too far ahead of the slowest subscriber: send what is buffered, then wait.
+            tx.flush().await?;
+            let waited = Instant::now();
+            while slowest() - base_slowest + AHEAD < i {
+                ensure!(
+                    waited.elapsed() < Duration::from_secs(5),
+                    "a subscriber stopped receiving ({} cut off)",
+                    node.handle
+                        .exchange()
+                        .stats
+                        .slow_consumers
+                        .load(Ordering::Relaxed)
+                );
+                tokio::time::sleep(Duration::from_micros(100)).await;
             }
         }
         // Built as text: the client's own JSON encoding would otherwise dominate this machine.
@@ -98,11 +123,21 @@ async fn pubsub(node: &TestNode, subscribers: usize) -> Result<()> {
     }
     tx.flush().await?;
     let elapsed = start.elapsed().as_secs_f64();
-    let delivered = got.load(Ordering::Relaxed) - base;
+    let delivered = total() - base;
     println!(
         "pubsub: {subscribers:>2} subscriber(s): {:>9.0} notifications/s received ({:.0} publishes/s acked, {i} sent in {elapsed:.1} s)",
         delivered as f64 / elapsed,
         acked.load(Ordering::Relaxed) as f64 / elapsed
+    );
+    let cut_off = node
+        .handle
+        .exchange()
+        .stats
+        .slow_consumers
+        .load(Ordering::Relaxed);
+    ensure!(
+        cut_off == 0,
+        "{cut_off} subscriber(s) cut off as slow consumers"
     );
     acks.abort();
     for t in tasks {
