@@ -34,8 +34,9 @@ async fn spinning_guests_leave_other_connections_their_latency_and_keep_their_li
         assert_eq!(reply["r"]["e"], json!(probes));
         probes += 1;
     }
-    // Well under 10 ms a round trip on a loaded 2-core machine; before, about 7 in this time.
-    assert!(probes >= 80, "only {probes} echo round trips in 800 ms");
+    // Under 10 ms a round trip when the machine is quiet, 27 ms at this bound; before, about 7
+    // round trips fit in this time.
+    assert!(probes >= 30, "only {probes} echo round trips in 800 ms");
     let (mut timed_out, mut not_run) = (0, 0);
     for _ in 0..n {
         let reply = spin.recv().await?;
@@ -53,7 +54,7 @@ async fn spinning_guests_leave_other_connections_their_latency_and_keep_their_li
             _ => panic!("{reply}"),
         }
         // A call waits at most its limit for a slot, then runs at most its limit.
-        assert!(at < Duration::from_millis(2_700), "a reply after {at:?}");
+        assert!(at < Duration::from_millis(4_000), "a reply after {at:?}");
     }
     assert!(timed_out >= 4, "the calls holding slots ran to their limit");
     assert!(
