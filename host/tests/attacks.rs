@@ -380,8 +380,9 @@ async fn a_full_queue_keeps_its_bodies_on_disk() {
         "a full queue: {} messages of 1 KiB, RSS {base} → {first} → {second} MiB, {per_msg} bytes per further message",
         2 * half
     );
-    // A message's record and index; not its 1 KiB body.
-    assert!(per_msg < 1_000, "{per_msg} bytes per message");
+    // A message's record and index (about 680 bytes; up to 1,000 seen when sled's cache was
+    // still filling): not its body, which in memory would add its 1 KiB and more.
+    assert!(per_msg < 1_400, "{per_msg} bytes per message");
     // The bodies are still there to deliver.
     ws.send(frame(
         "r",
