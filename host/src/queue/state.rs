@@ -211,20 +211,8 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub struct Counters {
     /// The next message's seq (so seqs are never reused, even after the queue empties).
     pub next_seq: u64,
-    /// Messages sent.
-    pub sent: u64,
-    /// Deliveries made.
-    pub delivered: u64,
-    /// Acknowledgements.
-    pub acked: u64,
-    /// Negative acknowledgements.
-    pub nacked: u64,
-    /// Visibility timeouts that passed.
-    pub expired: u64,
-    /// Moved to the dead-letter queue.
-    pub dead_lettered: u64,
-    /// Sends recognised as duplicates.
-    pub duplicates: u64,
+    /// The totals (`sent`, `acked`, …); its sizes are not used: they are counted afresh.
+    pub totals: Stats,
 }
 
 /// A message as persisted.
@@ -346,7 +334,7 @@ pub struct SendOptions {
 }
 
 /// Counters and sizes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Messages held (any state).
     pub messages: usize,
@@ -924,30 +912,16 @@ impl QueueState {
 
     /// Its sequence position and totals, to persist.
     pub fn counters(&self) -> Counters {
-        let s = &self.stats;
         Counters {
             next_seq: self.next_seq,
-            sent: s.sent,
-            delivered: s.delivered,
-            acked: s.acked,
-            nacked: s.nacked,
-            expired: s.expired,
-            dead_lettered: s.dead_lettered,
-            duplicates: s.duplicates,
+            totals: self.stats.clone(),
         }
     }
 
     /// Takes back persisted counters (at start-up, before or after its messages).
     pub fn restore_counters(&mut self, c: &Counters) {
         self.next_seq = self.next_seq.max(c.next_seq);
-        let s = &mut self.stats;
-        s.sent = c.sent;
-        s.delivered = c.delivered;
-        s.acked = c.acked;
-        s.nacked = c.nacked;
-        s.expired = c.expired;
-        s.dead_lettered = c.dead_lettered;
-        s.duplicates = c.duplicates;
+        self.stats = c.totals.clone();
     }
 
     /// Counters and sizes now.
