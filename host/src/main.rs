@@ -417,12 +417,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
             plugin_function: args.function,
         };
         let report = mpreg::soak::run(&cfg).await?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            println!("{}", mpreg::soak::render(&report));
-        }
-        return Ok(());
+        return print_report(args.json, &report, mpreg::soak::render);
     }
     let cfg = mpreg::bench::BenchConfig {
         url: args.url,
@@ -433,10 +428,19 @@ async fn bench(args: BenchArgs) -> Result<()> {
         only: args.only,
     };
     let report = mpreg::bench::run(&cfg).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(args.json, &report, mpreg::bench::render)
+}
+
+/// Prints a report as JSON, or as the Markdown `render` makes of it.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    render: fn(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        println!("{}", mpreg::bench::render(&report));
+        println!("{}", render(report));
     }
     Ok(())
 }
