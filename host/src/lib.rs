@@ -19,6 +19,7 @@
 //!   [`soak`]: long mixed traffic with the node's memory sampled; [`render`]: what the CLI
 //!   prints (node feature).
 
+mod abort;
 pub mod bench;
 mod burst;
 pub mod client;

@@ -66,6 +66,21 @@ async fn recv(ws: &mut Ws, limit: Duration) -> Value {
     }
 }
 
+/// Pipelines `n` requests `fun(args)` on `ws` without reading a reply (the node may close the
+/// connection meanwhile: sending then just stops).
+async fn pipeline(ws: &mut Ws, fun: &str, args: Value, n: usize) {
+    for i in 0..n {
+        let f = frame(
+            &format!("{fun}-{i}"),
+            json!([{"name": "c", "fun": fun, "args": args}]),
+        );
+        if ws.feed(f).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+}
+
 /// A fresh connection's `echo` answers within two seconds (the tests of this file run side by
 /// side on two cores).
 async fn echo_answers(url: &str) {
@@ -232,16 +247,7 @@ async fn a_client_that_never_reads_its_replies_holds_little_and_is_cut_off() {
     let base = baseline(&server, &url).await;
     let peak = Peak::watch(&server);
     let mut stuck = connect(&url).await;
-    for i in 0..1_500 {
-        stuck
-            .feed(frame(
-                &format!("h{i}"),
-                json!([{"name": "h", "fun": "huge", "args": [1]}]),
-            ))
-            .await
-            .expect("send");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), stuck.flush()).await;
+    pipeline(&mut stuck, "huge", json!([1]), 1_500).await;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
         echo_answers(&url).await;
@@ -258,20 +264,8 @@ async fn sigterm_ends_the_node_within_its_grace_with_stuck_and_leaked_clients() 
     baseline(&server, &url).await;
     let mut leaving = connect(&url).await;
     let mut stuck = connect(&url).await;
-    for i in 0..1_100 {
-        let f = || {
-            frame(
-                &format!("h{i}"),
-                json!([{"name": "h", "fun": "huge", "args": [1]}]),
-            )
-        };
-        let _ = leaving.feed(f()).await;
-        if i < 64 {
-            let _ = stuck.feed(f()).await;
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), leaving.flush()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), stuck.flush()).await;
+    pipeline(&mut leaving, "huge", json!([1]), 1_100).await;
+    pipeline(&mut stuck, "huge", json!([1]), 64).await;
     drop(leaving);
     tokio::time::sleep(Duration::from_millis(500)).await;
     echo_answers(&url).await;
@@ -292,15 +286,8 @@ async fn concurrent_memory_hogs_stay_within_the_guest_memory_budget() {
     for _ in 0..10 {
         conns.push(connect(&url).await);
     }
-    for (c, ws) in conns.iter_mut().enumerate() {
-        for i in 0..10 {
-            ws.send(frame(
-                &format!("g{c}-{i}"),
-                json!([{"name": "h", "fun": "hog", "args": [60]}]),
-            ))
-            .await
-            .expect("send");
-        }
+    for ws in &mut conns {
+        pipeline(ws, "hog", json!([60]), 10).await;
     }
     let (mut ran, mut refused) = (0, 0);
     for ws in &mut conns {
@@ -451,17 +438,9 @@ async fn spinning_guests_leave_the_node_responsive() {
     let base = baseline(&server, &url).await;
     let peak = Peak::watch(&server);
     let mut spinners = Vec::new();
-    for c in 0..4 {
+    for _ in 0..4 {
         let mut ws = connect(&url).await;
-        for i in 0..100 {
-            ws.feed(frame(
-                &format!("x{c}-{i}"),
-                json!([{"name": "s", "fun": "spin", "args": []}]),
-            ))
-            .await
-            .expect("send");
-        }
-        ws.flush().await.expect("flush");
+        pipeline(&mut ws, "spin", json!([]), 100).await;
         spinners.push(ws);
     }
     let mut probe = connect(&url).await;

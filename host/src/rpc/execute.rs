@@ -2,7 +2,6 @@
 //! independent commands run concurrently, the first failure fails the request and drops (so
 //! cancels) everything still running, and the whole request is bounded by its deadline.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use super::plan::{self, Plan};
 pub use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::substitute::{Results, substitute};
 use super::version::VersionConstraint;
+use crate::abort::AbortOnDrop;
 use crate::protocol::{
     ExecutionSummary, IntermediateResult, RpcCommand, RpcErrorBody, RpcRequest, RpcResponse, codes,
 };
@@ -97,25 +97,6 @@ impl Results for Visible<'_> {
             .iter()
             .find(|&&j| self.cmds[j].name == name)
             .and_then(|&j| self.results[j].as_ref())
-    }
-}
-
-/// Aborts a spawned task when dropped, so dropping the request cancels its commands.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
     }
 }
 

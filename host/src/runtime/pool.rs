@@ -9,8 +9,9 @@
 //! for sessions and timers, and the OS shares the cores between the two.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
+
+use crate::abort::AbortOnDrop;
 
 /// The guest threads.
 pub struct GuestPool {
@@ -48,7 +49,9 @@ impl GuestPool {
             let Some(handle) = handle else {
                 return Ok(call.await);
             };
-            Abort(handle.spawn(call)).await.map_err(|e| e.to_string())
+            AbortOnDrop(handle.spawn(call))
+                .await
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -59,22 +62,5 @@ impl Drop for GuestPool {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-/// A task that is aborted when its handle is dropped (the caller stopped waiting).
-struct Abort<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Abort<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for Abort<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
     }
 }
