@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::membership::{GossipError, GossipTransport, udp};
-use crate::cluster::{Cluster, Services};
+use crate::cluster::{Cluster, Services, StateSync};
 use crate::config::{ConfigError, NodeConfig};
 use crate::identity::NodeInfo;
 use crate::plugin::{
@@ -311,8 +311,11 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     let exchange = Exchange::new((&config.pubsub).into(), tasks.clone());
     // Every service registers its built-ins; the dispatcher knows none of them by name.
     let mut builtins = Builtins::new();
+    // Services that must tell the cluster of a change before they answer hold this; the
+    // cluster attaches itself when it starts.
+    let sync = StateSync::new();
     let registered = rpc::builtins::core::register(&mut builtins)
-        .and_then(|()| queue::api::register(&mut builtins, queues.clone()));
+        .and_then(|()| queue::api::register(&mut builtins, queues.clone(), sync.clone()));
     registered.map_err(|e| NodeError::Startup(e.to_string()))?;
     // The cluster starts before the server: the dispatcher routes through it from its first
     // call. The listener is bound already, so peers dialling in wait in its backlog.
@@ -336,6 +339,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
                 options.gossip_transport.clone().unwrap_or_else(udp),
             ),
             max_peer_frame_bytes,
+            &sync,
             &tasks,
         )
         .await;

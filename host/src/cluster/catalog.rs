@@ -40,6 +40,25 @@ pub const INTEREST_PREFIX: &str = "s:";
 /// Gossip key prefix of an `exact_match` pattern.
 pub const EXACT_INTEREST_PREFIX: &str = "e:";
 
+/// The node's state sequence: the `seq` of the last pushed state batch (`wire::StateBatch`)
+/// whose changes this gossip state holds. Written after those changes, so a peer that gossips
+/// this value holds them too (chitchat delivers a node's keys in version order).
+pub const KEY_SEQ: &str = "seq";
+
+/// Whether `key` is part of the state a node pushes to its peers as it changes (and not only
+/// gossips): what clients wait on (subscriptions, queues, functions and plugin states).
+pub fn is_pushed(key: &str) -> bool {
+    [
+        FUNCTION_PREFIX,
+        PLUGIN_PREFIX,
+        QUEUE_PREFIX,
+        INTEREST_PREFIX,
+        EXACT_INTEREST_PREFIX,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
 /// A function version a node serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionAd {
@@ -171,6 +190,7 @@ impl PeerNode {
                 KEY_RESOURCES => serde_json::from_str(v).map(|r| node.resources = r).is_ok(),
                 KEY_LOAD => serde_json::from_str(v).map(|l| node.load = l).is_ok(),
                 KEY_STARTED => v.parse().map(|s| node.started = s).is_ok(),
+                KEY_SEQ => v.parse::<u64>().is_ok(),
                 KEY_LEAVING => return None,
                 _ => {
                     if k.starts_with(FUNCTION_PREFIX) {
@@ -255,13 +275,21 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// Indexes `nodes` by function name.
+    /// Indexes `nodes` by function name. A function of a plugin version that the newest
+    /// record anywhere says is retired is left out: a node that still serves it has not
+    /// caught up yet, and no call is routed to it meanwhile.
     pub fn new(mut nodes: Vec<PeerNode>) -> Self {
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         let nodes: Vec<Arc<PeerNode>> = nodes.into_iter().map(Arc::new).collect();
+        let retired = retired_versions(&nodes);
         let mut functions: HashMap<String, Vec<RemoteFunction>> = HashMap::new();
         for n in &nodes {
             for ad in &n.functions {
+                if !retired.is_empty()
+                    && retired.contains(&(ad.plugin.as_str(), ad.version.to_string()))
+                {
+                    continue;
+                }
                 functions
                     .entry(ad.name.clone())
                     .or_default()
@@ -309,6 +337,24 @@ impl ClusterView {
     pub fn node(&self, node_id: &str) -> Option<&Arc<PeerNode>> {
         self.nodes.iter().find(|n| n.node_id == node_id)
     }
+}
+
+/// Plugin versions whose newest record across `nodes` is a retirement.
+fn retired_versions(nodes: &[Arc<PeerNode>]) -> std::collections::HashSet<(&str, String)> {
+    let mut newest: HashMap<(&str, &str), &PluginAd> = HashMap::new();
+    for n in nodes {
+        for (name, version, ad) in &n.plugins {
+            let slot = newest.entry((name, version)).or_insert(ad);
+            if ad.changed_at > slot.changed_at {
+                *slot = ad;
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .filter(|(_, ad)| !ad.active)
+        .map(|((name, version), _)| (name, version.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::ClusterView;
+use super::membership::OwnState;
 use super::wire::{ForwardedCall, PEER_PATH, PeerFrame, RemoteFailure};
 use crate::burst::write_burst;
 use crate::shutdown::Tasks;
@@ -72,6 +73,10 @@ pub struct PeerLink {
     /// Calls written and not answered yet.
     waiting: Mutex<HashMap<u64, Waiter>>,
     connected: AtomicBool,
+    /// Connections made so far.
+    connects: AtomicU64,
+    /// The highest state sequence the peer has acknowledged on the current connection.
+    acked: watch::Sender<u64>,
     in_flight: AtomicUsize,
     next_id: AtomicU64,
     stop: CancellationToken,
@@ -83,6 +88,21 @@ impl PeerLink {
     /// Whether the link is up now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the link has never been up yet (a peer just seen, being dialled).
+    pub fn is_new(&self) -> bool {
+        self.connects.load(Ordering::Relaxed) == 0
+    }
+
+    /// Waits until the peer has applied this node's state up to `seq` (true), or `until`
+    /// passes (false). A link that is still being dialled is waited for: its first frame
+    /// is this node's whole state.
+    pub async fn wait_acked(&self, seq: u64, until: tokio::time::Instant) -> bool {
+        let mut acked = self.acked.subscribe();
+        tokio::time::timeout_at(until, acked.wait_for(|a| *a >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Calls this node has running on the peer over this link.
@@ -219,6 +239,8 @@ pub struct LinkIdentity {
     pub cluster_id: String,
     /// Largest frame accepted (a component being fetched).
     pub max_frame_bytes: usize,
+    /// This node's pushed state: sent first on every connection.
+    pub own: Arc<OwnState>,
 }
 
 /// Every peer link of this node, kept in step with the live nodes.
@@ -272,6 +294,8 @@ impl PeerLinks {
                 writer: tokio::sync::Mutex::new(None),
                 waiting: Mutex::default(),
                 connected: AtomicBool::new(false),
+                connects: AtomicU64::new(0),
+                acked: watch::Sender::new(0),
                 in_flight: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 stop: self.tasks.stopping().child_token(),
@@ -309,9 +333,13 @@ async fn maintain(link: Arc<PeerLink>, mut rx: mpsc::Receiver<Outgoing>, me: Lin
         match dialed {
             Ok(Ok(ws)) => {
                 backoff = BACKOFF.0;
+                // Set before `serve` reads this node's state to send it: a change made while the
+                // link was down (its batch dropped) is then in that snapshot.
+                link.acked.send_replace(0);
                 link.connected.store(true, Ordering::Relaxed);
+                link.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %link.node_id, "peer link up");
-                let why = serve(ws, &link, &mut rx).await;
+                let why = serve(ws, &link, &mut rx, &me.own).await;
                 link.connected.store(false, Ordering::Relaxed);
                 if link.stop.is_cancelled() {
                     break;
@@ -388,8 +416,24 @@ async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
 }
 
 /// Runs one connection until it breaks or the link stops; then fails every call written on it.
-async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -> String {
-    let (sink, mut stream) = ws.split();
+async fn serve(
+    ws: Socket,
+    link: &PeerLink,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    own: &OwnState,
+) -> String {
+    let (mut sink, mut stream) = ws.split();
+    // First this node's whole state: the peer starts from it, then follows the batches.
+    let hello = own.snapshot().encode().map_err(|e| e.to_string());
+    if let Err(e) = match hello {
+        Ok(bytes) => sink
+            .send(Message::Binary(bytes.into()))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    } {
+        return e;
+    }
     *link.writer.lock().await = Some(sink);
     let why = loop {
         tokio::select! {
@@ -414,6 +458,15 @@ async fn serve(ws: Socket, link: &PeerLink, rx: &mut mpsc::Receiver<Outgoing>) -
                         if let Some(w) = link.waiters().remove(&id) {
                             let _ = w.send(Ok(f));
                         }
+                    }
+                    Ok(PeerFrame::StateAck { seq }) => {
+                        link.acked.send_if_modified(|a| {
+                            let newer = seq > *a;
+                            if newer {
+                                *a = seq;
+                            }
+                            newer
+                        });
                     }
                     Ok(other) => tracing::warn!(peer = %link.node_id, ?other, "unexpected frame"),
                     Err(e) => break e.to_string(),

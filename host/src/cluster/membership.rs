@@ -8,15 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 
-use super::catalog::{ClusterView, KEY_LEAVING, PeerNode};
+use super::catalog::{ClusterView, KEY_LEAVING, KEY_SEQ, PeerNode, is_pushed};
+use super::overlay::{Gossiped, Overlay};
+use super::wire::{PeerFrame, StateBatch};
 use crate::shutdown::Tasks;
 
 /// What gossip travels over: UDP for real nodes, chitchat's in-memory channels in tests.
@@ -51,6 +53,91 @@ pub struct Membership {
     interval: Duration,
     view: Arc<ArcSwap<ClusterView>>,
     changes: watch::Receiver<Arc<ClusterView>>,
+    builder: Arc<ViewBuilder>,
+    own: Arc<OwnState>,
+}
+
+/// This node's pushed keys (`catalog::is_pushed`) and their sequence number: what a peer link
+/// sends first when it comes up, so the peer has all of it before anything newer.
+#[derive(Debug)]
+pub struct OwnState {
+    generation: u64,
+    inner: Mutex<(u64, BTreeMap<String, String>)>,
+}
+
+impl OwnState {
+    fn new(generation: u64, initial: &[(String, String)]) -> Self {
+        let keys = initial
+            .iter()
+            .filter(|(k, _)| is_pushed(k))
+            .cloned()
+            .collect();
+        OwnState {
+            generation,
+            inner: Mutex::new((0, keys)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<String, String>)> {
+        // Updated whole under the lock: a panic elsewhere cannot leave it half-changed.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node's gossip generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The sequence number of the latest change.
+    pub fn seq(&self) -> u64 {
+        self.lock().0
+    }
+
+    /// The whole pushed state as one full batch.
+    pub fn snapshot(&self) -> PeerFrame {
+        let inner = self.lock();
+        PeerFrame::State {
+            generation: self.generation,
+            batch: StateBatch {
+                seq: inner.0,
+                full: true,
+                changes: inner
+                    .1
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// Builds the view from the latest gossip state and the peers' pushed batches. One lock for
+/// both sources, so a view built from older inputs never replaces a newer one.
+struct ViewBuilder {
+    me: String,
+    inputs: Mutex<(watch::Receiver<BTreeMap<ChitchatId, NodeState>>, Overlay)>,
+    view: Arc<ArcSwap<ClusterView>>,
+    changes: watch::Sender<Arc<ClusterView>>,
+}
+
+impl ViewBuilder {
+    /// Builds and publishes the view; `push` is a peer's batch to record first.
+    fn rebuild(&self, push: Option<(&str, u64, StateBatch)>) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        let (live, overlay) = &mut *inputs;
+        let now = Instant::now();
+        if let Some((node, generation, batch)) = push {
+            overlay.insert(node, generation, batch, now);
+        }
+        let next = Arc::new(build_view(
+            &self.me,
+            &live.borrow_and_update(),
+            overlay,
+            now,
+        ));
+        self.view.store(next.clone());
+        let _ = self.changes.send(next);
+    }
 }
 
 /// Gossip could not start.
@@ -95,6 +182,7 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
+        let own = Arc::new(OwnState::new(generation, &initial));
         let handle = chitchat::spawn_chitchat(config, initial, transport)
             .await
             .map_err(|e| GossipError {
@@ -104,19 +192,25 @@ impl Membership {
         let handle = Arc::new(handle);
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
         let (tx, changes) = watch::channel(Arc::new(ClusterView::default()));
-        let mut live = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
-        let (me, shared, gossip) = (s.node_id.clone(), view.clone(), handle.clone());
+        let live = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
+        let mut woken = live.clone();
+        let builder = Arc::new(ViewBuilder {
+            me: s.node_id.clone(),
+            inputs: Mutex::new((live, Overlay::default())),
+            view: view.clone(),
+            changes: tx,
+        });
+        let (views, gossip) = (builder.clone(), handle.clone());
         let stop = tasks.stopping().clone();
         // Owns gossip's end: when the node stops, chitchat is shut down and this task returns
         // only once its socket is closed.
         tasks.spawn(async move {
             loop {
-                let next = Arc::new(build_view(&me, &live.borrow_and_update()));
-                shared.store(next.clone());
-                let _ = tx.send(next);
+                woken.borrow_and_update();
+                views.rebuild(None);
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    changed = live.changed() => if changed.is_err() { break },
+                    changed = woken.changed() => if changed.is_err() { break },
                 }
             }
             let _ = gossip.initiate_shutdown();
@@ -129,6 +223,8 @@ impl Membership {
             interval: s.interval,
             view,
             changes,
+            builder,
+            own,
         })
     }
 
@@ -149,28 +245,67 @@ impl Membership {
 
     /// Makes this node's keys under `prefixes` exactly `desired` (others are left alone):
     /// sets what changed, deletes what is gone. Unchanged values are not touched, so they
-    /// cost no gossip.
-    pub async fn advertise(&self, prefixes: &[&str], desired: &BTreeMap<String, String>) {
+    /// cost no gossip. A change to pushed keys (`catalog::is_pushed`) gets the next sequence
+    /// number, written to gossip after the keys, and comes back as the batch to push to peers.
+    pub async fn advertise(
+        &self,
+        prefixes: &[&str],
+        desired: &BTreeMap<String, String>,
+    ) -> Option<StateBatch> {
+        let own = self.own.clone();
         self.handle
             .with_chitchat(|c| {
                 let state = c.self_node_state();
-                let stale: Vec<String> = state
+                let mut changes: Vec<(String, Option<String>)> = state
                     .key_values()
                     .filter(|(k, _)| {
                         prefixes.iter().any(|p| k.starts_with(p)) && !desired.contains_key(*k)
                     })
-                    .map(|(k, _)| k.to_owned())
+                    .map(|(k, _)| (k.to_owned(), None))
                     .collect();
-                for k in stale {
-                    state.delete(&k);
-                }
                 for (k, v) in desired {
                     if state.get(k) != Some(v.as_str()) {
-                        state.set(k.clone(), v.clone());
+                        changes.push((k.clone(), Some(v.clone())));
                     }
                 }
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => state.set(k.clone(), v.clone()),
+                        None => state.delete(k),
+                    }
+                }
+                changes.retain(|(k, _)| is_pushed(k));
+                if changes.is_empty() {
+                    return None;
+                }
+                // Under chitchat's lock: sequence numbers and gossip versions agree in order.
+                let mut inner = own.lock();
+                inner.0 += 1;
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => inner.1.insert(k.clone(), v.clone()),
+                        None => inner.1.remove(k),
+                    };
+                }
+                state.set(KEY_SEQ, inner.0.to_string());
+                Some(StateBatch {
+                    seq: inner.0,
+                    full: false,
+                    changes,
+                })
             })
-            .await;
+            .await
+    }
+
+    /// This node's pushed state, for the links to send when they come up.
+    pub fn own_state(&self) -> &Arc<OwnState> {
+        &self.own
+    }
+
+    /// Records a batch pushed by peer `node_id` and rebuilds the view: when this returns, the
+    /// view (routing, publish fan-out, listings) includes it.
+    pub fn apply_pushed(&self, node_id: &str, generation: u64, batch: StateBatch) {
+        self.builder.rebuild(Some((node_id, generation, batch)));
     }
 
     /// Sets one key if its value changed.
@@ -216,9 +351,15 @@ impl Membership {
     }
 }
 
-/// The view of every live node but `me`; of two generations of one node id (a restart not yet
+/// The view of every live node but `me`, with the batches peers pushed and gossip has not
+/// delivered yet laid over their state; of two generations of one node id (a restart not yet
 /// noticed as the old one's death) the newest wins.
-fn build_view(me: &str, live: &BTreeMap<ChitchatId, NodeState>) -> ClusterView {
+fn build_view(
+    me: &str,
+    live: &BTreeMap<ChitchatId, NodeState>,
+    overlay: &mut Overlay,
+    now: Instant,
+) -> ClusterView {
     let mut newest: BTreeMap<&str, (&ChitchatId, &NodeState)> = BTreeMap::new();
     for (id, state) in live {
         if &*id.node_id == me {
@@ -233,14 +374,33 @@ fn build_view(me: &str, live: &BTreeMap<ChitchatId, NodeState>) -> ClusterView {
     let nodes = newest
         .into_values()
         .filter_map(|(id, state)| {
-            PeerNode::parse(
-                &id.node_id,
-                id.generation_id,
-                state.key_values(),
-                &mut skipped,
-            )
+            let pushed = overlay.holds(&id.node_id).then(|| {
+                overlay.apply(
+                    Gossiped {
+                        node_id: &id.node_id,
+                        generation: id.generation_id,
+                        kvs: state.key_values(),
+                    },
+                    now,
+                )
+            });
+            match pushed.flatten() {
+                Some(kvs) => PeerNode::parse(
+                    &id.node_id,
+                    id.generation_id,
+                    kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    &mut skipped,
+                ),
+                None => PeerNode::parse(
+                    &id.node_id,
+                    id.generation_id,
+                    state.key_values(),
+                    &mut skipped,
+                ),
+            }
         })
         .collect();
+    overlay.prune(now);
     if !skipped.is_empty() {
         tracing::warn!(?skipped, "malformed gossip entries ignored");
     }

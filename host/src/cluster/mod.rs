@@ -10,12 +10,13 @@ pub mod catalog;
 pub mod distribute;
 pub mod link;
 pub mod membership;
+pub mod overlay;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,57 @@ pub struct Cluster {
     links: Arc<PeerLinks>,
     node: Arc<NodeInfo>,
     max_hops: u8,
+    plugins: Arc<PluginManager>,
+    /// Weak: the exchange holds the cluster (its fan-out).
+    exchange: Weak<Exchange>,
+    queues: Arc<QueueManager>,
+    /// Whether this node follows the cluster's plugin states (`distribute_plugins`).
+    follows_plugins: bool,
+    /// How long [`Cluster::settle`] waits for peers.
+    push_timeout: Duration,
+}
+
+/// A part of this node's state that clients wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Subscription patterns.
+    Interest,
+    /// Queues it owns.
+    Queues,
+    /// Functions it serves and its plugin records.
+    Plugins,
+}
+
+/// How a change reached the live peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Peers that confirmed they have it.
+    pub confirmed: usize,
+    /// Peers that did not confirm within the timeout (gossip carries it to them).
+    pub unconfirmed: Vec<String>,
+}
+
+/// What a service holds to make a change it just made known to the cluster before it answers
+/// its client: created before the cluster starts (services register first), attached when it
+/// does. A standalone node's handle settles at once.
+#[derive(Default)]
+pub struct StateSync {
+    cluster: OnceLock<Weak<Cluster>>,
+}
+
+impl StateSync {
+    /// A handle not attached to any cluster yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Pushes `part` to the live peers and waits for them (see [`Cluster::settle`]).
+    pub async fn settle(&self, part: Part) -> Settled {
+        match self.cluster.get().and_then(Weak::upgrade) {
+            Some(c) => c.settle(part).await,
+            None => Settled::default(),
+        }
+    }
 }
 
 impl Cluster {
@@ -67,6 +119,7 @@ impl Cluster {
         services: Services,
         gossip: (SocketAddr, GossipTransport),
         max_frame_bytes: usize,
+        sync: &StateSync,
         tasks: &Tasks,
     ) -> Result<Arc<Cluster>, GossipError> {
         let (gossip_addr, transport) = gossip;
@@ -100,6 +153,7 @@ impl Cluster {
                 node_id: node.node_id.clone(),
                 cluster_id: node.cluster_id.clone(),
                 max_frame_bytes,
+                own: membership.own_state().clone(),
             },
             tasks.clone(),
         ));
@@ -108,7 +162,13 @@ impl Cluster {
             links,
             node,
             max_hops: config.max_hops,
+            plugins: manager.clone(),
+            exchange: Arc::downgrade(&exchange),
+            queues: queues.clone(),
+            follows_plugins: config.distribute_plugins,
+            push_timeout: Duration::from_millis(config.state_push_timeout_ms),
         });
+        let _ = sync.cluster.set(Arc::downgrade(&cluster));
         exchange.join(cluster.clone());
         let stop = tasks.stopping();
         tasks.spawn(advertise_interest(cluster.clone(), exchange, stop.clone()));
@@ -151,6 +211,109 @@ impl Cluster {
         &self.node.node_id
     }
 
+    /// Writes `part` of this node's state into gossip and pushes what changed to every live
+    /// peer; returns the state sequence number that covers it (a concurrent call may have
+    /// pushed this very change already: the number covers that too).
+    pub async fn announce(&self, part: Part) -> u64 {
+        let own = self.membership.own_state();
+        let (prefixes, desired): (&[&str], _) = match part {
+            Part::Interest => match self.exchange.upgrade() {
+                Some(exchange) => (
+                    &[INTEREST_PREFIX, EXACT_INTEREST_PREFIX],
+                    exchange.interest(),
+                ),
+                // The node is gone: nothing to tell.
+                None => return own.seq(),
+            },
+            Part::Queues => (&[QUEUE_PREFIX], queue_keys(&self.queues)),
+            Part::Plugins => (&[FUNCTION_PREFIX, PLUGIN_PREFIX], advertised(&self.plugins)),
+        };
+        if let Some(batch) = self.membership.advertise(prefixes, &desired).await {
+            let frame = wire::PeerFrame::State {
+                generation: own.generation(),
+                batch,
+            };
+            match frame.encode() {
+                Ok(bytes) => {
+                    let bytes = bytes::Bytes::from(bytes);
+                    for node in &self.view().nodes {
+                        if let Some(link) = self.links.get(&node.node_id) {
+                            link.post(bytes.clone());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode a state change for peers"),
+            }
+        }
+        own.seq()
+    }
+
+    /// Announces `part` and waits until every live peer has applied it, at most
+    /// `cluster.state_push_timeout_ms`. A peer whose link is being dialled for the first time
+    /// is waited for (the link's first frame is this node's whole state); one whose link
+    /// broke is not (it is failing; gossip, and the link's first frame when it is back, bring
+    /// it up to date).
+    pub async fn settle(&self, part: Part) -> Settled {
+        let seq = self.announce(part).await;
+        let until = tokio::time::Instant::now() + self.push_timeout;
+        let view = self.view();
+        let waits = view.nodes.iter().filter_map(|node| {
+            let link = self.links.get(&node.node_id)?;
+            let id = node.node_id.clone();
+            Some(async move {
+                let ok =
+                    (link.is_connected() || link.is_new()) && link.wait_acked(seq, until).await;
+                (id, ok)
+            })
+        });
+        let mut settled = Settled::default();
+        for (id, ok) in futures_util::future::join_all(waits).await {
+            if ok {
+                settled.confirmed += 1;
+            } else {
+                settled.unconfirmed.push(id);
+            }
+        }
+        if !settled.unconfirmed.is_empty() {
+            tracing::debug!(seq, ?part, unconfirmed = ?settled.unconfirmed,
+                "peers did not confirm a state change in time; gossip carries it");
+        }
+        settled
+    }
+
+    /// Applies a state change pushed by peer `from`. When it retires plugin versions this
+    /// node serves, they are taken out of its registry before this returns, so once the peer
+    /// hears back no node routes a new call to them.
+    pub async fn receive_state(&self, from: &str, generation: u64, batch: wire::StateBatch) {
+        let plugins = batch
+            .changes
+            .iter()
+            .any(|(k, _)| k.starts_with(PLUGIN_PREFIX));
+        self.membership.apply_pushed(from, generation, batch);
+        if !(plugins && self.follows_plugins) {
+            return;
+        }
+        let local = match plugin_ads(&self.plugins) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "cannot read plugin records"),
+        };
+        let view = self.view();
+        for action in distribute::decide(&self.node.resources, &local, &view) {
+            if let Action::Retire {
+                name,
+                version,
+                changed_at,
+            } = action
+                && let Err(e) = self
+                    .plugins
+                    .unlist_at(&name, &version, Some(changed_at))
+                    .await
+            {
+                tracing::warn!(plugin = %name, %version, error = %e, "retire from the cluster failed");
+            }
+        }
+    }
+
     /// Stops gossip at once, as a crash would (tests).
     pub fn stop_gossip(&self) {
         self.membership.stop();
@@ -188,19 +351,17 @@ impl Fanout for Cluster {
     }
 }
 
-/// Keeps this node's subscription patterns in its gossip state, so other nodes forward it
-/// exactly the messages its subscribers want.
+/// Keeps this node's subscription patterns in its gossip state (and its peers' views), so
+/// other nodes forward it exactly the messages its subscribers want. A subscribe also settles
+/// its own change before its ack; this catches every other change (unsubscribes, connections
+/// gone).
 async fn advertise_interest(
     cluster: Arc<Cluster>,
     exchange: Arc<Exchange>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let desired = exchange.interest();
-        cluster
-            .membership
-            .advertise(&[INTEREST_PREFIX, EXACT_INTEREST_PREFIX], &desired)
-            .await;
+        cluster.announce(Part::Interest).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = exchange.interest_changed().notified() => {}
@@ -216,19 +377,15 @@ fn queue_keys(queues: &QueueManager) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Keeps the names of this node's queues in its gossip state, so `queue.*` calls from any node
-/// reach the owner.
+/// Keeps the names of this node's queues in its gossip state (and its peers' views), so
+/// `queue.*` calls from any node reach the owner.
 async fn advertise_queues(
     cluster: Arc<Cluster>,
     queues: Arc<QueueManager>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let desired = queue_keys(&queues);
-        cluster
-            .membership
-            .advertise(&[QUEUE_PREFIX], &desired)
-            .await;
+        cluster.announce(Part::Queues).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = queues.changed().notified() => {}
@@ -326,11 +483,7 @@ async fn advertise(
         };
         if full {
             last_full = Instant::now();
-            let desired = advertised(&manager);
-            cluster
-                .membership
-                .advertise(&[FUNCTION_PREFIX, PLUGIN_PREFIX], &desired)
-                .await;
+            cluster.announce(Part::Plugins).await;
         }
         cluster
             .membership
@@ -417,9 +570,26 @@ async fn install(
         .publish_with(bytes.into(), options)
         .await
         .map_err(|e| e.to_string())?;
+    // Retired elsewhere while it was being fetched and compiled: it must not serve.
+    if retired_since(cluster, &done.name, &done.version, ad.changed_at) {
+        manager
+            .unlist_at(&done.name, &done.version, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
     tracing::info!(plugin = %done.name, version = %done.version, outcome = %done.outcome,
         "plugin installed from the cluster");
     Ok(())
+}
+
+/// Whether a peer's newest record for `name@version` is a retirement later than `after`.
+fn retired_since(cluster: &Cluster, name: &str, version: &str, after: f64) -> bool {
+    cluster.view().nodes.iter().any(|n| {
+        n.plugins
+            .iter()
+            .any(|(p, v, ad)| p == name && v == version && !ad.active && ad.changed_at > after)
+    })
 }
 
 async fn fetch(cluster: &Cluster, sha256: &str, sources: &[String]) -> Result<Vec<u8>, String> {

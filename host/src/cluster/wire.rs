@@ -35,6 +35,20 @@ pub struct RemoteFailure {
     pub cause: String,
 }
 
+/// A change to the sender's own cluster state (its subscription patterns, queues, functions
+/// and plugin records: the gossip keys `cluster::catalog::is_pushed` names), pushed over the
+/// link as it happens so the receiver knows it before gossip would tell it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateBatch {
+    /// The sender's state sequence after this change; gossip carries the same number
+    /// (`catalog::KEY_SEQ`) with the same keys, so a receiver knows when gossip has caught up.
+    pub seq: u64,
+    /// `true`: `changes` is the sender's whole pushed state (a link's first batch), not a diff.
+    pub full: bool,
+    /// `(key, Some(value))` sets a key, `(key, None)` deletes it.
+    pub changes: Vec<(String, Option<String>)>,
+}
+
 /// One frame on a peer link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerFrame {
@@ -96,6 +110,20 @@ pub enum PeerFrame {
         id: u64,
         /// The messages.
         messages: Vec<(u64, String, String)>,
+    },
+    /// Dialer → listener, one-way: a change to the dialer's cluster state (see [`StateBatch`]).
+    State {
+        /// The sender's gossip generation (its start time in ms): a batch of an earlier life of
+        /// the node is ignored.
+        generation: u64,
+        /// The change.
+        batch: StateBatch,
+    },
+    /// Listener → dialer, one-way: the receiver applied the dialer's state up to `seq`; what
+    /// its clients see now includes it.
+    StateAck {
+        /// The batch's `seq`.
+        seq: u64,
     },
     /// The component bytes, or `None` when this node does not have them.
     Blob {
@@ -165,6 +193,18 @@ mod tests {
                 id: 3,
                 messages: vec![(5, "m".into(), "{}".into())],
             },
+            PeerFrame::State {
+                generation: 17,
+                batch: StateBatch {
+                    seq: 4,
+                    full: false,
+                    changes: vec![
+                        ("s:a.#".into(), Some(String::new())),
+                        ("q:jobs".into(), None),
+                    ],
+                },
+            },
+            PeerFrame::StateAck { seq: 4 },
             PeerFrame::Blob {
                 id: 9,
                 bytes: Some(vec![0, 97, 115, 109]),

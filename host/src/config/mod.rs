@@ -129,6 +129,9 @@ pub struct ClusterConfig {
     /// Install plugin versions published on other nodes (by placement) and follow their
     /// retirement.
     pub distribute_plugins: bool,
+    /// How long a subscribe, `queue.create` or retire waits for the live peers to confirm they
+    /// have the change before it answers anyway (gossip then carries it to a slow peer).
+    pub state_push_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -142,6 +145,7 @@ impl Default for ClusterConfig {
             load_report_ms: 200,
             max_hops: 2,
             distribute_plugins: true,
+            state_push_timeout_ms: 500,
         }
     }
 }

@@ -412,12 +412,15 @@ impl PluginManager {
         self.retire_locked(name, version, changed_at).await
     }
 
-    async fn retire_locked(
+    /// Takes a version out of the registry and records it retired (at `changed_at`, or now),
+    /// without waiting for its running calls: what a node does when another retired it, so
+    /// that it stops serving before it answers. Returns the plugin that was loaded, if any.
+    pub async fn unlist_at(
         &self,
         name: &str,
         version: &str,
         changed_at: Option<f64>,
-    ) -> Result<Retired, PublishError> {
+    ) -> Result<Option<Arc<LoadedPlugin>>, PublishError> {
         let parsed = crate::rpc::version::parse_version_lenient(version).map_err(|e| {
             PublishError::InvalidVersion(format!("invalid version '{version}': {e}"))
         })?;
@@ -442,6 +445,19 @@ impl PluginManager {
         };
         // Tell the cluster now, not after the drain.
         self.changed.notify_one();
+        Ok(removed)
+    }
+
+    async fn retire_locked(
+        &self,
+        name: &str,
+        version: &str,
+        changed_at: Option<f64>,
+    ) -> Result<Retired, PublishError> {
+        let parsed = crate::rpc::version::parse_version_lenient(version).map_err(|e| {
+            PublishError::InvalidVersion(format!("invalid version '{version}': {e}"))
+        })?;
+        let removed = self.unlist_at(name, version, changed_at).await?;
         let (mut drained, mut still_running) = (true, 0);
         if let Some(plugin) = removed {
             let limit = Duration::from_millis(plugin.limits.call_timeout_ms + 1_000);

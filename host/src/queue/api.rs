@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::manager::{ManagerError, QueueManager};
 use super::state::{QueueError, QueueSpec, SendOptions};
 use crate::cluster::catalog::PeerNode;
+use crate::cluster::{Part, StateSync};
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::{
     BuiltinSpec, Builtins, DuplicateBuiltin, Handler, Ownership, Placement,
@@ -68,17 +69,29 @@ pub const FUNCTIONS: [(&str, &str); 13] = [
 ];
 
 /// Registers the queue built-ins, served from `queues` on the node that owns each queue.
-pub fn register(b: &mut Builtins, queues: Arc<QueueManager>) -> Result<(), DuplicateBuiltin> {
+/// `queue.create` and `queue.delete` answer once the live peers know (through `sync`), so a
+/// queue created here is usable from any node as soon as the call returns.
+pub fn register(
+    b: &mut Builtins,
+    queues: Arc<QueueManager>,
+    sync: Arc<StateSync>,
+) -> Result<(), DuplicateBuiltin> {
     let owner: Arc<dyn Ownership> = Arc::new(QueueOwners(queues.clone()));
     for (name, signature) in FUNCTIONS {
-        let q = queues.clone();
+        let (q, sync) = (queues.clone(), sync.clone());
         b.register(BuiltinSpec {
             name,
             signature,
             description: "queue operation (docs/queues.md)",
             handler: Handler::Later(Arc::new(move |cmd: RpcCommand| {
-                let q = q.clone();
-                Box::pin(async move { call(&q, &cmd).await })
+                let (q, sync) = (q.clone(), sync.clone());
+                Box::pin(async move {
+                    let out = call(&q, &cmd).await?;
+                    if matches!(cmd.fun.as_str(), "queue.create" | "queue.delete") {
+                        sync.settle(Part::Queues).await;
+                    }
+                    Ok(out)
+                })
             })),
             placement: Placement::Owner(owner.clone()),
         })?;

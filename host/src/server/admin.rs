@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::state::ServerState;
+use crate::cluster::Part;
 use crate::plugin::PublishError;
 use crate::protocol::admin::{
     AdminErrorBody, AdminErrorReply, PLACEMENT_HEADER, PublishOutcome, SANDBOX_HEADER,
@@ -150,6 +151,10 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
             } else {
                 StatusCode::OK
             };
+            // Answer once the live peers can route calls of the new version here.
+            if let Some(cluster) = state.dispatcher.cluster() {
+                cluster.settle(Part::Plugins).await;
+            }
             (status, Json(p)).into_response()
         }
         Err(e) => publish_error(e),
@@ -195,7 +200,13 @@ pub async fn retire(
         return r;
     }
     match state.manager.retire(&name, &version).await {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => {
+            // Answer once the live peers route no new call to the version (docs/cluster.md).
+            if let Some(cluster) = state.dispatcher.cluster() {
+                cluster.settle(Part::Plugins).await;
+            }
+            Json(r).into_response()
+        }
         Err(e) => publish_error(e),
     }
 }

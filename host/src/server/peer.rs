@@ -60,7 +60,9 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                         }
                     }
                     Ok(frame) => {
-                        let mut work = Box::pin(answer(frame, state.clone(), draining));
+                        // A state change is applied during this first poll, in the order
+                        // received; only retirements it causes may have to wait.
+                        let mut work = Box::pin(answer(frame, state.clone(), peer.clone(), draining));
                         match futures_util::poll!(&mut work) {
                             Poll::Ready(reply) => {
                                 if let Some(bytes) = reply.and_then(|r| r.encode().ok()) {
@@ -143,8 +145,19 @@ where
     }
 }
 
-async fn answer(frame: PeerFrame, state: Arc<ServerState>, refuse: bool) -> Option<PeerFrame> {
+async fn answer(
+    frame: PeerFrame,
+    state: Arc<ServerState>,
+    peer: String,
+    refuse: bool,
+) -> Option<PeerFrame> {
     match frame {
+        PeerFrame::State { generation, batch } => {
+            let seq = batch.seq;
+            let cluster = state.dispatcher.cluster()?;
+            cluster.receive_state(&peer, generation, batch).await;
+            Some(PeerFrame::StateAck { seq })
+        }
         PeerFrame::Call { id, call } => {
             let result = if refuse {
                 Err(RemoteFailure {

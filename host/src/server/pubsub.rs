@@ -13,6 +13,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use serde_json::json;
 
 use super::state::ServerState;
+use crate::cluster::Part;
 use crate::protocol::RpcCommand;
 use crate::protocol::pubsub::QUEUE_TOPIC_PREFIX;
 use crate::protocol::pubsub::{
@@ -71,6 +72,11 @@ pub async fn handle(
             let now = Instant::now();
             match exchange.subscribe(conn, &frame.subscription, now) {
                 Ok(done) => {
+                    // The ack waits until the live peers know of the new patterns: a message
+                    // published on any node after it is forwarded here (docs/pubsub.md).
+                    if let Some(cluster) = state.dispatcher.cluster() {
+                        cluster.settle(Part::Interest).await;
+                    }
                     if let Some(queue) = queue {
                         let dispatcher = state.dispatcher.clone() as Arc<dyn Dispatcher>;
                         // Ends with the subscription; the server waits for it at shutdown.

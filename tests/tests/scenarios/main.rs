@@ -11,4 +11,5 @@ mod publish;
 mod pubsub;
 mod queues;
 mod sandbox;
+mod state;
 mod teardown;
