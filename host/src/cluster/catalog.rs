@@ -507,6 +507,55 @@ mod tests {
     }
 
     #[test]
+    fn a_version_retired_anywhere_later_is_routed_nowhere() {
+        let record = |active: bool, at: f64| {
+            serde_json::to_string(&PluginAd {
+                sha256: "ab".into(),
+                size: 3,
+                active,
+                changed_at: at,
+                placement: vec![],
+                sandbox: Sandbox::default(),
+            })
+            .expect("json")
+        };
+        let node = |id: &str, active: bool, at: f64| {
+            let kvs = kv(&[
+                (KEY_URLS, format!(r#"["ws://{id}:1"]"#)),
+                (
+                    &function_key("add", "1.2.0", "math.add"),
+                    fun("add", "1.2.0", "math.add", &[]),
+                ),
+                (&plugin_key("math", "1.2.0"), record(active, at)),
+            ]);
+            parse(id, &kvs).0.expect("node")
+        };
+        // Both serve it; b's record is newer and active.
+        let view = ClusterView::new(vec![node("a", true, 5.0), node("b", true, 6.0)]);
+        assert_eq!(view.functions("add").len(), 2);
+        // a retired it after b's publish: b has not caught up, and is not routed to either.
+        let view = ClusterView::new(vec![node("a", false, 7.0), node("b", true, 6.0)]);
+        assert!(view.functions("add").is_empty());
+        // Published again later on b: served again.
+        let view = ClusterView::new(vec![node("a", false, 7.0), node("b", true, 8.0)]);
+        assert_eq!(
+            view.functions("add").len(),
+            2,
+            "a's ad still lists it until it re-reads"
+        );
+    }
+
+    #[test]
+    fn pushed_keys_are_what_clients_wait_on() {
+        for k in ["s:a.#", "e:a.b", "q:jobs", "f:add@1.0.0/x", "p:math@1.0.0"] {
+            assert!(is_pushed(k), "{k}");
+        }
+        for k in [KEY_URLS, KEY_LOAD, KEY_SEQ, KEY_LEAVING, "future"] {
+            assert!(!is_pushed(k), "{k}");
+        }
+    }
+
+    #[test]
     fn a_node_without_urls_is_not_routable_yet() {
         let (node, _) = parse("n3", &kv(&[(KEY_REGION, "eu".into())]));
         assert!(node.is_none());

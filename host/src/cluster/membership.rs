@@ -529,6 +529,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pushed_change_is_in_the_view_at_once_and_gossip_then_carries_it() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let ms = trio(&net, &tasks).await;
+        sees(&ms[1], &["n0", "n2"], Duration::from_secs(5)).await;
+        let wanted = BTreeMap::from([("s:a.#".to_owned(), String::new())]);
+        let batch = ms[0].advertise(&["s:"], &wanted).await.expect("a change");
+        assert_eq!((batch.seq, batch.full), (1, false));
+        assert!(
+            ms[0].advertise(&["s:"], &wanted).await.is_none(),
+            "no change, no batch"
+        );
+        assert!(
+            ms[1].view().interested("a.b").is_empty(),
+            "no gossip round has run"
+        );
+        let generation = ms[0].own_state().generation();
+        ms[1].apply_pushed("n0", generation, batch);
+        assert_eq!(ms[1].view().interested("a.b").len(), 1, "known at once");
+        // Gossip delivers the same state (and sequence number): the view keeps it.
+        tokio::time::sleep(INTERVAL * 20).await;
+        assert_eq!(ms[1].view().interested("a.b").len(), 1);
+        assert_eq!(
+            ms[2].view().interested("a.b").len(),
+            1,
+            "gossip reached the others"
+        );
+        // A link's first frame: the whole pushed state.
+        let PeerFrame::State { batch, .. } = ms[0].own_state().snapshot() else {
+            panic!("a state frame")
+        };
+        assert!(batch.full);
+        assert_eq!(batch.seq, 1);
+        assert_eq!(batch.changes, [("s:a.#".to_owned(), Some(String::new()))]);
+        tasks.stop();
+        tasks.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn stopping_ends_every_task_and_frees_the_address() {
         let (net, tasks) = (ChannelTransport::default(), Tasks::new());
         let m = member(0, &[], &net, &tasks).await;
