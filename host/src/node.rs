@@ -315,6 +315,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     // cluster attaches itself when it starts.
     let sync = StateSync::new();
     let registered = rpc::builtins::core::register(&mut builtins)
+        .and_then(|()| rpc::builtins::discovery::register(&mut builtins, exchange.clone()))
         .and_then(|()| queue::api::register(&mut builtins, queues.clone(), sync.clone()));
     registered.map_err(|e| NodeError::Startup(e.to_string()))?;
     // The cluster starts before the server: the dispatcher routes through it from its first

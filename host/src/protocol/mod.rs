@@ -5,6 +5,7 @@
 //! client enforces (a reply it rejects would leave the caller waiting forever).
 
 pub mod admin;
+pub mod catalog;
 pub mod codes;
 pub mod discovery;
 pub mod numbers;

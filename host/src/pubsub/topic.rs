@@ -87,6 +87,23 @@ pub struct Pattern {
     segments: Vec<Segment>,
 }
 
+impl std::fmt::Display for Pattern {
+    /// The pattern as written (`a.*.c`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            match seg {
+                Segment::Literal(s) => f.write_str(s)?,
+                Segment::One => f.write_str("*")?,
+                Segment::Any => f.write_str("#")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Pattern {
     /// Parses `text`; with `exact`, every segment is literal (and may not hold wildcards).
     pub fn parse(text: &str, exact: bool) -> Result<Pattern, TopicError> {

@@ -17,7 +17,7 @@ use crate::cluster::catalog::PeerNode;
 use crate::cluster::{Part, StateSync};
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::{
-    BuiltinSpec, Builtins, DuplicateBuiltin, Handler, Ownership, Placement,
+    BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Handler, Ownership, Placement,
 };
 use crate::rpc::port::CallError;
 
@@ -77,6 +77,7 @@ pub fn register(
     sync: Arc<StateSync>,
 ) -> Result<(), DuplicateBuiltin> {
     let owner: Arc<dyn Ownership> = Arc::new(QueueOwners(queues.clone()));
+    b.add_source(Arc::new(QueueOwners(queues.clone())));
     for (name, signature) in FUNCTIONS {
         let (q, sync) = (queues.clone(), sync.clone());
         b.register(BuiltinSpec {
@@ -122,6 +123,23 @@ impl Ownership for QueueOwners {
     }
     fn missing(&self, fun: &str, name: &str) -> CallError {
         CallError::NotFound(format!("{fun}: no queue '{name}' in the cluster"))
+    }
+}
+
+/// The queues each node owns, as `catalog_query` entries of type `queues`.
+impl CatalogSource for QueueOwners {
+    fn entry_type(&self) -> &'static str {
+        "queues"
+    }
+    fn local(&self) -> Vec<String> {
+        let mut names = self.0.names();
+        names.sort();
+        names
+    }
+    fn remote(&self, node: &PeerNode) -> Vec<String> {
+        let mut names = node.queues.clone();
+        names.sort();
+        names
     }
 }
 

@@ -2,9 +2,11 @@
 //! version constraints (pure), then execute and route (node feature).
 
 pub mod budget;
+pub mod directory;
 pub mod plan;
 pub mod port;
 pub mod route;
+pub mod signature;
 pub mod substitute;
 pub mod version;
 

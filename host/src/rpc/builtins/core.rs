@@ -1,9 +1,10 @@
-//! The discovery built-ins every node serves (protocol.md §4): `echo`, `echos`,
-//! `cluster_map`, `list_peers`, `rpc_list`, `rpc_describe`.
+//! The built-ins every node serves that need nothing but the node and its cluster view
+//! (protocol.md §4): `echo`, `echos`, `cluster_map`. The rest of discovery is in
+//! [`discovery`](super::discovery).
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{BuiltinSpec, Builtins, DuplicateBuiltin, Scope};
 use crate::clock::unix_now;
@@ -51,36 +52,6 @@ pub fn register(b: &mut Builtins) -> Result<(), DuplicateBuiltin> {
             })
         },
     ))?;
-    b.register(BuiltinSpec::now(
-        "list_peers",
-        "func() -> list<peer>",
-        "every other node",
-        |s, _| {
-            Ok(Value::Array(
-                peers(s)
-                    .iter()
-                    .map(|p| list_peer(p, &s.node.cluster_id))
-                    .collect(),
-            ))
-        },
-    ))?;
-    b.register(BuiltinSpec::now(
-        "rpc_list",
-        "func() -> list<function>",
-        "every callable function",
-        |s, _| Ok(Value::Array(list(s, None, false))),
-    ))?;
-    b.register(BuiltinSpec::now(
-        "rpc_describe",
-        "func(names: string...) -> list<function>",
-        "functions with WIT signatures",
-        |s, cmd| {
-            let names: Vec<&str> = cmd.args.iter().filter_map(Value::as_str).collect();
-            // No names: describe everything.
-            let filter = (!names.is_empty()).then_some(names.as_slice());
-            Ok(Value::Array(list(s, filter, true)))
-        },
-    ))?;
     Ok(())
 }
 
@@ -116,7 +87,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, CallError> {
     serde_json::to_value(v).map_err(|e| CallError::Failed(e.to_string()))
 }
 
-fn load_of(p: &PeerNode) -> NodeLoad {
+/// A peer's load as `cluster_map` reports it.
+pub fn load_of(p: &PeerNode) -> NodeLoad {
     NodeLoad {
         load_score: p.load.score,
         active_clients: p.load.clients,
@@ -166,88 +138,4 @@ fn describe_peer(p: &PeerNode, cluster_id: &str) -> ClusterNode {
         load: load_of(p),
         functions: peer_functions(p),
     }
-}
-
-/// A peer as MPREG's `list_peers` reports it.
-fn list_peer(p: &PeerNode, cluster_id: &str) -> Value {
-    let mut funs: Vec<&str> = p.functions.iter().map(|f| f.name.as_str()).collect();
-    funs.sort();
-    funs.dedup();
-    json!({
-        "url": p.url(),
-        "node_id": p.node_id,
-        "cluster_id": cluster_id,
-        "funs": funs,
-        "locs": p.resources,
-        "last_seen": unix_now(),
-        "status": "healthy",
-        "advertised_urls": p.urls,
-        "region": p.region,
-        "load": load_of(p),
-    })
-}
-
-fn list(s: &Scope<'_>, names: Option<&[&str]>, detailed: bool) -> Vec<Value> {
-    let (node, registry) = (s.node, s.registry);
-    let wanted = |n: &str| names.is_none_or(|ns| ns.contains(&n));
-    let mut out = Vec::new();
-    for b in s.builtins.iter().filter(|b| wanted(b.name)) {
-        let mut v = json!({
-            "name": b.name, "function_id": b.name, "version": env!("CARGO_PKG_VERSION"),
-            "resources": node.resources, "node_id": node.node_id, "cluster_id": node.cluster_id,
-            "kind": "builtin", "description": b.description,
-        });
-        if detailed {
-            v["signature"] = json!(b.signature);
-        }
-        out.push(v);
-    }
-    for entry in registry.all().iter().filter(|e| wanted(&e.function().name)) {
-        let f = entry.function();
-        let mut resources = node.resources.clone();
-        resources.extend(f.resources.iter().cloned());
-        resources.sort();
-        resources.dedup();
-        let mut v = json!({
-            "name": f.name, "function_id": f.function_id, "version": entry.version().to_string(),
-            "resources": resources, "node_id": node.node_id, "cluster_id": node.cluster_id,
-            "kind": "plugin", "plugin": entry.plugin.manifest.name, "description": f.description,
-        });
-        if detailed {
-            v["signature"] = json!(f.signature);
-            v["export"] = json!(f.export_name);
-        }
-        out.push(v);
-    }
-    if let Some(c) = s.cluster {
-        let view = c.view();
-        let mut remote: Vec<_> = view
-            .all_functions()
-            .filter(|f| wanted(&f.ad.name))
-            .collect();
-        remote.sort_by(|a, b| {
-            (&a.ad.name, &a.ad.version, &a.node.node_id).cmp(&(
-                &b.ad.name,
-                &b.ad.version,
-                &b.node.node_id,
-            ))
-        });
-        for f in remote {
-            let mut resources = f.node.resources.clone();
-            resources.extend(f.ad.resources.iter().cloned());
-            resources.sort();
-            resources.dedup();
-            let mut v = json!({
-                "name": f.ad.name, "function_id": f.ad.function_id,
-                "version": f.ad.version.to_string(), "resources": resources,
-                "node_id": f.node.node_id, "cluster_id": node.cluster_id, "kind": "plugin",
-                "plugin": f.ad.plugin, "description": f.ad.description,
-            });
-            if detailed {
-                v["signature"] = json!(f.ad.signature);
-            }
-            out.push(v);
-        }
-    }
-    out
 }

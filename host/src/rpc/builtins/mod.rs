@@ -5,6 +5,7 @@
 //! `queue::api` the `queue.*` functions.
 
 pub mod core;
+pub mod discovery;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,6 +93,18 @@ impl std::fmt::Debug for BuiltinSpec {
     }
 }
 
+/// A kind of named resource a service holds on each node (queues, topic interest, cache
+/// namespaces), for `catalog_query`: the service registers it with its built-ins and the
+/// discovery built-ins list it without knowing the service.
+pub trait CatalogSource: Send + Sync {
+    /// The `catalog_query` entry type it answers (`queues`).
+    fn entry_type(&self) -> &'static str;
+    /// What this node holds.
+    fn local(&self) -> Vec<String>;
+    /// What peer `node` holds, as it gossips.
+    fn remote(&self, node: &PeerNode) -> Vec<String>;
+}
+
 /// Two services registered the same name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("built-in '{0}' is registered twice")]
@@ -102,6 +115,7 @@ pub struct DuplicateBuiltin(pub String);
 pub struct Builtins {
     specs: Vec<Arc<BuiltinSpec>>,
     by_name: HashMap<&'static str, usize>,
+    sources: Vec<Arc<dyn CatalogSource>>,
 }
 
 impl Builtins {
@@ -118,6 +132,16 @@ impl Builtins {
         self.by_name.insert(spec.name, self.specs.len());
         self.specs.push(Arc::new(spec));
         Ok(())
+    }
+
+    /// Adds a kind of resource `catalog_query` lists.
+    pub fn add_source(&mut self, source: Arc<dyn CatalogSource>) {
+        self.sources.push(source);
+    }
+
+    /// Every registered resource kind.
+    pub fn sources(&self) -> &[Arc<dyn CatalogSource>] {
+        &self.sources
     }
 
     /// The built-in called `name`.
