@@ -381,6 +381,13 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         max_peer_frame_bytes,
         gate: server::listen::Gate::new(connection_limits(&config.server)),
     });
+    // The topics `catalog_watch` and `summary_watch` name.
+    let feed = state.dispatcher.clone();
+    tasks.spawn(rpc::builtins::feed::run(
+        move || feed.directory(),
+        exchange.clone(),
+        tasks.stopping().clone(),
+    ));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let guest_memory = state.dispatcher.runtime().guest_memory().clone();
     tasks.spawn(server::serve(listener, state, grace));

@@ -272,6 +272,15 @@ impl Exchange {
             .collect()
     }
 
+    /// Whether any pattern a subscription on this node holds satisfies `f` (a feed checks
+    /// before it builds messages nobody would get).
+    pub fn any_pattern(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.read()
+            .interest
+            .keys()
+            .any(|k| f(k.split_once(':').map_or(k.as_str(), |(_, p)| p)))
+    }
+
     /// Subscriptions held on this node.
     pub fn subscriptions(&self) -> usize {
         self.read().subs.len()

@@ -869,6 +869,151 @@ impl Directory {
     }
 }
 
+fn held<'d>(d: &'d Directory, kind: &str) -> Vec<&'d Held> {
+    d.resources
+        .get(kind)
+        .map(|v| v.iter().collect())
+        .unwrap_or_default()
+}
+
+/// What changed between two directories, as the original's `DiscoveryDeltaMessage` body
+/// (`delta`, `counts`, `namespaces`), or `None` when nothing did. Functions are keyed by name,
+/// id, version and node; nodes by id; queues by node and name; topics by node.
+pub fn delta(before: &Directory, after: &Directory) -> Option<Value> {
+    fn diff<K: Ord + Clone>(
+        old: BTreeMap<K, Value>,
+        new: BTreeMap<K, Value>,
+    ) -> (Vec<Value>, Vec<K>) {
+        let added = new
+            .iter()
+            .filter(|(k, v)| old.get(*k) != Some(*v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        (added, removed)
+    }
+    let functions = |d: &Directory| -> BTreeMap<(String, String, String, String), Value> {
+        d.functions
+            .iter()
+            .map(|f| {
+                let key = (
+                    f.name.clone(),
+                    f.function_id.clone(),
+                    f.version.to_string(),
+                    f.node_id.clone(),
+                );
+                let mut v = d.function_endpoint(f);
+                v["advertised_at"] = json!(0.0);
+                (key, v)
+            })
+            .collect()
+    };
+    let nodes = |d: &Directory| -> BTreeMap<String, Value> {
+        d.nodes
+            .iter()
+            .map(|n| {
+                let v = json!({"node_id": n.node_id, "cluster_id": d.cluster_id, "scope": DEFAULT_SCOPE,
+                    "resources": n.resources, "capabilities": [], "tags": [],
+                    "transport_endpoints": endpoints(&n.urls), "advertised_at": n.started,
+                    "ttl_seconds": ENTRY_TTL_SECONDS, "region": n.region});
+                (n.node_id.clone(), v)
+            })
+            .collect()
+    };
+
+    let queues = |d: &Directory| -> BTreeMap<(String, String), Value> {
+        held(d, "queues")
+            .into_iter()
+            .flat_map(|h| {
+                h.names.iter().map(|q| {
+                    ((h.node_id.clone(), q.clone()), json!({"queue_name": q, "cluster_id": d.cluster_id,
+                        "node_id": h.node_id, "delivery_guarantees": ["at_least_once"], "health": "healthy",
+                        "current_subscribers": 0, "metadata": {}, "scope": DEFAULT_SCOPE, "tags": [],
+                        "advertised_at": 0.0, "ttl_seconds": ENTRY_TTL_SECONDS}))
+                })
+            })
+            .collect()
+    };
+    let topics = |d: &Directory| -> BTreeMap<String, Value> {
+        held(d, "topics")
+            .into_iter()
+            .filter(|h| !h.names.is_empty())
+            .map(|h| {
+                let id = format!("{}/interest", h.node_id);
+                (
+                    id.clone(),
+                    json!({"subscription_id": id, "node_id": h.node_id, "cluster_id": d.cluster_id,
+                    "patterns": h.names, "scope": DEFAULT_SCOPE, "tags": [], "advertised_at": 0.0,
+                    "ttl_seconds": ENTRY_TTL_SECONDS}),
+                )
+            })
+            .collect()
+    };
+    let (fa, fr) = diff(functions(before), functions(after));
+    let (na, nr) = diff(nodes(before), nodes(after));
+    let (qa, qr) = diff(queues(before), queues(after));
+    let (ta, tr) = diff(topics(before), topics(after));
+    if fa.is_empty()
+        && fr.is_empty()
+        && na.is_empty()
+        && nr.is_empty()
+        && qa.is_empty()
+        && qr.is_empty()
+        && ta.is_empty()
+        && tr.is_empty()
+    {
+        return None;
+    }
+    let mut namespaces: Vec<String> = fa
+        .iter()
+        .filter_map(|f| {
+            f["identity"]["name"]
+                .as_str()
+                .map(|n| namespace_of(n).to_owned())
+        })
+        .chain(fr.iter().map(|(name, ..)| namespace_of(name).to_owned()))
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let counts = json!({
+        "functions_added": fa.len(), "functions_removed": fr.len(),
+        "topics_added": ta.len(), "topics_removed": tr.len(),
+        "queues_added": qa.len(), "queues_removed": qr.len(),
+        "services_added": 0, "services_removed": 0, "caches_added": 0, "caches_removed": 0,
+        "cache_profiles_added": 0, "cache_profiles_removed": 0,
+        "nodes_added": na.len(), "nodes_removed": nr.len(),
+    });
+    let function_removals: Vec<Value> = fr
+        .iter()
+        .map(|(name, id, version, node)| {
+            json!({"cluster_id": after.cluster_id, "node_id": node,
+                "identity": {"name": name, "function_id": id, "version": version}, "resources": []})
+        })
+        .collect();
+    let delta = json!({
+        "update_id": format!("{}-{}", after.local_node, after.generated_at),
+        "cluster_id": after.cluster_id, "sent_at": after.generated_at,
+        "functions": fa, "function_removals": function_removals,
+        "topics": ta, "topic_removals": tr,
+        "queues": qa,
+        "queue_removals": qr.iter().map(|(node, q)| json!({"cluster_id": after.cluster_id, "node_id": node, "queue_name": q})).collect::<Vec<_>>(),
+        "services": [], "service_removals": [], "caches": [], "cache_removals": [],
+        "cache_profiles": [], "cache_profile_removals": [],
+        "nodes": na,
+        "node_removals": nr.iter().map(|n| json!({"cluster_id": after.cluster_id, "node_id": n})).collect::<Vec<_>>(),
+    });
+    Some(json!({
+        "delta": delta, "counts": counts, "namespaces": namespaces,
+        "source_node": after.local_node, "source_cluster": after.cluster_id,
+        "published_at": after.generated_at,
+    }))
+}
+
 /// Transport endpoints of a node's URLs.
 fn endpoints(urls: &[String]) -> Vec<TransportEndpoint> {
     urls.iter()
@@ -1177,6 +1322,33 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_delta_names_what_was_added_and_removed() {
+        let before = dir();
+        assert!(delta(&before, &before).is_none(), "nothing changed");
+        let mut after = before.clone();
+        after.generated_at = 9.0;
+        after.functions.retain(|f| f.name != "text.upper");
+        after.functions.push(f("math.mul", "1.0.0", "b", &[]));
+        after.nodes.retain(|n| n.node_id != "b");
+        after.resources.get_mut("queues").expect("queues")[0]
+            .names
+            .push("new".into());
+        let d = delta(&before, &after).expect("changed");
+        assert_eq!(d["counts"]["functions_added"], 1);
+        assert_eq!(d["counts"]["functions_removed"], 1);
+        assert_eq!(d["counts"]["nodes_removed"], 1);
+        assert_eq!(d["counts"]["queues_added"], 1);
+        assert_eq!(d["delta"]["functions"][0]["identity"]["name"], "math.mul");
+        assert_eq!(
+            d["delta"]["function_removals"][0]["identity"]["name"],
+            "text.upper"
+        );
+        assert_eq!(d["delta"]["queues"][0]["queue_name"], "new");
+        assert_eq!(d["namespaces"], json!(["math", "text"]));
+        assert_eq!(d["source_node"], "a");
     }
 
     #[test]

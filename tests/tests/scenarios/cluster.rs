@@ -116,7 +116,7 @@ async fn commands_run_where_their_locs_are_and_discovery_sees_the_cluster() -> R
             .starts_with("ws://127.0.0.1:")
     );
     let described = client.call("rpc_describe", vec![json!("mul")]).await?;
-    let described = described.as_array().expect("list");
+    let described = described["items"].as_array().expect("items");
     assert_eq!(described.len(), 3, "mul on three nodes: {described:?}");
     assert!(described.iter().all(|d| {
         d["signature"]

@@ -510,32 +510,23 @@ async fn discovery_builtins() -> Result<()> {
         ))
         .await?;
     assert_eq!(r["r"]["list_peers"], json!([]));
-    let r = ws
-        .roundtrip(&rpc_frame(
-            "l",
-            json!([{"name": "rpc_list", "fun": "rpc_list"}]),
-        ))
-        .await?;
-    let list = r["r"]["rpc_list"].as_array().expect("list");
-    assert!(
-        list.iter()
-            .any(|f| f["name"] == "echo" && f["kind"] == "builtin")
-    );
-    let greets: Vec<&Value> = list.iter().filter(|f| f["name"] == "greet").collect();
-    assert_eq!(greets.len(), 2, "both versions side by side");
+    // The rest of discovery, request by request: scenarios/discovery.rs.
     let r = ws
         .roundtrip(&rpc_frame(
             "d",
             json!([{"name": "rpc_describe", "fun": "rpc_describe", "args": ["add", "centroid"]}]),
         ))
         .await?;
-    let d = r["r"]["rpc_describe"].as_array().expect("list");
+    let d = r["r"]["rpc_describe"]["items"].as_array().expect("items");
     assert_eq!(d.len(), 2);
-    let add = d.iter().find(|f| f["name"] == "add").expect("add");
+    let add = d
+        .iter()
+        .find(|f| f["identity"]["name"] == "add")
+        .expect("add");
     assert_eq!(add["signature"], json!("func(a: s32, b: s32) -> s32"));
     let centroid = d
         .iter()
-        .find(|f| f["name"] == "centroid")
+        .find(|f| f["identity"]["name"] == "centroid")
         .expect("centroid");
     assert_eq!(
         centroid["signature"],

@@ -4,6 +4,7 @@ mod chaos;
 mod cluster;
 mod conformance;
 mod connections;
+mod discovery;
 mod fairness;
 mod languages;
 mod lifecycle;

@@ -122,6 +122,7 @@ async fn fifo_priority_delay_dedup_and_stats_over_the_wire() -> Result<()> {
     );
     // The queue built-ins are listed like the others.
     let described = call(&c, "rpc_describe", json!(["queue.send"])).await?;
+    let described = &described["items"];
     assert_eq!(described[0]["kind"], "builtin");
     assert!(
         described[0]["signature"]

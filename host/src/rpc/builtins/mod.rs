@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod discovery;
+pub mod feed;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -120,6 +120,11 @@ impl NodeDispatcher {
         self.cluster.as_ref()
     }
 
+    /// Everything this node knows, as the discovery built-ins answer from it.
+    pub fn directory(&self) -> crate::rpc::directory::Directory {
+        crate::rpc::builtins::discovery::gather(&self.scope())
+    }
+
     fn scope(&self) -> Scope<'_> {
         Scope {
             node: &self.node,
