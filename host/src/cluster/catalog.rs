@@ -167,6 +167,25 @@ impl PeerNode {
         kvs: impl IntoIterator<Item = (&'a str, &'a str)>,
         skipped: &mut Vec<String>,
     ) -> Option<PeerNode> {
+        Self::parse_cached(
+            node_id,
+            generation,
+            kvs,
+            &mut ParseCache::default(),
+            skipped,
+        )
+    }
+
+    /// [`parse`](Self::parse), reusing what `cache` holds of entries read before with the same
+    /// value: a view rebuilt for one changed key parses only that key. The cache keeps exactly
+    /// the entries of this read.
+    pub fn parse_cached<'a>(
+        node_id: &str,
+        generation: u64,
+        kvs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        cache: &mut ParseCache,
+        skipped: &mut Vec<String>,
+    ) -> Option<PeerNode> {
         let mut node = PeerNode {
             node_id: node_id.to_owned(),
             generation,
@@ -180,6 +199,7 @@ impl PeerNode {
             interest: Vec::new(),
             queues: Vec::new(),
         };
+        let mut seen = HashMap::with_capacity(cache.entries.len());
         for (k, v) in kvs {
             let ok = match k {
                 KEY_URLS => serde_json::from_str(v).map(|u| node.urls = u).is_ok(),
@@ -193,28 +213,23 @@ impl PeerNode {
                 KEY_SEQ => v.parse::<u64>().is_ok(),
                 KEY_LEAVING => return None,
                 _ => {
-                    if k.starts_with(FUNCTION_PREFIX) {
-                        serde_json::from_str::<FunctionAd>(v)
-                            .map(|f| node.functions.push(f))
-                            .is_ok()
-                    } else if let Some(q) = k.strip_prefix(QUEUE_PREFIX) {
-                        node.queues.push(q.to_owned());
-                        true
-                    } else if let Some(p) = k.strip_prefix(INTEREST_PREFIX) {
-                        Pattern::parse(p, false)
-                            .map(|p| node.interest.push(p))
-                            .is_ok()
-                    } else if let Some(p) = k.strip_prefix(EXACT_INTEREST_PREFIX) {
-                        Pattern::parse(p, true)
-                            .map(|p| node.interest.push(p))
-                            .is_ok()
-                    } else if let Some(rest) = k.strip_prefix(PLUGIN_PREFIX) {
-                        parse_plugin(rest, v)
-                            .map(|p| node.plugins.push(p))
-                            .is_some()
-                    } else {
-                        // Keys of a newer node version: ignored, not an error.
-                        true
+                    let entry = match cache.entries.remove(k) {
+                        Some((value, entry)) if value == v => Some(entry),
+                        _ => Entry::parse(k, v),
+                    };
+                    match entry {
+                        Some(entry) => {
+                            match &entry {
+                                Entry::Function(f) => node.functions.push(f.clone()),
+                                Entry::Plugin(p) => node.plugins.push(p.clone()),
+                                Entry::Interest(p) => node.interest.push(p.clone()),
+                                Entry::Queue(q) => node.queues.push(q.clone()),
+                                Entry::Unknown => {}
+                            }
+                            seen.insert(k.to_owned(), (v.to_owned(), entry));
+                            true
+                        }
+                        None => false,
                     }
                 }
             };
@@ -222,12 +237,49 @@ impl PeerNode {
                 skipped.push(format!("{node_id}: {k}"));
             }
         }
+        cache.entries = seen;
         (!node.urls.is_empty()).then_some(node)
     }
 
     /// The URL peers dial.
     pub fn url(&self) -> &str {
         self.urls.first().map_or("", String::as_str)
+    }
+}
+
+/// Parsed entries of one node's gossip state, by key, with the value they were read from.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    entries: HashMap<String, (String, Entry)>,
+}
+
+/// One parsed prefixed entry.
+#[derive(Debug, Clone)]
+enum Entry {
+    Function(FunctionAd),
+    Plugin((String, String, PluginAd)),
+    Interest(Pattern),
+    Queue(String),
+    /// A key of a newer node version: ignored, not an error.
+    Unknown,
+}
+
+impl Entry {
+    /// `None` when the value is malformed.
+    fn parse(k: &str, v: &str) -> Option<Entry> {
+        if k.starts_with(FUNCTION_PREFIX) {
+            serde_json::from_str(v).ok().map(Entry::Function)
+        } else if let Some(q) = k.strip_prefix(QUEUE_PREFIX) {
+            Some(Entry::Queue(q.to_owned()))
+        } else if let Some(p) = k.strip_prefix(INTEREST_PREFIX) {
+            Pattern::parse(p, false).ok().map(Entry::Interest)
+        } else if let Some(p) = k.strip_prefix(EXACT_INTEREST_PREFIX) {
+            Pattern::parse(p, true).ok().map(Entry::Interest)
+        } else if let Some(rest) = k.strip_prefix(PLUGIN_PREFIX) {
+            parse_plugin(rest, v).map(Entry::Plugin)
+        } else {
+            Some(Entry::Unknown)
+        }
     }
 }
 
@@ -543,6 +595,46 @@ mod tests {
             2,
             "a's ad still lists it until it re-reads"
         );
+    }
+
+    #[test]
+    fn a_cached_read_parses_only_what_changed_and_reads_the_same() {
+        let mut kvs = kv(&[
+            (KEY_URLS, r#"["ws://a:1"]"#.into()),
+            (
+                &function_key("add", "1.2.0", "math.add"),
+                fun("add", "1.2.0", "math.add", &[]),
+            ),
+            ("s:orders.#", String::new()),
+            ("q:jobs", String::new()),
+        ]);
+        let read = |kvs: &[(String, String)], cache: &mut ParseCache| {
+            let mut skipped = Vec::new();
+            let n = PeerNode::parse_cached(
+                "a",
+                1,
+                kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                cache,
+                &mut skipped,
+            );
+            (n.expect("node"), skipped)
+        };
+        let mut cache = ParseCache::default();
+        let (first, _) = read(&kvs, &mut cache);
+        assert_eq!(cache.entries.len(), 3);
+        assert_eq!(first, parse("a", &kvs).0.expect("node"));
+        // One key changes, one goes: the cache follows, the node is as an uncached read.
+        kvs[1].1 = fun("add", "1.2.0", "math.add", &["gpu"]);
+        kvs.retain(|(k, _)| k != "q:jobs");
+        let (second, _) = read(&kvs, &mut cache);
+        assert_eq!(second, parse("a", &kvs).0.expect("node"));
+        assert_eq!(second.functions[0].resources, ["gpu"]);
+        assert!(second.queues.is_empty());
+        assert_eq!(cache.entries.len(), 2);
+        // A malformed value is reported every time, cached or not.
+        kvs.push(("s:bad*x".into(), String::new()));
+        assert_eq!(read(&kvs, &mut cache).1.len(), 1);
+        assert_eq!(read(&kvs, &mut cache).1.len(), 1);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 
-use super::catalog::{ClusterView, KEY_LEAVING, KEY_SEQ, PeerNode, is_pushed};
+use super::catalog::{ClusterView, KEY_LEAVING, KEY_SEQ, ParseCache, PeerNode, is_pushed};
 use super::overlay::{Gossiped, Overlay};
 use super::wire::{PeerFrame, StateBatch};
 use crate::shutdown::Tasks;
@@ -111,11 +111,18 @@ impl OwnState {
     }
 }
 
+/// What a view is built from, and the parsed entries of the last build.
+struct Inputs {
+    live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    overlay: Overlay,
+    parsed: std::collections::HashMap<String, ParseCache>,
+}
+
 /// Builds the view from the latest gossip state and the peers' pushed batches. One lock for
 /// both sources, so a view built from older inputs never replaces a newer one.
 struct ViewBuilder {
     me: String,
-    inputs: Mutex<(watch::Receiver<BTreeMap<ChitchatId, NodeState>>, Overlay)>,
+    inputs: Mutex<Inputs>,
     view: Arc<ArcSwap<ClusterView>>,
     changes: watch::Sender<Arc<ClusterView>>,
 }
@@ -124,7 +131,11 @@ impl ViewBuilder {
     /// Builds and publishes the view; `push` is a peer's batch to record first.
     fn rebuild(&self, push: Option<(&str, u64, StateBatch)>) {
         let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
-        let (live, overlay) = &mut *inputs;
+        let Inputs {
+            live,
+            overlay,
+            parsed,
+        } = &mut *inputs;
         let now = Instant::now();
         if let Some((node, generation, batch)) = push {
             overlay.insert(node, generation, batch, now);
@@ -133,6 +144,7 @@ impl ViewBuilder {
             &self.me,
             &live.borrow_and_update(),
             overlay,
+            parsed,
             now,
         ));
         self.view.store(next.clone());
@@ -196,7 +208,11 @@ impl Membership {
         let mut woken = live.clone();
         let builder = Arc::new(ViewBuilder {
             me: s.node_id.clone(),
-            inputs: Mutex::new((live, Overlay::default())),
+            inputs: Mutex::new(Inputs {
+                live,
+                overlay: Overlay::default(),
+                parsed: Default::default(),
+            }),
             view: view.clone(),
             changes: tx,
         });
@@ -358,6 +374,7 @@ fn build_view(
     me: &str,
     live: &BTreeMap<ChitchatId, NodeState>,
     overlay: &mut Overlay,
+    parsed: &mut std::collections::HashMap<String, ParseCache>,
     now: Instant,
 ) -> ClusterView {
     let mut newest: BTreeMap<&str, (&ChitchatId, &NodeState)> = BTreeMap::new();
@@ -384,22 +401,27 @@ fn build_view(
                     now,
                 )
             });
+            let cache = parsed.entry(id.node_id.to_string()).or_default();
             match pushed.flatten() {
-                Some(kvs) => PeerNode::parse(
+                Some(kvs) => PeerNode::parse_cached(
                     &id.node_id,
                     id.generation_id,
                     kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    cache,
                     &mut skipped,
                 ),
-                None => PeerNode::parse(
+                None => PeerNode::parse_cached(
                     &id.node_id,
                     id.generation_id,
                     state.key_values(),
+                    cache,
                     &mut skipped,
                 ),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Parsed entries of nodes that are gone go with them.
+    parsed.retain(|id, _| live.keys().any(|l| *l.node_id == **id));
     overlay.prune(now);
     if !skipped.is_empty() {
         tracing::warn!(?skipped, "malformed gossip entries ignored");

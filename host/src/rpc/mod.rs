@@ -2,6 +2,7 @@
 //! version constraints (pure), then execute and route (node feature).
 
 pub mod budget;
+#[cfg(feature = "node")]
 pub mod directory;
 pub mod plan;
 pub mod port;
