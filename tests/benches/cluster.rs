@@ -6,7 +6,10 @@
 //! - throughput with 100 calls in flight through a coordinator that hosts nothing,
 //! - formation: time until node 0 can call a function only the last node has, for 3 and 10
 //!   nodes,
-//! - failure detection: time from a crash until a survivor's catalog has dropped the node.
+//! - failure detection: time from a crash until a survivor's catalog has dropped the node,
+//! - state at once: subscribe on B (all example plugins loaded on every node, so each view
+//!   rebuild has real entries), publish on A right after the ack, receive, unsubscribe: rounds
+//!   per second and the subscribe ack's latency, beside a subscribe on a node alone.
 //!
 //! Nodes run in this process on 127.0.0.1:0 with the default gossip settings (100 ms rounds,
 //! phi 8); calls go over real WebSockets and real peer links. `MPREG_BENCH_ONLY` selects parts.
@@ -238,6 +241,80 @@ async fn failure_detection() -> Result<()> {
     Ok(())
 }
 
+fn subscribe_frame(i: usize) -> String {
+    json!({"role": "pubsub-subscribe", "u": format!("s{i}"), "subscription": {
+        "subscription_id": format!("sub-{i}"), "patterns": [{"pattern": format!("round.{i}"), "exact_match": true}],
+        "subscriber": "bench", "created_at": 0.0, "get_backlog": false, "backlog_seconds": 0}})
+    .to_string()
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_text(ws: &mut Ws) -> Result<String> {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(_)) => continue,
+            other => anyhow::bail!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// Subscribe on `sub`, publish on `publ`, receive, unsubscribe, `n` times; returns the
+/// subscribe-ack latencies (µs) and the rounds per second.
+async fn rounds(sub: &str, publ: &str, n: usize) -> Result<(Vec<f64>, f64)> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut s, _) = tokio_tungstenite::connect_async(sub).await?;
+    let (mut p, _) = tokio_tungstenite::connect_async(publ).await?;
+    let mut acks = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        s.send(Message::Text(subscribe_frame(i).into())).await?;
+        let ack = next_text(&mut s).await?;
+        acks.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(ack.contains("\"success\":true"), "{ack}");
+        let msg = json!({"role": "pubsub-publish", "u": format!("p{i}"), "message": {
+            "topic": format!("round.{i}"), "payload": i, "timestamp": 0.0, "message_id": format!("m{i}"),
+            "publisher": "bench", "headers": {}, "routing_path": null, "current_hop": null}});
+        p.send(Message::Text(msg.to_string().into())).await?;
+        next_text(&mut p).await?;
+        let got = next_text(&mut s).await?;
+        ensure!(got.contains(&format!("\"m{i}\"")), "round {i}: {got}");
+        let un = json!({"role": "pubsub-unsubscribe", "u": format!("u{i}"), "subscription_id": format!("sub-{i}")});
+        s.send(Message::Text(un.to_string().into())).await?;
+        next_text(&mut s).await?;
+    }
+    Ok((acks, n as f64 / started.elapsed().as_secs_f64()))
+}
+
+async fn state_at_once() -> Result<()> {
+    const N: usize = 2000;
+    let all = [
+        "math", "text", "pipeline", "chaos", "greeter", "greeter2", "relay",
+    ];
+    let alone = TestNode::with_config(node("solo", &[], &all)).await?;
+    let (acks, rate) = rounds(&alone.url, &alone.url, N).await?;
+    let (p50, p99) = percentiles(acks);
+    println!("one node: {rate:.0} rounds/s; subscribe ack p50 {p50:.0} µs, p99 {p99:.0} µs");
+    let cluster = TestCluster::start(vec![
+        node("a", &[], &all),
+        node("b", &[], &all),
+        node("c", &[], &all),
+    ])
+    .await?;
+    let (a, b) = (cluster.node(0).url.clone(), cluster.node(1).url.clone());
+    let (acks, rate) = rounds(&b, &a, N).await?;
+    let (p50, p99) = percentiles(acks);
+    println!(
+        "3 nodes, subscribe on b, publish on a: {rate:.0} rounds/s; subscribe ack p50 {p50:.0} µs, p99 {p99:.0} µs"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, so skip unless benching.
     if !std::env::args().any(|a| a == "--bench") {
@@ -274,6 +351,9 @@ fn main() -> Result<()> {
         }
         if only.is_empty() || only.contains("failure") {
             failure_detection().await?;
+        }
+        if only.is_empty() || only.contains("state") {
+            state_at_once().await?;
         }
         Ok(())
     })

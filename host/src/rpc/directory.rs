@@ -690,15 +690,7 @@ impl Directory {
             "nodes" => self
                 .matching_nodes(q)
                 .into_iter()
-                .map(|n| {
-                    json!({
-                        "node_id": n.node_id, "cluster_id": self.cluster_id, "scope": DEFAULT_SCOPE,
-                        "resources": n.resources, "capabilities": [],
-                        "transport_endpoints": endpoints(&n.urls), "tags": [],
-                        "advertised_at": n.started, "ttl_seconds": ENTRY_TTL_SECONDS,
-                        "region": n.region,
-                    })
-                })
+                .map(|n| self.node_descriptor(n))
                 .collect(),
             "queues" => self
                 .matching_held("queues", q)
@@ -708,15 +700,7 @@ impl Directory {
                         .iter()
                         .filter(|name| q.queue_name.as_ref().is_none_or(|w| w == *name))
                         .filter(|name| in_namespace(q.namespace.as_deref().unwrap_or(""), name))
-                        .map(|name| {
-                            json!({
-                                "queue_name": name, "cluster_id": self.cluster_id,
-                                "node_id": h.node_id, "delivery_guarantees": ["at_least_once"],
-                                "health": "healthy", "current_subscribers": 0, "metadata": {},
-                                "scope": DEFAULT_SCOPE, "tags": [],
-                                "advertised_at": self.generated_at, "ttl_seconds": ENTRY_TTL_SECONDS,
-                            })
-                        })
+                        .map(|name| self.queue_endpoint(&h.node_id, name, self.generated_at))
                         .collect::<Vec<_>>()
                 })
                 .collect(),
@@ -730,17 +714,12 @@ impl Directory {
                 })
                 .filter(|h| {
                     q.namespace.as_deref().is_none_or(|ns| {
-                        h.names.iter().any(|p| in_namespace(ns, p) || p.starts_with(ns))
+                        h.names
+                            .iter()
+                            .any(|p| in_namespace(ns, p) || p.starts_with(ns))
                     })
                 })
-                .map(|h| {
-                    json!({
-                        "subscription_id": format!("{}/interest", h.node_id),
-                        "node_id": h.node_id, "cluster_id": self.cluster_id,
-                        "patterns": h.names, "scope": DEFAULT_SCOPE, "tags": [],
-                        "advertised_at": self.generated_at, "ttl_seconds": ENTRY_TTL_SECONDS,
-                    })
-                })
+                .map(|h| self.topic_subscription(h, self.generated_at))
                 .collect(),
             other => self
                 .matching_held(other, q)
@@ -778,6 +757,36 @@ impl Directory {
         out.retain(|h| node.is_none_or(|n| h.node_id == n) && !h.names.is_empty());
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         out
+    }
+
+    /// A node as the original's catalog holds it (`NodeDescriptor`).
+    fn node_descriptor(&self, n: &NodeEntry) -> Value {
+        json!({
+            "node_id": n.node_id, "cluster_id": self.cluster_id, "scope": DEFAULT_SCOPE,
+            "resources": n.resources, "capabilities": [], "tags": [],
+            "transport_endpoints": endpoints(&n.urls), "advertised_at": n.started,
+            "ttl_seconds": ENTRY_TTL_SECONDS, "region": n.region,
+        })
+    }
+
+    /// A queue as the original's catalog holds it (`QueueEndpoint`).
+    fn queue_endpoint(&self, node_id: &str, name: &str, advertised_at: f64) -> Value {
+        json!({
+            "queue_name": name, "cluster_id": self.cluster_id, "node_id": node_id,
+            "delivery_guarantees": ["at_least_once"], "health": "healthy",
+            "current_subscribers": 0, "metadata": {}, "scope": DEFAULT_SCOPE, "tags": [],
+            "advertised_at": advertised_at, "ttl_seconds": ENTRY_TTL_SECONDS,
+        })
+    }
+
+    /// A node's subscription patterns as one `TopicSubscription` (the catalog holds each
+    /// node's patterns, which is what routing needs, not each subscription).
+    fn topic_subscription(&self, h: &Held, advertised_at: f64) -> Value {
+        json!({
+            "subscription_id": format!("{}/interest", h.node_id), "node_id": h.node_id,
+            "cluster_id": self.cluster_id, "patterns": h.names, "scope": DEFAULT_SCOPE,
+            "tags": [], "advertised_at": advertised_at, "ttl_seconds": ENTRY_TTL_SECONDS,
+        })
     }
 
     /// A function as the original's catalog holds it (`FunctionEndpoint`).
@@ -915,13 +924,7 @@ pub fn delta(before: &Directory, after: &Directory) -> Option<Value> {
     let nodes = |d: &Directory| -> BTreeMap<String, Value> {
         d.nodes
             .iter()
-            .map(|n| {
-                let v = json!({"node_id": n.node_id, "cluster_id": d.cluster_id, "scope": DEFAULT_SCOPE,
-                    "resources": n.resources, "capabilities": [], "tags": [],
-                    "transport_endpoints": endpoints(&n.urls), "advertised_at": n.started,
-                    "ttl_seconds": ENTRY_TTL_SECONDS, "region": n.region});
-                (n.node_id.clone(), v)
-            })
+            .map(|n| (n.node_id.clone(), d.node_descriptor(n)))
             .collect()
     };
 
@@ -930,10 +933,8 @@ pub fn delta(before: &Directory, after: &Directory) -> Option<Value> {
             .into_iter()
             .flat_map(|h| {
                 h.names.iter().map(|q| {
-                    ((h.node_id.clone(), q.clone()), json!({"queue_name": q, "cluster_id": d.cluster_id,
-                        "node_id": h.node_id, "delivery_guarantees": ["at_least_once"], "health": "healthy",
-                        "current_subscribers": 0, "metadata": {}, "scope": DEFAULT_SCOPE, "tags": [],
-                        "advertised_at": 0.0, "ttl_seconds": ENTRY_TTL_SECONDS}))
+                    let v = d.queue_endpoint(&h.node_id, q, 0.0);
+                    ((h.node_id.clone(), q.clone()), v)
                 })
             })
             .collect()
@@ -942,15 +943,7 @@ pub fn delta(before: &Directory, after: &Directory) -> Option<Value> {
         held(d, "topics")
             .into_iter()
             .filter(|h| !h.names.is_empty())
-            .map(|h| {
-                let id = format!("{}/interest", h.node_id);
-                (
-                    id.clone(),
-                    json!({"subscription_id": id, "node_id": h.node_id, "cluster_id": d.cluster_id,
-                    "patterns": h.names, "scope": DEFAULT_SCOPE, "tags": [], "advertised_at": 0.0,
-                    "ttl_seconds": ENTRY_TTL_SECONDS}),
-                )
-            })
+            .map(|h| (h.node_id.clone(), d.topic_subscription(h, 0.0)))
             .collect()
     };
     let (fa, fr) = diff(functions(before), functions(after));
