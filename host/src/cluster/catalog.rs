@@ -147,7 +147,7 @@ pub struct PeerNode {
     /// Start time, Unix seconds.
     pub started: f64,
     /// Function versions it serves.
-    pub functions: Vec<FunctionAd>,
+    pub functions: Vec<Arc<FunctionAd>>,
     /// Plugin versions it holds: (name, version, ad).
     pub plugins: Vec<(String, String, PluginAd)>,
     /// Patterns its subscribers hold (`s:{pattern}` / `e:{topic}` keys): publishes on other
@@ -199,7 +199,8 @@ impl PeerNode {
             interest: Vec::new(),
             queues: Vec::new(),
         };
-        let mut seen = HashMap::with_capacity(cache.entries.len());
+        cache.read += 1;
+        let read = cache.read;
         for (k, v) in kvs {
             let ok = match k {
                 KEY_URLS => serde_json::from_str(v).map(|u| node.urls = u).is_ok(),
@@ -213,20 +214,33 @@ impl PeerNode {
                 KEY_SEQ => v.parse::<u64>().is_ok(),
                 KEY_LEAVING => return None,
                 _ => {
-                    let entry = match cache.entries.remove(k) {
-                        Some((value, entry)) if value == v => Some(entry),
-                        _ => Entry::parse(k, v),
+                    let cached = match cache.entries.get_mut(k) {
+                        Some(c) if c.value == v => {
+                            c.read = read;
+                            Some(&c.entry)
+                        }
+                        _ => match Entry::parse(k, v) {
+                            Some(entry) => {
+                                let c = Cached {
+                                    value: v.to_owned(),
+                                    entry,
+                                    read,
+                                };
+                                let slot = cache.entries.entry(k.to_owned()).insert_entry(c);
+                                Some(&slot.into_mut().entry)
+                            }
+                            None => None,
+                        },
                     };
-                    match entry {
+                    match cached {
                         Some(entry) => {
-                            match &entry {
+                            match entry {
                                 Entry::Function(f) => node.functions.push(f.clone()),
                                 Entry::Plugin(p) => node.plugins.push(p.clone()),
                                 Entry::Interest(p) => node.interest.push(p.clone()),
                                 Entry::Queue(q) => node.queues.push(q.clone()),
                                 Entry::Unknown => {}
                             }
-                            seen.insert(k.to_owned(), (v.to_owned(), entry));
                             true
                         }
                         None => false,
@@ -237,7 +251,7 @@ impl PeerNode {
                 skipped.push(format!("{node_id}: {k}"));
             }
         }
-        cache.entries = seen;
+        cache.entries.retain(|_, c| c.read == read);
         (!node.urls.is_empty()).then_some(node)
     }
 
@@ -250,13 +264,22 @@ impl PeerNode {
 /// Parsed entries of one node's gossip state, by key, with the value they were read from.
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    entries: HashMap<String, (String, Entry)>,
+    entries: HashMap<String, Cached>,
+    /// Reads so far: an entry not seen in the latest read is gone.
+    read: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    value: String,
+    entry: Entry,
+    read: u64,
 }
 
 /// One parsed prefixed entry.
 #[derive(Debug, Clone)]
 enum Entry {
-    Function(FunctionAd),
+    Function(Arc<FunctionAd>),
     Plugin((String, String, PluginAd)),
     Interest(Pattern),
     Queue(String),
@@ -268,7 +291,9 @@ impl Entry {
     /// `None` when the value is malformed.
     fn parse(k: &str, v: &str) -> Option<Entry> {
         if k.starts_with(FUNCTION_PREFIX) {
-            serde_json::from_str(v).ok().map(Entry::Function)
+            serde_json::from_str(v)
+                .ok()
+                .map(|f| Entry::Function(Arc::new(f)))
         } else if let Some(q) = k.strip_prefix(QUEUE_PREFIX) {
             Some(Entry::Queue(q.to_owned()))
         } else if let Some(p) = k.strip_prefix(INTEREST_PREFIX) {
@@ -296,7 +321,7 @@ pub struct RemoteFunction {
     /// The node serving it.
     pub node: Arc<PeerNode>,
     /// What the node advertised.
-    pub ad: FunctionAd,
+    pub ad: Arc<FunctionAd>,
 }
 
 impl Candidate for RemoteFunction {
@@ -330,9 +355,14 @@ impl ClusterView {
     /// Indexes `nodes` by function name. A function of a plugin version that the newest
     /// record anywhere says is retired is left out: a node that still serves it has not
     /// caught up yet, and no call is routed to it meanwhile.
-    pub fn new(mut nodes: Vec<PeerNode>) -> Self {
+    pub fn new(nodes: Vec<PeerNode>) -> Self {
+        Self::from_shared(nodes.into_iter().map(Arc::new).collect())
+    }
+
+    /// [`new`](Self::new) from nodes already shared (a view rebuild reuses the nodes that did
+    /// not change).
+    pub fn from_shared(mut nodes: Vec<Arc<PeerNode>>) -> Self {
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        let nodes: Vec<Arc<PeerNode>> = nodes.into_iter().map(Arc::new).collect();
         let retired = retired_versions(&nodes);
         let mut functions: HashMap<String, Vec<RemoteFunction>> = HashMap::new();
         for n in &nodes {

@@ -115,7 +115,7 @@ impl OwnState {
 struct Inputs {
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     overlay: Overlay,
-    parsed: std::collections::HashMap<String, ParseCache>,
+    parsed: std::collections::HashMap<String, NodeCache>,
 }
 
 /// Builds the view from the latest gossip state and the peers' pushed batches. One lock for
@@ -374,7 +374,7 @@ fn build_view(
     me: &str,
     live: &BTreeMap<ChitchatId, NodeState>,
     overlay: &mut Overlay,
-    parsed: &mut std::collections::HashMap<String, ParseCache>,
+    parsed: &mut std::collections::HashMap<String, NodeCache>,
     now: Instant,
 ) -> ClusterView {
     let mut newest: BTreeMap<&str, (&ChitchatId, &NodeState)> = BTreeMap::new();
@@ -391,6 +391,17 @@ fn build_view(
     let nodes = newest
         .into_values()
         .filter_map(|(id, state)| {
+            let cache = parsed.entry(id.node_id.to_string()).or_default();
+            let inputs = (
+                id.generation_id,
+                state.max_version(),
+                overlay.revision(&id.node_id),
+            );
+            if cache.inputs == Some(inputs) {
+                // Neither its gossip nor its pushed batches changed: the same node.
+                overlay.touch(&id.node_id, now);
+                return cache.node.clone();
+            }
             let pushed = overlay.holds(&id.node_id).then(|| {
                 overlay.apply(
                     Gossiped {
@@ -401,32 +412,52 @@ fn build_view(
                     now,
                 )
             });
-            let cache = parsed.entry(id.node_id.to_string()).or_default();
-            match pushed.flatten() {
+            let node = match pushed.flatten() {
                 Some(kvs) => PeerNode::parse_cached(
                     &id.node_id,
                     id.generation_id,
-                    kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    cache,
+                    kvs,
+                    &mut cache.entries,
                     &mut skipped,
                 ),
                 None => PeerNode::parse_cached(
                     &id.node_id,
                     id.generation_id,
                     state.key_values(),
-                    cache,
+                    &mut cache.entries,
                     &mut skipped,
                 ),
             }
+            .map(Arc::new);
+            // Keyed by the overlay's revision after `apply` (which may have dropped batches
+            // gossip now covers).
+            cache.inputs = Some((
+                id.generation_id,
+                state.max_version(),
+                overlay.revision(&id.node_id),
+            ));
+            cache.node = node.clone();
+            node
         })
         .collect::<Vec<_>>();
-    // Parsed entries of nodes that are gone go with them.
+    // What was built for nodes that are gone goes with them.
     parsed.retain(|id, _| live.keys().any(|l| *l.node_id == **id));
     overlay.prune(now);
     if !skipped.is_empty() {
         tracing::warn!(?skipped, "malformed gossip entries ignored");
     }
-    ClusterView::new(nodes)
+    ClusterView::from_shared(nodes)
+}
+
+/// What the last build made of one node, and from what.
+#[derive(Default)]
+struct NodeCache {
+    /// Parsed entries by key.
+    entries: ParseCache,
+    /// `(generation, gossip max version, overlay revision)` it was built from.
+    inputs: Option<(u64, u64, u64)>,
+    /// The node built (`None`: not routable yet).
+    node: Option<Arc<PeerNode>>,
 }
 
 #[cfg(test)]

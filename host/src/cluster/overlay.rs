@@ -30,12 +30,17 @@ struct NodeOverlay {
     batches: BTreeMap<u64, StateBatch>,
     /// When a batch last arrived or the node was last seen live.
     touched: Instant,
+    /// Bumped on every batch: the view of the node is unchanged while this and its gossip are.
+    revision: u64,
 }
 
 /// Every peer's pushed batches that gossip has not caught up with yet.
 #[derive(Debug, Default)]
 pub struct Overlay {
     nodes: HashMap<String, NodeOverlay>,
+    /// Batches inserted so far: revisions never repeat, even across a node's overlay ending
+    /// and starting again.
+    inserted: u64,
 }
 
 /// A node's gossip state as the view builder sees it.
@@ -60,6 +65,7 @@ impl Overlay {
                 generation,
                 batches: BTreeMap::new(),
                 touched: now,
+                revision: 0,
             });
         if generation < entry.generation {
             return;
@@ -69,12 +75,27 @@ impl Overlay {
             entry.batches.clear();
         }
         entry.touched = now;
+        self.inserted += 1;
+        entry.revision = self.inserted;
         if batch.full {
             entry.batches.retain(|seq, _| *seq > batch.seq);
         }
         entry.batches.insert(batch.seq, batch);
         while entry.batches.len() > MAX_BATCHES_PER_NODE {
             entry.batches.pop_first();
+        }
+    }
+
+    /// Changes whenever a batch of `node_id` is recorded, never repeating (0: nothing held).
+    /// With the node's gossip version it tells whether its view must be built again.
+    pub fn revision(&self, node_id: &str) -> u64 {
+        self.nodes.get(node_id).map_or(0, |n| n.revision)
+    }
+
+    /// Marks `node_id` as seen live now (its held batches are kept).
+    pub fn touch(&mut self, node_id: &str, now: Instant) {
+        if let Some(n) = self.nodes.get_mut(node_id) {
+            n.touched = now;
         }
     }
 
@@ -89,46 +110,46 @@ impl Overlay {
     /// that gossip has not caught up with applied in order. Batches gossip now covers are
     /// dropped. `None` when nothing applies (read `kvs` as they are).
     pub fn apply<'a, I>(
-        &mut self,
+        &'a mut self,
         node: Gossiped<'a, I>,
         now: Instant,
-    ) -> Option<Vec<(String, String)>>
+    ) -> Option<Vec<(&'a str, &'a str)>>
     where
         I: Iterator<Item = (&'a str, &'a str)>,
     {
-        let held = self.nodes.get_mut(node.node_id)?;
-        held.touched = now;
-        if held.generation != node.generation {
-            if held.generation < node.generation {
-                // Pushed by an earlier life of the node: gossip speaks for the new one.
-                self.nodes.remove(node.node_id);
-            }
-            // Else pushed by a newer life gossip has not reported yet: kept for it.
-            return None;
-        }
         let kvs: Vec<(&str, &str)> = node.kvs.collect();
         let gossiped = kvs
             .iter()
             .find(|(k, _)| *k == KEY_SEQ)
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .unwrap_or(0);
-        held.batches.retain(|seq, _| *seq > gossiped);
-        if held.batches.is_empty() {
+        let held = self.nodes.get_mut(node.node_id)?;
+        held.touched = now;
+        let drop_all = if held.generation != node.generation {
+            // An earlier life's batches are dropped (gossip speaks for the new one); a newer
+            // life's are kept until gossip reports it.
+            if held.generation > node.generation {
+                return None;
+            }
+            true
+        } else {
+            held.batches.retain(|seq, _| *seq > gossiped);
+            held.batches.is_empty()
+        };
+        if drop_all {
             self.nodes.remove(node.node_id);
             return None;
         }
-        let mut merged: BTreeMap<String, String> = kvs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let held: &'a NodeOverlay = self.nodes.get(node.node_id)?;
+        let mut merged: BTreeMap<&'a str, &'a str> = kvs.into_iter().collect();
         for batch in held.batches.values() {
             if batch.full {
                 merged.retain(|k, _| !is_pushed(k));
             }
             for (k, v) in &batch.changes {
                 match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
+                    Some(v) => merged.insert(k, v),
+                    None => merged.remove(k.as_str()),
                 };
             }
         }
@@ -170,6 +191,11 @@ mod tests {
             },
             Instant::now(),
         )
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
     }
 
     fn keys(kvs: &[(String, String)]) -> Vec<&str> {

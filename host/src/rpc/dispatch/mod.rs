@@ -307,7 +307,7 @@ impl NodeDispatcher {
     fn builtin_on(&self, node: Arc<PeerNode>, fun: &str) -> RemoteFunction {
         RemoteFunction {
             node,
-            ad: FunctionAd {
+            ad: Arc::new(FunctionAd {
                 name: fun.to_owned(),
                 version: self.builtin_version.clone(),
                 function_id: fun.to_owned(),
@@ -315,7 +315,7 @@ impl NodeDispatcher {
                 signature: String::new(),
                 description: None,
                 plugin: String::new(),
-            },
+            }),
         }
     }
 
