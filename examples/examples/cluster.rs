@@ -1,14 +1,16 @@
 //! Run with: `cargo run -p mpreg-examples --example cluster`
 //!
 //! Three nodes on 127.0.0.1 form a cluster through gossip: a request whose steps can each run on
-//! one node only, a plugin published to one node and called on another, the cluster map, and a
-//! node crashing: its calls go to the survivors and its functions leave the catalog.
+//! one node only, a plugin published to one node and called on another the moment the publish
+//! returns, a subscription on one node receiving a message published on another right after its
+//! ack, discovery with filters, the cluster map, and a node crashing: its calls go to the
+//! survivors and its functions leave the catalog.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use mpreg::admin_client::AdminClient;
-use mpreg::client::ClusterClient;
+use mpreg::client::{Client, ClusterClient};
 use mpreg::config::NodeConfig;
 use mpreg::node::NodeHandle;
 use mpreg::protocol::RpcCommand;
@@ -80,17 +82,38 @@ async fn main() -> Result<()> {
     let published =
         tokio::task::spawn_blocking(move || admin.publish(&text, None, &mut |_| {})).await??;
     println!("published text {} on node-a", published.version);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let upper = loop {
-        match client.call("upper", vec![json!("called on node-c")]).await {
-            Ok(v) => break v,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // The publish answered once every live node could route the new version: no waiting.
+    let upper = client
+        .call("upper", vec![json!("called on node-c")])
+        .await?;
     println!("upper via node-c: {upper}");
+
+    // Subscribe on node-b; the ack means every node knows of it, so a message published on
+    // node-a right after it arrives.
+    let on_b = Client::connect(&b.url()).await?;
+    let on_a = Client::connect(&a.url()).await?;
+    let mut sub = on_b.subscribe("orders", &["orders.#"], None).await?;
+    on_a.publish("orders.created", json!({"id": 7})).await?;
+    match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        Ok(Some(n)) => println!("node-b got {} from node-a", n.message["payload"]),
+        _ => bail!("the message published on node-a did not reach node-b"),
+    }
+
+    // Discovery in MPREG's shapes, with filters: functions on gpu nodes, one page of two.
+    let listed = client
+        .call("rpc_list", vec![json!({"resources": ["gpu"], "limit": 2})])
+        .await?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    for item in listed["items"].as_array().into_iter().flatten() {
+        println!(
+            "  {}@{} on {}: {}",
+            text(&item["identity"]["name"]),
+            text(&item["identity"]["version"]),
+            text(&item["node_id"]),
+            text(&item["signature"])
+        );
+    }
+    println!("  next page: {}", listed["next_page_token"]);
 
     let map = client.call("cluster_map", vec![]).await?;
     for n in map["nodes"].as_array().into_iter().flatten() {
