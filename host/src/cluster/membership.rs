@@ -55,6 +55,8 @@ pub struct Membership {
     changes: watch::Receiver<Arc<ClusterView>>,
     builder: Arc<ViewBuilder>,
     own: Arc<OwnState>,
+    /// Wakes the task that writes the pushed state into gossip.
+    flush: Arc<tokio::sync::Notify>,
 }
 
 /// This node's pushed keys (`catalog::is_pushed`) and their sequence number: what a peer link
@@ -234,6 +236,27 @@ impl Membership {
                 tracing::debug!(error = %e, "gossip ended");
             }
         });
+        let flush = Arc::new(tokio::sync::Notify::new());
+        let (wake, writer, mine, stop) = (
+            flush.clone(),
+            handle.clone(),
+            own.clone(),
+            tasks.stopping().clone(),
+        );
+        // Writes the pushed state into gossip, coalescing what changed within one interval.
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = wake.notified() => {}
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(s.interval) => {}
+                }
+                write_gossip(&writer, &mine).await;
+            }
+        });
         Ok(Membership {
             handle,
             interval: s.interval,
@@ -241,6 +264,7 @@ impl Membership {
             changes,
             builder,
             own,
+            flush,
         })
     }
 
@@ -259,58 +283,48 @@ impl Membership {
         self.changes.clone()
     }
 
-    /// Makes this node's keys under `prefixes` exactly `desired` (others are left alone):
-    /// sets what changed, deletes what is gone. Unchanged values are not touched, so they
-    /// cost no gossip. A change to pushed keys (`catalog::is_pushed`) gets the next sequence
-    /// number, written to gossip after the keys, and comes back as the batch to push to peers.
-    pub async fn advertise(
+    /// Makes this node's pushed keys (`catalog::is_pushed`) under `prefixes` exactly `desired`
+    /// (others are left alone): what changed gets the next sequence number and comes back as
+    /// the batch to push to peers. Gossip gets the new state at most one gossip interval later,
+    /// all changes since the last write at once (keys, then `seq`): a subscription that comes
+    /// and goes within the interval never reaches gossip, so short-lived ones (a reply topic
+    /// per request) leave no tombstones behind.
+    pub fn advertise(
         &self,
         prefixes: &[&str],
         desired: &BTreeMap<String, String>,
     ) -> Option<StateBatch> {
-        let own = self.own.clone();
-        self.handle
-            .with_chitchat(|c| {
-                let state = c.self_node_state();
-                let mut changes: Vec<(String, Option<String>)> = state
-                    .key_values()
-                    .filter(|(k, _)| {
-                        prefixes.iter().any(|p| k.starts_with(p)) && !desired.contains_key(*k)
-                    })
-                    .map(|(k, _)| (k.to_owned(), None))
-                    .collect();
-                for (k, v) in desired {
-                    if state.get(k) != Some(v.as_str()) {
-                        changes.push((k.clone(), Some(v.clone())));
-                    }
-                }
-                for (k, v) in &changes {
-                    match v {
-                        Some(v) => state.set(k.clone(), v.clone()),
-                        None => state.delete(k),
-                    }
-                }
-                changes.retain(|(k, _)| is_pushed(k));
-                if changes.is_empty() {
-                    return None;
-                }
-                // Under chitchat's lock: sequence numbers and gossip versions agree in order.
-                let mut inner = own.lock();
-                inner.0 += 1;
-                for (k, v) in &changes {
-                    match v {
-                        Some(v) => inner.1.insert(k.clone(), v.clone()),
-                        None => inner.1.remove(k),
-                    };
-                }
-                state.set(KEY_SEQ, inner.0.to_string());
-                Some(StateBatch {
-                    seq: inner.0,
-                    full: false,
-                    changes,
-                })
-            })
-            .await
+        let mut inner = self.own.lock();
+        let mut changes: Vec<(String, Option<String>)> = inner
+            .1
+            .keys()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p)) && !desired.contains_key(*k))
+            .map(|k| (k.clone(), None))
+            .collect();
+        for (k, v) in desired {
+            if inner.1.get(k) != Some(v) {
+                changes.push((k.clone(), Some(v.clone())));
+            }
+        }
+        changes.retain(|(k, _)| is_pushed(k));
+        if changes.is_empty() {
+            return None;
+        }
+        inner.0 += 1;
+        for (k, v) in &changes {
+            match v {
+                Some(v) => inner.1.insert(k.clone(), v.clone()),
+                None => inner.1.remove(k),
+            };
+        }
+        let batch = StateBatch {
+            seq: inner.0,
+            full: false,
+            changes,
+        };
+        drop(inner);
+        self.flush.notify_one();
+        Some(batch)
     }
 
     /// This node's pushed state, for the links to send when they come up.
@@ -365,6 +379,37 @@ impl Membership {
         }
         tokio::time::sleep(self.interval).await;
     }
+}
+
+/// Makes this node's pushed keys in gossip what `own` holds now, then writes its sequence
+/// number: a peer that gossips this `seq` has every change up to it.
+async fn write_gossip(handle: &ChitchatHandle, own: &OwnState) {
+    let (seq, keys) = {
+        let inner = own.lock();
+        (inner.0, inner.1.clone())
+    };
+    handle
+        .with_chitchat(|c| {
+            let state = c.self_node_state();
+            let stale: Vec<String> = state
+                .key_values()
+                .filter(|(k, _)| is_pushed(k) && !keys.contains_key(*k))
+                .map(|(k, _)| k.to_owned())
+                .collect();
+            for k in stale {
+                state.delete(&k);
+            }
+            for (k, v) in &keys {
+                if state.get(k) != Some(v.as_str()) {
+                    state.set(k.clone(), v.clone());
+                }
+            }
+            let seq = seq.to_string();
+            if state.get(KEY_SEQ) != Some(seq.as_str()) {
+                state.set(KEY_SEQ, seq);
+            }
+        })
+        .await;
 }
 
 /// The view of every live node but `me`, with the batches peers pushed and gossip has not
@@ -587,10 +632,10 @@ mod tests {
         let ms = trio(&net, &tasks).await;
         sees(&ms[1], &["n0", "n2"], Duration::from_secs(5)).await;
         let wanted = BTreeMap::from([("s:a.#".to_owned(), String::new())]);
-        let batch = ms[0].advertise(&["s:"], &wanted).await.expect("a change");
+        let batch = ms[0].advertise(&["s:"], &wanted).expect("a change");
         assert_eq!((batch.seq, batch.full), (1, false));
         assert!(
-            ms[0].advertise(&["s:"], &wanted).await.is_none(),
+            ms[0].advertise(&["s:"], &wanted).is_none(),
             "no change, no batch"
         );
         assert!(
@@ -615,6 +660,46 @@ mod tests {
         assert!(batch.full);
         assert_eq!(batch.seq, 1);
         assert_eq!(batch.changes, [("s:a.#".to_owned(), Some(String::new()))]);
+        tasks.stop();
+        tasks.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_that_comes_and_goes_within_an_interval_never_reaches_gossip() {
+        let (net, tasks) = (ChannelTransport::default(), Tasks::new());
+        let ms = trio(&net, &tasks).await;
+        sees(&ms[1], &["n0", "n2"], Duration::from_secs(5)).await;
+        let reply = BTreeMap::from([("s:reply.1".to_owned(), String::new())]);
+        let stay = BTreeMap::from([("s:orders.#".to_owned(), String::new())]);
+        assert!(ms[0].advertise(&["s:"], &reply).is_some());
+        assert!(
+            ms[0].advertise(&["s:"], &stay).is_some(),
+            "reply.1 gone, orders.# new"
+        );
+        assert_eq!(ms[0].own_state().seq(), 2);
+        tokio::time::sleep(INTERVAL * 20).await;
+        assert_eq!(
+            ms[2].view().interested("orders.new").len(),
+            1,
+            "the lasting one is gossiped"
+        );
+        let ever = ms[0]
+            .handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                (
+                    state
+                        .key_values_including_deleted()
+                        .any(|(k, _)| k == "s:reply.1"),
+                    state.get(KEY_SEQ).map(str::to_owned),
+                )
+            })
+            .await;
+        assert_eq!(
+            ever,
+            (false, Some("2".to_owned())),
+            "no tombstone; seq covers both"
+        );
         tasks.stop();
         tasks.wait().await;
     }

@@ -228,7 +228,7 @@ impl Cluster {
             Part::Queues => (&[QUEUE_PREFIX], queue_keys(&self.queues)),
             Part::Plugins => (&[FUNCTION_PREFIX, PLUGIN_PREFIX], advertised(&self.plugins)),
         };
-        if let Some(batch) = self.membership.advertise(prefixes, &desired).await {
+        if let Some(batch) = self.membership.advertise(prefixes, &desired) {
             let frame = wire::PeerFrame::State {
                 generation: own.generation(),
                 batch,
