@@ -91,7 +91,9 @@ async fn echo_answers(url: &str) {
     ))
     .await
     .expect("send");
-    let reply = recv(&mut ws, Duration::from_secs(2)).await;
+    // Generous: these tests share two cores with each other's nodes (CI once took over 2 s
+    // here while another test's hundred memory hogs ran); what matters is that it is served.
+    let reply = recv(&mut ws, Duration::from_secs(10)).await;
     assert_eq!(reply["r"]["e"], "hi", "{reply}");
 }
 
