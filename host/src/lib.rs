@@ -44,6 +44,8 @@ pub mod runtime;
 #[cfg(feature = "node")]
 pub mod admin_client;
 #[cfg(feature = "node")]
+pub mod cache;
+#[cfg(feature = "node")]
 pub mod cluster;
 #[cfg(feature = "node")]
 pub mod config;
