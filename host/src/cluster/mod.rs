@@ -214,7 +214,7 @@ impl Cluster {
     /// Writes `part` of this node's state into gossip and pushes what changed to every live
     /// peer; returns the state sequence number that covers it (a concurrent call may have
     /// pushed this very change already: the number covers that too).
-    pub async fn announce(&self, part: Part) -> u64 {
+    pub fn announce(&self, part: Part) -> u64 {
         let own = self.membership.own_state();
         let (prefixes, desired): (&[&str], _) = match part {
             Part::Interest => match self.exchange.upgrade() {
@@ -254,7 +254,7 @@ impl Cluster {
     /// broke is not (it is failing; gossip, and the link's first frame when it is back, bring
     /// it up to date).
     pub async fn settle(&self, part: Part) -> Settled {
-        let seq = self.announce(part).await;
+        let seq = self.announce(part);
         let until = tokio::time::Instant::now() + self.push_timeout;
         let view = self.view();
         let waits = view.nodes.iter().filter_map(|node| {
@@ -361,7 +361,7 @@ async fn advertise_interest(
     shutdown: CancellationToken,
 ) {
     loop {
-        cluster.announce(Part::Interest).await;
+        cluster.announce(Part::Interest);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = exchange.interest_changed().notified() => {}
@@ -385,7 +385,7 @@ async fn advertise_queues(
     shutdown: CancellationToken,
 ) {
     loop {
-        cluster.announce(Part::Queues).await;
+        cluster.announce(Part::Queues);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = queues.changed().notified() => {}
@@ -483,7 +483,7 @@ async fn advertise(
         };
         if full {
             last_full = Instant::now();
-            cluster.announce(Part::Plugins).await;
+            cluster.announce(Part::Plugins);
         }
         cluster
             .membership

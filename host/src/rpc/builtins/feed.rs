@@ -59,13 +59,14 @@ pub async fn run(
                 publish(&exchange, &now, &topics, &change);
             }
             if summaries != *before_summaries {
+                let namespaces = summary_namespaces(&summaries);
                 let message = json!({
-                    "summaries": summaries, "namespaces": summary_namespaces(&summaries),
+                    "summaries": summaries, "namespaces": namespaces,
                     "source_node": now.local_node, "source_cluster": now.cluster_id,
                     "published_at": now.generated_at,
                 });
                 let mut topics = vec![SUMMARY_TOPIC.to_owned(), format!("{SUMMARY_TOPIC}.zone")];
-                for ns in summary_namespaces(&summaries) {
+                for ns in &namespaces {
                     topics.push(format!("{SUMMARY_TOPIC}.{ns}"));
                     topics.push(format!("{SUMMARY_TOPIC}.zone.{ns}"));
                 }
