@@ -1,5 +1,8 @@
-//! The multi-tier cache (docs/cache.md, issue 15). Built in steps: first the eviction
-//! policies of the memory tier ([`policy`]), pure and property-tested; the tiers, the wire
-//! forms and memoized functions follow.
+//! The multi-tier cache (docs/cache.md, issue 15): keys and entries ([`key`]), the operations
+//! that change one entry in place ([`ops`]), the memory tier's eviction policies ([`policy`])
+//! and the memory tier itself ([`memory`]).
 
+pub mod key;
+pub mod memory;
+pub mod ops;
 pub mod policy;
