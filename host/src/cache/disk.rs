@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::key::{Entry, KeyId};
+use super::key::{Dependency, Entry, KeyId};
 
 /// How often queued writes go to disk.
 const BATCH_EVERY: Duration = Duration::from_millis(20);
@@ -51,6 +51,9 @@ pub struct Disk {
     entries: sled::Tree,
     /// `expires_at_ms` (8 bytes, big-endian) + key id → nothing.
     expiry: sled::Tree,
+    /// What an entry listens to ([`dep_prefix`]) + key id → nothing: the dependents of entries
+    /// that left the memory tier are still found when what they depend on is invalidated.
+    dependents: sled::Tree,
     pending: Mutex<Pending>,
     /// Held while writing to the trees (the batch writer and strong writes take turns).
     apply: Mutex<()>,
@@ -59,6 +62,23 @@ pub struct Disk {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The prefix of `dep`'s marks in the dependents tree.
+fn dep_prefix(dep: &Dependency) -> Vec<u8> {
+    let mut k = match dep {
+        Dependency::Key(id) => format!("k{}", id.as_str()),
+        Dependency::Tag(t) => format!("t{t}"),
+    }
+    .into_bytes();
+    k.push(0);
+    k
+}
+
+fn dep_key(dep: &Dependency, id: &KeyId) -> Vec<u8> {
+    let mut k = dep_prefix(dep);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
 }
 
 fn expiry_key(at: u64, id: &KeyId) -> Vec<u8> {
@@ -83,6 +103,7 @@ impl Disk {
         Ok(Disk {
             entries: db.open_tree("entries")?,
             expiry: db.open_tree("expiry")?,
+            dependents: db.open_tree("dependents")?,
             db,
             pending: Mutex::new(HashMap::new()),
             apply: Mutex::new(()),
@@ -162,17 +183,26 @@ impl Disk {
                 if let Some(at) = e.expires_at_ms {
                     self.expiry.insert(expiry_key(at, id), &[])?;
                 }
+                for dep in e.listens() {
+                    self.dependents.insert(dep_key(&dep, id), &[])?;
+                }
                 self.entries.insert(id.as_str(), bytes)?
             }
             None => self.entries.remove(id.as_str())?,
         };
-        // The old value's expiry mark goes unless the new one has the same.
-        if let Some(old) = old
-            && let Ok(old) = serde_json::from_slice::<Entry>(&old)
-            && let Some(at) = old.expires_at_ms
+        let Some(old) = old.and_then(|o| serde_json::from_slice::<Entry>(&o).ok()) else {
+            return Ok(());
+        };
+        // The old value's marks go unless the new one has the same.
+        if let Some(at) = old.expires_at_ms
             && entry.and_then(|e| e.expires_at_ms) != Some(at)
         {
             self.expiry.remove(expiry_key(at, id))?;
+        }
+        for dep in old.listens() {
+            if !entry.is_some_and(|e| e.listens().any(|d| d == dep)) {
+                self.dependents.remove(dep_key(&dep, id))?;
+            }
         }
         Ok(())
     }
@@ -227,11 +257,35 @@ impl Disk {
                 None => false,
             };
             if due {
-                self.entries.remove(id.as_str())?;
+                self.write(&id, None)?;
                 gone.push(id);
             }
         }
         Ok(gone)
+    }
+
+    /// Stored (or queued) keys that listen to `dep`.
+    pub fn dependents(&self, dep: &Dependency) -> Result<Vec<KeyId>, DiskError> {
+        let prefix = dep_prefix(dep);
+        let mut out = Vec::new();
+        for item in self.dependents.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            if let Some(id) = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(KeyId::parse)
+            {
+                out.push(id);
+            }
+        }
+        for (id, e) in lock(&self.pending).iter() {
+            if let Some(e) = e
+                && e.listens().any(|d| d == *dep)
+                && !out.contains(id)
+            {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Stored keys of namespace `ns` whose identifier matches `pattern`, at most `max`.
@@ -337,6 +391,19 @@ mod tests {
         d.put_strong(&Arc::new(newer)).await.unwrap();
         d.write_batch().unwrap();
         assert_eq!(*d.get(&id, 0).unwrap().unwrap().value, json!("newer"));
+    }
+
+    #[tokio::test]
+    async fn dependents_are_found_on_disk_and_forgotten_with_their_entry() {
+        let d = Disk::temporary().unwrap();
+        let mut e = (*entry("report", None)).clone();
+        e.dependencies = vec![Dependency::Tag("dataset:v2".into())];
+        let id = e.key.id();
+        d.put_strong(&Arc::new(e)).await.unwrap();
+        let tag = Dependency::Tag("dataset:v2".into());
+        assert_eq!(d.dependents(&tag).unwrap(), [id.clone()]);
+        d.remove(&id, true).await.unwrap();
+        assert!(d.dependents(&tag).unwrap().is_empty());
     }
 
     #[tokio::test]

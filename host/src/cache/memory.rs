@@ -17,43 +17,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::key::{Dependency, Entry, KeyId};
-use super::policy::{Policy, PolicyKind};
+use super::policy::Policy;
+#[cfg(test)]
+use super::policy::PolicyKind;
 
 /// Shards of the entry map and of the dependents index.
 const SHARDS: usize = 16;
 
-/// How one namespace is kept.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamespaceSpec {
-    /// Which entry goes when the namespace is over its budget.
-    #[serde(default = "default_policy")]
-    pub policy: PolicyKind,
-    /// Its byte budget in the memory tier.
-    #[serde(default = "default_namespace_bytes")]
-    pub max_bytes: u64,
-    /// Time to live of entries put without one; `None`: they live until evicted.
-    #[serde(default)]
-    pub default_ttl_seconds: Option<f64>,
-}
-
-fn default_policy() -> PolicyKind {
-    PolicyKind::S4lru
-}
-
-fn default_namespace_bytes() -> u64 {
-    64 << 20
-}
-
-impl Default for NamespaceSpec {
-    fn default() -> Self {
-        NamespaceSpec {
-            policy: default_policy(),
-            max_bytes: default_namespace_bytes(),
-            default_ttl_seconds: None,
-        }
-    }
-}
+pub use crate::config::cache::NamespaceSpec;
 
 /// Counters of one namespace, read by `cache.stats`.
 #[derive(Debug, Default)]

@@ -7,3 +7,4 @@ pub mod key;
 pub mod memory;
 pub mod ops;
 pub mod policy;
+pub mod store;

@@ -39,19 +39,7 @@ pub trait Policy<K>: Send {
     }
 }
 
-/// The policies by name, as `[cache]` configures them per namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyKind {
-    /// [`Lru`].
-    Lru,
-    /// [`S4lru`].
-    S4lru,
-    /// [`S3fifo`].
-    S3fifo,
-    /// [`Cost`].
-    Cost,
-}
+pub use crate::config::cache::PolicyKind;
 
 impl PolicyKind {
     /// A policy of this kind for a budget of `capacity` bytes.

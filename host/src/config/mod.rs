@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::Sandbox;
 
+pub mod cache;
 mod overlay;
 mod runtime;
 
+pub use cache::CacheConfig;
 pub use overlay::Overrides;
 pub use runtime::RuntimeConfig;
 
@@ -32,6 +34,8 @@ pub struct NodeConfig {
     pub pubsub: PubsubConfig,
     /// Durable queues.
     pub queues: QueuesConfig,
+    /// The multi-tier cache.
+    pub cache: CacheConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -481,6 +485,9 @@ impl NodeConfig {
             return bad(
                 "pubsub.slow_subscriber_ms, subscriber_overflow, subscriber_max_mib, max_subscriptions_per_connection and max_patterns_per_subscription must be positive",
             );
+        }
+        if let Some(problem) = self.cache.problem() {
+            return bad(&problem);
         }
         if self.queues.max_queues == 0 || self.queues.max_queues > 1_000_000 {
             return bad("queues.max_queues must be between 1 and 1000000");
