@@ -24,7 +24,8 @@ use crate::rpc::dispatch::{DispatcherParts, NodeDispatcher};
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
 use crate::shutdown::Tasks;
-use crate::{queue, rpc};
+use crate::rpc::port::LateDispatcher;
+use crate::{cache, queue, rpc};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +310,18 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
             .run_timer(Duration::from_millis(50), tasks.stopping().clone()),
     );
     let exchange = Exchange::new((&config.pubsub).into(), tasks.clone());
+    let (cache_config, dir) = (config.cache.clone(), config.node.data_dir.clone());
+    let cache = tokio::task::spawn_blocking(move || {
+        let clock: cache::store::Clock = Arc::new(crate::clock::unix_millis);
+        cache::store::Cache::open(&cache_config, dir.as_deref(), clock)
+    })
+    .await
+    .map_err(|e| NodeError::Startup(format!("opening the cache: {e}")))?
+    .map_err(|e| NodeError::Startup(format!("opening the cache: {e}")))?;
+    let cache = Arc::new(cache);
+    cache.start(&tasks);
+    // Services that call through the dispatcher (the cache's fan-out) get it once it exists.
+    let late = LateDispatcher::new();
     // Every service registers its built-ins; the dispatcher knows none of them by name.
     let mut builtins = Builtins::new();
     // Services that must tell the cluster of a change before they answer hold this; the
@@ -316,7 +329,11 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     let sync = StateSync::new();
     let registered = rpc::builtins::core::register(&mut builtins)
         .and_then(|()| rpc::builtins::discovery::register(&mut builtins, exchange.clone()))
-        .and_then(|()| queue::api::register(&mut builtins, queues.clone(), sync.clone()));
+        .and_then(|()| queue::api::register(&mut builtins, queues.clone(), sync.clone()))
+        .and_then(|()| {
+            let id = info.node_id.clone();
+            cache::api::register(&mut builtins, cache, id, late.clone(), sync.clone())
+        });
     registered.map_err(|e| NodeError::Startup(e.to_string()))?;
     // The cluster starts before the server: the dispatcher routes through it from its first
     // call. The listener is bound already, so peers dialling in wait in its backlog.
@@ -365,6 +382,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         exchange: exchange.clone(),
         cluster: cluster.clone(),
     });
+    late.set(Arc::downgrade(&dispatcher) as std::sync::Weak<dyn rpc::port::Dispatcher>);
     let state = Arc::new(ServerState {
         exchange: exchange.clone(),
         dispatcher,

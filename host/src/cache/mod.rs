@@ -2,6 +2,7 @@
 //! that change one entry in place ([`ops`]), the memory tier's eviction policies ([`policy`])
 //! and the memory tier itself ([`memory`]).
 
+pub mod api;
 pub mod disk;
 pub mod key;
 pub mod memory;

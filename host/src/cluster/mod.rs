@@ -101,6 +101,11 @@ impl StateSync {
         Arc::new(Self::default())
     }
 
+    /// The cluster, once it started (and while it lives).
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.get().and_then(Weak::upgrade)
+    }
+
     /// Pushes `part` to the live peers and waits for them (see [`Cluster::settle`]).
     pub async fn settle(&self, part: Part) -> Settled {
         match self.cluster.get().and_then(Weak::upgrade) {

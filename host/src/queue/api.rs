@@ -4,6 +4,7 @@
 //! Every function takes the queue name first. Options are one object, given as the last
 //! positional argument or as keyword arguments (both may be mixed; keywords win).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,11 +106,11 @@ pub fn register(
 struct QueueOwners(Arc<QueueManager>);
 
 impl Ownership for QueueOwners {
-    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<&'c str> {
+    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<Cow<'c, str>> {
         if cmd.fun == "queue.list" {
             None
         } else {
-            queue_name(cmd)
+            queue_name(cmd).map(Cow::Borrowed)
         }
     }
     fn owned_here(&self, name: &str) -> bool {

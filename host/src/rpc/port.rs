@@ -142,6 +142,29 @@ pub trait Dispatcher: Send + Sync + 'static {
     }
 }
 
+/// A dispatcher made after the services that call through it (a service that calls other
+/// built-ins or other nodes registers before the dispatcher exists): set once at start-up,
+/// held weakly so the dispatcher's own built-ins do not keep it alive.
+#[derive(Default)]
+pub struct LateDispatcher(std::sync::OnceLock<std::sync::Weak<dyn Dispatcher>>);
+
+impl LateDispatcher {
+    /// A handle not set yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Sets the dispatcher (later calls are ignored).
+    pub fn set(&self, d: std::sync::Weak<dyn Dispatcher>) {
+        let _ = self.0.set(d);
+    }
+
+    /// The dispatcher, while it lives.
+    pub fn get(&self) -> Option<Arc<dyn Dispatcher>> {
+        self.0.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::protocol::RpcCommand;
+use crate::rpc::builtins::Envelope;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -516,9 +519,15 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
                 role: Some(role),
                 u: Some(Value::String(u)),
             }) = serde_json::from_slice::<FrameHead>(bytes)
-                && pubsub::is_pubsub(&role)
             {
-                return Answer::Many(pubsub::handle(bytes, &role, &u, ctx.state, ctx.conn).await);
+                if pubsub::is_pubsub(&role) {
+                    return Answer::Many(
+                        pubsub::handle(bytes, &role, &u, ctx.state, ctx.conn).await,
+                    );
+                }
+                if let Some(env) = ctx.state.dispatcher.builtins().envelope(&role) {
+                    return envelope(bytes, env, u, ctx).await.into();
+                }
             }
             return reject(bytes, parsed.err()).into();
         }
@@ -542,18 +551,85 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
     rpc(req, ctx).await.into()
 }
 
+/// Answers a frame of a role a service serves with a built-in (`cache-request`): the built-in
+/// runs with `[frame, node id]` wherever the dispatcher routes it, and its result object is the
+/// reply, with `role` and `u` added. Failures are replies of the same role with `status:
+/// "error"` (or `"timeout"`) and an `error_message`.
+async fn envelope(bytes: &[u8], env: Envelope, u: String, ctx: &Ctx<'_>) -> Option<Message> {
+    let reply = move |u: String, status: &str, why: String| -> Message {
+        let obj = serde_json::json!({
+            "role": env.reply_role, "u": u, "status": status, "error_message": why,
+        });
+        Message::Text(Utf8Bytes::from(obj.to_string()))
+    };
+    if ctx.draining {
+        let why = "node is shutting down; retry on another node".to_owned();
+        return Some(reply(u, "error", why));
+    }
+    let frame: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return Some(reply(u, "error", format!("invalid {}: {e}", env.role))),
+    };
+    let state = ctx.state;
+    let timeout_ms = frame
+        .get("options")
+        .and_then(|o| o.get("timeout_ms"))
+        .and_then(Value::as_u64)
+        .unwrap_or(state.config.request_timeout_ms)
+        .clamp(1, state.config.max_request_timeout_ms);
+    let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
+        let why = format!(
+            "more than {} requests in flight on this connection",
+            state.config.max_in_flight_per_connection
+        );
+        return Some(reply(u, "error", why));
+    };
+    let timeout = Duration::from_millis(timeout_ms);
+    let node_id = Value::String(state.node.node_id.clone());
+    let call = crate::rpc::port::Call {
+        command: RpcCommand::new(env.role, env.builtin, vec![frame, node_id]),
+        constraint: None,
+        request_id: u.as_str().into(),
+        depth: 0,
+        deadline: Some(std::time::Instant::now() + timeout),
+    };
+    let (state, gone) = (state.clone(), ctx.gone.clone());
+    let work = async move {
+        let _active = Counted::enter(&state.node.active_requests);
+        let run = tokio::time::timeout(
+            timeout,
+            crate::rpc::port::Dispatcher::dispatch(&*state.dispatcher, call),
+        );
+        let out = tokio::select! {
+            out = run => out,
+            _ = state.hard_stop.cancelled() => {
+                let why = "node shut down before the request finished; retry on another node";
+                return Some(reply(u, "error", why.to_owned()));
+            }
+            _ = gone.cancelled() => return None,
+        };
+        Some(match out {
+            Ok(Ok(Value::Object(mut m))) => {
+                m.insert("role".into(), Value::String(env.reply_role.to_owned()));
+                m.insert("u".into(), Value::String(u));
+                Message::Text(Utf8Bytes::from(Value::Object(m).to_string()))
+            }
+            Ok(Ok(other)) => reply(u, "error", format!("unexpected result {other}")),
+            Ok(Err(e)) => reply(u, "error", e.to_string()),
+            Err(_) => reply(u, "timeout", format!("no answer within {timeout_ms} ms")),
+        })
+    };
+    launch(ctx, slot, work).await
+}
+
 /// Starts an RPC request: answered inline when it completes at once, else on a task.
 async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     let Ctx {
         state,
         tx,
-        replies,
         slots,
-        unwritten,
-        in_flight,
         gone,
         draining,
-        pipelined,
         ..
     } = *ctx;
     if draining {
@@ -644,7 +720,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         ));
     };
     let (task_state, gone) = (state.clone(), gone.clone());
-    let mut work = Box::pin(async move {
+    let work = async move {
         let state = task_state;
         let _active = Counted::enter(&state.node.active_requests);
         let u = req.u.clone();
@@ -659,7 +735,24 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             _ = gone.cancelled() => return None,
         };
         Some(encode(&reply, state.config.max_reply_bytes))
-    });
+    };
+    launch(ctx, slot, work).await
+}
+
+/// Runs a request's `work` in its window `slot`: answered here when it completes without
+/// waiting, else on a task of its own that sends the reply.
+async fn launch<F>(ctx: &Ctx<'_>, slot: OwnedSemaphorePermit, work: F) -> Option<Message>
+where
+    F: Future<Output = Option<Message>> + Send + 'static,
+{
+    let Ctx {
+        replies,
+        unwritten,
+        in_flight,
+        pipelined,
+        ..
+    } = *ctx;
+    let mut work = Box::pin(work);
     // Polled here first when the client waits for it: a request that completes without waiting
     // (a plugin call that does not yield) is answered by this task, with no hand-off to another
     // task and back. With more frames waiting, it goes to a task of its own at once, so a

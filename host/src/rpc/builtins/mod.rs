@@ -8,6 +8,7 @@ pub mod core;
 pub mod discovery;
 pub mod feed;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -56,10 +57,21 @@ pub enum Placement {
     Owner(Arc<dyn Ownership>),
 }
 
+/// Where the owner of a resource is, as [`Ownership::locate`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Located {
+    /// This node.
+    Here,
+    /// The peer at this index of the candidates.
+    Peer(usize),
+    /// Nobody owns it.
+    Nobody,
+}
+
 /// The owner rule of a [`Placement::Owner`] built-in family.
 pub trait Ownership: Send + Sync {
     /// The resource a call addresses; `None` when any node answers it here (`queue.list`).
-    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<&'c str>;
+    fn resource<'c>(&self, cmd: &'c RpcCommand) -> Option<Cow<'c, str>>;
     /// Whether this node owns `name`.
     fn owned_here(&self, name: &str) -> bool;
     /// Whether peer `node` owns `name`, as it gossips.
@@ -68,6 +80,19 @@ pub trait Ownership: Send + Sync {
     fn creates(&self, fun: &str) -> bool;
     /// The error of a call whose resource nobody owns.
     fn missing(&self, fun: &str, name: &str) -> CallError;
+    /// Who owns `name` among this node (`here`, its id) and the reachable `peers`. By default
+    /// this node when [`Ownership::owned_here`], else the first peer that
+    /// [`Ownership::owned_by`]; a rule that computes owners (hashing) overrides it.
+    fn locate(&self, name: &str, here: &str, peers: &[Arc<PeerNode>]) -> Located {
+        let _ = here;
+        if self.owned_here(name) {
+            return Located::Here;
+        }
+        peers
+            .iter()
+            .position(|n| self.owned_by(n, name))
+            .map_or(Located::Nobody, Located::Peer)
+    }
 }
 
 /// One built-in function.
@@ -106,6 +131,19 @@ pub trait CatalogSource: Send + Sync {
     fn remote(&self, node: &PeerNode) -> Vec<String>;
 }
 
+/// A message role a service answers with one of its built-ins (`cache-request`): the session
+/// runs the built-in with `[frame, this node's id]` and answers with its result object, to
+/// which it adds `role: reply_role` and the request's `u`.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope {
+    /// The role it answers.
+    pub role: &'static str,
+    /// The role of its replies.
+    pub reply_role: &'static str,
+    /// The built-in that serves it.
+    pub builtin: &'static str,
+}
+
 /// Two services registered the same name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("built-in '{0}' is registered twice")]
@@ -117,6 +155,7 @@ pub struct Builtins {
     specs: Vec<Arc<BuiltinSpec>>,
     by_name: HashMap<&'static str, usize>,
     sources: Vec<Arc<dyn CatalogSource>>,
+    envelopes: Vec<Envelope>,
 }
 
 impl Builtins {
@@ -138,6 +177,16 @@ impl Builtins {
     /// Adds a kind of resource `catalog_query` lists.
     pub fn add_source(&mut self, source: Arc<dyn CatalogSource>) {
         self.sources.push(source);
+    }
+
+    /// Adds a message role served by a built-in.
+    pub fn add_envelope(&mut self, envelope: Envelope) {
+        self.envelopes.push(envelope);
+    }
+
+    /// The envelope that answers `role`.
+    pub fn envelope(&self, role: &str) -> Option<Envelope> {
+        self.envelopes.iter().find(|e| e.role == role).copied()
     }
 
     /// Every registered resource kind.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use semver::Version;
 use serde_json::Value;
 
-use super::builtins::{BuiltinSpec, Builtins, Handler, Placement, Scope};
+use super::builtins::{BuiltinSpec, Builtins, Handler, Located, Placement, Scope};
 use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::route::{self, Candidate, Route, Wanted};
 use super::version::VersionConstraint;
@@ -113,6 +113,11 @@ impl NodeDispatcher {
             rotation: AtomicUsize::new(0),
             exchange: parts.exchange,
         })
+    }
+
+    /// Every built-in (and the message roles services answer).
+    pub fn builtins(&self) -> &Builtins {
+        &self.builtins
     }
 
     /// The cluster, if the node is in one.
@@ -272,18 +277,19 @@ impl NodeDispatcher {
                 }
             }
             Placement::Owner(owners) => {
-                let name = match owners.resource(cmd) {
-                    Some(n) if !owners.owned_here(n) => n,
-                    _ => return Some(Ok(Target::Builtin(spec.clone()))),
+                let Some(name) = owners.resource(cmd) else {
+                    return Some(Ok(Target::Builtin(spec.clone())));
                 };
-                let owner = self
-                    .reachable_peers(exclude)
-                    .into_iter()
-                    .find(|n| owners.owned_by(n, name));
-                Some(match owner {
-                    Some(node) => Ok(Target::Remote(self.builtin_on(node, spec.name))),
-                    None if owners.creates(&cmd.fun) => Ok(Target::Builtin(spec.clone())),
-                    None => Err(owners.missing(&cmd.fun, name)),
+                let peers = self.reachable_peers(exclude);
+                Some(match owners.locate(&name, &self.node.node_id, &peers) {
+                    Located::Here => Ok(Target::Builtin(spec.clone())),
+                    Located::Peer(i) => {
+                        Ok(Target::Remote(self.builtin_on(peers[i].clone(), spec.name)))
+                    }
+                    Located::Nobody if owners.creates(&cmd.fun) => {
+                        Ok(Target::Builtin(spec.clone()))
+                    }
+                    Located::Nobody => Err(owners.missing(&cmd.fun, &name)),
                 })
             }
         }
