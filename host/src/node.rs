@@ -21,10 +21,10 @@ use crate::queue::manager::{QueueManager, system_clock};
 use crate::queue::store::QueueStore;
 use crate::rpc::builtins::Builtins;
 use crate::rpc::dispatch::{DispatcherParts, NodeDispatcher};
+use crate::rpc::port::LateDispatcher;
 use crate::runtime::{LoadError, Runtime};
 use crate::server::{self, ServerState};
 use crate::shutdown::Tasks;
-use crate::rpc::port::LateDispatcher;
 use crate::{cache, queue, rpc};
 
 /// Why a node could not start.

@@ -40,23 +40,71 @@ const MAX_LISTED: usize = 10_000;
 
 /// The `cache.*` built-ins with their signatures (docs/cache.md lists them with examples).
 pub const FUNCTIONS: [(&str, &str); 17] = [
-    ("cache.get", "func(namespace: string, identifier: string, options?: {version, default, cache_levels}) -> any"),
-    ("cache.entry", "func(namespace: string, identifier: string, options?: {version, cache_levels}) -> option<entry>"),
-    ("cache.put", "func(namespace: string, identifier: string, value: any, options?: {version, tags, ttl_seconds, dependencies, cost_ms, consistency}) -> {stored, size_bytes, ttl_seconds}"),
-    ("cache.delete", "func(namespace: string, identifier: string, options?: {version, consistency}) -> {deleted, invalidated}"),
-    ("cache.invalidate", "func(target: {namespace, identifier?, version?, tag?, pattern?}) -> {invalidated}"),
-    ("cache.incr", "func(namespace: string, identifier: string, by?: number, options?: {version, ttl_seconds, initial}) -> number"),
-    ("cache.cas", "func(namespace: string, identifier: string, expected: any, new: any, options?: {version, ttl_seconds}) -> {swapped, value, previous?}"),
-    ("cache.test_and_set", "func(namespace: string, identifier: string, expected: any, new: any, options?: {version, ttl_seconds}) -> {swapped, value, previous?}"),
-    ("cache.set_if_absent", "func(namespace: string, identifier: string, value: any, options?: {version, ttl_seconds}) -> {set, value}"),
-    ("cache.mget", "func(namespace: string, identifiers: list<string>, options?: {version, default}) -> list<any>"),
-    ("cache.mset", "func(namespace: string, values: map<string, any>, options?: {version, ttl_seconds, consistency}) -> {stored}"),
-    ("cache.structure", "func(namespace: string, identifier: string, operation: structure-operation) -> any"),
-    ("cache.namespace", "func(operation: {operation_type: clear|list_keys|statistics, namespace, pattern?, max_entries?, dry_run?}) -> any"),
+    (
+        "cache.get",
+        "func(namespace: string, identifier: string, options?: {version, default, cache_levels}) -> any",
+    ),
+    (
+        "cache.entry",
+        "func(namespace: string, identifier: string, options?: {version, cache_levels}) -> option<entry>",
+    ),
+    (
+        "cache.put",
+        "func(namespace: string, identifier: string, value: any, options?: {version, tags, ttl_seconds, dependencies, cost_ms, consistency}) -> {stored, size_bytes, ttl_seconds}",
+    ),
+    (
+        "cache.delete",
+        "func(namespace: string, identifier: string, options?: {version, consistency}) -> {deleted, invalidated}",
+    ),
+    (
+        "cache.invalidate",
+        "func(target: {namespace, identifier?, version?, tag?, pattern?}) -> {invalidated}",
+    ),
+    (
+        "cache.incr",
+        "func(namespace: string, identifier: string, by?: number, options?: {version, ttl_seconds, initial}) -> number",
+    ),
+    (
+        "cache.cas",
+        "func(namespace: string, identifier: string, expected: any, new: any, options?: {version, ttl_seconds}) -> {swapped, value, previous?}",
+    ),
+    (
+        "cache.test_and_set",
+        "func(namespace: string, identifier: string, expected: any, new: any, options?: {version, ttl_seconds}) -> {swapped, value, previous?}",
+    ),
+    (
+        "cache.set_if_absent",
+        "func(namespace: string, identifier: string, value: any, options?: {version, ttl_seconds}) -> {set, value}",
+    ),
+    (
+        "cache.mget",
+        "func(namespace: string, identifiers: list<string>, options?: {version, default}) -> list<any>",
+    ),
+    (
+        "cache.mset",
+        "func(namespace: string, values: map<string, any>, options?: {version, ttl_seconds, consistency}) -> {stored}",
+    ),
+    (
+        "cache.structure",
+        "func(namespace: string, identifier: string, operation: structure-operation) -> any",
+    ),
+    (
+        "cache.namespace",
+        "func(operation: {operation_type: clear|list_keys|statistics, namespace, pattern?, max_entries?, dry_run?}) -> any",
+    ),
     ("cache.stats", "func(namespace?: string) -> stats"),
-    ("cache.keys", "func(namespace: string, pattern?: string, max?: u32) -> list<string>"),
-    (REQUEST, "func(request: cache-request, origin: string) -> cache-response"),
-    (LOCAL, "func(node: string, request: cache-request) -> cache-response"),
+    (
+        "cache.keys",
+        "func(namespace: string, pattern?: string, max?: u32) -> list<string>",
+    ),
+    (
+        REQUEST,
+        "func(request: cache-request, origin: string) -> cache-response",
+    ),
+    (
+        LOCAL,
+        "func(node: string, request: cache-request) -> cache-response",
+    ),
 ];
 
 /// The cache service: the node's cache and what it needs to reach the others.
@@ -208,10 +256,15 @@ fn routed_key(cmd: &RpcCommand) -> Option<KeyId> {
             key.validate().ok()?;
             Some(key.id())
         }
-        "cache.get" | "cache.entry" | "cache.put" | "cache.delete" | "cache.incr" | "cache.cas"
-        | "cache.test_and_set" | "cache.set_if_absent" | "cache.structure" => {
-            key_arg(cmd).ok().map(|(k, _)| k.id())
-        }
+        "cache.get"
+        | "cache.entry"
+        | "cache.put"
+        | "cache.delete"
+        | "cache.incr"
+        | "cache.cas"
+        | "cache.test_and_set"
+        | "cache.set_if_absent"
+        | "cache.structure" => key_arg(cmd).ok().map(|(k, _)| k.id()),
         "cache.invalidate" => {
             let t = target(cmd).ok()?;
             if t.tag.is_some() || t.pattern.is_some() {
@@ -220,7 +273,9 @@ fn routed_key(cmd: &RpcCommand) -> Option<KeyId> {
             let key = CacheKey {
                 namespace: t.namespace,
                 identifier: t.identifier?,
-                version: t.version.unwrap_or_else(|| super::key::DEFAULT_VERSION.into()),
+                version: t
+                    .version
+                    .unwrap_or_else(|| super::key::DEFAULT_VERSION.into()),
                 tags: Vec::new(),
             };
             key.validate().ok()?;
@@ -266,18 +321,42 @@ fn key_arg(cmd: &RpcCommand) -> Result<(CacheKey, usize), CallError> {
             }
         },
     };
-    if let Some(v) = cmd.kwargs.get("version") {
+    // `version` and `tags` may come in the options object or as keywords (which win); the
+    // owner is chosen from the same key the call then uses.
+    let positional = options_at(cmd, next)
+        .and_then(|at| cmd.args.get(at))
+        .and_then(Value::as_object);
+    let pick = |name: &str| {
+        cmd.kwargs
+            .get(name)
+            .or_else(|| positional.and_then(|o| o.get(name)))
+    };
+    if let Some(v) = pick("version") {
         key.version = v
             .as_str()
             .ok_or_else(|| bad(fun, "version must be a string"))?
             .to_owned();
     }
-    if let Some(t) = cmd.kwargs.get("tags") {
+    if let Some(t) = pick("tags") {
         key.tags = serde_json::from_value(t.clone())
             .map_err(|_| bad(fun, "tags must be a list of strings"))?;
     }
     key.validate().map_err(|e| bad(fun, e))?;
     Ok((key, next))
+}
+
+/// Where a keyed call form's options object is, given the index after its key.
+fn options_at(cmd: &RpcCommand, next: usize) -> Option<usize> {
+    match cmd.fun.as_str() {
+        "cache.get" | "cache.entry" | "cache.delete" => Some(next),
+        "cache.put" | "cache.set_if_absent" => Some(next + 1),
+        "cache.incr" => Some(match cmd.args.get(next) {
+            Some(Value::Number(_)) => next + 1,
+            _ => next,
+        }),
+        "cache.cas" | "cache.test_and_set" => Some(next + 2),
+        _ => None,
+    }
 }
 
 /// The options object at positional `at`, merged with the keywords (keywords win).
@@ -464,8 +543,7 @@ fn consistency(name: Option<&str>) -> Result<Option<Consistency>, String> {
     }
 }
 
-const OPERATIONS: &str =
-    "get, put, delete, invalidate, query, stats, atomic, structure, namespace";
+const OPERATIONS: &str = "get, put, delete, invalidate, query, stats, atomic, structure, namespace";
 
 impl CacheService {
     /// Runs one built-in call (on the node the dispatcher chose).
@@ -484,7 +562,11 @@ impl CacheService {
             }
             LOCAL => {
                 let frame = cmd.args.get(1).cloned().unwrap_or(Value::Null);
-                Ok(self.clone().request(frame, false).await.to_json(&self.node_id))
+                Ok(self
+                    .clone()
+                    .request(frame, false)
+                    .await
+                    .to_json(&self.node_id))
             }
             _ => self.call_form(&cmd).await,
         }
@@ -586,37 +668,37 @@ impl CacheService {
         match req.operation.as_str() {
             "get" => {
                 let key = key()?;
-                Ok(match c.get(&key.id(), levels).await.map_err(|e| e.to_string())? {
-                    Some(hit) => {
-                        let mut entry = hit.found.entry.to_json(now);
-                        entry["access_count"] = json!(hit.found.access_count);
-                        entry["last_access_time"] = json!(hit.found.accessed_ms as f64 / 1000.0);
-                        if !include {
-                            entry = json!({"key": entry["key"], "value": entry["value"]});
+                Ok(
+                    match c.get(&key.id(), levels).await.map_err(|e| e.to_string())? {
+                        Some(hit) => {
+                            let mut entry = hit.found.entry.to_json(now);
+                            entry["access_count"] = json!(hit.found.access_count);
+                            entry["last_access_time"] =
+                                json!(hit.found.accessed_ms as f64 / 1000.0);
+                            if !include {
+                                entry = json!({"key": entry["key"], "value": entry["value"]});
+                            }
+                            Response {
+                                status: "hit",
+                                cache_level: Some(hit.tier.name()),
+                                entry: Some(entry),
+                                result: None,
+                                error: None,
+                            }
                         }
-                        Response {
-                            status: "hit",
-                            cache_level: Some(hit.tier.name()),
-                            entry: Some(entry),
+                        None => Response {
+                            status: "miss",
+                            cache_level: None,
+                            entry: None,
                             result: None,
                             error: None,
-                        }
-                    }
-                    None => Response {
-                        status: "miss",
-                        cache_level: None,
-                        entry: None,
-                        result: None,
-                        error: None,
+                        },
                     },
-                })
+                )
             }
             "put" => {
                 let key = key()?;
-                let value = req
-                    .value
-                    .clone()
-                    .ok_or("PUT operation requires value")?;
+                let value = req.value.clone().ok_or("PUT operation requires value")?;
                 let meta = req.metadata.as_ref();
                 let deps = Dependency::list_from_json(
                     meta.map(|m| Value::Array(m.dependencies.clone())).as_ref(),
@@ -642,8 +724,10 @@ impl CacheService {
             }
             "delete" => {
                 let key = key()?;
-                let (existed, cascaded) =
-                    c.delete(&key.id(), strength).await.map_err(|e| e.to_string())?;
+                let (existed, cascaded) = c
+                    .delete(&key.id(), strength)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(Response {
                     status: if existed { "hit" } else { "miss" },
                     result: Some(json!({"deleted": existed, "invalidated": cascaded})),
@@ -761,7 +845,9 @@ impl CacheService {
                     )),
                 }
             }
-            "" => Err(format!("a cache-request needs an operation: one of {OPERATIONS}")),
+            "" => Err(format!(
+                "a cache-request needs an operation: one of {OPERATIONS}"
+            )),
             other => Err(format!(
                 "Unsupported operation: {other}; one of {OPERATIONS}"
             )),
@@ -783,12 +869,15 @@ impl CacheService {
             async move {
                 let resp = s.request(Value::Object(frame), true).await;
                 match resp.error {
-                    Some(e) if resp.status == "error" => Err(CallError::Failed(format!("{}: {e}", "cache"))),
+                    Some(e) if resp.status == "error" => {
+                        Err(CallError::Failed(format!("{}: {e}", "cache")))
+                    }
                     _ => Ok(resp),
                 }
             }
         };
-        let fail = |e: CallError| e.map_cause(|c| format!("{fun}: {}", c.trim_start_matches("cache: ")));
+        let fail =
+            |e: CallError| e.map_cause(|c| format!("{fun}: {}", c.trim_start_matches("cache: ")));
         match fun {
             "cache.get" | "cache.entry" => {
                 let (key, at) = key_arg(cmd)?;
@@ -818,7 +907,15 @@ impl CacheService {
                 known(
                     fun,
                     &opts,
-                    &["version", "tags", "ttl_seconds", "dependencies", "cost_ms", "consistency", "cache_levels"],
+                    &[
+                        "version",
+                        "tags",
+                        "ttl_seconds",
+                        "dependencies",
+                        "cost_ms",
+                        "consistency",
+                        "cache_levels",
+                    ],
                 )?;
                 let mut frame = envelope("put", &key);
                 frame.insert("value".into(), value);
@@ -845,14 +942,21 @@ impl CacheService {
                 known(fun, &opts, &["version", "tags", "consistency"])?;
                 let mut frame = envelope("delete", &key);
                 frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.invalidate" => {
                 let t = target(cmd)?;
                 let key = CacheKey {
                     namespace: t.namespace.clone(),
                     identifier: t.identifier.clone().unwrap_or_else(|| "*".into()),
-                    version: t.version.clone().unwrap_or_else(|| super::key::DEFAULT_VERSION.into()),
+                    version: t
+                        .version
+                        .clone()
+                        .unwrap_or_else(|| super::key::DEFAULT_VERSION.into()),
                     tags: Vec::new(),
                 };
                 let mut frame = envelope("invalidate", &key);
@@ -882,7 +986,11 @@ impl CacheService {
                 };
                 let mut opts = options(cmd, at)?;
                 opts.remove("by");
-                known(fun, &opts, &["version", "tags", "ttl_seconds", "initial", "consistency"])?;
+                known(
+                    fun,
+                    &opts,
+                    &["version", "tags", "ttl_seconds", "initial", "consistency"],
+                )?;
                 let mut frame = envelope("atomic", &key);
                 frame.insert(
                     "atomic_operation".into(),
@@ -894,15 +1002,26 @@ impl CacheService {
                     }),
                 );
                 frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.cas" | "cache.test_and_set" => {
                 let (key, at) = key_arg(cmd)?;
                 let (Some(expected), Some(new)) = (cmd.args.get(at), cmd.args.get(at + 1)) else {
-                    return Err(bad(fun, "the expected value and the new value follow the key"));
+                    return Err(bad(
+                        fun,
+                        "the expected value and the new value follow the key",
+                    ));
                 };
                 let opts = options(cmd, at + 2)?;
-                known(fun, &opts, &["version", "tags", "ttl_seconds", "consistency"])?;
+                known(
+                    fun,
+                    &opts,
+                    &["version", "tags", "ttl_seconds", "consistency"],
+                )?;
                 let mut frame = envelope("atomic", &key);
                 frame.insert(
                     "atomic_operation".into(),
@@ -914,7 +1033,11 @@ impl CacheService {
                     }),
                 );
                 frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.set_if_absent" => {
                 let (key, at) = key_arg(cmd)?;
@@ -924,7 +1047,11 @@ impl CacheService {
                     .cloned()
                     .ok_or_else(|| bad(fun, "a value follows the key"))?;
                 let opts = options(cmd, at + 1)?;
-                known(fun, &opts, &["version", "tags", "ttl_seconds", "consistency"])?;
+                known(
+                    fun,
+                    &opts,
+                    &["version", "tags", "ttl_seconds", "consistency"],
+                )?;
                 let mut frame = envelope("atomic", &key);
                 frame.insert(
                     "atomic_operation".into(),
@@ -935,7 +1062,11 @@ impl CacheService {
                     }),
                 );
                 frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.structure" => {
                 let (key, at) = key_arg(cmd)?;
@@ -946,13 +1077,20 @@ impl CacheService {
                     .filter(|v| v.is_object())
                     .cloned()
                     .ok_or_else(|| {
-                        bad(fun, "a structure operation {structure_type, operation, …} follows the key")
+                        bad(
+                            fun,
+                            "a structure operation {structure_type, operation, …} follows the key",
+                        )
                     })?;
                 serde_json::from_value::<StructureOp>(op.clone())
                     .map_err(|e| bad(fun, format!("structure operation: {e}")))?;
                 let mut frame = envelope("structure", &key);
                 frame.insert("structure_operation".into(), op);
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.namespace" => {
                 let op = cmd
@@ -961,13 +1099,22 @@ impl CacheService {
                     .filter(|v| v.is_object())
                     .cloned()
                     .or_else(|| (!cmd.kwargs.is_empty()).then(|| Value::Object(cmd.kwargs.clone())))
-                    .ok_or_else(|| bad(fun, "takes {operation_type, namespace, pattern?, max_entries?, dry_run?}"))?;
+                    .ok_or_else(|| {
+                        bad(
+                            fun,
+                            "takes {operation_type, namespace, pattern?, max_entries?, dry_run?}",
+                        )
+                    })?;
                 serde_json::from_value::<NamespaceOp>(op.clone())
                     .map_err(|e| bad(fun, format!("namespace operation: {e}")))?;
                 let mut frame = Map::new();
                 frame.insert("operation".into(), json!("namespace"));
                 frame.insert("namespace_operation".into(), op);
-                Ok(run(frame).await.map_err(fail)?.result.unwrap_or(Value::Null))
+                Ok(run(frame)
+                    .await
+                    .map_err(fail)?
+                    .result
+                    .unwrap_or(Value::Null))
             }
             "cache.keys" => {
                 let ns = cmd
@@ -980,7 +1127,10 @@ impl CacheService {
                     .args
                     .get(1)
                     .or_else(|| cmd.kwargs.get("pattern"))
-                    .map(|p| p.as_str().ok_or_else(|| bad(fun, "pattern must be a string")))
+                    .map(|p| {
+                        p.as_str()
+                            .ok_or_else(|| bad(fun, "pattern must be a string"))
+                    })
                     .transpose()?
                     .unwrap_or("*");
                 let mut frame = Map::new();
@@ -988,7 +1138,9 @@ impl CacheService {
                 frame.insert("key".into(), json!({"namespace": ns}));
                 frame.insert("invalidation_pattern".into(), json!(pattern));
                 let mut keys = run(frame).await.map_err(fail)?.result.unwrap_or(json!([]));
-                if let (Value::Array(k), Some(max)) = (&mut keys, cmd.args.get(2).and_then(Value::as_u64)) {
+                if let (Value::Array(k), Some(max)) =
+                    (&mut keys, cmd.args.get(2).and_then(Value::as_u64))
+                {
                     k.sort_by_key(|v| v.to_string());
                     k.truncate(max as usize);
                 }
@@ -1004,7 +1156,9 @@ impl CacheService {
                         s["node"] = json!(self.node_id);
                         s
                     }
-                    Some(other) => return Err(bad(fun, format!("namespace must be a string, got {other}"))),
+                    Some(other) => {
+                        return Err(bad(fun, format!("namespace must be a string, got {other}")));
+                    }
                 })
             }
             other => Err(CallError::NotFound(format!("Command not found: {other}"))),
@@ -1037,37 +1191,47 @@ impl CacheService {
             };
             d.dispatch(call)
         };
-        let calls: Vec<_> = if fun == "cache.mget" {
-            known(fun, &opts, &["version", "default"])?;
-            let ids = cmd
-                .args
-                .get(1)
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad(fun, "identifiers (a list of strings) follow the namespace"))?;
-            if ids.len() > MAX_LISTED {
-                return Err(bad(fun, format!("at most {MAX_LISTED} identifiers")));
-            }
-            ids.iter()
-                .map(|id| one("cache.get", vec![json!(ns), id.clone()]))
-                .collect()
-        } else {
-            known(fun, &opts, &["version", "ttl_seconds", "consistency", "tags", "dependencies"])?;
-            let values = cmd
-                .args
-                .get(1)
-                .and_then(Value::as_object)
-                .ok_or_else(|| bad(fun, "an object of identifier → value follows the namespace"))?;
-            if values.len() > MAX_LISTED {
-                return Err(bad(fun, format!("at most {MAX_LISTED} values")));
-            }
-            values
-                .iter()
-                .map(|(id, v)| one("cache.put", vec![json!(ns), json!(id), v.clone()]))
-                .collect()
-        };
+        let calls: Vec<_> =
+            if fun == "cache.mget" {
+                known(fun, &opts, &["version", "default"])?;
+                let ids = cmd.args.get(1).and_then(Value::as_array).ok_or_else(|| {
+                    bad(fun, "identifiers (a list of strings) follow the namespace")
+                })?;
+                if ids.len() > MAX_LISTED {
+                    return Err(bad(fun, format!("at most {MAX_LISTED} identifiers")));
+                }
+                ids.iter()
+                    .map(|id| one("cache.get", vec![json!(ns), id.clone()]))
+                    .collect()
+            } else {
+                known(
+                    fun,
+                    &opts,
+                    &[
+                        "version",
+                        "ttl_seconds",
+                        "consistency",
+                        "tags",
+                        "dependencies",
+                    ],
+                )?;
+                let values = cmd.args.get(1).and_then(Value::as_object).ok_or_else(|| {
+                    bad(fun, "an object of identifier → value follows the namespace")
+                })?;
+                if values.len() > MAX_LISTED {
+                    return Err(bad(fun, format!("at most {MAX_LISTED} values")));
+                }
+                values
+                    .iter()
+                    .map(|(id, v)| one("cache.put", vec![json!(ns), json!(id), v.clone()]))
+                    .collect()
+            };
         let results = futures_util::future::join_all(calls).await;
         if fun == "cache.mget" {
-            results.into_iter().collect::<Result<Vec<_>, _>>().map(Value::Array)
+            results
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
         } else {
             let stored = results.iter().filter(|r| r.is_ok()).count();
             let errors: Vec<String> = results

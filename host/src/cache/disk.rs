@@ -114,10 +114,7 @@ impl Disk {
     /// The entry of `id`, queued or stored; `None` when absent or expired at `now_ms`.
     pub fn get(&self, id: &KeyId, now_ms: u64) -> Result<Option<Entry>, DiskError> {
         if let Some(queued) = lock(&self.pending).get(id) {
-            return Ok(queued
-                .as_deref()
-                .filter(|e| !e.expired(now_ms))
-                .cloned());
+            return Ok(queued.as_deref().filter(|e| !e.expired(now_ms)).cloned());
         }
         let Some(raw) = self.entries.get(id.as_str())? else {
             return Ok(None);
@@ -252,8 +249,9 @@ impl Disk {
             };
             // Still the entry that mark was for (not a newer value with another expiry)?
             let due = match self.entries.get(id.as_str())? {
-                Some(raw) => serde_json::from_slice::<Entry>(&raw)
-                    .map_or(true, |e| e.expired(now_ms)),
+                Some(raw) => {
+                    serde_json::from_slice::<Entry>(&raw).map_or(true, |e| e.expired(now_ms))
+                }
                 None => false,
             };
             if due {
@@ -345,7 +343,9 @@ mod tests {
     use serde_json::json;
 
     fn entry(id: &str, ttl: Option<f64>) -> Arc<Entry> {
-        Arc::new(Entry::new(CacheKey::new("ns", id), json!({"v": id}), 10, 1_000).with_ttl(ttl, 1_000))
+        Arc::new(
+            Entry::new(CacheKey::new("ns", id), json!({"v": id}), 10, 1_000).with_ttl(ttl, 1_000),
+        )
     }
 
     #[tokio::test]
@@ -357,11 +357,17 @@ mod tests {
             d.put_strong(&entry("b", Some(5.0))).await.unwrap();
         }
         let d = Disk::open(dir.path(), 1 << 20).unwrap();
-        let a = d.get(&KeyId::new("ns", "a", "v1.0.0"), 2_000).unwrap().unwrap();
+        let a = d
+            .get(&KeyId::new("ns", "a", "v1.0.0"), 2_000)
+            .unwrap()
+            .unwrap();
         assert_eq!(*a.value, json!({"v": "a"}));
         let b = KeyId::new("ns", "b", "v1.0.0");
         assert!(d.get(&b, 5_999).unwrap().is_some());
-        assert!(d.get(&b, 6_000).unwrap().is_none(), "expired after the reopen");
+        assert!(
+            d.get(&b, 6_000).unwrap().is_none(),
+            "expired after the reopen"
+        );
         assert_eq!(d.sweep(6_000).unwrap(), [b]);
         assert_eq!(d.len(), 1);
     }
@@ -376,7 +382,10 @@ mod tests {
         assert_eq!(d.write_batch().unwrap(), 1);
         assert_eq!(d.len(), 1);
         d.remove(&id, false).await.unwrap();
-        assert!(d.get(&id, 0).unwrap().is_none(), "a queued removal hides it");
+        assert!(
+            d.get(&id, 0).unwrap().is_none(),
+            "a queued removal hides it"
+        );
         d.write_batch().unwrap();
         assert!(d.is_empty());
     }
@@ -411,7 +420,10 @@ mod tests {
         let d = Disk::temporary().unwrap();
         d.put_strong(&entry("a", Some(1.0))).await.unwrap();
         d.put_strong(&entry("a", None)).await.unwrap();
-        assert!(d.sweep(10_000).unwrap().is_empty(), "the forever value stays");
+        assert!(
+            d.sweep(10_000).unwrap().is_empty(),
+            "the forever value stays"
+        );
         assert_eq!(d.len(), 1);
         let keys = d.keys("ns", &wildmatch::WildMatch::new("*"), 10).unwrap();
         assert_eq!(keys.len(), 1);

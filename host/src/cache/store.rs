@@ -367,8 +367,8 @@ impl Cache {
             if held.is_none() {
                 held = disk.get(id, now)?.map(Arc::new);
             }
-            let strong = consistency.unwrap_or(self.config.default_consistency)
-                == Consistency::Strong;
+            let strong =
+                consistency.unwrap_or(self.config.default_consistency) == Consistency::Strong;
             disk.remove(id, strong).await?;
         }
         Ok(held)
@@ -402,7 +402,8 @@ impl Cache {
                     self.remove_one(&k, None).await?
                 };
                 removed += 1;
-                let next = gone.map_or_else(|| vec![Dependency::Key(k.clone())], |e| e.invalidates());
+                let next =
+                    gone.map_or_else(|| vec![Dependency::Key(k.clone())], |e| e.invalidates());
                 for d in next {
                     if seen.insert(d.clone()) {
                         queue.push_back(d);
@@ -515,7 +516,10 @@ impl Cache {
                         entry.key.tags = old.key.tags.clone();
                     }
                     (None, None) => {
-                        let ttl = self.memory.spec_of(&entry.key.namespace).default_ttl_seconds;
+                        let ttl = self
+                            .memory
+                            .spec_of(&entry.key.namespace)
+                            .default_ttl_seconds;
                         entry = entry.with_ttl(ttl, now);
                     }
                 }
@@ -648,13 +652,26 @@ mod tests {
     async fn put_get_delete_in_memory() {
         let (_, c) = clock();
         let cache = Cache::with_disk(&CacheConfig::default(), None, c);
-        cache.put(Put::new(key("a"), json!({"x": 1}))).await.unwrap();
-        let hit = cache.get(&key("a").id(), Levels::default()).await.unwrap().unwrap();
+        cache
+            .put(Put::new(key("a"), json!({"x": 1})))
+            .await
+            .unwrap();
+        let hit = cache
+            .get(&key("a").id(), Levels::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.tier, Tier::L1);
         assert_eq!(*hit.found.entry.value, json!({"x": 1}));
         assert_eq!(hit.found.access_count, 1);
         assert_eq!(cache.delete(&key("a").id(), None).await.unwrap(), (true, 0));
-        assert!(cache.get(&key("a").id(), Levels::default()).await.unwrap().is_none());
+        assert!(
+            cache
+                .get(&key("a").id(), Levels::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         let big = json!("x".repeat(5 << 20));
         assert!(matches!(
             cache.put(Put::new(key("big"), big)).await,
@@ -665,7 +682,11 @@ mod tests {
     #[tokio::test]
     async fn invalidation_cascades_through_keys_and_tags() {
         let (_, c) = clock();
-        let cache = Cache::with_disk(&CacheConfig::default(), Some(Arc::new(Disk::temporary().unwrap())), c);
+        let cache = Cache::with_disk(
+            &CacheConfig::default(),
+            Some(Arc::new(Disk::temporary().unwrap())),
+            c,
+        );
         cache.put(Put::new(key("raw"), json!(1))).await.unwrap();
         let mut features = Put::new(key("features"), json!(2));
         features.dependencies = vec![Dependency::Key(key("raw").id())];
@@ -682,7 +703,14 @@ mod tests {
         // Changing `raw` drops features, model and report.
         cache.put(Put::new(key("raw"), json!(10))).await.unwrap();
         for gone in ["features", "model", "report"] {
-            assert!(cache.get(&key(gone).id(), Levels::default()).await.unwrap().is_none(), "{gone}");
+            assert!(
+                cache
+                    .get(&key(gone).id(), Levels::default())
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{gone}"
+            );
         }
         // A tag reaches entries that only the disk still holds.
         let mut model = Put::new(key("model"), json!(3));
@@ -690,8 +718,20 @@ mod tests {
         cache.put(model).await.unwrap();
         cache.memory.remove(&key("model").id(), Removal::Removed);
         assert_eq!(cache.invalidate_tag("dataset:v2").await.unwrap(), 1);
-        assert!(cache.get(&key("model").id(), Levels::default()).await.unwrap().is_none());
-        assert!(cache.get(&key("raw").id(), Levels::default()).await.unwrap().is_some());
+        assert!(
+            cache
+                .get(&key("model").id(), Levels::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&key("raw").id(), Levels::default())
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -701,20 +741,61 @@ mod tests {
         let lock: AtomicOp = serde_json::from_value(json!({
             "operation_type": "test_and_set", "expected_value": null, "new_value": "owner-1", "ttl_seconds": 5
         })).unwrap();
-        assert!(cache.atomic(key("lock"), &lock, None).await.unwrap().applied);
-        assert!(!cache.atomic(key("lock"), &lock, None).await.unwrap().applied);
+        assert!(
+            cache
+                .atomic(key("lock"), &lock, None)
+                .await
+                .unwrap()
+                .applied
+        );
+        assert!(
+            !cache
+                .atomic(key("lock"), &lock, None)
+                .await
+                .unwrap()
+                .applied
+        );
         t.fetch_add(5_000, Ordering::Relaxed);
-        assert!(cache.atomic(key("lock"), &lock, None).await.unwrap().applied, "the lease ran out");
+        assert!(
+            cache
+                .atomic(key("lock"), &lock, None)
+                .await
+                .unwrap()
+                .applied,
+            "the lease ran out"
+        );
         let inc: AtomicOp = serde_json::from_value(json!({"operation_type": "increment"})).unwrap();
-        let handles: Vec<_> = (0..50).map(|_| cache.atomic(key("n"), &inc, None)).collect();
+        let handles: Vec<_> = (0..50)
+            .map(|_| cache.atomic(key("n"), &inc, None))
+            .collect();
         for h in handles {
             h.await.unwrap();
         }
-        let n = cache.get(&key("n").id(), Levels::default()).await.unwrap().unwrap();
+        let n = cache
+            .get(&key("n").id(), Levels::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(*n.found.entry.value, json!(50));
-        let push: StructureOp = serde_json::from_value(json!({"structure_type": "list", "operation": "push", "values": [1]})).unwrap();
-        assert!(matches!(cache.structure(key("n"), &push, None, None).await, Err(CacheError::Op(_))));
-        assert_eq!(*cache.get(&key("n").id(), Levels::default()).await.unwrap().unwrap().found.entry.value, json!(50));
+        let push: StructureOp = serde_json::from_value(
+            json!({"structure_type": "list", "operation": "push", "values": [1]}),
+        )
+        .unwrap();
+        assert!(matches!(
+            cache.structure(key("n"), &push, None, None).await,
+            Err(CacheError::Op(_))
+        ));
+        assert_eq!(
+            *cache
+                .get(&key("n").id(), Levels::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .found
+                .entry
+                .value,
+            json!(50)
+        );
     }
 
     #[tokio::test]
@@ -731,9 +812,21 @@ mod tests {
             }
         }
         let cache = Cache::open(&config, Some(dir.path()), c).unwrap();
-        let hit = cache.get(&key("user:3").id(), Levels::default()).await.unwrap().unwrap();
+        let hit = cache
+            .get(&key("user:3").id(), Levels::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.tier, Tier::L2);
-        assert_eq!(cache.get(&key("user:3").id(), Levels::default()).await.unwrap().unwrap().tier, Tier::L1);
+        assert_eq!(
+            cache
+                .get(&key("user:3").id(), Levels::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .tier,
+            Tier::L1
+        );
         let cleared = cache.clear("ns", "user:*", 2, false).await.unwrap();
         assert_eq!(cleared.len(), 2);
         assert_eq!(cache.keys("ns", "*", 100).unwrap().len(), 3);

@@ -112,15 +112,18 @@ impl CacheConfig {
         if self.sweep_ms == 0 {
             return Some("cache.sweep_ms must be at least 1".into());
         }
-        for (name, spec) in
-            std::iter::once(("default_namespace", &self.default_namespace)).chain(
-                self.namespaces.iter().map(|(n, s)| (n.as_str(), s)),
-            )
+        for (name, spec) in std::iter::once(("default_namespace", &self.default_namespace))
+            .chain(self.namespaces.iter().map(|(n, s)| (n.as_str(), s)))
         {
             if spec.max_bytes == 0 {
-                return Some(format!("cache namespace '{name}': max_bytes must be at least 1"));
+                return Some(format!(
+                    "cache namespace '{name}': max_bytes must be at least 1"
+                ));
             }
-            if spec.default_ttl_seconds.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            if spec
+                .default_ttl_seconds
+                .is_some_and(|t| !(t > 0.0 && t.is_finite()))
+            {
                 return Some(format!(
                     "cache namespace '{name}': default_ttl_seconds must be a positive number"
                 ));

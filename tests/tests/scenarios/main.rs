@@ -1,5 +1,6 @@
 mod backpressure;
 mod bad_input;
+mod cache;
 mod chaos;
 mod cluster;
 mod conformance;

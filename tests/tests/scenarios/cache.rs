@@ -1,0 +1,533 @@
+//! The cache as clients use it (docs/cache.md): MPREG's `cache-request` envelope and the
+//! `cache.*` built-ins on one node, bad input refused with nothing changed, entries that
+//! survive a crash, and keys shared by a cluster (put on A, get on C, invalidate on B, an owner
+//! killed).
+
+use std::time::Duration;
+
+use anyhow::{Result, bail, ensure};
+use mpreg_tests::{RawWs, TestCluster, TestNode, cluster_config, rpc_frame, test_config};
+use serde_json::{Value, json};
+
+/// One `cache-request` and its `cache-response`.
+async fn envelope(ws: &mut RawWs, u: &str, body: Value) -> Result<Value> {
+    let mut frame = json!({"role": "cache-request", "u": u});
+    for (k, v) in body.as_object().into_iter().flatten() {
+        frame[k] = v.clone();
+    }
+    let reply = ws.roundtrip(&frame).await?;
+    ensure!(
+        reply["role"] == "cache-response",
+        "not a cache-response: {reply}"
+    );
+    ensure!(reply["u"] == u, "answered another request: {reply}");
+    Ok(reply)
+}
+
+fn key(ns: &str, id: &str) -> Value {
+    json!({"namespace": ns, "identifier": id, "version": "v1.0.0", "tags": []})
+}
+
+/// One call of a built-in; its result, or its error code and text.
+async fn call(
+    ws: &mut RawWs,
+    fun: &str,
+    args: Value,
+) -> Result<std::result::Result<Value, (i64, String)>> {
+    let reply = ws
+        .roundtrip(&rpc_frame(
+            "c",
+            json!([{"name": "cache-call", "fun": fun, "args": args}]),
+        ))
+        .await?;
+    if reply["error"].is_null() {
+        return Ok(Ok(reply["r"]["cache-call"].clone()));
+    }
+    let code = reply["error"]["code"].as_i64().unwrap_or(0);
+    Ok(Err((code, reply["error"]["details"].to_string())))
+}
+
+async fn ok(ws: &mut RawWs, fun: &str, args: Value) -> Result<Value> {
+    match call(ws, fun, args.clone()).await? {
+        Ok(v) => Ok(v),
+        Err(e) => bail!("{fun}({args}) failed: {e:?}"),
+    }
+}
+
+async fn refused(ws: &mut RawWs, fun: &str, args: Value, says: &str) -> Result<()> {
+    match call(ws, fun, args.clone()).await? {
+        Ok(v) => bail!("{fun}({args}) should fail, answered {v}"),
+        Err((code, text)) => {
+            ensure!(code == 1003 || code == 1008, "{fun}: code {code}: {text}");
+            ensure!(text.contains(says), "{fun}: '{text}' does not say '{says}'");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_envelope_in_the_originals_shape() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut ws = node.raw().await?;
+    let put = envelope(&mut ws, "p1", json!({
+        "operation": "put",
+        "key": key("ml", "model-a"),
+        "value": {"weights": [1, 2, 3]},
+        "metadata": {"computation_cost_ms": 120.0, "ttl_seconds": 60, "dependencies": ["dataset:v2"],
+                      "replication_policy": "geographic", "quality_score": 1.0},
+        "options": {"consistency_level": "eventual", "timeout_ms": 5000, "cache_levels": ["L1", "L2", "L3"],
+                    "include_metadata": true, "replication_factor": 2, "prefer_local": true},
+        "timestamp": 1.0, "version": "2.0",
+    })).await?;
+    ensure!(put["status"] == "hit", "{put}");
+    let got = envelope(
+        &mut ws,
+        "g1",
+        json!({"operation": "get", "key": key("ml", "model-a"), "options": {}}),
+    )
+    .await?;
+    ensure!(
+        got["status"] == "hit" && got["cache_level"] == "L1",
+        "{got}"
+    );
+    let entry = &got["entry"];
+    ensure!(entry["value"] == json!({"weights": [1, 2, 3]}), "{entry}");
+    ensure!(entry["access_count"] == 1, "{entry}");
+    ensure!(entry["computation_cost_ms"] == 120.0, "{entry}");
+    ensure!(entry["dependencies"] == json!(["dataset:v2"]), "{entry}");
+    ensure!(
+        entry["ttl_seconds"]
+            .as_f64()
+            .is_some_and(|t| t > 50.0 && t <= 60.0),
+        "{entry}"
+    );
+    for field in ["creation_time", "last_access_time", "size_bytes", "key"] {
+        ensure!(!entry[field].is_null(), "entry has no {field}: {entry}");
+    }
+    ensure!(got["operation_id"].is_string(), "{got}");
+
+    let miss = envelope(
+        &mut ws,
+        "g2",
+        json!({"operation": "get", "key": key("ml", "nothing")}),
+    )
+    .await?;
+    ensure!(
+        miss["status"] == "miss" && miss.get("entry").is_none(),
+        "{miss}"
+    );
+
+    // A lock: the first test-and-set takes it, the second is a conflict.
+    let lock = json!({"operation": "atomic", "key": key("locks", "job-1"), "atomic_operation": {
+        "operation_type": "test_and_set", "expected_value": null, "new_value": "worker-1", "ttl_seconds": 30}});
+    let first = envelope(&mut ws, "a1", lock.clone()).await?;
+    ensure!(first["status"] == "hit", "{first}");
+    let second = envelope(&mut ws, "a2", lock).await?;
+    ensure!(second["status"] == "conflict", "{second}");
+    ensure!(second["result"]["value"] == "worker-1", "{second}");
+
+    let push = json!({"operation": "structure", "key": key("s", "queue"), "structure_operation": {
+        "structure_type": "list", "operation": "push", "values": [1, 2]}});
+    ensure!(envelope(&mut ws, "s1", push).await?["result"] == 2);
+
+    // Invalidating the tag drops the model.
+    let inv = envelope(
+        &mut ws,
+        "i1",
+        json!({"operation": "invalidate", "key": {"namespace": "ml", "identifier": "*"},
+        "invalidation_tag": "dataset:v2"}),
+    )
+    .await?;
+    ensure!(inv["result"] == 1, "{inv}");
+    let gone = envelope(
+        &mut ws,
+        "g3",
+        json!({"operation": "get", "key": key("ml", "model-a")}),
+    )
+    .await?;
+    ensure!(gone["status"] == "miss", "{gone}");
+
+    let stats = envelope(
+        &mut ws,
+        "st",
+        json!({"operation": "stats", "key": key("", "")}),
+    )
+    .await?;
+    ensure!(
+        stats["entry"]["value"]["l1"]["entries"].as_u64().is_some(),
+        "{stats}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_envelopes_are_errors_that_change_nothing() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.cache.max_value_bytes = 1000;
+    let node = TestNode::with_config(cfg).await?;
+    let mut ws = node.raw().await?;
+    envelope(
+        &mut ws,
+        "p",
+        json!({"operation": "put", "key": key("n", "k"), "value": "kept"}),
+    )
+    .await?;
+    let cases = [
+        (
+            json!({"operation": "explode", "key": key("n", "k")}),
+            "Unsupported operation: explode",
+        ),
+        (json!({"operation": "get"}), "needs a key"),
+        (
+            json!({"operation": "put", "key": key("n", "k")}),
+            "requires value",
+        ),
+        (
+            json!({"operation": "put", "key": key("n", "k"), "value": "x".repeat(2000)}),
+            "cache.max_value_bytes",
+        ),
+        (
+            json!({"operation": "put", "key": {"namespace": "", "identifier": "k"}, "value": 1}),
+            "namespace must not be empty",
+        ),
+        (
+            json!({"operation": "structure", "key": key("n", "k"), "structure_operation": {
+            "structure_type": "set", "operation": "add", "values": [1]}}),
+            "wrong type",
+        ),
+        (
+            json!({"operation": "atomic", "key": key("n", "k"), "atomic_operation": {"operation_type": "increment"}}),
+            "wrong type",
+        ),
+        (
+            json!({"operation": "atomic", "key": key("n", "k")}),
+            "needs atomic_operation",
+        ),
+        (
+            json!({"operation": "put", "key": key("n", "k"), "value": 1, "options": {"consistency_level": "psychic"}}),
+            "unknown consistency_level",
+        ),
+        (json!({"operation": "get", "key": "n:k"}), "key"),
+    ];
+    for (i, (body, says)) in cases.into_iter().enumerate() {
+        let reply = envelope(&mut ws, &format!("b{i}"), body.clone()).await?;
+        ensure!(reply["status"] == "error", "{body} answered {reply}");
+        let text = reply["error_message"].as_str().unwrap_or("");
+        ensure!(
+            text.contains(says),
+            "{body}: '{text}' does not say '{says}'"
+        );
+    }
+    let kept = envelope(
+        &mut ws,
+        "g",
+        json!({"operation": "get", "key": key("n", "k")}),
+    )
+    .await?;
+    ensure!(
+        kept["entry"]["value"] == "kept",
+        "changed by a refused request: {kept}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_call_forms_and_their_bad_input() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut ws = node.raw().await?;
+    let stored = ok(
+        &mut ws,
+        "cache.put",
+        json!(["users", "u1", {"name": "Ada"}, {"ttl_seconds": 60, "tags": ["people"]}]),
+    )
+    .await?;
+    ensure!(stored["stored"] == true, "{stored}");
+    ensure!(ok(&mut ws, "cache.get", json!(["users", "u1"])).await? == json!({"name": "Ada"}));
+    ensure!(
+        ok(
+            &mut ws,
+            "cache.get",
+            json!(["users", "nobody", {"default": "none"}])
+        )
+        .await?
+            == "none"
+    );
+    let entry = ok(
+        &mut ws,
+        "cache.entry",
+        json!([{"namespace": "users", "identifier": "u1"}]),
+    )
+    .await?;
+    ensure!(entry["value"]["name"] == "Ada", "{entry}");
+    ensure!(ok(&mut ws, "cache.incr", json!(["counters", "hits"])).await? == 1);
+    ensure!(ok(&mut ws, "cache.incr", json!(["counters", "hits", 10])).await? == 11);
+    let cas = ok(&mut ws, "cache.cas", json!(["counters", "hits", 11, 20])).await?;
+    ensure!(cas["swapped"] == true, "{cas}");
+    let stale = ok(&mut ws, "cache.cas", json!(["counters", "hits", 11, 30])).await?;
+    ensure!(stale["swapped"] == false && stale["value"] == 20, "{stale}");
+    ensure!(
+        ok(
+            &mut ws,
+            "cache.set_if_absent",
+            json!(["users", "u1", "other"])
+        )
+        .await?["set"]
+            == false
+    );
+    ensure!(
+        ok(
+            &mut ws,
+            "cache.set_if_absent",
+            json!(["users", "u2", "Bob"])
+        )
+        .await?["set"]
+            == true
+    );
+    let many = ok(&mut ws, "cache.mset", json!(["m", {"a": 1, "b": 2}])).await?;
+    ensure!(many["stored"] == 2, "{many}");
+    ensure!(ok(&mut ws, "cache.mget", json!(["m", ["a", "b", "c"]])).await? == json!([1, 2, null]));
+    let zadd = json!({"structure_type": "sorted_set", "operation": "add", "scored_values": [
+        {"member": "x", "score": 2}, {"member": "y", "score": 1}]});
+    ensure!(ok(&mut ws, "cache.structure", json!(["board", "top", zadd])).await? == 2);
+    let range = json!({"structure_type": "sorted_set", "operation": "range"});
+    ensure!(
+        ok(&mut ws, "cache.structure", json!(["board", "top", range])).await?
+            == json!([["y", 1.0], ["x", 2.0]])
+    );
+    let keys = ok(&mut ws, "cache.keys", json!(["users", "u*"])).await?;
+    ensure!(
+        keys == json!(["users:u1:v1.0.0", "users:u2:v1.0.0"]),
+        "{keys}"
+    );
+    let cleared = ok(&mut ws, "cache.namespace", json!([{"operation_type": "clear", "namespace": "users", "pattern": "u*", "max_entries": 1}])).await?;
+    ensure!(cleared == 1, "{cleared}");
+    let inv = ok(
+        &mut ws,
+        "cache.invalidate",
+        json!([{"namespace": "users", "tag": "people"}]),
+    )
+    .await?;
+    ensure!(inv["invalidated"].as_u64().is_some(), "{inv}");
+    let stats = ok(&mut ws, "cache.stats", json!(["counters"])).await?;
+    ensure!(
+        stats["entries"] == 1 && stats["policy"] == "s4lru",
+        "{stats}"
+    );
+    ensure!(ok(&mut ws, "cache.delete", json!(["counters", "hits"])).await?["deleted"] == true);
+
+    // Bad input: a clear error, nothing changed.
+    refused(&mut ws, "cache.get", json!([]), "the key comes first").await?;
+    refused(&mut ws, "cache.get", json!(["ns"]), "the key comes first").await?;
+    refused(
+        &mut ws,
+        "cache.put",
+        json!(["ns", "k"]),
+        "a value follows the key",
+    )
+    .await?;
+    refused(
+        &mut ws,
+        "cache.put",
+        json!(["ns", "k", 1, {"ttl": 5}]),
+        "unknown option 'ttl'",
+    )
+    .await?;
+    refused(
+        &mut ws,
+        "cache.put",
+        json!(["ns", "k", "x".repeat(5 << 20)]),
+        "max_value_bytes",
+    )
+    .await?;
+    ok(&mut ws, "cache.put", json!(["ns", "text", "hello"])).await?;
+    refused(&mut ws, "cache.incr", json!(["ns", "text"]), "wrong type").await?;
+    let push = json!({"structure_type": "list", "operation": "push", "values": [1]});
+    refused(
+        &mut ws,
+        "cache.structure",
+        json!(["ns", "text", push]),
+        "wrong type",
+    )
+    .await?;
+    let bogus = json!({"structure_type": "tree", "operation": "add"});
+    refused(
+        &mut ws,
+        "cache.structure",
+        json!(["ns", "other", bogus]),
+        "unknown structure_type",
+    )
+    .await?;
+    refused(
+        &mut ws,
+        "cache.invalidate",
+        json!([{"namespace": "ns"}]),
+        "exactly one of",
+    )
+    .await?;
+    refused(&mut ws, "cache.mget", json!(["ns", "a"]), "identifiers").await?;
+    ensure!(
+        ok(&mut ws, "cache.get", json!(["ns", "text"])).await? == "hello",
+        "changed by a refused call"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn strong_puts_and_their_ttls_outlive_a_crash() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config();
+    cfg.node.data_dir = Some(dir.path().to_path_buf());
+    let node = TestNode::with_config(cfg.clone()).await?;
+    let mut ws = node.raw().await?;
+    for i in 0..20 {
+        let opts = json!({"consistency": "strong"});
+        ok(
+            &mut ws,
+            "cache.put",
+            json!(["durable", format!("k{i}"), i, opts]),
+        )
+        .await?;
+    }
+    ok(
+        &mut ws,
+        "cache.put",
+        json!(["durable", "short", 1, {"consistency": "strong", "ttl_seconds": 1}]),
+    )
+    .await?;
+    ok(
+        &mut ws,
+        "cache.put",
+        json!(["durable", "long", 2, {"consistency": "strong", "ttl_seconds": 600}]),
+    )
+    .await?;
+    drop(ws);
+    node.handle.clone().crash().await;
+    drop(node);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = TestNode::with_config(cfg).await?;
+    let mut ws = node.raw().await?;
+    for i in 0..20 {
+        let v = ok(&mut ws, "cache.get", json!(["durable", format!("k{i}")])).await?;
+        ensure!(v == i, "k{i} after the crash: {v}");
+    }
+    ensure!(
+        ok(&mut ws, "cache.get", json!(["durable", "short"]))
+            .await?
+            .is_null(),
+        "expired while down"
+    );
+    let long = ok(&mut ws, "cache.entry", json!(["durable", "long"])).await?;
+    ensure!(
+        long["ttl_seconds"]
+            .as_f64()
+            .is_some_and(|t| t > 500.0 && t < 600.0),
+        "{long}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_shares_keys_invalidates_everywhere_and_survives_an_owner() -> Result<()> {
+    let mut cluster = TestCluster::start(vec![
+        cluster_config("cache-a", &[], &[], &[]),
+        cluster_config("cache-b", &[], &[], &[]),
+        cluster_config("cache-c", &[], &[], &[]),
+    ])
+    .await?;
+    let (mut a, mut b, mut c) = (
+        cluster.node(0).raw().await?,
+        cluster.node(1).raw().await?,
+        cluster.node(2).raw().await?,
+    );
+    // Put on A, get on C.
+    for i in 0..30 {
+        let opts = json!({"tags": ["batch-1"]});
+        ok(
+            &mut a,
+            "cache.put",
+            json!(["shared", format!("k{i}"), i, opts]),
+        )
+        .await?;
+    }
+    let mut remote = 0;
+    for i in 0..30 {
+        let reply = envelope(
+            &mut c,
+            &format!("g{i}"),
+            json!({"operation": "get", "key": key("shared", &format!("k{i}"))}),
+        )
+        .await?;
+        ensure!(reply["entry"]["value"] == i, "k{i} from C: {reply}");
+        if reply["cache_level"] == "L3" {
+            remote += 1;
+        }
+    }
+    ensure!(remote > 0, "every key was owned by C?");
+    // Owners spread over the nodes.
+    let mut held = Vec::new();
+    for ws in [&mut a, &mut b, &mut c] {
+        let s = ok(ws, "cache.stats", json!(["shared"])).await?;
+        held.push(s["entries"].as_u64().unwrap_or(0));
+    }
+    ensure!(
+        held.iter().sum::<u64>() == 30 && held.iter().all(|&n| n > 0),
+        "spread: {held:?}"
+    );
+    // A counter incremented from every node is one counter.
+    for _ in 0..5 {
+        for ws in [&mut a, &mut b, &mut c] {
+            ok(ws, "cache.incr", json!(["shared", "counter"])).await?;
+        }
+    }
+    ensure!(ok(&mut b, "cache.get", json!(["shared", "counter"])).await? == 15);
+    // Invalidate on B: no node serves the old values.
+    let inv = ok(
+        &mut b,
+        "cache.invalidate",
+        json!([{"namespace": "shared", "tag": "batch-1"}]),
+    )
+    .await?;
+    ensure!(inv["invalidated"] == 30, "{inv}");
+    for ws in [&mut a, &mut b, &mut c] {
+        for i in 0..30 {
+            let v = ok(ws, "cache.get", json!(["shared", format!("k{i}")])).await?;
+            ensure!(v.is_null(), "k{i} still served: {v}");
+        }
+    }
+    // Keys everywhere, then B dies: every call answers, its keys are re-owned.
+    for i in 0..30 {
+        ok(&mut a, "cache.put", json!(["after", format!("k{i}"), i])).await?;
+    }
+    let b_id = cluster.node(1).handle.info().node_id.clone();
+    cluster.crash(1).await;
+    cluster.wait_gone(&b_id, Duration::from_secs(10)).await?;
+    let started = std::time::Instant::now();
+    let mut kept = 0;
+    for i in 0..30 {
+        let v = tokio::time::timeout(
+            Duration::from_secs(5),
+            ok(&mut c, "cache.get", json!(["after", format!("k{i}")])),
+        )
+        .await??;
+        if v == i {
+            kept += 1;
+        } else {
+            ensure!(v.is_null(), "k{i}: {v}");
+        }
+        ok(&mut c, "cache.put", json!(["after", format!("k{i}"), i])).await?;
+        ensure!(
+            ok(&mut a, "cache.get", json!(["after", format!("k{i}")])).await? == i,
+            "k{i} re-owned"
+        );
+    }
+    ensure!(
+        kept < 30 && kept > 0,
+        "B's keys went with it, the others stayed: {kept}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
