@@ -350,82 +350,108 @@ mod tests {
 
     #[tokio::test]
     async fn strong_puts_survive_a_reopen_with_their_expiry() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("disk tier operation");
         {
-            let d = Disk::open(dir.path(), 1 << 20).unwrap();
-            d.put_strong(&entry("a", None)).await.unwrap();
-            d.put_strong(&entry("b", Some(5.0))).await.unwrap();
+            let d = Disk::open(dir.path(), 1 << 20).expect("disk tier operation");
+            d.put_strong(&entry("a", None))
+                .await
+                .expect("disk tier operation");
+            d.put_strong(&entry("b", Some(5.0)))
+                .await
+                .expect("disk tier operation");
         }
-        let d = Disk::open(dir.path(), 1 << 20).unwrap();
+        let d = Disk::open(dir.path(), 1 << 20).expect("disk tier operation");
         let a = d
             .get(&KeyId::new("ns", "a", "v1.0.0"), 2_000)
-            .unwrap()
-            .unwrap();
+            .expect("disk tier operation")
+            .expect("disk tier operation");
         assert_eq!(*a.value, json!({"v": "a"}));
         let b = KeyId::new("ns", "b", "v1.0.0");
-        assert!(d.get(&b, 5_999).unwrap().is_some());
+        assert!(d.get(&b, 5_999).expect("disk tier operation").is_some());
         assert!(
-            d.get(&b, 6_000).unwrap().is_none(),
+            d.get(&b, 6_000).expect("disk tier operation").is_none(),
             "expired after the reopen"
         );
-        assert_eq!(d.sweep(6_000).unwrap(), [b]);
+        assert_eq!(d.sweep(6_000).expect("disk tier operation"), [b]);
         assert_eq!(d.len(), 1);
     }
 
     #[tokio::test]
     async fn eventual_writes_are_read_back_before_and_after_their_batch() {
-        let d = Disk::temporary().unwrap();
+        let d = Disk::temporary().expect("disk tier operation");
         d.put_eventual(entry("a", None));
         let id = KeyId::new("ns", "a", "v1.0.0");
-        assert!(d.get(&id, 0).unwrap().is_some(), "queued and read");
-        assert_eq!(d.len(), 0);
-        assert_eq!(d.write_batch().unwrap(), 1);
-        assert_eq!(d.len(), 1);
-        d.remove(&id, false).await.unwrap();
         assert!(
-            d.get(&id, 0).unwrap().is_none(),
+            d.get(&id, 0).expect("disk tier operation").is_some(),
+            "queued and read"
+        );
+        assert_eq!(d.len(), 0);
+        assert_eq!(d.write_batch().expect("disk tier operation"), 1);
+        assert_eq!(d.len(), 1);
+        d.remove(&id, false).await.expect("disk tier operation");
+        assert!(
+            d.get(&id, 0).expect("disk tier operation").is_none(),
             "a queued removal hides it"
         );
-        d.write_batch().unwrap();
+        d.write_batch().expect("disk tier operation");
         assert!(d.is_empty());
     }
 
     #[tokio::test]
     async fn a_strong_write_is_not_overwritten_by_an_older_queued_one() {
-        let d = Disk::temporary().unwrap();
+        let d = Disk::temporary().expect("disk tier operation");
         let id = KeyId::new("ns", "a", "v1.0.0");
         d.put_eventual(entry("a", None));
         let mut newer = (*entry("a", None)).clone();
         newer.value = Arc::new(json!("newer"));
-        d.put_strong(&Arc::new(newer)).await.unwrap();
-        d.write_batch().unwrap();
-        assert_eq!(*d.get(&id, 0).unwrap().unwrap().value, json!("newer"));
+        d.put_strong(&Arc::new(newer))
+            .await
+            .expect("disk tier operation");
+        d.write_batch().expect("disk tier operation");
+        assert_eq!(
+            *d.get(&id, 0)
+                .expect("disk tier operation")
+                .expect("disk tier operation")
+                .value,
+            json!("newer")
+        );
     }
 
     #[tokio::test]
     async fn dependents_are_found_on_disk_and_forgotten_with_their_entry() {
-        let d = Disk::temporary().unwrap();
+        let d = Disk::temporary().expect("disk tier operation");
         let mut e = (*entry("report", None)).clone();
         e.dependencies = vec![Dependency::Tag("dataset:v2".into())];
         let id = e.key.id();
-        d.put_strong(&Arc::new(e)).await.unwrap();
+        d.put_strong(&Arc::new(e))
+            .await
+            .expect("disk tier operation");
         let tag = Dependency::Tag("dataset:v2".into());
-        assert_eq!(d.dependents(&tag).unwrap(), [id.clone()]);
-        d.remove(&id, true).await.unwrap();
-        assert!(d.dependents(&tag).unwrap().is_empty());
+        assert_eq!(
+            d.dependents(&tag).expect("disk tier operation"),
+            std::slice::from_ref(&id)
+        );
+        d.remove(&id, true).await.expect("disk tier operation");
+        assert!(d.dependents(&tag).expect("disk tier operation").is_empty());
     }
 
     #[tokio::test]
     async fn a_replaced_value_leaves_no_stale_expiry_mark() {
-        let d = Disk::temporary().unwrap();
-        d.put_strong(&entry("a", Some(1.0))).await.unwrap();
-        d.put_strong(&entry("a", None)).await.unwrap();
+        let d = Disk::temporary().expect("disk tier operation");
+        d.put_strong(&entry("a", Some(1.0)))
+            .await
+            .expect("disk tier operation");
+        d.put_strong(&entry("a", None))
+            .await
+            .expect("disk tier operation");
         assert!(
-            d.sweep(10_000).unwrap().is_empty(),
+            d.sweep(10_000).expect("disk tier operation").is_empty(),
             "the forever value stays"
         );
         assert_eq!(d.len(), 1);
-        let keys = d.keys("ns", &wildmatch::WildMatch::new("*"), 10).unwrap();
+        let keys = d
+            .keys("ns", &wildmatch::WildMatch::new("*"), 10)
+            .expect("disk tier operation");
         assert_eq!(keys.len(), 1);
     }
 }

@@ -393,7 +393,8 @@ mod tests {
     #[test]
     fn a_key_reads_in_the_original_shape_with_its_defaults() {
         let k: CacheKey =
-            serde_json::from_value(json!({"namespace": "ml", "identifier": "model-a"})).unwrap();
+            serde_json::from_value(json!({"namespace": "ml", "identifier": "model-a"}))
+                .expect("key fixture");
         assert_eq!(k.version, DEFAULT_VERSION);
         assert!(k.tags.is_empty());
         let id = k.id();
@@ -431,7 +432,7 @@ mod tests {
             {"namespace": "ml", "identifier": "features"},
             "dataset:v2"
         ])))
-        .unwrap();
+        .expect("key fixture");
         assert_eq!(deps.len(), 2, "duplicates collapse: {deps:?}");
         assert!(deps.contains(&Dependency::Tag("dataset:v2".into())));
         assert!(deps.contains(&Dependency::Key(KeyId::new("ml", "features", "v1.0.0"))));

@@ -130,10 +130,13 @@ pub enum Removal {
     Expired,
 }
 
+/// Who listens to each dependency (one shard of the index).
+type Dependents = HashMap<Dependency, HashSet<KeyId>>;
+
 /// The memory tier.
 pub struct Memory {
     shards: Box<[Mutex<Shard>]>,
-    dependents: Box<[Mutex<HashMap<Dependency, HashSet<KeyId>>>]>,
+    dependents: Box<[Mutex<Dependents>]>,
     spaces: ArcSwap<HashMap<String, Arc<Space>>>,
     creating: Mutex<()>,
     configured: HashMap<String, NamespaceSpec>,
@@ -169,7 +172,7 @@ impl Memory {
             max_namespaces,
             total_budget,
             total_bytes: AtomicU64::new(0),
-            hasher: foldhash::fast::FixedState::with_seed(0x6d70_7265_67),
+            hasher: foldhash::fast::FixedState::with_seed(0x006d_7072_6567),
         }
     }
 
@@ -537,15 +540,18 @@ mod tests {
     fn budgets_hold_per_namespace_and_in_total() {
         let m = tier(20_000, 5_000);
         for i in 0..200 {
-            m.insert(entry("a", &format!("k{i}"), 100)).unwrap();
-            m.insert(entry("b", &format!("k{i}"), 100)).unwrap();
+            m.insert(entry("a", &format!("k{i}"), 100))
+                .expect("memory tier operation");
+            m.insert(entry("b", &format!("k{i}"), 100))
+                .expect("memory tier operation");
         }
-        let a = m.existing_space("a").unwrap();
+        let a = m.existing_space("a").expect("memory tier operation");
         assert!(a.bytes.load(Ordering::Relaxed) <= 5_000);
         assert!(a.counters.evictions.load(Ordering::Relaxed) > 0);
         let c = tier(3_000, 5_000);
         for i in 0..100 {
-            c.insert(entry("a", &format!("k{i}"), 100)).unwrap();
+            c.insert(entry("a", &format!("k{i}"), 100))
+                .expect("memory tier operation");
         }
         assert!(c.bytes() <= 3_000, "{} over the total", c.bytes());
         // The accounts match what is held.
@@ -559,8 +565,11 @@ mod tests {
     #[test]
     fn an_entry_larger_than_its_budget_is_refused_and_nothing_changes() {
         let m = tier(1_000_000, 500);
-        m.insert(entry("a", "small", 10)).unwrap();
-        let err = m.insert(entry("a", "big", 1_000)).unwrap_err();
+        m.insert(entry("a", "small", 10))
+            .expect("memory tier operation");
+        let err = m
+            .insert(entry("a", "big", 1_000))
+            .expect_err("should be refused");
         assert!(matches!(err, MemoryError::TooLarge { .. }), "{err}");
         assert_eq!(m.len(), 1);
     }
@@ -568,14 +577,17 @@ mod tests {
     #[test]
     fn reads_count_and_replacing_keeps_accounts_right() {
         let m = tier(1_000_000, 1_000_000);
-        m.insert(entry("a", "k", 10)).unwrap();
+        m.insert(entry("a", "k", 10))
+            .expect("memory tier operation");
         let id = KeyId::new("a", "k", "v1.0.0");
         m.get(&id, 2_000);
         let (found, _) = m.get(&id, 3_000);
-        let found = found.unwrap();
+        let found = found.expect("memory tier operation");
         assert_eq!((found.access_count, found.accessed_ms), (2, 3_000));
         let before = m.bytes();
-        let out = m.insert(entry("a", "k", 10)).unwrap();
+        let out = m
+            .insert(entry("a", "k", 10))
+            .expect("memory tier operation");
         assert!(out.replaced.is_some());
         assert_eq!(m.bytes(), before);
         assert!(m.remove(&id, Removal::Removed).is_some());
@@ -592,14 +604,14 @@ mod tests {
         let long = Arc::new(
             Entry::new(CacheKey::new("a", "long"), json!(1), 1, 1_000).with_ttl(Some(10.0), 1_000),
         );
-        m.insert(short).unwrap();
-        m.insert(long).unwrap();
+        m.insert(short).expect("memory tier operation");
+        m.insert(long).expect("memory tier operation");
         let (hit, gone) = m.get(&KeyId::new("a", "short", "v1.0.0"), 2_000);
         assert!(hit.is_none() && gone.is_some(), "expired on read");
         assert!(m.sweep(5_000).is_empty());
         assert_eq!(m.sweep(11_000).len(), 1);
         assert!(m.is_empty());
-        let space = m.existing_space("a").unwrap();
+        let space = m.existing_space("a").expect("memory tier operation");
         assert_eq!(space.counters.expirations.load(Ordering::Relaxed), 2);
     }
 
@@ -609,15 +621,15 @@ mod tests {
         let mut e = Entry::new(CacheKey::new("a", "report"), json!(1), 1, 0);
         e.dependencies = vec![Dependency::Tag("dataset:v2".into())];
         e.key.tags = vec!["reports".into()];
-        m.insert(Arc::new(e)).unwrap();
+        m.insert(Arc::new(e)).expect("memory tier operation");
         let id = KeyId::new("a", "report", "v1.0.0");
         assert_eq!(
             m.dependents(&Dependency::Tag("dataset:v2".into())),
-            [id.clone()]
+            std::slice::from_ref(&id)
         );
         assert_eq!(
             m.dependents(&Dependency::Tag("reports".into())),
-            [id.clone()]
+            std::slice::from_ref(&id)
         );
         m.remove(&id, Removal::Removed);
         assert!(
@@ -630,14 +642,18 @@ mod tests {
     fn namespaces_are_bounded_and_listed_by_glob() {
         let m = tier(1_000_000, 1_000_000);
         for i in 0..8 {
-            m.insert(entry(&format!("ns{i}"), "k", 1)).unwrap();
+            m.insert(entry(&format!("ns{i}"), "k", 1))
+                .expect("memory tier operation");
         }
         assert_eq!(
-            m.insert(entry("ns9", "k", 1)).unwrap_err(),
+            m.insert(entry("ns9", "k", 1))
+                .expect_err("should be refused"),
             MemoryError::TooManyNamespaces(8)
         );
-        m.insert(entry("ns0", "user:1", 1)).unwrap();
-        m.insert(entry("ns0", "user:2", 1)).unwrap();
+        m.insert(entry("ns0", "user:1", 1))
+            .expect("memory tier operation");
+        m.insert(entry("ns0", "user:2", 1))
+            .expect("memory tier operation");
         let keys = m.keys("ns0", &wildmatch::WildMatch::new("user:*"), 10);
         assert_eq!(keys.len(), 2);
         assert_eq!(m.keys("ns0", &wildmatch::WildMatch::new("*"), 1).len(), 1);

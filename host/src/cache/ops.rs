@@ -666,11 +666,11 @@ mod tests {
         let lock = atom(
             json!({"operation_type": "test_and_set", "expected_value": null, "new_value": "me"}),
         );
-        let first = atomic(None, &lock).unwrap();
+        let first = atomic(None, &lock).expect("operation fixture");
         assert!(first.applied);
         assert_eq!(stored(&first), &json!("me"));
         let held = json!("me");
-        let second = atomic(Some((Kind::Value, &held)), &lock).unwrap();
+        let second = atomic(Some((Kind::Value, &held)), &lock).expect("operation fixture");
         assert!(!second.applied, "a held lock is a conflict");
         assert_eq!(second.change, Change::Keep);
         assert_eq!(second.result["value"], "me");
@@ -682,21 +682,28 @@ mod tests {
         let op = atom(
             json!({"operation_type": "compare_and_swap", "expected_value": 1.0, "new_value": 2}),
         );
-        let out = atomic(Some((Kind::Value, &cur)), &op).unwrap();
+        let out = atomic(Some((Kind::Value, &cur)), &op).expect("operation fixture");
         assert!(out.applied);
         assert_eq!(out.result["previous"], 1);
         let wrong = atom(
             json!({"operation_type": "compare_and_swap", "expected_value": 5, "new_value": 2}),
         );
-        assert!(!atomic(Some((Kind::Value, &cur)), &wrong).unwrap().applied);
-        let absent = atomic(None, &wrong).unwrap();
+        assert!(
+            !atomic(Some((Kind::Value, &cur)), &wrong)
+                .expect("operation fixture")
+                .applied
+        );
+        let absent = atomic(None, &wrong).expect("operation fixture");
         assert!(!absent.applied, "an absent entry matches only null");
     }
 
     #[test]
     fn increments_stay_integers_and_refuse_overflow_and_text() {
         let inc = atom(json!({"operation_type": "increment", "increment_by": 5}));
-        assert_eq!(atomic(None, &inc).unwrap().result, json!(5));
+        assert_eq!(
+            atomic(None, &inc).expect("operation fixture").result,
+            json!(5)
+        );
         let cur = json!(i64::MAX);
         assert_eq!(
             atomic(Some((Kind::Value, &cur)), &inc),
@@ -705,7 +712,9 @@ mod tests {
         let half = atom(json!({"operation_type": "decrement", "increment_by": 0.5}));
         let two = json!(2);
         assert_eq!(
-            atomic(Some((Kind::Value, &two)), &half).unwrap().result,
+            atomic(Some((Kind::Value, &two)), &half)
+                .expect("operation fixture")
+                .result,
             json!(1.5)
         );
         let text = json!("x");
@@ -719,20 +728,25 @@ mod tests {
             Err(OpError::WrongType { held: "set", .. })
         ));
         let from = atom(json!({"operation_type": "increment", "initial_value": 10}));
-        assert_eq!(atomic(None, &from).unwrap().result, json!(11));
+        assert_eq!(
+            atomic(None, &from).expect("operation fixture").result,
+            json!(11)
+        );
     }
 
     #[test]
     fn set_if_absent_append_and_unknown() {
         let op = atom(json!({"operation_type": "set_if_absent", "new_value": {"a": 1}}));
-        assert!(atomic(None, &op).unwrap().applied);
+        assert!(atomic(None, &op).expect("operation fixture").applied);
         let cur = json!("old");
-        let kept = atomic(Some((Kind::Value, &cur)), &op).unwrap();
+        let kept = atomic(Some((Kind::Value, &cur)), &op).expect("operation fixture");
         assert!(!kept.applied);
         assert_eq!(kept.result["value"], "old");
         let app = atom(json!({"operation_type": "prepend", "new_value": ">"}));
         assert_eq!(
-            atomic(Some((Kind::Value, &cur)), &app).unwrap().result,
+            atomic(Some((Kind::Value, &cur)), &app)
+                .expect("operation fixture")
+                .result,
             json!(">old")
         );
         let nope = atom(json!({"operation_type": "explode"}));
@@ -742,12 +756,14 @@ mod tests {
     #[test]
     fn sets_keep_members_distinct_and_refuse_other_kinds() {
         let add = st(json!({"structure_type": "set", "operation": "add", "values": [1, 2, 1]}));
-        let out = structure(None, &add).unwrap();
+        let out = structure(None, &add).expect("operation fixture");
         assert_eq!(out.result, json!(2));
         let members = stored(&out).clone();
         let has = st(json!({"structure_type": "set", "operation": "contains", "values": [2]}));
         assert_eq!(
-            structure(Some((Kind::Set, &members)), &has).unwrap().result,
+            structure(Some((Kind::Set, &members)), &has)
+                .expect("operation fixture")
+                .result,
             json!(true)
         );
         let list_op = st(json!({"structure_type": "list", "operation": "push", "values": [3]}));
@@ -763,7 +779,7 @@ mod tests {
         let remove = st(json!({"structure_type": "set", "operation": "remove", "values": [1, 2]}));
         assert_eq!(
             structure(Some((Kind::Set, &members)), &remove)
-                .unwrap()
+                .expect("operation fixture")
                 .change,
             Change::Remove,
             "an emptied set leaves no entry"
@@ -779,29 +795,35 @@ mod tests {
     fn lists_push_pop_and_range() {
         let push =
             st(json!({"structure_type": "list", "operation": "push", "values": ["a", "b", "c"]}));
-        let l = stored(&structure(None, &push).unwrap()).clone();
+        let l = stored(&structure(None, &push).expect("operation fixture")).clone();
         let range = st(
             json!({"structure_type": "list", "operation": "range", "range_spec": {"start": 1, "end": -0}}),
         );
         // end -0 is 0: an empty range, not an error.
         assert_eq!(
-            structure(Some((Kind::List, &l)), &range).unwrap().result,
+            structure(Some((Kind::List, &l)), &range)
+                .expect("operation fixture")
+                .result,
             json!([])
         );
         let tail = st(
             json!({"structure_type": "list", "operation": "range", "range_spec": {"start": -2}}),
         );
         assert_eq!(
-            structure(Some((Kind::List, &l)), &tail).unwrap().result,
+            structure(Some((Kind::List, &l)), &tail)
+                .expect("operation fixture")
+                .result,
             json!(["b", "c"])
         );
         let pop = st(json!({"structure_type": "list", "operation": "pop"}));
-        let out = structure(Some((Kind::List, &l)), &pop).unwrap();
+        let out = structure(Some((Kind::List, &l)), &pop).expect("operation fixture");
         assert_eq!(out.result, json!("c"));
         assert_eq!(stored(&out), &json!(["a", "b"]));
         let get = st(json!({"structure_type": "list", "operation": "get", "index": -1}));
         assert_eq!(
-            structure(Some((Kind::List, &l)), &get).unwrap().result,
+            structure(Some((Kind::List, &l)), &get)
+                .expect("operation fixture")
+                .result,
             json!("c")
         );
         let no_index = st(json!({"structure_type": "list", "operation": "get"}));
@@ -813,25 +835,31 @@ mod tests {
         let set = st(
             json!({"structure_type": "map", "operation": "set", "field_updates": {"a": 1, "b": 2}}),
         );
-        let m = stored(&structure(None, &set).unwrap()).clone();
+        let m = stored(&structure(None, &set).expect("operation fixture")).clone();
         let get = st(json!({"structure_type": "map", "operation": "get", "fields": ["a"]}));
         assert_eq!(
-            structure(Some((Kind::Map, &m)), &get).unwrap().result,
+            structure(Some((Kind::Map, &m)), &get)
+                .expect("operation fixture")
+                .result,
             json!(1)
         );
         let two = st(json!({"structure_type": "map", "operation": "get", "fields": ["a", "z"]}));
         assert_eq!(
-            structure(Some((Kind::Map, &m)), &two).unwrap().result,
+            structure(Some((Kind::Map, &m)), &two)
+                .expect("operation fixture")
+                .result,
             json!({"a": 1, "z": null})
         );
         let del = st(json!({"structure_type": "map", "operation": "delete", "fields": ["a"]}));
         assert_eq!(
-            stored(&structure(Some((Kind::Map, &m)), &del).unwrap()),
+            stored(&structure(Some((Kind::Map, &m)), &del).expect("operation fixture")),
             &json!({"b": 2})
         );
         let keys = st(json!({"structure_type": "map", "operation": "keys"}));
         assert_eq!(
-            structure(Some((Kind::Map, &m)), &keys).unwrap().result,
+            structure(Some((Kind::Map, &m)), &keys)
+                .expect("operation fixture")
+                .result,
             json!(["a", "b"])
         );
     }
@@ -843,13 +871,13 @@ mod tests {
                 {"member": "c", "score": 3}, {"member": "a", "score": 1}, {"member": "b", "score": 2}
             ]}),
         );
-        let z = stored(&structure(None, &add).unwrap()).clone();
+        let z = stored(&structure(None, &add).expect("operation fixture")).clone();
         assert_eq!(z, json!([["a", 1.0], ["b", 2.0], ["c", 3.0]]));
         let rank =
             st(json!({"structure_type": "sorted_set", "operation": "rank", "values": ["c"]}));
         assert_eq!(
             structure(Some((Kind::SortedSet, &z)), &rank)
-                .unwrap()
+                .expect("operation fixture")
                 .result,
             json!(2)
         );
@@ -858,14 +886,14 @@ mod tests {
         );
         assert_eq!(
             structure(Some((Kind::SortedSet, &z)), &by_score)
-                .unwrap()
+                .expect("operation fixture")
                 .result,
             json!([["b", 2.0]])
         );
         let rescore = st(
             json!({"structure_type": "sorted_set", "operation": "add", "scored_values": [{"member": "a", "score": 9}]}),
         );
-        let out = structure(Some((Kind::SortedSet, &z)), &rescore).unwrap();
+        let out = structure(Some((Kind::SortedSet, &z)), &rescore).expect("operation fixture");
         assert_eq!(out.result, json!(0), "a new score is not a new member");
         assert_eq!(stored(&out)[2], json!(["a", 9.0]));
         let bad = st(

@@ -655,21 +655,27 @@ mod tests {
         cache
             .put(Put::new(key("a"), json!({"x": 1})))
             .await
-            .unwrap();
+            .expect("cache operation");
         let hit = cache
             .get(&key("a").id(), Levels::default())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("cache operation")
+            .expect("cache operation");
         assert_eq!(hit.tier, Tier::L1);
         assert_eq!(*hit.found.entry.value, json!({"x": 1}));
         assert_eq!(hit.found.access_count, 1);
-        assert_eq!(cache.delete(&key("a").id(), None).await.unwrap(), (true, 0));
+        assert_eq!(
+            cache
+                .delete(&key("a").id(), None)
+                .await
+                .expect("cache operation"),
+            (true, 0)
+        );
         assert!(
             cache
                 .get(&key("a").id(), Levels::default())
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .is_none()
         );
         let big = json!("x".repeat(5 << 20));
@@ -684,30 +690,36 @@ mod tests {
         let (_, c) = clock();
         let cache = Cache::with_disk(
             &CacheConfig::default(),
-            Some(Arc::new(Disk::temporary().unwrap())),
+            Some(Arc::new(Disk::temporary().expect("cache operation"))),
             c,
         );
-        cache.put(Put::new(key("raw"), json!(1))).await.unwrap();
+        cache
+            .put(Put::new(key("raw"), json!(1)))
+            .await
+            .expect("cache operation");
         let mut features = Put::new(key("features"), json!(2));
         features.dependencies = vec![Dependency::Key(key("raw").id())];
-        cache.put(features).await.unwrap();
+        cache.put(features).await.expect("cache operation");
         let mut model = Put::new(key("model"), json!(3));
         model.dependencies = vec![
             Dependency::Key(key("features").id()),
             Dependency::Tag("dataset:v2".into()),
         ];
-        cache.put(model).await.unwrap();
+        cache.put(model).await.expect("cache operation");
         let mut report = Put::new(key("report"), json!(4));
         report.dependencies = vec![Dependency::Key(key("model").id())];
-        cache.put(report).await.unwrap();
+        cache.put(report).await.expect("cache operation");
         // Changing `raw` drops features, model and report.
-        cache.put(Put::new(key("raw"), json!(10))).await.unwrap();
+        cache
+            .put(Put::new(key("raw"), json!(10)))
+            .await
+            .expect("cache operation");
         for gone in ["features", "model", "report"] {
             assert!(
                 cache
                     .get(&key(gone).id(), Levels::default())
                     .await
-                    .unwrap()
+                    .expect("cache operation")
                     .is_none(),
                 "{gone}"
             );
@@ -715,21 +727,27 @@ mod tests {
         // A tag reaches entries that only the disk still holds.
         let mut model = Put::new(key("model"), json!(3));
         model.dependencies = vec![Dependency::Tag("dataset:v2".into())];
-        cache.put(model).await.unwrap();
+        cache.put(model).await.expect("cache operation");
         cache.memory.remove(&key("model").id(), Removal::Removed);
-        assert_eq!(cache.invalidate_tag("dataset:v2").await.unwrap(), 1);
+        assert_eq!(
+            cache
+                .invalidate_tag("dataset:v2")
+                .await
+                .expect("cache operation"),
+            1
+        );
         assert!(
             cache
                 .get(&key("model").id(), Levels::default())
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .is_none()
         );
         assert!(
             cache
                 .get(&key("raw").id(), Levels::default())
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .is_some()
         );
     }
@@ -740,19 +758,19 @@ mod tests {
         let cache = Cache::with_disk(&CacheConfig::default(), None, c);
         let lock: AtomicOp = serde_json::from_value(json!({
             "operation_type": "test_and_set", "expected_value": null, "new_value": "owner-1", "ttl_seconds": 5
-        })).unwrap();
+        })).expect("cache operation");
         assert!(
             cache
                 .atomic(key("lock"), &lock, None)
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .applied
         );
         assert!(
             !cache
                 .atomic(key("lock"), &lock, None)
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .applied
         );
         t.fetch_add(5_000, Ordering::Relaxed);
@@ -760,27 +778,28 @@ mod tests {
             cache
                 .atomic(key("lock"), &lock, None)
                 .await
-                .unwrap()
+                .expect("cache operation")
                 .applied,
             "the lease ran out"
         );
-        let inc: AtomicOp = serde_json::from_value(json!({"operation_type": "increment"})).unwrap();
+        let inc: AtomicOp = serde_json::from_value(json!({"operation_type": "increment"}))
+            .expect("cache operation");
         let handles: Vec<_> = (0..50)
             .map(|_| cache.atomic(key("n"), &inc, None))
             .collect();
         for h in handles {
-            h.await.unwrap();
+            h.await.expect("cache operation");
         }
         let n = cache
             .get(&key("n").id(), Levels::default())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("cache operation")
+            .expect("cache operation");
         assert_eq!(*n.found.entry.value, json!(50));
         let push: StructureOp = serde_json::from_value(
             json!({"structure_type": "list", "operation": "push", "values": [1]}),
         )
-        .unwrap();
+        .expect("cache operation");
         assert!(matches!(
             cache.structure(key("n"), &push, None, None).await,
             Err(CacheError::Op(_))
@@ -789,8 +808,8 @@ mod tests {
             *cache
                 .get(&key("n").id(), Levels::default())
                 .await
-                .unwrap()
-                .unwrap()
+                .expect("cache operation")
+                .expect("cache operation")
                 .found
                 .entry
                 .value,
@@ -800,36 +819,42 @@ mod tests {
 
     #[tokio::test]
     async fn a_reopened_cache_serves_from_disk_and_clears_by_glob() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("cache operation");
         let (_, c) = clock();
         let config = CacheConfig::default();
         {
-            let cache = Cache::open(&config, Some(dir.path()), c.clone()).unwrap();
+            let cache = Cache::open(&config, Some(dir.path()), c.clone()).expect("cache operation");
             for i in 0..5 {
                 let mut p = Put::new(key(&format!("user:{i}")), json!(i));
                 p.consistency = Some(Consistency::Strong);
-                cache.put(p).await.unwrap();
+                cache.put(p).await.expect("cache operation");
             }
         }
-        let cache = Cache::open(&config, Some(dir.path()), c).unwrap();
+        let cache = Cache::open(&config, Some(dir.path()), c).expect("cache operation");
         let hit = cache
             .get(&key("user:3").id(), Levels::default())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("cache operation")
+            .expect("cache operation");
         assert_eq!(hit.tier, Tier::L2);
         assert_eq!(
             cache
                 .get(&key("user:3").id(), Levels::default())
                 .await
-                .unwrap()
-                .unwrap()
+                .expect("cache operation")
+                .expect("cache operation")
                 .tier,
             Tier::L1
         );
-        let cleared = cache.clear("ns", "user:*", 2, false).await.unwrap();
+        let cleared = cache
+            .clear("ns", "user:*", 2, false)
+            .await
+            .expect("cache operation");
         assert_eq!(cleared.len(), 2);
-        assert_eq!(cache.keys("ns", "*", 100).unwrap().len(), 3);
+        assert_eq!(
+            cache.keys("ns", "*", 100).expect("cache operation").len(),
+            3
+        );
         let stats = cache.stats();
         assert_eq!(stats["l2"]["hits"], 1);
     }
