@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::key::{CacheKey, Dependency, KeyId};
+use super::memo::{self, Memo};
 use super::ops::{AtomicOp, StructureOp};
 use super::store::{Cache, CacheError, Levels, Put};
 use crate::cluster::StateSync;
@@ -39,7 +40,7 @@ const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LISTED: usize = 10_000;
 
 /// The `cache.*` built-ins with their signatures (docs/cache.md lists them with examples).
-pub const FUNCTIONS: [(&str, &str); 17] = [
+pub const FUNCTIONS: [(&str, &str); 18] = [
     (
         "cache.get",
         "func(namespace: string, identifier: string, options?: {version, default, cache_levels}) -> any",
@@ -105,6 +106,10 @@ pub const FUNCTIONS: [(&str, &str); 17] = [
         LOCAL,
         "func(node: string, request: cache-request) -> cache-response",
     ),
+    (
+        memo::BUILTIN,
+        "func(key: string, call: {key, command, ttl_seconds, dependencies}) -> any",
+    ),
 ];
 
 /// The cache service: the node's cache and what it needs to reach the others.
@@ -113,22 +118,27 @@ pub struct CacheService {
     node_id: String,
     dispatcher: Arc<LateDispatcher>,
     sync: Arc<StateSync>,
+    memo: Arc<Memo>,
 }
 
-/// Registers the `cache.*` built-ins and the `cache-request` envelope.
+/// Registers the `cache.*` built-ins, the `cache-request` envelope and the memoizer; returns
+/// the service (its tasks start with [`CacheService::drop_retired`]).
 pub fn register(
     b: &mut Builtins,
     cache: Arc<Cache>,
     node_id: String,
     dispatcher: Arc<LateDispatcher>,
     sync: Arc<StateSync>,
-) -> Result<(), DuplicateBuiltin> {
+) -> Result<Arc<CacheService>, DuplicateBuiltin> {
     let clustered = cache.config().cluster;
+    let memo = Memo::new(cache.clone(), dispatcher.clone());
+    b.set_memoizer(memo.clone());
     let service = Arc::new(CacheService {
         cache,
         node_id: node_id.clone(),
         dispatcher,
         sync,
+        memo,
     });
     let owners: Arc<dyn Ownership> = Arc::new(KeyOwners { clustered });
     let nodes: Arc<dyn Ownership> = Arc::new(NodeOwners);
@@ -154,7 +164,7 @@ pub fn register(
         reply_role: "cache-response",
         builtin: REQUEST,
     });
-    Ok(())
+    Ok(service)
 }
 
 /// Keys are owned by rendezvous hashing over the live members.
@@ -235,6 +245,11 @@ impl Ownership for NodeOwners {
 /// The key a call must run at the owner of, if it is a keyed operation.
 fn routed_key(cmd: &RpcCommand) -> Option<KeyId> {
     match cmd.fun.as_str() {
+        memo::BUILTIN => cmd
+            .args
+            .first()
+            .and_then(Value::as_str)
+            .and_then(KeyId::parse),
         REQUEST => {
             let frame = cmd.args.first()?;
             let op = frame.get("operation")?.as_str()?;
@@ -560,6 +575,7 @@ impl CacheService {
                 }
                 Ok(resp.to_json(&self.node_id))
             }
+            memo::BUILTIN => self.memo.serve(cmd).await,
             LOCAL => {
                 let frame = cmd.args.get(1).cloned().unwrap_or(Value::Null);
                 Ok(self
@@ -603,6 +619,39 @@ impl CacheService {
                 resp
             }
             Err(e) => Response::error(e),
+        }
+    }
+
+    /// Drops the memoized results of every version the plugin manager retires, on every node,
+    /// until `stop`.
+    pub async fn drop_retired(
+        self: Arc<Self>,
+        mut retired: tokio::sync::broadcast::Receiver<(String, String)>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = retired.recv() => match r {
+                    Ok((plugin, version)) => json!({
+                        "operation": "invalidate",
+                        "key": {"namespace": memo::NAMESPACE, "identifier": "*"},
+                        "invalidation_tag": memo::version_tag(&plugin, &version),
+                    }),
+                    // Missed some: every memoized result goes rather than a stale one stays.
+                    Err(RecvError::Lagged(_)) => json!({
+                        "operation": "invalidate",
+                        "key": {"namespace": memo::NAMESPACE, "identifier": "*"},
+                        "invalidation_pattern": "*",
+                    }),
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let resp = self.clone().request(frame, true).await;
+            if resp.status != "hit" {
+                tracing::warn!(status = resp.status, error = ?resp.error, "memoized results of a retired version not dropped everywhere");
+            }
         }
     }
 

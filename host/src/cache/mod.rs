@@ -5,6 +5,7 @@
 pub mod api;
 pub mod disk;
 pub mod key;
+pub mod memo;
 pub mod memory;
 pub mod ops;
 pub mod policy;

@@ -80,6 +80,9 @@ pub struct FunctionAd {
     /// The plugin that provides it.
     #[serde(default)]
     pub plugin: String,
+    /// The sha256 of the component that provides it (memoized results are keyed by it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// A published plugin version as one node holds it. The newest `changed_at` across the cluster
@@ -470,6 +473,7 @@ mod tests {
             signature: "func() -> s32".into(),
             description: None,
             plugin: "math".into(),
+            sha256: String::new(),
         })
         .expect("json")
     }

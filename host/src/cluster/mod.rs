@@ -442,6 +442,7 @@ fn advertised(manager: &PluginManager) -> BTreeMap<String, String> {
                 signature: f.signature.clone(),
                 description: f.description.clone(),
                 plugin: p.manifest.name.clone(),
+                sha256: p.sha256.clone(),
             };
             let key = catalog::function_key(&f.name, &ad.version.to_string(), &f.function_id);
             out.insert(key, json_text(&ad));

@@ -94,6 +94,8 @@ pub struct PluginManager {
     /// This node's resource tags, matched against placements.
     resources: Vec<String>,
     changed: tokio::sync::Notify,
+    /// `(plugin, version)` of every version taken out of service here.
+    retired: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 impl PluginManager {
@@ -113,7 +115,14 @@ impl PluginManager {
             lock: tokio::sync::Mutex::new(()),
             resources,
             changed: tokio::sync::Notify::new(),
+            retired: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// Tells of every version retired (or unlisted) here, as `(plugin, version)`: services
+    /// that keep something per version (memoized results) drop it.
+    pub fn retirements(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.retired.subscribe()
     }
 
     /// Woken after every publish, retire and restore (the cluster advertiser waits on it).
@@ -445,6 +454,7 @@ impl PluginManager {
         };
         // Tell the cluster now, not after the drain.
         self.changed.notify_one();
+        let _ = self.retired.send((name.to_owned(), parsed.to_string()));
         Ok(removed)
     }
 

@@ -52,6 +52,11 @@ pub struct RpcCommand {
     /// Accepted and ignored, as MPREG does.
     #[serde(default)]
     pub routing_topic: Option<String>,
+    /// Our extension (original clients never send it): memoize this call's result,
+    /// `{"ttl_seconds": …, "dependencies": […]}` or `true`; `false` turns off the memoizing a
+    /// function declares (docs/cache.md, "Memoized functions").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Value>,
 }
 
 impl RpcCommand {
@@ -67,6 +72,7 @@ impl RpcCommand {
             version_constraint: None,
             target_cluster: None,
             routing_topic: None,
+            cache: None,
         }
     }
 }

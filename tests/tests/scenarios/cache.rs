@@ -531,3 +531,138 @@ async fn a_cluster_shares_keys_invalidates_everywhere_and_survives_an_owner() ->
     );
     Ok(())
 }
+
+/// Calls of `fun` the plugins of `node` have started.
+fn calls_of(node: &TestNode, plugin: &str) -> u64 {
+    node.handle
+        .registry()
+        .plugins()
+        .iter()
+        .filter(|p| p.manifest.name == plugin)
+        .map(|p| p.stats.calls.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
+fn memo_call(u: &str, fun: &str, args: Value, cache: Value) -> Value {
+    rpc_frame(
+        u,
+        json!([{"name": "m", "fun": fun, "args": args, "cache": cache}]),
+    )
+}
+
+#[tokio::test]
+async fn a_memoized_call_runs_once_for_fifty_callers_on_three_nodes() -> Result<()> {
+    let mut cluster = TestCluster::start(vec![
+        cluster_config("memo-a", &[], &["chaos", "math"], &[]),
+        cluster_config("memo-b", &[], &["chaos", "math"], &[]),
+        cluster_config("memo-c", &[], &["chaos", "math"], &[]),
+    ])
+    .await?;
+    let mut waits = Vec::new();
+    for i in 0..50 {
+        let url = cluster.node(i % 3).url.clone();
+        waits.push(tokio::spawn(async move {
+            let mut ws = RawWs::connect(&url).await?;
+            let reply = ws
+                .roundtrip(&memo_call(
+                    &format!("c{i}"),
+                    "busy",
+                    json!([300]),
+                    json!({"ttl_seconds": 60}),
+                ))
+                .await?;
+            anyhow::Ok(reply)
+        }));
+    }
+    for w in waits {
+        let reply = w.await??;
+        ensure!(reply["r"]["m"] == 300, "{reply}");
+    }
+    let runs: u64 = (0..3).map(|i| calls_of(cluster.node(i), "chaos")).sum();
+    ensure!(runs == 1, "busy ran {runs} times for 50 memoized calls");
+    // Another argument is another result; an unmemoized call runs.
+    let mut ws = cluster.node(1).raw().await?;
+    ws.roundtrip(&memo_call("o", "busy", json!([1]), json!(true)))
+        .await?;
+    ws.roundtrip(&rpc_frame(
+        "p",
+        json!([{"name": "m", "fun": "busy", "args": [1]}]),
+    ))
+    .await?;
+    let runs: u64 = (0..3).map(|i| calls_of(cluster.node(i), "chaos")).sum();
+    ensure!(runs == 3, "{runs}");
+
+    // A dependency invalidation drops the results that depend on it.
+    let add = |u: &str| {
+        memo_call(
+            u,
+            "add",
+            json!([2, 3]),
+            json!({"dependencies": ["dataset:v2"]}),
+        )
+    };
+    ensure!(ws.roundtrip(&add("d1")).await?["r"]["m"] == 5);
+    ensure!(ws.roundtrip(&add("d2")).await?["r"]["m"] == 5);
+    let math_runs = |c: &TestCluster| (0..3).map(|i| calls_of(c.node(i), "math")).sum::<u64>();
+    ensure!(
+        math_runs(&cluster) == 1,
+        "add ran {} times",
+        math_runs(&cluster)
+    );
+    ok(
+        &mut ws,
+        "cache.invalidate",
+        json!([{"namespace": "mpreg.memo", "tag": "dataset:v2"}]),
+    )
+    .await?;
+    ensure!(ws.roundtrip(&add("d3")).await?["r"]["m"] == 5);
+    ensure!(
+        math_runs(&cluster) == 2,
+        "add not run again after the invalidation"
+    );
+
+    // Failures are not cached.
+    let fail = memo_call("f1", "fail", json!(["no"]), json!(true));
+    ensure!(!ws.roundtrip(&fail).await?["error"].is_null());
+    let fail = memo_call("f2", "fail", json!(["no"]), json!(true));
+    ensure!(!ws.roundtrip(&fail).await?["error"].is_null());
+    let runs: u64 = (0..3).map(|i| calls_of(cluster.node(i), "chaos")).sum();
+    ensure!(
+        runs == 5,
+        "a failure was served from the cache: {runs} runs"
+    );
+
+    // Retiring the version drops its results everywhere.
+    let keys = ok(&mut ws, "cache.keys", json!(["mpreg.memo"])).await?;
+    ensure!(keys.as_array().is_some_and(|k| k.len() == 3), "{keys}");
+    let version = cluster
+        .node(0)
+        .handle
+        .registry()
+        .plugins()
+        .iter()
+        .find(|p| p.manifest.name == "chaos")
+        .map(|p| p.manifest.version.to_string())
+        .unwrap_or_default();
+    // Retired on one node; the others unlist it when its state reaches them.
+    cluster
+        .node(0)
+        .handle
+        .plugins()
+        .retire("chaos", &version)
+        .await?;
+    mpreg_tests::eventually(Duration::from_secs(5), "chaos results dropped", || {
+        let url = cluster.node(0).url.clone();
+        async move {
+            let Ok(mut ws) = RawWs::connect(&url).await else {
+                return false;
+            };
+            ok(&mut ws, "cache.keys", json!(["mpreg.memo"]))
+                .await
+                .is_ok_and(|k| k.as_array().is_some_and(|k| k.len() == 1))
+        }
+    })
+    .await?;
+    let _ = &mut cluster;
+    Ok(())
+}

@@ -144,6 +144,32 @@ pub struct Envelope {
     pub builtin: &'static str,
 }
 
+/// The exact function version a call resolved to, as a memoizer keys its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The name called.
+    pub name: String,
+    /// Its `function_id`.
+    pub function_id: String,
+    /// The version that would run.
+    pub version: semver::Version,
+    /// The plugin providing it.
+    pub plugin: String,
+    /// The sha256 of that plugin's component.
+    pub sha256: String,
+}
+
+/// Serves calls whose command asks for its result to be memoized (`"cache": {…}`): the
+/// dispatcher resolves the function as usual and hands the call here instead of running it.
+/// Registered by the cache service; the dispatcher knows no more of it.
+pub trait Memoizer: Send + Sync {
+    /// Whether `cmd` asks to be memoized.
+    fn wants(&self, cmd: &RpcCommand) -> bool;
+    /// Answers `call` of `target`, from the cache or by running it once.
+    fn run(&self, call: super::port::Call, target: Resolved)
+    -> BoxFuture<Result<Value, CallError>>;
+}
+
 /// Two services registered the same name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("built-in '{0}' is registered twice")]
@@ -156,6 +182,7 @@ pub struct Builtins {
     by_name: HashMap<&'static str, usize>,
     sources: Vec<Arc<dyn CatalogSource>>,
     envelopes: Vec<Envelope>,
+    memoizer: Option<Arc<dyn Memoizer>>,
 }
 
 impl Builtins {
@@ -177,6 +204,16 @@ impl Builtins {
     /// Adds a kind of resource `catalog_query` lists.
     pub fn add_source(&mut self, source: Arc<dyn CatalogSource>) {
         self.sources.push(source);
+    }
+
+    /// Sets the service that memoizes calls.
+    pub fn set_memoizer(&mut self, m: Arc<dyn Memoizer>) {
+        self.memoizer = Some(m);
+    }
+
+    /// The service that memoizes calls, if one is registered.
+    pub fn memoizer(&self) -> Option<&Arc<dyn Memoizer>> {
+        self.memoizer.as_ref()
     }
 
     /// Adds a message role served by a built-in.

@@ -16,7 +16,9 @@ use std::sync::{Arc, Weak};
 use semver::Version;
 use serde_json::Value;
 
-use super::builtins::{BuiltinSpec, Builtins, Handler, Located, Placement, Scope};
+use super::builtins::{
+    BuiltinSpec, Builtins, Handler, Located, Memoizer, Placement, Resolved, Scope,
+};
 use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::route::{self, Candidate, Route, Wanted};
 use super::version::VersionConstraint;
@@ -321,8 +323,36 @@ impl NodeDispatcher {
                 signature: String::new(),
                 description: None,
                 plugin: String::new(),
+                sha256: String::new(),
             }),
         }
+    }
+
+    /// The memoizer and the exact version, when `call` asks for its plugin result to be
+    /// memoized.
+    fn memoized(&self, call: &Call, target: &Target) -> Option<(Arc<dyn Memoizer>, Resolved)> {
+        let m = self.builtins.memoizer()?;
+        if !m.wants(&call.command) {
+            return None;
+        }
+        let resolved = match target {
+            Target::Builtin(_) => return None,
+            Target::Plugin(e) => Resolved {
+                name: e.function().name.clone(),
+                function_id: e.function().function_id.clone(),
+                version: e.version().clone(),
+                plugin: e.plugin.manifest.name.clone(),
+                sha256: e.plugin.sha256.clone(),
+            },
+            Target::Remote(f) => Resolved {
+                name: f.ad.name.clone(),
+                function_id: f.ad.function_id.clone(),
+                version: f.ad.version.clone(),
+                plugin: f.ad.plugin.clone(),
+                sha256: f.ad.sha256.clone(),
+            },
+        };
+        Some((m.clone(), resolved))
     }
 
     /// Starts `call` on `target`.
@@ -428,7 +458,10 @@ impl Dispatcher for NodeDispatcher {
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
         match self.resolve(&call, &[]) {
             Err(f) => Box::pin(async move { Err(f) }),
-            Ok(target) => self.start(target, call),
+            Ok(target) => match self.memoized(&call, &target) {
+                Some((m, resolved)) => m.run(call, resolved),
+                None => self.start(target, call),
+            },
         }
     }
 }
