@@ -925,8 +925,23 @@ impl CacheService {
                 }
             }
         };
+        // An atomic operation's envelope, with the call's consistency and levels.
+        let atomic = |key: &CacheKey, op: Value, opts: &Map<String, Value>| {
+            let mut frame = envelope("atomic", key);
+            frame.insert("atomic_operation".into(), op);
+            frame.insert("options".into(), request_options(opts));
+            frame
+        };
         let fail =
             |e: CallError| e.map_cause(|c| format!("{fun}: {}", c.trim_start_matches("cache: ")));
+        // What an envelope's `result` holds, as the call's result.
+        let answer = |frame: Map<String, Value>| {
+            let run = run(frame);
+            async move {
+                let resp = run.await.map_err(fail)?;
+                Ok::<_, CallError>(resp.result.unwrap_or(Value::Null))
+            }
+        };
         match fun {
             "cache.get" | "cache.entry" => {
                 let (key, at) = key_arg(cmd)?;
@@ -991,11 +1006,7 @@ impl CacheService {
                 known(fun, &opts, &["version", "tags", "consistency"])?;
                 let mut frame = envelope("delete", &key);
                 frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                answer(frame).await
             }
             "cache.invalidate" => {
                 let t = target(cmd)?;
@@ -1040,22 +1051,13 @@ impl CacheService {
                     &opts,
                     &["version", "tags", "ttl_seconds", "initial", "consistency"],
                 )?;
-                let mut frame = envelope("atomic", &key);
-                frame.insert(
-                    "atomic_operation".into(),
-                    json!({
-                        "operation_type": "increment",
-                        "increment_by": by,
-                        "initial_value": opts.get("initial"),
-                        "ttl_seconds": opts.get("ttl_seconds"),
-                    }),
-                );
-                frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                let op = json!({
+                    "operation_type": "increment",
+                    "increment_by": by,
+                    "initial_value": opts.get("initial"),
+                    "ttl_seconds": opts.get("ttl_seconds"),
+                });
+                answer(atomic(&key, op, &opts)).await
             }
             "cache.cas" | "cache.test_and_set" => {
                 let (key, at) = key_arg(cmd)?;
@@ -1071,22 +1073,13 @@ impl CacheService {
                     &opts,
                     &["version", "tags", "ttl_seconds", "consistency"],
                 )?;
-                let mut frame = envelope("atomic", &key);
-                frame.insert(
-                    "atomic_operation".into(),
-                    json!({
-                        "operation_type": if fun == "cache.cas" { "compare_and_swap" } else { "test_and_set" },
-                        "expected_value": expected,
-                        "new_value": new,
-                        "ttl_seconds": opts.get("ttl_seconds"),
-                    }),
-                );
-                frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                let op = json!({
+                    "operation_type": if fun == "cache.cas" { "compare_and_swap" } else { "test_and_set" },
+                    "expected_value": expected,
+                    "new_value": new,
+                    "ttl_seconds": opts.get("ttl_seconds"),
+                });
+                answer(atomic(&key, op, &opts)).await
             }
             "cache.set_if_absent" => {
                 let (key, at) = key_arg(cmd)?;
@@ -1101,21 +1094,12 @@ impl CacheService {
                     &opts,
                     &["version", "tags", "ttl_seconds", "consistency"],
                 )?;
-                let mut frame = envelope("atomic", &key);
-                frame.insert(
-                    "atomic_operation".into(),
-                    json!({
-                        "operation_type": "set_if_absent",
-                        "new_value": value,
-                        "ttl_seconds": opts.get("ttl_seconds"),
-                    }),
-                );
-                frame.insert("options".into(), request_options(&opts));
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                let op = json!({
+                    "operation_type": "set_if_absent",
+                    "new_value": value,
+                    "ttl_seconds": opts.get("ttl_seconds"),
+                });
+                answer(atomic(&key, op, &opts)).await
             }
             "cache.structure" => {
                 let (key, at) = key_arg(cmd)?;
@@ -1135,11 +1119,7 @@ impl CacheService {
                     .map_err(|e| bad(fun, format!("structure operation: {e}")))?;
                 let mut frame = envelope("structure", &key);
                 frame.insert("structure_operation".into(), op);
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                answer(frame).await
             }
             "cache.namespace" => {
                 let op = cmd
@@ -1159,11 +1139,7 @@ impl CacheService {
                 let mut frame = Map::new();
                 frame.insert("operation".into(), json!("namespace"));
                 frame.insert("namespace_operation".into(), op);
-                Ok(run(frame)
-                    .await
-                    .map_err(fail)?
-                    .result
-                    .unwrap_or(Value::Null))
+                answer(frame).await
             }
             "cache.keys" => {
                 let ns = cmd
