@@ -314,7 +314,8 @@ pub fn structure(cur: Current<'_>, op: &StructureOp) -> Result<Outcome, OpError>
         Kind::List => list_op(as_array(value), op)?,
         Kind::Map => map_op(value.as_object().cloned().unwrap_or_default(), op)?,
         Kind::SortedSet => zset_op(as_array(value), op)?,
-        Kind::Value => unreachable_kind(),
+        // `structure_kind` never names a plain value.
+        Kind::Value => Outcome::read(Value::Null),
     };
     // An emptied structure leaves no entry behind (as Redis).
     Ok(match out.change {
@@ -336,10 +337,6 @@ pub fn structure(cur: Current<'_>, op: &StructureOp) -> Result<Outcome, OpError>
         },
         _ => out,
     })
-}
-
-fn unreachable_kind() -> Outcome {
-    Outcome::read(Value::Null)
 }
 
 fn as_array(v: &Value) -> Vec<Value> {

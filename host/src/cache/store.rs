@@ -316,12 +316,12 @@ impl Cache {
         levels: Levels,
         consistency: Option<Consistency>,
     ) -> Result<(), CacheError> {
-        let mut replaced = None;
-        if levels.l1 {
-            replaced = self.memory.insert(entry.clone())?.replaced;
+        // Kept out of memory (`cache_levels` without L1): an older copy there goes.
+        let replaced = if levels.l1 {
+            self.memory.insert(entry.clone())?.replaced
         } else {
-            replaced = self.memory.remove(id, Removal::Removed).or(replaced);
-        }
+            self.memory.remove(id, Removal::Removed)
+        };
         if let Some(disk) = self.disk.as_ref().filter(|_| levels.l2) {
             match consistency.unwrap_or(self.config.default_consistency) {
                 Consistency::Strong => disk.put_strong(&entry).await?,
