@@ -86,6 +86,7 @@ pub struct NodeHandle {
     generated_token: Option<Arc<str>>,
     cluster: Option<Arc<Cluster>>,
     exchange: Arc<Exchange>,
+    cache: Arc<cache::store::Cache>,
     guest_memory: Arc<crate::runtime::budget::GuestMemory>,
     /// Every task of the node: the server (and through it each session), the cluster's tasks,
     /// gossip, peer links, the queue timer, deferred deliveries.
@@ -107,6 +108,11 @@ impl NodeHandle {
     /// The topic exchange (subscriptions, backlog, counters).
     pub fn exchange(&self) -> &Arc<Exchange> {
         &self.exchange
+    }
+
+    /// This node's cache tiers (what it holds, as owner of its keys).
+    pub fn cache(&self) -> &Arc<cache::store::Cache> {
+        &self.cache
     }
 
     /// `ws://addr`.
@@ -319,7 +325,15 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     .map_err(|e| NodeError::Startup(format!("opening the cache: {e}")))?
     .map_err(|e| NodeError::Startup(format!("opening the cache: {e}")))?;
     let cache = Arc::new(cache);
+    let cache_handle = cache.clone();
     cache.start(&tasks);
+    if config.cache.events {
+        tasks.spawn(cache::events::Events::listen(
+            exchange.clone(),
+            cache.clone(),
+            tasks.stopping().clone(),
+        ));
+    }
     // Services that call through the dispatcher (the cache's fan-out) get it once it exists.
     let late = LateDispatcher::new();
     // Every service registers its built-ins; the dispatcher knows none of them by name.
@@ -331,8 +345,10 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         .and_then(|()| rpc::builtins::discovery::register(&mut builtins, exchange.clone()))
         .and_then(|()| queue::api::register(&mut builtins, queues.clone(), sync.clone()))
         .and_then(|()| {
+            let events =
+                cache::events::Events::new(exchange.clone(), &info.node_id, config.cache.events);
             let id = info.node_id.clone();
-            cache::api::register(&mut builtins, cache, id, late.clone(), sync.clone())
+            cache::api::register(&mut builtins, cache, id, late.clone(), sync.clone(), events)
         });
     let cache_service = registered.map_err(|e| NodeError::Startup(e.to_string()))?;
     tasks.spawn(cache_service.drop_retired(manager.retirements(), tasks.stopping().clone()));
@@ -419,6 +435,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         generated_token,
         cluster,
         exchange,
+        cache: cache_handle,
         guest_memory,
         tasks,
         killed,

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::events::{Event, Events};
 use super::key::{CacheKey, Dependency, KeyId};
 use super::memo::{self, Memo};
-use super::ops::{AtomicOp, StructureOp};
+use super::ops::{AtomicOp, Change, StructureOp};
 use super::store::{Cache, CacheError, Levels, Put};
 use crate::cluster::StateSync;
 use crate::cluster::catalog::PeerNode;
@@ -119,6 +120,7 @@ pub struct CacheService {
     dispatcher: Arc<LateDispatcher>,
     sync: Arc<StateSync>,
     memo: Arc<Memo>,
+    events: Events,
 }
 
 /// Registers the `cache.*` built-ins, the `cache-request` envelope and the memoizer; returns
@@ -129,6 +131,7 @@ pub fn register(
     node_id: String,
     dispatcher: Arc<LateDispatcher>,
     sync: Arc<StateSync>,
+    events: Events,
 ) -> Result<Arc<CacheService>, DuplicateBuiltin> {
     let clustered = cache.config().cluster;
     let memo = Memo::new(cache.clone(), dispatcher.clone());
@@ -139,6 +142,7 @@ pub fn register(
         dispatcher,
         sync,
         memo,
+        events,
     });
     let owners: Arc<dyn Ownership> = Arc::new(KeyOwners { clustered });
     let nodes: Arc<dyn Ownership> = Arc::new(NodeOwners);
@@ -491,6 +495,8 @@ struct Response {
     entry: Option<Value>,
     result: Option<Value>,
     error: Option<String>,
+    /// Whether this node's cache changed (what an event reports).
+    changed: bool,
 }
 
 impl Response {
@@ -501,6 +507,7 @@ impl Response {
             entry: None,
             result: None,
             error: Some(e.to_string()),
+            changed: false,
         }
     }
     fn ok(result: Value) -> Self {
@@ -510,6 +517,7 @@ impl Response {
             entry: None,
             result: Some(result),
             error: None,
+            changed: false,
         }
     }
     fn to_json(&self, node: &str) -> Value {
@@ -535,7 +543,8 @@ impl Response {
     }
 }
 
-fn operation_id() -> String {
+/// A node-unique id for a response or an event: time and a counter.
+pub(super) fn operation_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -616,10 +625,64 @@ impl CacheService {
                         resp.error = Some(format!("not reached: {}", failed.join("; ")));
                     }
                 }
+                if spread {
+                    self.report(&req, &resp);
+                }
                 resp
             }
             Err(e) => Response::error(e),
         }
+    }
+
+    /// Publishes the event of a change this node made or led (once per operation: the owner
+    /// of a key, or the node that spread a cluster-wide one).
+    fn report(&self, req: &Request, resp: &Response) {
+        let op = req.operation.as_str();
+        let changed = if broadcast(req) {
+            resp.result.as_ref().and_then(Value::as_u64).unwrap_or(0) > 0
+        } else {
+            resp.changed
+        };
+        if !changed {
+            return;
+        }
+        let (op, namespace) = match (op, &req.namespace_operation) {
+            ("namespace", Some(n)) => ("clear", n.namespace.as_str()),
+            _ => (
+                op,
+                req.key
+                    .as_ref()
+                    .and_then(|k| k.get("namespace"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
+        };
+        let keyed = !broadcast(req) && op != "clear";
+        let metadata = match op {
+            "invalidate" if req.invalidation_tag.is_some() => {
+                json!({"tag": req.invalidation_tag})
+            }
+            "invalidate" | "clear" if !keyed => json!({
+                "pattern": req.namespace_operation.as_ref().and_then(|n| n.pattern.clone())
+                    .unwrap_or_else(|| req.invalidation_pattern.clone()),
+            }),
+            "atomic" => {
+                json!({"operation_type": req.atomic_operation.as_ref().map(|a| &a.operation_type)})
+            }
+            "structure" => json!({
+                "structure_type": req.structure_operation.as_ref().map(|s| &s.structure_type),
+                "operation": req.structure_operation.as_ref().map(|s| &s.operation),
+            }),
+            _ => json!({}),
+        };
+        self.events.emit(Event {
+            op,
+            namespace,
+            key: if keyed { req.key.as_ref() } else { None },
+            cache_level: resp.cache_level,
+            result: resp.result.as_ref(),
+            metadata,
+        });
     }
 
     /// Drops the memoized results of every version the plugin manager retires, on every node,
@@ -733,6 +796,7 @@ impl CacheService {
                                 entry: Some(entry),
                                 result: None,
                                 error: None,
+                                changed: false,
                             }
                         }
                         None => Response {
@@ -741,6 +805,7 @@ impl CacheService {
                             entry: None,
                             result: None,
                             error: None,
+                            changed: false,
                         },
                     },
                 )
@@ -769,6 +834,7 @@ impl CacheService {
                     entry: Some(entry.to_json(now)),
                     result: Some(json!({"stored": true, "size_bytes": entry.size})),
                     error: None,
+                    changed: true,
                 })
             }
             "delete" => {
@@ -780,6 +846,7 @@ impl CacheService {
                 Ok(Response {
                     status: if existed { "hit" } else { "miss" },
                     result: Some(json!({"deleted": existed, "invalidated": cascaded})),
+                    changed: existed || cascaded > 0,
                     ..Response::ok(Value::Null)
                 })
             }
@@ -802,7 +869,10 @@ impl CacheService {
                         .await
                         .map_err(|e| e.to_string())?
                 };
-                Ok(Response::ok(json!(n)))
+                Ok(Response {
+                    changed: n > 0,
+                    ..Response::ok(json!(n))
+                })
             }
             "query" => {
                 let raw = req.key.as_ref().ok_or("'query' needs key.namespace")?;
@@ -847,6 +917,7 @@ impl CacheService {
                     .map_err(|e| e.to_string())?;
                 Ok(Response {
                     status: if out.applied { "hit" } else { "conflict" },
+                    changed: out.change != Change::Keep,
                     ..Response::ok(out.result)
                 })
             }
@@ -860,7 +931,10 @@ impl CacheService {
                     .structure(key()?, op, ttl, strength)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(Response::ok(out.result))
+                Ok(Response {
+                    changed: out.change != Change::Keep,
+                    ..Response::ok(out.result)
+                })
             }
             "namespace" => {
                 let op = req
@@ -878,7 +952,10 @@ impl CacheService {
                             .clear(&op.namespace, pattern, max, op.dry_run)
                             .await
                             .map_err(|e| e.to_string())?;
-                        Ok(Response::ok(json!(gone.len())))
+                        Ok(Response {
+                            changed: !op.dry_run && !gone.is_empty(),
+                            ..Response::ok(json!(gone.len()))
+                        })
                     }
                     "list_keys" => {
                         let keys = c

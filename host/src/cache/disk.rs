@@ -11,7 +11,7 @@
 //! batch writer and strong writers take turns ([`Disk::apply`]), so an older queued value never
 //! lands over a newer one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::key::{Dependency, Entry, KeyId};
+use super::key::{Dependency, Entry, KeyId, Select};
 
 /// How often queued writes go to disk.
 const BATCH_EVERY: Duration = Duration::from_millis(20);
@@ -286,38 +286,36 @@ impl Disk {
         Ok(out)
     }
 
-    /// Stored keys of namespace `ns` whose identifier matches `pattern`, at most `max`.
-    pub fn keys(
-        &self,
-        ns: &str,
-        pattern: &wildmatch::WildMatch,
-        max: usize,
-    ) -> Result<Vec<KeyId>, DiskError> {
-        let prefix = format!("{ns}\u{1f}");
-        let mut out = Vec::new();
+    /// Stored keys `select` takes, at most `max`.
+    pub fn keys(&self, select: &Select, max: usize) -> Result<Vec<KeyId>, DiskError> {
+        let prefix = select.prefix().unwrap_or_default();
+        let mut out = BTreeSet::new();
         for item in self.entries.scan_prefix(prefix.as_bytes()) {
             if out.len() >= max {
                 break;
             }
             let (k, _) = item?;
             if let Some(id) = std::str::from_utf8(&k).ok().and_then(KeyId::parse)
-                && pattern.matches(id.identifier())
+                && select.matches(&id)
             {
-                out.push(id);
+                out.insert(id);
             }
         }
         let queued = lock(&self.pending);
         for (id, e) in queued.iter() {
-            if id.namespace() == ns && pattern.matches(id.identifier()) {
+            if select.matches(id) {
                 match e {
-                    Some(_) if !out.contains(id) && out.len() < max => out.push(id.clone()),
-                    None => out.retain(|k| k != id),
+                    Some(_) if out.len() < max => {
+                        out.insert(id.clone());
+                    }
+                    None => {
+                        out.remove(id);
+                    }
                     _ => {}
                 }
             }
         }
-        out.sort();
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 
     /// Entries stored (queued changes not counted).
@@ -450,7 +448,7 @@ mod tests {
         );
         assert_eq!(d.len(), 1);
         let keys = d
-            .keys("ns", &wildmatch::WildMatch::new("*"), 10)
+            .keys(&Select::namespace("ns", "*"), 10)
             .expect("disk tier operation");
         assert_eq!(keys.len(), 1);
     }

@@ -169,6 +169,45 @@ impl KeyId {
     }
 }
 
+/// Which keys a listing, `clear` or pattern invalidation takes.
+pub enum Select {
+    /// Keys of one namespace whose identifier matches a glob (`*`, `?`).
+    Namespace(String, wildmatch::WildMatch),
+    /// Keys of any namespace whose `namespace.identifier` matches a glob: the pattern of an
+    /// invalidation published to `cache.invalidation.pattern.<pattern>` (`"ml.*"`).
+    Dotted(wildmatch::WildMatch),
+}
+
+impl Select {
+    /// Keys of namespace `ns` whose identifier matches `pattern`.
+    pub fn namespace(ns: &str, pattern: &str) -> Self {
+        Select::Namespace(ns.to_owned(), wildmatch::WildMatch::new(pattern))
+    }
+
+    /// Keys whose `namespace.identifier` matches `pattern`.
+    pub fn dotted(pattern: &str) -> Self {
+        Select::Dotted(wildmatch::WildMatch::new(pattern))
+    }
+
+    /// The stored-key prefix every selected key has (a namespace's), if there is one.
+    pub fn prefix(&self) -> Option<String> {
+        match self {
+            Select::Namespace(ns, _) => Some(format!("{ns}{SEP}")),
+            Select::Dotted(_) => None,
+        }
+    }
+
+    /// Whether `id` is selected.
+    pub fn matches(&self, id: &KeyId) -> bool {
+        match self {
+            Select::Namespace(ns, glob) => id.namespace() == ns && glob.matches(id.identifier()),
+            Select::Dotted(glob) => {
+                glob.matches(&format!("{}.{}", id.namespace(), id.identifier()))
+            }
+        }
+    }
+}
+
 impl Serialize for KeyId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

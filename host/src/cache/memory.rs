@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use super::key::{Dependency, Entry, KeyId};
+use super::key::{Dependency, Entry, KeyId, Select};
 use super::policy::Policy;
 #[cfg(test)]
 use super::policy::PolicyKind;
@@ -488,17 +488,11 @@ impl Memory {
     }
 
     /// The keys of namespace `ns` whose identifier matches `pattern` (a glob), at most `max`.
-    pub fn keys(&self, ns: &str, pattern: &wildmatch::WildMatch, max: usize) -> Vec<KeyId> {
+    pub fn keys(&self, select: &Select, max: usize) -> Vec<KeyId> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
             let shard = lock(s);
-            out.extend(
-                shard
-                    .slots
-                    .keys()
-                    .filter(|id| id.namespace() == ns && pattern.matches(id.identifier()))
-                    .cloned(),
-            );
+            out.extend(shard.slots.keys().filter(|id| select.matches(id)).cloned());
         }
         out.sort();
         out.truncate(max);
@@ -654,8 +648,8 @@ mod tests {
             .expect("memory tier operation");
         m.insert(entry("ns0", "user:2", 1))
             .expect("memory tier operation");
-        let keys = m.keys("ns0", &wildmatch::WildMatch::new("user:*"), 10);
+        let keys = m.keys(&Select::namespace("ns0", "user:*"), 10);
         assert_eq!(keys.len(), 2);
-        assert_eq!(m.keys("ns0", &wildmatch::WildMatch::new("*"), 1).len(), 1);
+        assert_eq!(m.keys(&Select::namespace("ns0", "*"), 1).len(), 1);
     }
 }

@@ -7,7 +7,7 @@
 //! Invalidation cascades: changing or removing an entry invalidates every entry that depends
 //! on it (or on one of its tags), transitively, in both tiers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::disk::{Disk, DiskError};
-use super::key::{CacheKey, Dependency, Entry, KeyError, KeyId};
+use super::key::{CacheKey, Dependency, Entry, KeyError, KeyId, Select};
 use super::memory::{Found, Memory, MemoryError, Removal};
 use super::ops::{self, AtomicOp, Change, OpError, Outcome, StructureOp};
 use crate::config::cache::{CacheConfig, Consistency};
@@ -449,18 +449,27 @@ impl Cache {
 
     /// Keys of namespace `ns` in either tier whose identifier matches the glob `pattern`.
     pub fn keys(&self, ns: &str, pattern: &str, max: usize) -> Result<Vec<KeyId>, CacheError> {
-        let glob = wildmatch::WildMatch::new(pattern);
-        let mut keys = self.memory.keys(ns, &glob, max);
+        self.select(&Select::namespace(ns, pattern), max)
+    }
+
+    /// Keys in either tier that `select` takes, at most `max`, in order.
+    pub fn select(&self, select: &Select, max: usize) -> Result<Vec<KeyId>, CacheError> {
+        let mut keys: BTreeSet<KeyId> = self.memory.keys(select, max).into_iter().collect();
         if let Some(disk) = &self.disk {
-            for k in disk.keys(ns, &glob, max)? {
-                if !keys.contains(&k) {
-                    keys.push(k);
-                }
-            }
+            keys.extend(disk.keys(select, max)?);
         }
-        keys.sort();
-        keys.truncate(max);
-        Ok(keys)
+        Ok(keys.into_iter().take(max).collect())
+    }
+
+    /// Invalidates every key whose `namespace.identifier` matches the glob `pattern` (and
+    /// what depends on them); returns how many went.
+    pub async fn invalidate_dotted(&self, pattern: &str) -> Result<usize, CacheError> {
+        let mut n = 0;
+        for k in self.select(&Select::dotted(pattern), usize::MAX)? {
+            let (existed, cascaded) = self.delete(&k, None).await?;
+            n += usize::from(existed) + cascaded;
+        }
+        Ok(n)
     }
 
     /// What is stored for `id` (for a read-modify-write under its lock).

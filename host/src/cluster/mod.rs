@@ -331,6 +331,10 @@ impl Cluster {
 }
 
 impl Fanout for Cluster {
+    fn wants(&self, topic: &str) -> bool {
+        !self.membership.view_ref().interested(topic).is_empty()
+    }
+
     fn forward(&self, topic: &str, raw: &Arc<str>) {
         let view = self.membership.view_ref();
         let nodes = view.interested(topic);

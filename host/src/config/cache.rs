@@ -68,6 +68,9 @@ pub struct CacheConfig {
     /// Keys owned across the cluster (each key lives on one node, chosen by rendezvous
     /// hashing over the live members); off: each node's cache is its own.
     pub cluster: bool,
+    /// Changes published on `cache.events.<namespace>.<op>` (while anyone subscribes), and
+    /// messages on `cache.invalidation.…` applied (docs/cache.md, "Events").
+    pub events: bool,
     /// What a write without `consistency_level` gets.
     pub default_consistency: Consistency,
     /// Memory sled may use for the persistent tier's pages, in MiB.
@@ -88,6 +91,7 @@ impl Default for CacheConfig {
             max_namespaces: 1024,
             persistent: true,
             cluster: true,
+            events: true,
             default_consistency: Consistency::Eventual,
             persistent_cache_mib: 32,
             sweep_ms: 1000,

@@ -71,6 +71,8 @@ impl From<&PubsubConfig> for ExchangeSettings {
 pub trait Fanout: Send + Sync {
     /// Forwards `raw` (published on `topic`) to every other node interested in `topic`.
     fn forward(&self, topic: &str, raw: &Arc<str>);
+    /// Whether some other node subscribes to something `topic` matches.
+    fn wants(&self, topic: &str) -> bool;
 }
 
 /// Why a pub/sub request was refused; the text goes into the ack's `error`.
@@ -154,6 +156,9 @@ pub struct Exchange {
     /// Deliveries that wait for room in a subscriber's queue run here.
     tasks: Tasks,
     interest_changed: Notify,
+    /// Topic prefixes under which `*` and `#` in a published topic are plain text (a service's
+    /// own topics that carry a pattern as data, such as `cache.invalidation.pattern.ml.*`).
+    literal_wildcards: RwLock<Vec<Box<str>>>,
     /// Counters.
     pub stats: ExchangeStats,
 }
@@ -221,8 +226,38 @@ impl Exchange {
             next_conn: AtomicU64::new(1),
             fanout: OnceLock::new(),
             interest_changed: Notify::new(),
+            literal_wildcards: RwLock::default(),
             stats: ExchangeStats::default(),
         })
+    }
+
+    /// Lets messages be published on topics under `prefix` that contain `*` or `#` (as text:
+    /// subscribers' patterns still match them segment by segment).
+    pub fn allow_wildcards_under(&self, prefix: &str) {
+        let mut list = self
+            .literal_wildcards
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|p| &**p == prefix) {
+            list.push(prefix.into());
+        }
+    }
+
+    /// Checks a published topic: no wildcards, except under a prefix allowed them.
+    fn check_published(&self, topic: &str) -> Result<(), PubsubError> {
+        match check_topic(topic) {
+            Err(super::topic::TopicError::Wildcard { .. })
+                if self
+                    .literal_wildcards
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|p| topic.starts_with(&**p)) =>
+            {
+                Ok(())
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Publishes reach other nodes through `fanout` from now on.
@@ -279,6 +314,13 @@ impl Exchange {
             .interest
             .keys()
             .any(|k| f(k.split_once(':').map_or(k.as_str(), |(_, p)| p)))
+    }
+
+    /// Whether a message published on `topic` would reach anyone, on this node or another:
+    /// a service that publishes events checks before it builds them.
+    pub fn wanted(&self, topic: &str) -> bool {
+        !self.read().trie.matches(topic).is_empty()
+            || self.fanout.get().is_some_and(|f| f.wants(topic))
     }
 
     /// Subscriptions held on this node.
@@ -478,7 +520,7 @@ impl Exchange {
     ) -> Result<Routed, PubsubError> {
         let head: MessageHead = serde_json::from_str(raw)
             .map_err(|e| PubsubError::Invalid(format!("invalid message: {e}")))?;
-        check_topic(&head.topic)?;
+        self.check_published(&head.topic)?;
         if head.topic.starts_with(QUEUE_TOPIC_PREFIX) {
             return Err(PubsubError::Invalid(format!(
                 "topics under '{QUEUE_TOPIC_PREFIX}' are reserved for queue push delivery; use queue.send"
@@ -499,7 +541,7 @@ impl Exchange {
     pub fn receive(&self, raw: &str) -> Result<Routed, PubsubError> {
         let head: MessageHead = serde_json::from_str(raw)
             .map_err(|e| PubsubError::Invalid(format!("invalid message: {e}")))?;
-        check_topic(&head.topic)?;
+        self.check_published(&head.topic)?;
         let id: Arc<str> = head.message_id.as_deref().unwrap_or("").into();
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         Ok(self.route(&head.topic, &id, &raw.into(), None, None))

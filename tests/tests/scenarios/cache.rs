@@ -666,3 +666,77 @@ async fn a_memoized_call_runs_once_for_fifty_callers_on_three_nodes() -> Result<
     let _ = &mut cluster;
     Ok(())
 }
+
+/// The next notification `ws` gets, within a few seconds.
+async fn notification(ws: &mut RawWs) -> Result<Value> {
+    let n = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await??;
+    ensure!(
+        n["role"] == "pubsub-notification",
+        "not a notification: {n}"
+    );
+    Ok(n["message"].clone())
+}
+
+#[tokio::test]
+async fn changes_are_published_and_published_patterns_invalidate() -> Result<()> {
+    let cluster = TestCluster::start(vec![
+        cluster_config("events-a", &[], &[], &[]),
+        cluster_config("events-b", &[], &[], &[]),
+    ])
+    .await?;
+    let (mut a, mut b) = (cluster.node(0).raw().await?, cluster.node(1).raw().await?);
+    // A watcher on B, as MPREG's client guide subscribes.
+    let mut watcher = cluster.node(1).raw().await?;
+    let sub = json!({"role": "pubsub-subscribe", "u": "w", "subscription": {
+        "subscription_id": "watch", "patterns": [{"pattern": "cache.events.ml.#", "exact_match": false}],
+        "subscriber": "test", "get_backlog": false}});
+    ensure!(watcher.roundtrip(&sub).await?["success"] == true);
+    // Changes made through A, wherever their keys live, reach it once each; reads do not.
+    for id in ["model-1", "model-2", "model-3"] {
+        ok(&mut a, "cache.put", json!(["ml", id, {"w": 1}])).await?;
+        let m = notification(&mut watcher).await?;
+        ensure!(m["topic"] == "cache.events.ml.put", "{m}");
+        ensure!(m["payload"]["event_type"] == "cache_put", "{m}");
+        ensure!(m["payload"]["cache_key"]["identifier"] == id, "{m}");
+        ensure!(m["headers"]["event_type"] == "cache_put", "{m}");
+        ok(&mut b, "cache.get", json!(["ml", id])).await?;
+    }
+    ok(&mut a, "cache.put", json!(["other", "c", 1])).await?;
+    ok(&mut b, "cache.incr", json!(["ml", "hits"])).await?;
+    let m = notification(&mut watcher).await?;
+    ensure!(m["topic"] == "cache.events.ml.atomic", "{m}");
+    ensure!(m["payload"]["result"] == 1, "{m}");
+    let d = ok(&mut b, "cache.delete", json!(["ml", "missing"])).await?;
+    ensure!(d["deleted"] == false, "{d}");
+    ok(&mut b, "cache.delete", json!(["ml", "hits"])).await?;
+    let m = notification(&mut watcher).await?;
+    ensure!(
+        m["topic"] == "cache.events.ml.delete",
+        "a read or a no-op delete published: {m}"
+    );
+    // Publishing a pattern invalidates on every node; keys outside it stay.
+    let publish = json!({"role": "pubsub-publish", "u": "p", "message": {
+        "topic": "cache.invalidation.pattern.ml.*", "payload": {"pattern": "ml.*", "reason": "model_updated"},
+        "timestamp": 1795329920.68, "message_id": "inv-1", "publisher": "test", "headers": {}}});
+    let ack = a.roundtrip(&publish).await?;
+    ensure!(ack["success"] == true, "{ack}");
+    let held = || {
+        [cluster.node(0), cluster.node(1)]
+            .iter()
+            .map(|n| n.handle.cache().keys("ml", "*", 100).map_or(0, |k| k.len()))
+            .sum::<usize>()
+    };
+    mpreg_tests::eventually(Duration::from_secs(5), "ml keys invalidated", || {
+        let n = held();
+        async move { n == 0 }
+    })
+    .await?;
+    ensure!(ok(&mut b, "cache.get", json!(["other", "c"])).await? == 1);
+    // A payload that names nothing changes nothing.
+    let mut bad = publish.clone();
+    bad["message"]["payload"] = json!({"reason": "no pattern"});
+    bad["message"]["topic"] = json!("cache.invalidation.pattern.other");
+    ensure!(a.roundtrip(&bad).await?["success"] == true);
+    ensure!(ok(&mut b, "cache.get", json!(["other", "c"])).await? == 1);
+    Ok(())
+}
