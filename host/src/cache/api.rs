@@ -543,8 +543,7 @@ impl Response {
     }
 }
 
-/// A node-unique id for a response or an event: time and a counter.
-pub(super) fn operation_id() -> String {
+fn operation_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(

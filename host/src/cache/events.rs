@@ -38,6 +38,8 @@ pub struct Events {
     publisher: String,
     node_id: String,
     on: bool,
+    /// Numbers this node's events.
+    next: std::sync::atomic::AtomicU64,
 }
 
 /// One change to report.
@@ -66,6 +68,7 @@ impl Events {
             publisher: format!("cache-system-{node_id}"),
             node_id: node_id.to_owned(),
             on,
+            next: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -90,7 +93,12 @@ impl Events {
         if !self.exchange.wanted(&topic) {
             return;
         }
-        let id = format!("cache-event-{}", super::api::operation_id());
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!(
+            "cache-event-{}-{:x}-{n}",
+            self.node_id,
+            crate::clock::unix_nanos() as u64
+        );
         let now = crate::clock::unix_now();
         let mut payload = json!({
             "event_type": Self::event_type(event.op),
