@@ -154,15 +154,23 @@ struct SandboxArgs {
     /// Directory the plugin may open, HOST:GUEST or HOST:GUEST:rw (repeatable; read-only unless :rw).
     #[arg(long = "dir", value_name = "HOST:GUEST[:rw]")]
     dirs: Vec<String>,
+    /// Cache namespace the plugin may use through the `cache` import (repeatable; `ml*` for a
+    /// prefix, `*` for all).
+    #[arg(long = "cache-namespace", value_name = "NAMESPACE")]
+    cache_namespaces: Vec<String>,
 }
 
 impl SandboxArgs {
     /// `None` when no flag was given (the node keeps the stored or default sandbox).
     fn to_sandbox(&self) -> Result<Option<mpreg::sandbox::Sandbox>> {
         let limits = (self.memory_mib, self.timeout_ms, self.fuel);
-        Ok(mpreg::sandbox::Sandbox::from_flags(
-            limits, &self.env, &self.dirs,
-        )?)
+        let sandbox = mpreg::sandbox::Sandbox::from_flags(limits, &self.env, &self.dirs)?;
+        if self.cache_namespaces.is_empty() {
+            return Ok(sandbox);
+        }
+        let mut sandbox = sandbox.unwrap_or_default();
+        sandbox.cache_namespaces = self.cache_namespaces.clone();
+        Ok(Some(sandbox))
     }
 }
 

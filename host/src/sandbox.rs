@@ -31,6 +31,10 @@ pub struct Sandbox {
     /// Host directories the guest may open (none by default).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirGrant>,
+    /// Cache namespaces the guest may read and write through the `cache` import (none by
+    /// default; `"*"` grants every namespace, `"ml*"` every one starting with `ml`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_namespaces: Vec<String>,
 }
 
 /// One preopened directory.
@@ -158,6 +162,17 @@ impl Sandbox {
         Ok((s != Sandbox::default()).then_some(s))
     }
 
+    /// Whether the `cache` import may use namespace `ns`: a granted name, a granted prefix
+    /// (`ml*`), or `*`.
+    pub fn grants_cache(&self, ns: &str) -> bool {
+        self.cache_namespaces
+            .iter()
+            .any(|g| match g.strip_suffix('*') {
+                Some(prefix) => ns.starts_with(prefix),
+                None => g == ns,
+            })
+    }
+
     /// Whether the guest gets anything beyond the empty default.
     pub fn grants_anything(&self) -> bool {
         !self.env.is_empty() || !self.dirs.is_empty()
@@ -167,6 +182,24 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_namespaces_are_granted_by_name_prefix_or_star() {
+        let none = Sandbox::default();
+        assert!(!none.grants_cache("ml"));
+        let some = Sandbox {
+            cache_namespaces: vec!["ml*".into(), "users".into()],
+            ..Sandbox::default()
+        };
+        assert!(some.grants_cache("ml") && some.grants_cache("ml.features"));
+        assert!(some.grants_cache("users") && !some.grants_cache("users2"));
+        assert!(!some.grants_cache("mpreg.memo"));
+        let all = Sandbox {
+            cache_namespaces: vec!["*".into()],
+            ..Sandbox::default()
+        };
+        assert!(all.grants_cache("anything"));
+    }
 
     #[test]
     fn defaults_come_from_the_runtime() {

@@ -88,6 +88,7 @@ macro_rules! plugin {
                 "mpreg:plugin/call@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::call,
                 "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
                 "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
+                "mpreg:plugin/cache@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::cache,
                 "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
             },
         });
@@ -319,5 +320,69 @@ pub mod queue {
     ) -> Result<String, String> {
         let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
         host_send(name, &json, options)
+    }
+}
+
+/// The cluster's cache (see `docs/cache.md`), in the namespaces the plugin's sandbox grants
+/// (`cache_namespaces`). Values are any `serde` type, stored as JSON.
+///
+/// ```ignore
+/// use mpreg_plugin_sdk::cache;
+/// let seen = cache::incr("visits", "home", 1)?;
+/// cache::put("ml", "model", &serde_json::json!({"w": [0.1, 0.2]}))?;
+/// let model: Option<serde_json::Value> = cache::get("ml", "model")?;
+/// ```
+pub mod cache {
+    use crate::bindings::mpreg::plugin::cache as host;
+    pub use crate::bindings::mpreg::plugin::cache::PutOptions;
+
+    // Generated type: a derive cannot be added to it here.
+    #[allow(clippy::derivable_impls)]
+    impl Default for PutOptions {
+        fn default() -> Self {
+            PutOptions {
+                ttl_seconds: None,
+                dependencies: Vec::new(),
+            }
+        }
+    }
+
+    /// The value under `key` in `namespace`, if there is one (and it reads as a `T`).
+    pub fn get<T: serde::de::DeserializeOwned>(
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<T>, String> {
+        match host::get(namespace, key)? {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key` with the namespace's default TTL.
+    pub fn put<T: serde::Serialize>(namespace: &str, key: &str, value: &T) -> Result<(), String> {
+        put_with(namespace, key, value, &PutOptions::default())
+    }
+
+    /// [`put`] with a TTL or dependency tags.
+    pub fn put_with<T: serde::Serialize>(
+        namespace: &str,
+        key: &str,
+        value: &T,
+        options: &PutOptions,
+    ) -> Result<(), String> {
+        let json = serde_json::to_string(value).map_err(|e| e.to_string())?;
+        host::put(namespace, key, &json, options)
+    }
+
+    /// Removes `key` (and what depends on it); whether it was there.
+    pub fn delete(namespace: &str, key: &str) -> Result<bool, String> {
+        host::delete(namespace, key)
+    }
+
+    /// Adds `by` to the integer under `key` (absent counts as 0); the new value.
+    pub fn incr(namespace: &str, key: &str, by: i64) -> Result<i64, String> {
+        host::incr(namespace, key, by)
     }
 }

@@ -239,7 +239,7 @@ impl PeerNode {
                         Some(entry) => {
                             match entry {
                                 Entry::Function(f) => node.functions.push(f.clone()),
-                                Entry::Plugin(p) => node.plugins.push(p.clone()),
+                                Entry::Plugin(p) => node.plugins.push((**p).clone()),
                                 Entry::Interest(p) => node.interest.push(p.clone()),
                                 Entry::Queue(q) => node.queues.push(q.clone()),
                                 Entry::Unknown => {}
@@ -283,7 +283,7 @@ struct Cached {
 #[derive(Debug, Clone)]
 enum Entry {
     Function(Arc<FunctionAd>),
-    Plugin((String, String, PluginAd)),
+    Plugin(Box<(String, String, PluginAd)>),
     Interest(Pattern),
     Queue(String),
     /// A key of a newer node version: ignored, not an error.
@@ -304,7 +304,7 @@ impl Entry {
         } else if let Some(p) = k.strip_prefix(EXACT_INTEREST_PREFIX) {
             Pattern::parse(p, true).ok().map(Entry::Interest)
         } else if let Some(rest) = k.strip_prefix(PLUGIN_PREFIX) {
-            parse_plugin(rest, v).map(Entry::Plugin)
+            parse_plugin(rest, v).map(|p| Entry::Plugin(Box::new(p)))
         } else {
             Some(Entry::Unknown)
         }

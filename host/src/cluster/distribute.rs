@@ -20,8 +20,8 @@ pub enum Action {
         name: String,
         /// Its version.
         version: String,
-        /// The desired state.
-        ad: PluginAd,
+        /// The desired state (boxed: it is most of the action's size).
+        ad: Box<PluginAd>,
         /// Nodes holding these bytes, the advertiser of the desired state first.
         sources: Vec<String>,
     },
@@ -95,7 +95,7 @@ pub fn decide(
             actions.push(Action::Install {
                 name: name.to_owned(),
                 version: version.to_owned(),
-                ad: ad.clone(),
+                ad: Box::new(ad.clone()),
                 sources,
             });
         } else if mine.is_some_and(|m| m.active) {

@@ -23,7 +23,14 @@ mod bindings {
         world: "mpreg:plugin/plugin@0.1.0",
         exports: { default: async },
         // A nested call waits for the callee, which may run on another task or node.
-        imports: { "mpreg:plugin/call.call": async, "mpreg:plugin/queue.send": async },
+        imports: {
+            "mpreg:plugin/call.call": async,
+            "mpreg:plugin/queue.send": async,
+            "mpreg:plugin/cache.get": async,
+            "mpreg:plugin/cache.put": async,
+            "mpreg:plugin/cache.delete": async,
+            "mpreg:plugin/cache.incr": async,
+        },
     });
 }
 
@@ -49,6 +56,8 @@ pub struct HostState {
     max_depth: u32,
     /// This call's run slot, and the pool it came from: given back while a nested call runs.
     slot: Option<(Slot, RunSlots)>,
+    /// Cache namespaces the sandbox grants (see [`Sandbox::grants_cache`]).
+    cache_grant: Sandbox,
 }
 
 impl HostState {
@@ -108,6 +117,10 @@ impl HostState {
             ctx,
             max_depth,
             slot: None,
+            cache_grant: Sandbox {
+                cache_namespaces: sandbox.cache_namespaces.clone(),
+                ..Sandbox::default()
+            },
         })
     }
 
@@ -275,6 +288,103 @@ impl wit::queue::Host for HostState {
     }
 }
 
+impl HostState {
+    /// Runs built-in `fun` for the `cache` import: the namespace must be granted, and the call
+    /// goes through the dispatcher to the key's owner like a client's.
+    async fn cache_call(
+        &mut self,
+        fun: &str,
+        ns: String,
+        args: Vec<Value>,
+    ) -> Result<Value, String> {
+        let Some(node) = self.ctx.nested.clone() else {
+            return Err("the cache is not available here (the plugin is being loaded)".into());
+        };
+        if !self.cache_grant.grants_cache(&ns) {
+            return Err(format!(
+                "cache namespace '{ns}' is not granted to plugin '{}' (sandbox cache_namespaces)",
+                self.plugin
+            ));
+        }
+        let mut all = vec![Value::String(ns)];
+        all.extend(args);
+        let call = NestedCall {
+            fun: fun.into(),
+            args: all,
+            kwargs: Map::new(),
+            function_id: None,
+            version: None,
+            locs: Vec::new(),
+            request_id: self.ctx.request_id.clone(),
+            depth: self.ctx.depth + 1,
+        };
+        self.without_slot(node.call(call))
+            .await
+            .map_err(|e| match e {
+                NestedError::NotFound(m)
+                | NestedError::BadArguments(m)
+                | NestedError::Failed(m)
+                | NestedError::Other(m) => m,
+            })
+    }
+}
+
+impl wit::cache::Host for HostState {
+    async fn get(&mut self, namespace: String, key: String) -> Result<Option<String>, String> {
+        let entry = self
+            .cache_call("cache.entry", namespace, vec![Value::String(key)])
+            .await?;
+        Ok(match entry {
+            Value::Null => None,
+            e => Some(e["value"].to_string()),
+        })
+    }
+
+    async fn put(
+        &mut self,
+        namespace: String,
+        key: String,
+        value: String,
+        options: wit::cache::PutOptions,
+    ) -> Result<(), String> {
+        let value: Value =
+            serde_json::from_str(&value).map_err(|e| format!("value is not valid JSON: {e}"))?;
+        let mut opts = Map::new();
+        if let Some(t) = options.ttl_seconds {
+            opts.insert("ttl_seconds".into(), t.into());
+        }
+        if !options.dependencies.is_empty() {
+            opts.insert("dependencies".into(), options.dependencies.into());
+        }
+        self.cache_call(
+            "cache.put",
+            namespace,
+            vec![Value::String(key), value, Value::Object(opts)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn delete(&mut self, namespace: String, key: String) -> Result<bool, String> {
+        let out = self
+            .cache_call("cache.delete", namespace, vec![Value::String(key)])
+            .await?;
+        Ok(out["deleted"].as_bool().unwrap_or(false))
+    }
+
+    async fn incr(&mut self, namespace: String, key: String, by: i64) -> Result<i64, String> {
+        let out = self
+            .cache_call(
+                "cache.incr",
+                namespace,
+                vec![Value::String(key.clone()), by.into()],
+            )
+            .await?;
+        out.as_i64()
+            .ok_or_else(|| format!("the value under '{key}' is not an integer: {out}"))
+    }
+}
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -294,6 +404,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::call::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::publish::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::queue::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::cache::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -24,6 +24,11 @@ mpreg_plugin_sdk::plugin! {
             export announce: func(topic: string, payload: string) -> result<string, string>;
             /// Sends the JSON `body` to queue `name` with `priority`; returns the message id.
             export enqueue: func(name: string, body: string, priority: s64) -> result<string, string>;
+            /// Counts a visit of `page` in the cache (namespace `relay`); the count so far.
+            export visit: func(page: string) -> result<s64, string>;
+            /// Looks `key` up in cache namespace `ns`; computes it with `fun(key)` and stores it
+            /// for `ttl` seconds when absent. Returns `{"value", "cached"}` as JSON.
+            export lookup: func(ns: string, key: string, fun: string, ttl: f64) -> result<string, string>;
         }
     "#,
     world: "mpreg-examples:relay/relay",
@@ -38,6 +43,10 @@ mpreg_plugin_sdk::plugin! {
             )
             .command(Command::new("announce").describe("Publishes a message on a topic"))
             .command(Command::new("enqueue").describe("Sends a message to a queue"))
+            .command(Command::new("visit").describe("Counts visits of a page in the cache"))
+            .command(
+                Command::new("lookup").describe("Read-through cache: computes and stores a miss"),
+            )
     },
 }
 
@@ -76,5 +85,24 @@ impl Guest for Relay {
             ..Default::default()
         };
         mpreg_plugin_sdk::queue::send_with(&name, &body, &options)
+    }
+
+    fn visit(page: String) -> Result<i64, String> {
+        mpreg_plugin_sdk::cache::incr("relay", &format!("visits:{page}"), 1)
+    }
+
+    fn lookup(ns: String, key: String, fun: String, ttl: f64) -> Result<String, String> {
+        use mpreg_plugin_sdk::cache;
+        if let Some(v) = cache::get::<serde_json::Value>(&ns, &key)? {
+            return Ok(serde_json::json!({"value": v, "cached": true}).to_string());
+        }
+        let v: serde_json::Value =
+            call::call(&fun, &[key.clone().into()]).map_err(|e| e.message())?;
+        let options = cache::PutOptions {
+            ttl_seconds: Some(ttl),
+            ..Default::default()
+        };
+        cache::put_with(&ns, &key, &v, &options)?;
+        Ok(serde_json::json!({"value": v, "cached": false}).to_string())
     }
 }

@@ -740,3 +740,71 @@ async fn changes_are_published_and_published_patterns_invalidate() -> Result<()>
     ensure!(ok(&mut b, "cache.get", json!(["other", "c"])).await? == 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn plugins_use_the_cache_in_the_namespaces_their_sandbox_grants() -> Result<()> {
+    let granted = |id: &str| {
+        let mut cfg = cluster_config(id, &[], &["text"], &[]);
+        let mut spec: mpreg::config::PluginSpec = mpreg_tests::plugin("relay").into();
+        spec.sandbox.cache_namespaces = vec!["relay".into(), "lookup*".into()];
+        cfg.plugins.push(spec);
+        cfg
+    };
+    let cluster = TestCluster::start(vec![granted("import-a"), granted("import-b")]).await?;
+    let (mut a, mut b) = (cluster.node(0).raw().await?, cluster.node(1).raw().await?);
+    // One counter for the cluster, whichever node's plugin counts.
+    for i in 0..4 {
+        let ws = if i % 2 == 0 { &mut a } else { &mut b };
+        let n = ok(ws, "visit", json!(["home"])).await?;
+        ensure!(n == json!(i + 1), "visit {i}: {n}");
+    }
+    ensure!(ok(&mut a, "cache.get", json!(["relay", "visits:home"])).await? == 4);
+    // Read-through: the first lookup computes (a nested call) and stores, the next is cached,
+    // a client's delete makes the plugin compute again.
+    let first = ok(
+        &mut a,
+        "lookup",
+        json!(["lookup.words", "hello", "upper", 60.0]),
+    )
+    .await?;
+    ensure!(
+        first == json!(r#"{"cached":false,"value":"HELLO"}"#),
+        "{first}"
+    );
+    let again = ok(
+        &mut b,
+        "lookup",
+        json!(["lookup.words", "hello", "upper", 60.0]),
+    )
+    .await?;
+    ensure!(
+        again == json!(r#"{"cached":true,"value":"HELLO"}"#),
+        "{again}"
+    );
+    ensure!(ok(&mut b, "cache.get", json!(["lookup.words", "hello"])).await? == "HELLO");
+    ok(&mut b, "cache.delete", json!(["lookup.words", "hello"])).await?;
+    let recomputed = ok(
+        &mut a,
+        "lookup",
+        json!(["lookup.words", "hello", "upper", 60.0]),
+    )
+    .await?;
+    ensure!(
+        recomputed == json!(r#"{"cached":false,"value":"HELLO"}"#),
+        "{recomputed}"
+    );
+    // A namespace the sandbox does not grant is refused, naming the grant; nothing is stored.
+    match call(&mut a, "lookup", json!(["secrets", "k", "upper", 60.0])).await? {
+        Ok(v) => bail!("an ungranted namespace answered {v}"),
+        Err((_, text)) => ensure!(
+            text.contains("'secrets' is not granted") && text.contains("cache_namespaces"),
+            "{text}"
+        ),
+    }
+    ensure!(
+        ok(&mut a, "cache.get", json!(["secrets", "k"]))
+            .await?
+            .is_null()
+    );
+    Ok(())
+}
