@@ -74,9 +74,120 @@ pub fn cluster_table(map: &ClusterMap) -> String {
     out
 }
 
+/// The tables of `mpreg cache stats`: one row per node (`(node id, its cache.stats)`, or the
+/// error that node answered), then each namespace summed over the nodes.
+pub fn cache_table(nodes: &[(String, Result<serde_json::Value, String>)]) -> String {
+    use std::collections::BTreeMap;
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut out = format!(
+        "{:<20} {:>9} {:>12} {:>12} {:>9} {:>12}\n",
+        "node", "entries", "bytes", "max_bytes", "L2", "L2 on disk"
+    );
+    // namespace → (entries, bytes, hits, misses, evictions, expirations)
+    let mut spaces: BTreeMap<String, [u64; 6]> = BTreeMap::new();
+    for (node, stats) in nodes {
+        let stats = match stats {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = writeln!(out, "{node:<20} unreachable: {e}");
+                continue;
+            }
+        };
+        let l2 = &stats["l2"];
+        let (l2_entries, l2_bytes) = if l2.is_null() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                n(&l2["entries"]).to_string(),
+                n(&l2["bytes_on_disk"]).to_string(),
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{node:<20} {:>9} {:>12} {:>12} {l2_entries:>9} {l2_bytes:>12}",
+            n(&stats["l1"]["entries"]),
+            n(&stats["l1"]["bytes"]),
+            n(&stats["l1"]["max_bytes"]),
+        );
+        for ns in stats["namespaces"].as_array().into_iter().flatten() {
+            let name = ns["namespace"].as_str().unwrap_or("?").to_owned();
+            let row = spaces.entry(name).or_default();
+            for (i, f) in [
+                "entries",
+                "bytes",
+                "hits",
+                "misses",
+                "evictions",
+                "expirations",
+            ]
+            .iter()
+            .enumerate()
+            {
+                row[i] += n(&ns[*f]);
+            }
+        }
+    }
+    if spaces.is_empty() {
+        out.push_str("\nno namespaces in use\n");
+        return out;
+    }
+    let _ = write!(
+        out,
+        "\n{:<24} {:>9} {:>12} {:>10} {:>10} {:>7} {:>10} {:>10}\n",
+        "namespace", "entries", "bytes", "hits", "misses", "hit %", "evictions", "expired"
+    );
+    for (name, [entries, bytes, hits, misses, evictions, expired]) in spaces {
+        let ratio = if hits + misses == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", 100.0 * hits as f64 / (hits + misses) as f64)
+        };
+        let _ = writeln!(
+            out,
+            "{name:<24} {entries:>9} {bytes:>12} {hits:>10} {misses:>10} {ratio:>7} {evictions:>10} {expired:>10}"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_stats_read_per_node_then_per_namespace_summed() {
+        let stats = |entries: u64, hits: u64| {
+            serde_json::json!({
+                "l1": {"entries": entries, "bytes": 100 * entries, "max_bytes": 1000},
+                "l2": null,
+                "namespaces": [{"namespace": "ml", "entries": entries, "bytes": 100 * entries,
+                    "hits": hits, "misses": 1, "evictions": 0, "expirations": 0}],
+            })
+        };
+        let table = cache_table(&[
+            ("a".into(), Ok(stats(2, 3))),
+            ("b".into(), Ok(stats(1, 0))),
+            ("c".into(), Err("no answer in time".into())),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("a ") && lines[1].contains(" 200 "),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("unreachable: no answer in time"),
+            "{table}"
+        );
+        let ml = lines.iter().find(|l| l.starts_with("ml ")).expect("ml row");
+        // 3 entries, 3 hits of 5 lookups.
+        let cols: Vec<&str> = ml.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            ["ml", "3", "300", "3", "2", "60.0", "0", "0"],
+            "{table}"
+        );
+        assert!(cache_table(&[]).contains("no namespaces in use"));
+    }
     use crate::protocol::admin::{CodeSource, PluginSummary, PublishOutcome};
     use crate::protocol::discovery::{ClusterNode, NodeLoad};
 

@@ -90,6 +90,8 @@ struct Slot {
     entry: Arc<Entry>,
     access_count: u64,
     accessed_ms: u64,
+    /// Its namespace, whose counters a read bumps without a lookup.
+    space: Arc<Space>,
 }
 
 #[derive(Default)]
@@ -263,6 +265,7 @@ impl Memory {
         }
         slot.access_count += 1;
         slot.accessed_ms = now_ms;
+        Counters::bump(&slot.space.counters.hits);
         let found = Found {
             entry: slot.entry.clone(),
             access_count: slot.access_count,
@@ -326,6 +329,7 @@ impl Memory {
                     entry: entry.clone(),
                     access_count: 0,
                     accessed_ms: entry.created_ms,
+                    space: space.clone(),
                 },
             );
             // Indexed under the shard's lock, as it is unindexed: a key evicted here and stored
@@ -578,6 +582,8 @@ mod tests {
         let (found, _) = m.get(&id, 3_000);
         let found = found.expect("memory tier operation");
         assert_eq!((found.access_count, found.accessed_ms), (2, 3_000));
+        let space = m.existing_space("a").expect("namespace a");
+        assert_eq!(space.counters.hits.load(Ordering::Relaxed), 2);
         let before = m.bytes();
         let out = m
             .insert(entry("a", "k", 10))

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod cluster;
 mod pubsub;
 mod routes;

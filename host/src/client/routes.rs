@@ -13,6 +13,8 @@ use crate::protocol::pubsub::{PubsubAck, PubsubNotification};
 pub(super) struct Routes {
     pub(super) acks: HashMap<String, oneshot::Sender<PubsubAck>>,
     pub(super) subs: HashMap<String, mpsc::Sender<PubsubNotification>>,
+    /// Envelope requests (`cache-request`) waiting for their reply, by `u`.
+    pub(super) envelopes: HashMap<String, oneshot::Sender<serde_json::Value>>,
 }
 
 pub(super) type Shared = Arc<Mutex<Routes>>;
@@ -42,6 +44,17 @@ pub(super) async fn route(routes: &Shared, role: &str, bytes: &[u8]) {
                 let _ = to.send(n).await;
             }
         }
+        "cache-response" => {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                return;
+            };
+            let waiter = v["u"]
+                .as_str()
+                .and_then(|u| lock(routes).envelopes.remove(u));
+            if let Some(w) = waiter {
+                let _ = w.send(v);
+            }
+        }
         _ => {}
     }
 }
@@ -51,4 +64,5 @@ pub(super) fn close(routes: &Shared) {
     let mut r = lock(routes);
     r.acks.clear();
     r.subs.clear();
+    r.envelopes.clear();
 }

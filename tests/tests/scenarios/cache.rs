@@ -761,34 +761,19 @@ async fn plugins_use_the_cache_in_the_namespaces_their_sandbox_grants() -> Resul
     ensure!(ok(&mut a, "cache.get", json!(["relay", "visits:home"])).await? == 4);
     // Read-through: the first lookup computes (a nested call) and stores, the next is cached,
     // a client's delete makes the plugin compute again.
-    let first = ok(
-        &mut a,
-        "lookup",
-        json!(["lookup.words", "hello", "upper", 60.0]),
-    )
-    .await?;
+    let first = ok(&mut a, "lookup", json!(["lookups", "hello", "upper", 60.0])).await?;
     ensure!(
         first == json!(r#"{"cached":false,"value":"HELLO"}"#),
         "{first}"
     );
-    let again = ok(
-        &mut b,
-        "lookup",
-        json!(["lookup.words", "hello", "upper", 60.0]),
-    )
-    .await?;
+    let again = ok(&mut b, "lookup", json!(["lookups", "hello", "upper", 60.0])).await?;
     ensure!(
         again == json!(r#"{"cached":true,"value":"HELLO"}"#),
         "{again}"
     );
-    ensure!(ok(&mut b, "cache.get", json!(["lookup.words", "hello"])).await? == "HELLO");
-    ok(&mut b, "cache.delete", json!(["lookup.words", "hello"])).await?;
-    let recomputed = ok(
-        &mut a,
-        "lookup",
-        json!(["lookup.words", "hello", "upper", 60.0]),
-    )
-    .await?;
+    ensure!(ok(&mut b, "cache.get", json!(["lookups", "hello"])).await? == "HELLO");
+    ok(&mut b, "cache.delete", json!(["lookups", "hello"])).await?;
+    let recomputed = ok(&mut a, "lookup", json!(["lookups", "hello", "upper", 60.0])).await?;
     ensure!(
         recomputed == json!(r#"{"cached":false,"value":"HELLO"}"#),
         "{recomputed}"
