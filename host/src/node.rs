@@ -351,7 +351,12 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
             cache::api::register(&mut builtins, cache, id, late.clone(), sync.clone(), events)
         });
     let cache_service = registered.map_err(|e| NodeError::Startup(e.to_string()))?;
-    tasks.spawn(cache_service.drop_retired(manager.retirements(), tasks.stopping().clone()));
+    tasks.spawn(
+        cache_service
+            .clone()
+            .drop_retired(manager.retirements(), tasks.stopping().clone()),
+    );
+    tasks.spawn(cache_service.hand_off(tasks.stopping().clone()));
     // The cluster starts before the server: the dispatcher routes through it from its first
     // call. The listener is bound already, so peers dialling in wait in its backlog.
     let cluster = if config.cluster.enabled {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::events::{Event, Events};
-use super::key::{CacheKey, Dependency, KeyId};
+use super::key::{CacheKey, Dependency, Entry, KeyId, Select};
 use super::memo::{self, Memo};
 use super::ops::{AtomicOp, Change, StructureOp};
 use super::store::{Cache, CacheError, Levels, Put};
@@ -37,6 +37,10 @@ pub const REQUEST: &str = "cache.request";
 pub const LOCAL: &str = "cache.local";
 /// How long a fan-out waits for each peer.
 const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the hand-off looks for new members.
+const HAND_OFF_EVERY: Duration = Duration::from_millis(250);
+/// Entries per hand-off message.
+const HAND_OFF_BATCH: usize = 256;
 /// Most keys one listing returns.
 const MAX_LISTED: usize = 10_000;
 
@@ -447,6 +451,8 @@ struct Request {
     atomic_operation: Option<AtomicOp>,
     structure_operation: Option<StructureOp>,
     namespace_operation: Option<NamespaceOp>,
+    /// Between nodes (`adopt`): entries a former owner hands over.
+    entries: Vec<Entry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -717,6 +723,96 @@ impl CacheService {
         }
     }
 
+    /// Hands the keys this node no longer owns to their owners whenever a node joins (or this
+    /// one starts with entries on disk), until `stop`. A leave needs nothing: the keys the
+    /// node took with it are misses on their next owner.
+    pub async fn hand_off(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if !self.cache.config().cluster {
+            return;
+        }
+        let mut known: Vec<String> = Vec::new();
+        let mut tick = tokio::time::interval(HAND_OFF_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(cluster) = self.sync.cluster() else {
+                continue;
+            };
+            let peers: Vec<Arc<PeerNode>> = cluster
+                .view()
+                .nodes
+                .iter()
+                .filter(|n| cluster.link(&n.node_id).is_some_and(|l| l.is_connected()))
+                .cloned()
+                .collect();
+            let mut ids: Vec<String> = peers.iter().map(|p| p.node_id.clone()).collect();
+            ids.sort();
+            let joined = ids.iter().any(|id| !known.contains(id));
+            known = ids;
+            if joined {
+                match self.move_keys(&peers).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(keys = n, "cache keys handed to their new owners"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache hand-off incomplete; the rest stay here")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends every entry held here whose owner is now one of `peers` to it, in batches, and
+    /// forgets each batch its owner answered for. How many were moved.
+    async fn move_keys(&self, peers: &[Arc<PeerNode>]) -> Result<usize, String> {
+        let Some(d) = self.dispatcher.get() else {
+            return Ok(0);
+        };
+        let owners = KeyOwners { clustered: true };
+        let mut by_peer: Vec<Vec<KeyId>> = vec![Vec::new(); peers.len()];
+        for id in self
+            .cache
+            .select(&Select::dotted("*"), usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            if let Located::Peer(i) = owners.locate(id.as_str(), &self.node_id, peers) {
+                by_peer[i].push(id);
+            }
+        }
+        let mut moved = 0;
+        for (peer, ids) in peers.iter().zip(by_peer) {
+            for batch in ids.chunks(HAND_OFF_BATCH) {
+                let mut entries = Vec::with_capacity(batch.len());
+                for id in batch {
+                    if let Some(e) = self.cache.peek(id).map_err(|e| e.to_string())? {
+                        entries.push(json!(&*e));
+                    }
+                }
+                let frame = json!({"operation": "adopt", "entries": entries});
+                let cmd = RpcCommand::new("hand-off", LOCAL, vec![json!(peer.node_id), frame]);
+                let call = Call {
+                    command: cmd,
+                    constraint: None,
+                    request_id: "cache-hand-off".into(),
+                    depth: 1,
+                    deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
+                };
+                match d.dispatch(call).await {
+                    Ok(v) if v["status"] != "error" => {}
+                    Ok(v) => return Err(format!("{}: {}", peer.node_id, v["error_message"])),
+                    Err(e) => return Err(format!("{}: {e}", peer.node_id)),
+                }
+                for id in batch {
+                    self.cache.forget(id).await.map_err(|e| e.to_string())?;
+                }
+                moved += batch.len();
+            }
+        }
+        Ok(moved)
+    }
+
     /// Sends `frame` to every live peer as `cache.local`; their results, and who failed.
     async fn fan_out(&self, frame: &Value) -> (Vec<Value>, Vec<String>) {
         let (Some(d), Some(cluster)) = (self.dispatcher.get(), self.sync.cluster()) else {
@@ -934,6 +1030,15 @@ impl CacheService {
                     changed: out.change != Change::Keep,
                     ..Response::ok(out.result)
                 })
+            }
+            "adopt" => {
+                let mut adopted = 0;
+                for e in &req.entries {
+                    if c.adopt(e.clone()).await.map_err(|e| e.to_string())? {
+                        adopted += 1;
+                    }
+                }
+                Ok(Response::ok(json!(adopted)))
             }
             "namespace" => {
                 let op = req

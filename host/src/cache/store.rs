@@ -7,7 +7,7 @@
 //! Invalidation cascades: changing or removing an entry invalidates every entry that depends
 //! on it (or on one of its tags), transitively, in both tiers.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +28,69 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Stripes of the per-key write lock.
 const STRIPES: usize = 1024;
+/// How long an invalidation keeps an entry handed over from a former owner from being adopted.
+const RECENT_MS: u64 = 30_000;
+/// Most invalidations remembered; past it every adoption is refused until the window passes.
+const RECENT_MAX: usize = 100_000;
+
+/// Invalidations of the last [`RECENT_MS`]: an entry a former owner hands over after a
+/// membership change is not adopted if one of them concerns it, so a value invalidated while
+/// it was in flight does not come back.
+#[derive(Default)]
+struct Recent {
+    /// Keys removed and tags invalidated, with when (Unix ms).
+    marks: HashMap<Dependency, u64>,
+    /// Patterns invalidated (namespace clears, published patterns), with when.
+    patterns: VecDeque<(u64, Select)>,
+    /// Until when everything is refused (the marks overflowed).
+    refuse_until: u64,
+}
+
+impl Recent {
+    fn prune(&mut self, now: u64) {
+        let since = now.saturating_sub(RECENT_MS);
+        self.marks.retain(|_, at| *at >= since);
+        while self.patterns.front().is_some_and(|(at, _)| *at < since) {
+            self.patterns.pop_front();
+        }
+    }
+
+    fn note(&mut self, dep: Dependency, now: u64) {
+        if self.marks.len() >= RECENT_MAX {
+            self.prune(now);
+            if self.marks.len() >= RECENT_MAX {
+                self.marks.clear();
+                self.refuse_until = now + RECENT_MS;
+            }
+        }
+        self.marks.insert(dep, now);
+    }
+
+    fn note_pattern(&mut self, select: Select, now: u64) {
+        if self.patterns.len() >= RECENT_MAX {
+            self.prune(now);
+            if self.patterns.len() >= RECENT_MAX {
+                self.patterns.clear();
+                self.refuse_until = now + RECENT_MS;
+            }
+        }
+        self.patterns.push_back((now, select));
+    }
+
+    /// Whether `entry` was invalidated recently (or could have been).
+    fn concerns(&self, entry: &Entry, now: u64) -> bool {
+        let since = now.saturating_sub(RECENT_MS);
+        let id = entry.key.id();
+        let marked = |d: &Dependency| self.marks.get(d).is_some_and(|at| *at >= since);
+        now < self.refuse_until
+            || marked(&Dependency::Key(id.clone()))
+            || entry.listens().any(|d| marked(&d))
+            || self
+                .patterns
+                .iter()
+                .any(|(at, sel)| *at >= since && sel.matches(&id))
+    }
+}
 
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +222,7 @@ pub struct Cache {
     clock: Clock,
     config: CacheConfig,
     totals: Totals,
+    recent: std::sync::Mutex<Recent>,
 }
 
 impl Cache {
@@ -194,6 +258,7 @@ impl Cache {
             clock,
             config: config.clone(),
             totals: Totals::default(),
+            recent: std::sync::Mutex::default(),
         }
     }
 
@@ -362,6 +427,7 @@ impl Cache {
         consistency: Option<Consistency>,
     ) -> Result<Option<Arc<Entry>>, CacheError> {
         let now = self.now();
+        self.recent().note(Dependency::Key(id.clone()), now);
         let mut held = self.memory.remove(id, Removal::Removed);
         if let Some(disk) = &self.disk {
             if held.is_none() {
@@ -385,6 +451,7 @@ impl Cache {
         let mut seen: HashSet<Dependency> = queue.iter().cloned().collect();
         let mut removed = 0;
         while let Some(dep) = queue.pop_front() {
+            self.recent().note(dep.clone(), self.now());
             let mut keys = self.memory.dependents(&dep);
             if let Some(disk) = &self.disk {
                 for k in disk.dependents(&dep)? {
@@ -417,6 +484,51 @@ impl Cache {
         Ok(removed)
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Single inserts and prunes: a panic elsewhere cannot leave it half-changed.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `entry` over from a node that owned its key before a membership change: stored
+    /// (eventually, both tiers) unless this node holds the key already or an invalidation of
+    /// the last 30 s concerns it. Whether it was adopted.
+    pub async fn adopt(&self, entry: Entry) -> Result<bool, CacheError> {
+        entry.key.validate()?;
+        let id = entry.key.id();
+        let _turn = self.lock(&id).await;
+        let now = self.now();
+        if entry.expired(now)
+            || self.current(&id, now)?.is_some()
+            || self.recent().concerns(&entry, now)
+        {
+            return Ok(false);
+        }
+        self.store(
+            &id,
+            Arc::new(entry),
+            Levels::default(),
+            Some(Consistency::Eventual),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Drops `id` from both tiers without invalidating what depends on it (it was handed
+    /// to its new owner, which keeps it).
+    pub async fn forget(&self, id: &KeyId) -> Result<(), CacheError> {
+        let _turn = self.lock(id).await;
+        self.memory.remove(id, Removal::Removed);
+        if let Some(disk) = &self.disk {
+            disk.remove(id, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The entry stored for `id`, without counting a read.
+    pub fn peek(&self, id: &KeyId) -> Result<Option<Arc<Entry>>, CacheError> {
+        self.current(id, self.now())
+    }
+
     /// Invalidates a key and what depends on it.
     pub async fn invalidate_key(&self, id: &KeyId) -> Result<usize, CacheError> {
         let (existed, cascaded) = self.delete(id, None).await?;
@@ -440,6 +552,9 @@ impl Cache {
     ) -> Result<Vec<KeyId>, CacheError> {
         let keys = self.keys(ns, pattern, max)?;
         if !dry_run {
+            let now = self.now();
+            self.recent()
+                .note_pattern(Select::namespace(ns, pattern), now);
             for k in &keys {
                 self.delete(k, None).await?;
             }
@@ -464,6 +579,8 @@ impl Cache {
     /// Invalidates every key whose `namespace.identifier` matches the glob `pattern` (and
     /// what depends on them); returns how many went.
     pub async fn invalidate_dotted(&self, pattern: &str) -> Result<usize, CacheError> {
+        let now = self.now();
+        self.recent().note_pattern(Select::dotted(pattern), now);
         let mut n = 0;
         for k in self.select(&Select::dotted(pattern), usize::MAX)? {
             let (existed, cascaded) = self.delete(&k, None).await?;
@@ -655,6 +772,49 @@ mod tests {
 
     fn key(id: &str) -> CacheKey {
         CacheKey::new("ns", id)
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_entry_is_adopted_unless_held_or_invalidated_meanwhile() {
+        let (t, c) = clock();
+        let cache = Cache::with_disk(&CacheConfig::default(), None, c);
+        let handed = |id: &str, deps: Vec<Dependency>| {
+            let mut e = Entry::new(key(id), json!(id), 10, 1_000_000);
+            e.dependencies = deps;
+            e
+        };
+        let adopt = |e: Entry| {
+            let cache = &cache;
+            async move { cache.adopt(e).await.expect("cache operation") }
+        };
+        assert!(adopt(handed("fresh", vec![])).await);
+        assert!(cache.peek(&key("fresh").id()).expect("peek").is_some());
+        // Held here already (a newer write): kept.
+        cache
+            .put(Put::new(key("held"), json!("newer")))
+            .await
+            .expect("cache operation");
+        assert!(!adopt(handed("held", vec![])).await);
+        let held = cache.peek(&key("held").id()).expect("peek").expect("held");
+        assert_eq!(*held.value, json!("newer"));
+        // Deleted, tag-invalidated or pattern-cleared here while in flight: not adopted.
+        cache.delete(&key("gone").id(), None).await.expect("delete");
+        assert!(!adopt(handed("gone", vec![])).await);
+        cache.invalidate_tag("dataset:v2").await.expect("tag");
+        assert!(!adopt(handed("dep", vec![Dependency::Tag("dataset:v2".into())])).await);
+        cache
+            .invalidate_dotted("ns.batch-*")
+            .await
+            .expect("pattern");
+        assert!(!adopt(handed("batch-7", vec![])).await);
+        assert!(cache.peek(&key("gone").id()).expect("peek").is_none());
+        // Thirty seconds later those invalidations no longer stand in the way.
+        t.fetch_add(RECENT_MS + 1, Ordering::Relaxed);
+        assert!(adopt(handed("gone", vec![])).await);
+        // Expired in flight: not adopted.
+        let mut old = handed("old", vec![]);
+        old.expires_at_ms = Some(1);
+        assert!(!adopt(old).await);
     }
 
     #[tokio::test]

@@ -793,3 +793,71 @@ async fn plugins_use_the_cache_in_the_namespaces_their_sandbox_grants() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_joining_node_takes_over_its_keys_and_a_departed_owner_leaves_nothing_stale() -> Result<()>
+{
+    let mut cluster = TestCluster::start(vec![
+        cluster_config("handoff-a", &[], &[], &[]),
+        cluster_config("handoff-b", &[], &[], &[]),
+    ])
+    .await?;
+    let b_id = cluster.node(1).handle.info().node_id.clone();
+    cluster.crash(1).await;
+    cluster.wait_gone(&b_id, Duration::from_secs(10)).await?;
+    let mut a = cluster.node(0).raw().await?;
+    const N: usize = 60;
+    for i in 0..N {
+        ok(&mut a, "cache.put", json!(["moving", format!("k{i}"), i])).await?;
+    }
+    let held = |n: &TestNode| {
+        n.handle
+            .cache()
+            .keys("moving", "*", 1000)
+            .map_or(0, |k| k.len())
+    };
+    ensure!(held(cluster.node(0)) == N);
+    // B joins again: A hands it the keys it owns now, and keeps the rest.
+    cluster
+        .restart(1, cluster_config("handoff-b", &[], &[], &[]))
+        .await?;
+    cluster.wait_formed(Duration::from_secs(10)).await?;
+    mpreg_tests::eventually(Duration::from_secs(10), "keys handed to B", || {
+        let (on_a, on_b) = (held(cluster.node(0)), held(cluster.node(1)));
+        async move { on_b > 0 && on_a + on_b == N }
+    })
+    .await?;
+    let mut b = cluster.node(1).raw().await?;
+    for i in 0..N {
+        for ws in [&mut a, &mut b] {
+            let v = ok(ws, "cache.get", json!(["moving", format!("k{i}")])).await?;
+            ensure!(v == i, "k{i} after the hand-off: {v}");
+        }
+    }
+    // Changed and deleted on B, then B dies: A serves none of the old values it handed over.
+    let on_b: Vec<String> = cluster
+        .node(1)
+        .handle
+        .cache()
+        .keys("moving", "*", 1000)?
+        .iter()
+        .map(|k| k.identifier().to_owned())
+        .collect();
+    for (j, id) in on_b.iter().enumerate() {
+        if j % 2 == 0 {
+            ok(&mut a, "cache.delete", json!(["moving", id])).await?;
+        } else {
+            ok(&mut a, "cache.put", json!(["moving", id, "new"])).await?;
+        }
+    }
+    cluster.crash(1).await;
+    cluster.wait_gone(&b_id, Duration::from_secs(10)).await?;
+    for (j, id) in on_b.iter().enumerate() {
+        let v = ok(&mut a, "cache.get", json!(["moving", id])).await?;
+        ensure!(
+            v.is_null() || (j % 2 == 1 && v == "new"),
+            "{id}: a stale value came back: {v}"
+        );
+    }
+    Ok(())
+}
