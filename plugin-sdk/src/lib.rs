@@ -69,6 +69,20 @@ pub use bindings::mpreg::plugin::types::{Command, Manifest};
 /// pointed at this crate's shared bindings of the host imports, the `metadata` export, and
 /// `export!`. The plugin crate must depend on this one as `mpreg_plugin_sdk` (the name the
 /// generated code uses). See the crate documentation for a whole plugin.
+///
+/// A world that also has `export mpreg:plugin/caching@0.1.0;` takes a `cacheable` block after
+/// `describe`: the commands whose results depend only on their arguments, memoized by the node
+/// without the caller asking (docs/cache.md):
+///
+/// ```ignore
+/// cacheable: {
+///     vec![exports::mpreg::plugin::caching::CacheRule {
+///         command: "analyze".into(),
+///         ttl_seconds: Some(600.0),
+///         dependencies: vec!["dataset:current".into()],
+///     }]
+/// },
+/// ```
 #[macro_export]
 macro_rules! plugin {
     (
@@ -76,7 +90,8 @@ macro_rules! plugin {
         $(inline: $inline:literal,)?
         world: $world:literal,
         export: $ty:ident,
-        describe: $describe:block $(,)?
+        describe: $describe:block
+        $(, cacheable: $cacheable:block)? $(,)?
     ) => {
         $crate::wit_bindgen::generate!({
             path: $wit,
@@ -96,6 +111,12 @@ macro_rules! plugin {
         impl exports::mpreg::plugin::metadata::Guest for $ty {
             fn describe() -> $crate::Manifest $describe
         }
+
+        $(
+            impl exports::mpreg::plugin::caching::Guest for $ty {
+                fn cacheable() -> Vec<exports::mpreg::plugin::caching::CacheRule> $cacheable
+            }
+        )?
 
         export!($ty);
     };

@@ -27,7 +27,8 @@ use crate::cluster::catalog::PeerNode;
 use crate::config::cache::Consistency;
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::{
-    BuiltinSpec, Builtins, DuplicateBuiltin, Envelope, Handler, Located, Ownership, Placement,
+    BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Envelope, Handler, Located, Ownership,
+    Placement,
 };
 use crate::rpc::port::{Call, CallError, LateDispatcher};
 
@@ -167,12 +168,46 @@ pub fn register(
             }),
         })?;
     }
+    b.add_source(Arc::new(CacheRoles {
+        invalidator: service.cache.config().events,
+    }));
     b.add_envelope(Envelope {
         role: "cache-request",
         reply_role: "cache-response",
         builtin: REQUEST,
     });
     Ok(service)
+}
+
+/// The cache roles of each node, as `catalog_query` entries of type `caches` (the original's
+/// `CacheRoleEntry`): every node owns keys (`coordinator`); one that applies published
+/// invalidations (it subscribes to `cache.invalidation.#`) is an `invalidator` too.
+struct CacheRoles {
+    invalidator: bool,
+}
+
+impl CatalogSource for CacheRoles {
+    fn entry_type(&self) -> &'static str {
+        "caches"
+    }
+    fn local(&self) -> Vec<String> {
+        let mut roles = vec!["coordinator".to_owned()];
+        if self.invalidator {
+            roles.push("invalidator".to_owned());
+        }
+        roles
+    }
+    fn remote(&self, node: &PeerNode) -> Vec<String> {
+        let mut roles = vec!["coordinator".to_owned()];
+        if node
+            .interest
+            .iter()
+            .any(|p| p.to_string() == super::events::INVALIDATION_PATTERN)
+        {
+            roles.push("invalidator".to_owned());
+        }
+        roles
+    }
 }
 
 /// Keys are owned by rendezvous hashing over the live members.
@@ -469,7 +504,8 @@ struct RequestOptions {
     include_metadata: bool,
     consistency_level: Option<String>,
     timeout_ms: u64,
-    cache_levels: Vec<String>,
+    /// Absent: every level.
+    cache_levels: Option<Vec<String>>,
 }
 
 impl Default for RequestOptions {
@@ -478,7 +514,7 @@ impl Default for RequestOptions {
             include_metadata: true,
             consistency_level: None,
             timeout_ms: 5000,
-            cache_levels: vec!["L1".into(), "L2".into(), "L3".into(), "L4".into()],
+            cache_levels: None,
         }
     }
 }
@@ -605,7 +641,7 @@ impl CacheService {
     /// Runs an envelope here; with `spread`, operations that concern every node are sent to
     /// each live peer too and their answers summed.
     async fn request(self: Arc<Self>, frame: Value, spread: bool) -> Response {
-        let req: Request = match serde_json::from_value(frame.clone()) {
+        let req = match Request::deserialize(&frame) {
             Ok(r) => r,
             Err(e) => return Response::error(format!("invalid cache-request: {e}")),
         };
@@ -857,15 +893,18 @@ impl CacheService {
 
     /// Runs an envelope on this node's cache.
     async fn run(&self, req: &Request) -> Result<Response, String> {
-        let levels = Levels::from_names(&req.options.cache_levels);
+        let levels = req
+            .options
+            .cache_levels
+            .as_deref()
+            .map_or_else(Levels::default, Levels::from_names);
         let strength = consistency(req.options.consistency_level.as_deref())?;
         let key = || -> Result<CacheKey, String> {
             let raw = req
                 .key
                 .as_ref()
                 .ok_or_else(|| format!("'{}' needs a key", req.operation))?;
-            let key: CacheKey =
-                serde_json::from_value(raw.clone()).map_err(|e| format!("key: {e}"))?;
+            let key = CacheKey::deserialize(raw).map_err(|e| format!("key: {e}"))?;
             key.validate().map_err(|e| format!("key: {e}"))?;
             Ok(key)
         };
@@ -878,13 +917,15 @@ impl CacheService {
                 Ok(
                     match c.get(&key.id(), levels).await.map_err(|e| e.to_string())? {
                         Some(hit) => {
-                            let mut entry = hit.found.entry.to_json(now);
-                            entry["access_count"] = json!(hit.found.access_count);
-                            entry["last_access_time"] =
-                                json!(hit.found.accessed_ms as f64 / 1000.0);
-                            if !include {
-                                entry = json!({"key": entry["key"], "value": entry["value"]});
-                            }
+                            let entry = if include {
+                                let mut entry = hit.found.entry.to_json(now);
+                                entry["access_count"] = json!(hit.found.access_count);
+                                entry["last_access_time"] =
+                                    json!(hit.found.accessed_ms as f64 / 1000.0);
+                                entry
+                            } else {
+                                json!({"key": key, "value": &*hit.found.entry.value})
+                            };
                             Response {
                                 status: "hit",
                                 cache_level: Some(hit.tier.name()),

@@ -28,7 +28,7 @@ pub const EVENTS_PREFIX: &str = "cache.events.";
 /// Topics whose messages invalidate.
 pub const INVALIDATION_PREFIX: &str = "cache.invalidation.";
 /// What every node's cache subscribes to.
-const INVALIDATION_PATTERN: &str = "cache.invalidation.#";
+pub const INVALIDATION_PATTERN: &str = "cache.invalidation.#";
 /// Notifications the listener may have waiting.
 const LISTEN_QUEUE: usize = 256;
 

@@ -225,10 +225,11 @@ impl Memo {
 }
 
 impl Memoizer for Memo {
-    fn wants(&self, cmd: &RpcCommand) -> bool {
-        cmd.cache
-            .as_ref()
-            .is_some_and(|c| !matches!(c, Value::Bool(false) | Value::Null))
+    fn wants(&self, cmd: &RpcCommand, declared: bool) -> bool {
+        match &cmd.cache {
+            None => declared,
+            Some(c) => !matches!(c, Value::Bool(false) | Value::Null),
+        }
     }
 
     fn run(
@@ -236,12 +237,30 @@ impl Memoizer for Memo {
         call: Call,
         target: Resolved,
     ) -> crate::rpc::port::BoxFuture<Result<Value, CallError>> {
-        let dispatcher = self.dispatcher.clone();
+        let (dispatcher, cache) = (self.dispatcher.clone(), self.cache.clone());
         Box::pin(async move {
-            let Some(ask) = call.command.cache.as_ref().map(ask).transpose()?.flatten() else {
+            let asked = match &call.command.cache {
+                Some(c) => ask(c)?,
+                // Declared by its plugin: the declaration's TTL and dependency tags.
+                None => target.rule.as_ref().map(|r| Ask {
+                    ttl_seconds: r.ttl_seconds,
+                    dependencies: r
+                        .dependencies
+                        .iter()
+                        .map(|t| Dependency::Tag(t.clone()))
+                        .collect(),
+                }),
+            };
+            let Some(ask) = asked else {
                 return Err(CallError::Failed("cache: nothing to memoize".into()));
             };
             let key = key_of(&call.command, &target);
+            // Held here already (this node owns the key, or still holds it from before a
+            // membership change; invalidations reach every node): answered without a hop.
+            let now = cache.now();
+            if let (Some(found), _) = cache.memory().get(&key.id(), now) {
+                return Ok((*found.entry.value).clone());
+            }
             // Run exactly this version, wherever it is served, and not memoized again.
             let mut inner = call.command.clone();
             inner.cache = Some(Value::Bool(false));
@@ -288,6 +307,7 @@ mod tests {
             version: semver::Version::new(1, 0, 0),
             plugin: "p".into(),
             sha256: "abc".into(),
+            rule: None,
         };
         let mut a = RpcCommand::new("x", "f", vec![json!({"b": 1, "a": [ {"d": 1, "c": 2} ]})]);
         let b = RpcCommand::new("y", "f", vec![json!({"a": [ {"c": 2, "d": 1} ], "b": 1})]);

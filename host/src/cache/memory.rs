@@ -96,9 +96,9 @@ struct Slot {
 
 #[derive(Default)]
 struct Shard {
-    slots: HashMap<KeyId, Slot>,
+    slots: foldhash::HashMap<KeyId, Slot>,
     /// One policy per namespace present in this shard.
-    policies: HashMap<Arc<str>, Box<dyn Policy<KeyId>>>,
+    policies: foldhash::HashMap<Arc<str>, Box<dyn Policy<KeyId>>>,
     /// `(expires_at_ms, key)` of entries with a time to live.
     expiry: BTreeSet<(u64, KeyId)>,
 }

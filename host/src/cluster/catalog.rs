@@ -83,6 +83,9 @@ pub struct FunctionAd {
     /// The sha256 of the component that provides it (memoized results are keyed by it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// Memoized by default, as its plugin declares (`caching` export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::protocol::CacheRule>,
 }
 
 /// A published plugin version as one node holds it. The newest `changed_at` across the cluster
@@ -474,6 +477,7 @@ mod tests {
             description: None,
             plugin: "math".into(),
             sha256: String::new(),
+            cache: None,
         })
         .expect("json")
     }

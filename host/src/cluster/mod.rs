@@ -447,6 +447,7 @@ fn advertised(manager: &PluginManager) -> BTreeMap<String, String> {
                 description: f.description.clone(),
                 plugin: p.manifest.name.clone(),
                 sha256: p.sha256.clone(),
+                cache: f.cache.clone(),
             };
             let key = catalog::function_key(&f.name, &ad.version.to_string(), &f.function_id);
             out.insert(key, json_text(&ad));

@@ -24,6 +24,18 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// How a function its plugin declares pure is memoized (the optional `caching` export of
+/// `wit/plugin.wit`): a call with no `cache` extension of its own is memoized with these.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CacheRule {
+    /// How long a result is kept (the `mpreg.memo` namespace's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<f64>,
+    /// Dependency tags that drop the results when invalidated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+}
+
 /// One named call inside an RPC request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RpcCommand {

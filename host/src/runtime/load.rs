@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use wasmtime::component::{Component, Type, types::ComponentItem};
 
-use super::host::PluginPre;
+use super::host::{HostState, PluginPre};
 use super::loaded::{
     CallStats, Compiled, LoadError, LoadedPlugin, Manifest, PluginFunction, check_component_header,
 };
 use super::nested::CallContext;
 use super::{Runtime, convert, signature};
 use crate::digest::sha256_hex;
+use crate::protocol::CacheRule;
 use crate::sandbox::Sandbox;
 
 impl Runtime {
@@ -99,16 +100,19 @@ impl Runtime {
             .map_err(|e| world(format!("{e:#}")))?;
         let described = async {
             let plugin = plugin_pre.instantiate_async(&mut store).await?;
-            plugin
+            let manifest = plugin
                 .mpreg_plugin_metadata()
                 .call_describe(&mut store)
-                .await
+                .await?;
+            let rules = cache_rules(&pre, component, &mut store).await?;
+            Ok::<_, wasmtime::Error>((manifest, rules))
         }
         .await
         .map_err(|e| {
             let stderr = store.data().stderr_text();
             world(format!("calling describe failed: {e:#} {stderr}"))
         })?;
+        let (described, mut rules) = described;
         let manifest_err = |reason: String| LoadError::Manifest {
             origin: source.to_owned(),
             reason,
@@ -170,7 +174,9 @@ impl Runtime {
             resources.extend(cmd.resources.iter().cloned());
             resources.sort();
             resources.dedup();
+            let cache = rules.remove(&cmd.name);
             functions.push(PluginFunction {
+                cache,
                 name: cmd.name.clone(),
                 export_name: cmd.export_name.clone(),
                 function_id: cmd.function_id.clone().unwrap_or_else(|| cmd.name.clone()),
@@ -181,6 +187,11 @@ impl Runtime {
                 result,
                 export,
             });
+        }
+        if let Some(unknown) = rules.keys().next() {
+            return Err(manifest_err(format!(
+                "caching declares command '{unknown}', which the manifest does not list"
+            )));
         }
         Ok(LoadedPlugin {
             name: described.name.as_str().into(),
@@ -197,6 +208,69 @@ impl Runtime {
             pre,
         })
     }
+}
+
+/// The interface a plugin may export to declare memoized commands (`wit/plugin.wit`).
+const CACHING: &str = "mpreg:plugin/caching@0.1.0";
+
+/// What the plugin's optional `caching` export declares, by command (none without it). The
+/// export is looked up by name, since the world does not require it, and its answer read as
+/// values.
+async fn cache_rules(
+    pre: &wasmtime::component::InstancePre<HostState>,
+    component: &Component,
+    store: &mut wasmtime::Store<HostState>,
+) -> wasmtime::Result<std::collections::HashMap<String, CacheRule>> {
+    use wasmtime::component::Val;
+    let mut out = std::collections::HashMap::new();
+    let Some(iface) = component.get_export_index(None, CACHING) else {
+        return Ok(out);
+    };
+    let Some(idx) = component.get_export_index(Some(&iface), "cacheable") else {
+        wasmtime::bail!("{CACHING} exports no 'cacheable' function");
+    };
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let Some(func) = instance.get_func(&mut *store, idx) else {
+        wasmtime::bail!("{CACHING}#cacheable is not a function");
+    };
+    let mut results = [Val::Bool(false)];
+    func.call_async(&mut *store, &[], &mut results).await?;
+    let Val::List(rules) = &results[0] else {
+        wasmtime::bail!("{CACHING}#cacheable returned {:?}", results[0]);
+    };
+    for rule in rules {
+        let Val::Record(fields) = rule else {
+            wasmtime::bail!("{CACHING}#cacheable: not a cache-rule: {rule:?}");
+        };
+        let mut command = None;
+        let mut r = CacheRule::default();
+        for (name, v) in fields {
+            match (name.as_str(), v) {
+                ("command", Val::String(s)) => command = Some(s.clone()),
+                ("ttl-seconds", Val::Option(Some(t))) => match &**t {
+                    Val::Float64(t) if *t > 0.0 && t.is_finite() => r.ttl_seconds = Some(*t),
+                    other => {
+                        wasmtime::bail!("cache-rule ttl-seconds must be positive, got {other:?}")
+                    }
+                },
+                ("ttl-seconds", Val::Option(None)) => {}
+                ("dependencies", Val::List(tags)) => {
+                    for t in tags {
+                        let Val::String(t) = t else {
+                            wasmtime::bail!("cache-rule dependencies are strings");
+                        };
+                        r.dependencies.push(t.clone());
+                    }
+                }
+                (other, _) => wasmtime::bail!("cache-rule field '{other}' not understood"),
+            }
+        }
+        let Some(command) = command else {
+            wasmtime::bail!("a cache-rule names no command");
+        };
+        out.insert(command, r);
+    }
+    Ok(out)
 }
 
 /// A plugin name names files, URL paths (`/admin/plugins/{name}`) and gossip keys: 1 to 128

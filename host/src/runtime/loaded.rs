@@ -76,6 +76,8 @@ pub struct PluginFunction {
     pub description: Option<String>,
     /// WIT signature, e.g. `func(a: s32, b: s32) -> s32`.
     pub signature: String,
+    /// Memoized by default, as the plugin's `caching` export declares.
+    pub cache: Option<crate::protocol::CacheRule>,
     pub(super) params: Vec<(String, Type)>,
     pub(super) result: Option<Type>,
     pub(super) export: ComponentExportIndex,

@@ -619,7 +619,10 @@ async fn envelope(bytes: &[u8], env: Envelope, u: String, ctx: &Ctx<'_>) -> Opti
             Err(_) => reply(u, "timeout", format!("no answer within {timeout_ms} ms")),
         })
     };
-    launch(ctx, slot, work).await
+    // Cache operations are short (a memory read for a hit): polled here even behind other
+    // frames, so a pipelining client's GETs cost no task each. One that waits (a disk write,
+    // another node) moves to a task of its own.
+    launch(ctx, slot, work, true).await
 }
 
 /// Starts an RPC request: answered inline when it completes at once, else on a task.
@@ -736,12 +739,18 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         };
         Some(encode(&reply, state.config.max_reply_bytes))
     };
-    launch(ctx, slot, work).await
+    launch(ctx, slot, work, false).await
 }
 
 /// Runs a request's `work` in its window `slot`: answered here when it completes without
-/// waiting, else on a task of its own that sends the reply.
-async fn launch<F>(ctx: &Ctx<'_>, slot: OwnedSemaphorePermit, work: F) -> Option<Message>
+/// waiting, else on a task of its own that sends the reply. Behind other frames only `short`
+/// work is tried here first (a plugin call that does not yield would hold up the frames after it).
+async fn launch<F>(
+    ctx: &Ctx<'_>,
+    slot: OwnedSemaphorePermit,
+    work: F,
+    short: bool,
+) -> Option<Message>
 where
     F: Future<Output = Option<Message>> + Send + 'static,
 {
@@ -757,7 +766,7 @@ where
     // (a plugin call that does not yield) is answered by this task, with no hand-off to another
     // task and back. With more frames waiting, it goes to a task of its own at once, so a
     // pipelining client's calls spread over every core instead of queueing behind each other.
-    let first = if pipelined {
+    let first = if pipelined && !short {
         std::task::Poll::Pending
     } else {
         futures_util::poll!(&mut work)

@@ -11,6 +11,8 @@ mpreg_plugin_sdk::plugin! {
 
         world pipeline {
             include mpreg:plugin/plugin@0.1.0;
+            /// `analyze` is pure: the node memoizes it (docs/cache.md).
+            export mpreg:plugin/caching@0.1.0;
 
             record analysis { count: u32, sum: f64, mean: f64, min: f64, max: f64, stddev: f64 }
 
@@ -36,6 +38,13 @@ mpreg_plugin_sdk::plugin! {
             .command(Command::new("scale").describe("multiplies every value by factor"))
             .command(Command::new("merge").describe("concatenates lists"))
             .command(Command::new("total").describe("sum of a list"))
+    },
+    cacheable: {
+        vec![exports::mpreg::plugin::caching::CacheRule {
+            command: "analyze".into(),
+            ttl_seconds: Some(600.0),
+            dependencies: vec!["pipeline:stats".into()],
+        }]
     },
 }
 

@@ -738,6 +738,23 @@ async fn changes_are_published_and_published_patterns_invalidate() -> Result<()>
     bad["message"]["topic"] = json!("cache.invalidation.pattern.other");
     ensure!(a.roundtrip(&bad).await?["success"] == true);
     ensure!(ok(&mut b, "cache.get", json!(["other", "c"])).await? == 1);
+    // Discovery lists each node's cache roles in the original's CacheRoleEntry shape.
+    let roles = ok(&mut a, "catalog_query", json!([{"entry_type": "caches"}])).await?;
+    let mut seen: Vec<(String, String)> = roles["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let s = |f: &str| e[f].as_str().unwrap_or("").to_owned();
+            (s("node_id"), s("role"))
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> = ["events-a", "events-b"]
+        .iter()
+        .flat_map(|n| ["coordinator", "invalidator"].map(|r| (n.to_string(), r.to_string())))
+        .collect();
+    ensure!(seen == want, "{roles}");
     Ok(())
 }
 
@@ -859,5 +876,76 @@ async fn a_joining_node_takes_over_its_keys_and_a_departed_owner_leaves_nothing_
             "{id}: a stale value came back: {v}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_its_plugin_declares_pure_is_memoized_without_asking() -> Result<()> {
+    let mut cfg = test_config();
+    cfg.plugins = vec![mpreg_tests::plugin("pipeline").into()];
+    let node = TestNode::with_config(cfg).await?;
+    let mut ws = node.raw().await?;
+    let plain = |u: &str, cache: Option<Value>| {
+        let mut cmd = json!({"name": "stats", "fun": "analyze", "args": [[1.0, 2.0, 3.0]]});
+        if let Some(c) = cache {
+            cmd["cache"] = c;
+        }
+        rpc_frame(u, json!([cmd]))
+    };
+    let before = calls_of(&node, "pipeline");
+    for i in 0..5 {
+        let r = ws.roundtrip(&plain(&format!("a{i}"), None)).await?;
+        ensure!(r["r"]["stats"]["mean"] == 2.0, "{r}");
+    }
+    ensure!(
+        calls_of(&node, "pipeline") == before + 1,
+        "ran {} times",
+        calls_of(&node, "pipeline") - before
+    );
+    // The declared TTL and dependency tag hold.
+    let stats = ok(&mut ws, "cache.stats", json!(["mpreg.memo"])).await?;
+    ensure!(stats["entries"] == 1, "{stats}");
+    let keys = ok(&mut ws, "cache.keys", json!(["mpreg.memo"])).await?;
+    let id = keys[0]
+        .as_str()
+        .unwrap_or("")
+        .split(':')
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    let entry = ok(
+        &mut ws,
+        "cache.entry",
+        json!([{"namespace": "mpreg.memo", "identifier": id,
+        "version": "1.0.0"}]),
+    )
+    .await?;
+    ensure!(
+        entry["ttl_seconds"]
+            .as_f64()
+            .is_some_and(|t| t > 590.0 && t <= 600.0),
+        "{entry}"
+    );
+    ensure!(
+        entry["dependencies"] == json!(["pipeline:stats"]),
+        "{entry}"
+    );
+    // A caller can still turn it off, and the tag drops the result.
+    ws.roundtrip(&plain("off", Some(json!(false)))).await?;
+    ensure!(calls_of(&node, "pipeline") == before + 2);
+    ok(
+        &mut ws,
+        "cache.invalidate",
+        json!([{"namespace": "mpreg.memo", "tag": "pipeline:stats"}]),
+    )
+    .await?;
+    ws.roundtrip(&plain("again", None)).await?;
+    ensure!(calls_of(&node, "pipeline") == before + 3);
+    // Other commands of the plugin are not memoized.
+    for i in 0..2 {
+        let total = json!([{"name": "t", "fun": "total", "args": [[1.0, 2.0]]}]);
+        ws.roundtrip(&rpc_frame(&format!("t{i}"), total)).await?;
+    }
+    ensure!(calls_of(&node, "pipeline") == before + 5);
     Ok(())
 }

@@ -145,7 +145,7 @@ pub struct Envelope {
 }
 
 /// The exact function version a call resolved to, as a memoizer keys its result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     /// The name called.
     pub name: String,
@@ -157,14 +157,17 @@ pub struct Resolved {
     pub plugin: String,
     /// The sha256 of that plugin's component.
     pub sha256: String,
+    /// How its plugin declares it memoized, if it does.
+    pub rule: Option<crate::protocol::CacheRule>,
 }
 
 /// Serves calls whose command asks for its result to be memoized (`"cache": {…}`): the
 /// dispatcher resolves the function as usual and hands the call here instead of running it.
 /// Registered by the cache service; the dispatcher knows no more of it.
 pub trait Memoizer: Send + Sync {
-    /// Whether `cmd` asks to be memoized.
-    fn wants(&self, cmd: &RpcCommand) -> bool;
+    /// Whether `cmd` is to be memoized: it asks, or its function is `declared` memoized and
+    /// the command does not turn that off.
+    fn wants(&self, cmd: &RpcCommand, declared: bool) -> bool;
     /// Answers `call` of `target`, from the cache or by running it once.
     fn run(&self, call: super::port::Call, target: Resolved)
     -> BoxFuture<Result<Value, CallError>>;

@@ -324,6 +324,7 @@ impl NodeDispatcher {
                 description: None,
                 plugin: String::new(),
                 sha256: String::new(),
+                cache: None,
             }),
         }
     }
@@ -332,7 +333,12 @@ impl NodeDispatcher {
     /// memoized.
     fn memoized(&self, call: &Call, target: &Target) -> Option<(Arc<dyn Memoizer>, Resolved)> {
         let m = self.builtins.memoizer()?;
-        if !m.wants(&call.command) {
+        let rule = match target {
+            Target::Builtin(_) => return None,
+            Target::Plugin(e) => e.function().cache.clone(),
+            Target::Remote(f) => f.ad.cache.clone(),
+        };
+        if !m.wants(&call.command, rule.is_some()) {
             return None;
         }
         let resolved = match target {
@@ -343,6 +349,7 @@ impl NodeDispatcher {
                 version: e.version().clone(),
                 plugin: e.plugin.manifest.name.clone(),
                 sha256: e.plugin.sha256.clone(),
+                rule,
             },
             Target::Remote(f) => Resolved {
                 name: f.ad.name.clone(),
@@ -350,6 +357,7 @@ impl NodeDispatcher {
                 version: f.ad.version.clone(),
                 plugin: f.ad.plugin.clone(),
                 sha256: f.ad.sha256.clone(),
+                rule,
             },
         };
         Some((m.clone(), resolved))
