@@ -343,6 +343,17 @@ fn routed_key(cmd: &RpcCommand) -> Option<KeyId> {
     }
 }
 
+/// A `cache.local` call running envelope `frame` on node `node`, named `what` in logs.
+fn on_node(node: &str, frame: Value, what: &str) -> Call {
+    Call {
+        command: RpcCommand::new(what, LOCAL, vec![json!(node), frame]),
+        constraint: None,
+        request_id: format!("cache-{what}").into(),
+        depth: 1,
+        deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
+    }
+}
+
 fn bad(fun: &str, msg: impl std::fmt::Display) -> CallError {
     CallError::Failed(format!("{fun}: {msg}"))
 }
@@ -827,15 +838,7 @@ impl CacheService {
                     }
                 }
                 let frame = json!({"operation": "adopt", "entries": entries});
-                let cmd = RpcCommand::new("hand-off", LOCAL, vec![json!(peer.node_id), frame]);
-                let call = Call {
-                    command: cmd,
-                    constraint: None,
-                    request_id: "cache-hand-off".into(),
-                    depth: 1,
-                    deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
-                };
-                match d.dispatch(call).await {
+                match d.dispatch(on_node(&peer.node_id, frame, "hand-off")).await {
                     Ok(v) if v["status"] != "error" => {}
                     Ok(v) => return Err(format!("{}: {}", peer.node_id, v["error_message"])),
                     Err(e) => return Err(format!("{}: {e}", peer.node_id)),
@@ -862,15 +865,7 @@ impl CacheService {
             .filter(|id| *id != self.node_id)
             .collect();
         let calls = peers.iter().map(|peer| {
-            let cmd = RpcCommand::new("fan-out", LOCAL, vec![json!(peer), frame.clone()]);
-            let call = Call {
-                command: cmd,
-                constraint: None,
-                request_id: "cache-fan-out".into(),
-                depth: 1,
-                deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
-            };
-            let run = d.dispatch(call);
+            let run = d.dispatch(on_node(peer, frame.clone(), "fan-out"));
             async move {
                 match tokio::time::timeout(FAN_OUT_TIMEOUT, run).await {
                     Ok(Ok(v)) if v["status"] != "error" => Ok(v["result"].clone()),

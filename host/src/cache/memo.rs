@@ -20,7 +20,6 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::key::{CacheKey, Dependency, KeyId};
 use super::store::{Cache, Levels, Put};
@@ -121,8 +120,7 @@ fn key_of(cmd: &RpcCommand, target: &Resolved) -> CacheKey {
         "args": cmd.args,
         "kwargs": cmd.kwargs,
     });
-    let digest = Sha256::digest(canonical(&identity).as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::digest::sha256_hex(canonical(&identity).as_bytes());
     CacheKey {
         namespace: NAMESPACE.to_owned(),
         identifier: hex,

@@ -721,29 +721,20 @@ impl Directory {
                 })
                 .map(|h| self.topic_subscription(h, self.generated_at))
                 .collect(),
-            // The original's `CacheRoleEntry`: one per node and role.
-            "caches" => self
-                .matching_held("caches", q)
-                .into_iter()
-                .flat_map(|h| {
-                    h.names.iter().map(|role| {
-                        json!({"role": role, "node_id": h.node_id, "cluster_id": self.cluster_id,
-                            "scope": DEFAULT_SCOPE, "tags": [], "advertised_at": self.generated_at,
-                            "ttl_seconds": ENTRY_TTL_SECONDS})
-                    }).collect::<Vec<_>>()
-                })
-                .collect(),
-            other => self
-                .matching_held(other, q)
-                .into_iter()
-                .flat_map(|h| {
-                    h.names.iter().map(|name| {
-                        json!({"name": name, "node_id": h.node_id, "cluster_id": self.cluster_id,
-                            "scope": DEFAULT_SCOPE, "tags": [], "advertised_at": self.generated_at,
-                            "ttl_seconds": ENTRY_TTL_SECONDS})
-                    }).collect::<Vec<_>>()
-                })
-                .collect(),
+            other => {
+                // The original's `CacheRoleEntry` names a cache's role; others are named.
+                let field = if other == "caches" { "role" } else { "name" };
+                self.matching_held(other, q)
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.names.iter().map(|name| {
+                            json!({field: name, "node_id": h.node_id, "cluster_id": self.cluster_id,
+                                "scope": DEFAULT_SCOPE, "tags": [], "advertised_at": self.generated_at,
+                                "ttl_seconds": ENTRY_TTL_SECONDS})
+                        }).collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
         };
         let (items, next_page_token) = q.page(items);
         Ok(CatalogResponse {

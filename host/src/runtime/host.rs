@@ -263,16 +263,10 @@ impl wit::queue::Host for HostState {
         if let Some(d) = options.dedup_id {
             opts.insert("dedup_id".into(), d.into());
         }
-        let call = NestedCall {
-            fun: "queue.send".into(),
-            args: vec![Value::String(name), body, Value::Object(opts)],
-            kwargs: Map::new(),
-            function_id: None,
-            version: None,
-            locs: Vec::new(),
-            request_id: self.ctx.request_id.clone(),
-            depth: self.ctx.depth + 1,
-        };
+        let call = self.builtin_call(
+            "queue.send",
+            vec![Value::String(name), body, Value::Object(opts)],
+        );
         match self.without_slot(node.call(call)).await {
             Ok(sent) => sent["message_id"]
                 .as_str()
@@ -289,6 +283,20 @@ impl wit::queue::Host for HostState {
 }
 
 impl HostState {
+    /// A call of built-in `fun` on behalf of this call (one level deeper, same request).
+    fn builtin_call(&self, fun: &str, args: Vec<Value>) -> NestedCall {
+        NestedCall {
+            fun: fun.into(),
+            args,
+            kwargs: Map::new(),
+            function_id: None,
+            version: None,
+            locs: Vec::new(),
+            request_id: self.ctx.request_id.clone(),
+            depth: self.ctx.depth + 1,
+        }
+    }
+
     /// Runs built-in `fun` for the `cache` import: the namespace must be granted, and the call
     /// goes through the dispatcher to the key's owner like a client's.
     async fn cache_call(
@@ -308,16 +316,7 @@ impl HostState {
         }
         let mut all = vec![Value::String(ns)];
         all.extend(args);
-        let call = NestedCall {
-            fun: fun.into(),
-            args: all,
-            kwargs: Map::new(),
-            function_id: None,
-            version: None,
-            locs: Vec::new(),
-            request_id: self.ctx.request_id.clone(),
-            depth: self.ctx.depth + 1,
-        };
+        let call = self.builtin_call(fun, all);
         self.without_slot(node.call(call))
             .await
             .map_err(|e| match e {
