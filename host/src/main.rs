@@ -21,6 +21,19 @@ use serde_json::Value;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (colours only on a terminal) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Least severe level logged (`error`, `warn`, `info`, `debug`, `trace`), or a filter
+    /// such as `info,mpreg::cluster=debug`. `RUST_LOG`, when set, wins.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -298,13 +311,23 @@ fn parse_json_arg(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
 }
 
-fn init_tracing() {
+/// Logs to stderr as `--log-format` says, at `RUST_LOG` or `--log-level` (docs/observability.md).
+fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => EnvFilter::try_new(level)
+            .with_context(|| format!("--log-level '{level}' is not a level or filter"))?,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
 }
 
 async fn start(args: StartArgs) -> Result<()> {
@@ -634,7 +657,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing(cli.log_format, &cli.log_level) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     // A worker about to idle first tears down the plugin instances whose replies it has sent.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

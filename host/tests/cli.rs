@@ -429,3 +429,80 @@ fn strong_cache_puts_survive_sigkill_with_their_ttls_and_cache_stats_shows_them(
     let (ok, _, err) = mpreg(&["cache", "stats", "not a url"]);
     assert!(!ok && !err.is_empty());
 }
+
+/// Each failed call writes one log line with the request id, command, function@version, node,
+/// code, kind and duration, in both `--log-format`s; text has no colour codes when written to
+/// a file.
+#[test]
+fn a_failed_call_writes_one_log_line_in_either_format() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let chaos = support::example_plugin("chaos");
+    for format in ["json", "text"] {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut child = Command::new(support::BIN)
+            .args(["--log-format", format, "server", "start", "--port", "0"])
+            .args(["--node-id", "logger", "--plugin", &chaos])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("spawn mpreg");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 256];
+        let n = out.read(&mut first).expect("first line");
+        let line = String::from_utf8_lossy(&first[..n]).to_string();
+        let url = line.split_whitespace().nth(5).expect("url").to_owned();
+        let server = support::Server(child);
+        // A trap, an unknown function, a built-in with the wrong arguments; then a success.
+        assert!(!mpreg(&["call", &url, "trap"]).0);
+        assert!(!mpreg(&["call", &url, "no_such_function"]).0);
+        assert!(!mpreg(&["call", &url, "echo", "1", "2"]).0);
+        assert!(mpreg(&["call", &url, "echo", "1"]).0);
+        drop(server);
+        let text = std::fs::read_to_string(log.path()).expect("read log");
+        let failed: Vec<&str> = text.lines().filter(|l| l.contains("call failed")).collect();
+        assert_eq!(failed.len(), 3, "{format}: {text}");
+        assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+        let want = [
+            ("trap@", 1003, "failed"),
+            ("no_such_function", 1001, "not_found"),
+            ("echo", 1003, "failed"),
+        ];
+        for (line, (function, code, kind)) in failed.iter().zip(want) {
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                assert!(
+                    v["function"]
+                        .as_str()
+                        .is_some_and(|f| f.starts_with(function)),
+                    "{v}"
+                );
+                assert_eq!(
+                    (v["code"].as_i64(), v["kind"].as_str()),
+                    (Some(code), Some(kind)),
+                    "{v}"
+                );
+                assert_eq!(v["node"], "logger", "{v}");
+                assert!(!v["request_id"].as_str().unwrap_or("").is_empty(), "{v}");
+                assert!(
+                    v["command"].is_string() && v["duration_ms"].is_number(),
+                    "{v}"
+                );
+                assert_eq!(v["level"], "WARN", "{v}");
+            } else {
+                for field in [
+                    format!("function=\"{function}"),
+                    format!("code={code}"),
+                    format!("kind=\"{kind}\""),
+                    "node=\"logger\"".to_owned(),
+                    "request_id=".to_owned(),
+                    "duration_ms=".to_owned(),
+                ] {
+                    assert!(line.contains(&field), "{field} not in {line}");
+                }
+            }
+        }
+    }
+}

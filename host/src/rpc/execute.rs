@@ -44,14 +44,16 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
             ));
         }
     };
-    Some(match dispatcher.immediate(c, constraint.as_ref())? {
-        Ok(v) => {
-            let mut r = Map::with_capacity(1);
-            r.insert(c.name.clone(), v);
-            RpcResponse::ok(u(), r)
-        }
-        Err(f) => error_reply(u(), f.code(), failure_details(c, f)),
-    })
+    Some(
+        match dispatcher.immediate(c, constraint.as_ref(), &req.u)? {
+            Ok(v) => {
+                let mut r = Map::with_capacity(1);
+                r.insert(c.name.clone(), v);
+                RpcResponse::ok(u(), r)
+            }
+            Err(f) => error_reply(u(), f.code(), failure_details(c, f)),
+        },
+    )
 }
 
 /// Receives each completed level, in level order.

@@ -133,10 +133,12 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// Runs the call.
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>>;
     /// Answers at once when the target needs no waiting (a built-in); `None` otherwise.
+    /// `request_id` names the request in a failure's log line.
     fn immediate(
         &self,
         _cmd: &RpcCommand,
         _constraint: Option<&VersionConstraint>,
+        _request_id: &str,
     ) -> Option<Result<Value, CallError>> {
         None
     }

@@ -7,11 +7,13 @@
 //! - [`forward`]: calls sent to a peer (re-routed while not run) and calls a peer sent here;
 //! - [`nested`]: the plugin imports `call` and `publish`.
 
+mod failure;
 mod forward;
 mod nested;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use semver::Version;
 use serde_json::Value;
@@ -438,18 +440,32 @@ impl Dispatcher for NodeDispatcher {
         &self,
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
+        request_id: &str,
     ) -> Option<Result<Value, CallError>> {
         let spec = self.builtins.get(&cmd.fun)?;
         let (Handler::Now(f), Placement::Everywhere) = (&spec.handler, &spec.placement) else {
             return None;
         };
-        route::matches(
+        if !route::matches(
             &self.builtin_here(spec),
             cmd,
             constraint,
             &self.node.cluster_id,
-        )
-        .then(|| f(&self.scope(), cmd))
+        ) {
+            return None;
+        }
+        let out = f(&self.scope(), cmd);
+        if let Err(e) = &out {
+            failure::log(
+                &self.node.node_id,
+                request_id,
+                &cmd.name,
+                spec.name,
+                e,
+                Duration::ZERO,
+            );
+        }
+        Some(out)
     }
 
     fn check(&self, call: &Call) -> Result<(), CallError> {
@@ -464,11 +480,43 @@ impl Dispatcher for NodeDispatcher {
     }
 
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
+        let node = &self.node.node_id;
         match self.resolve(&call, &[]) {
-            Err(f) => Box::pin(async move { Err(f) }),
+            Err(f) => {
+                let c = &call.command;
+                failure::log(node, &call.request_id, &c.name, &c.fun, &f, Duration::ZERO);
+                Box::pin(async move { Err(f) })
+            }
             Ok(target) => match self.memoized(&call, &target) {
                 Some((m, resolved)) => m.run(call, resolved),
-                None => self.start(target, call),
+                None => {
+                    // Run here: a failure is logged here. Forwarded: where it runs.
+                    // What ran, named only if it fails.
+                    let ran = match &target {
+                        Target::Plugin(e) => Ok(e.clone()),
+                        Target::Builtin(spec) => Err(spec.name),
+                        Target::Remote(_) => return self.start(target, call),
+                    };
+                    let (node, request_id, name) = (
+                        self.node.clone(),
+                        call.request_id.clone(),
+                        call.command.name.clone(),
+                    );
+                    let started = Instant::now();
+                    let run = self.start(target, call);
+                    Box::pin(async move {
+                        let out = run.await;
+                        if let Err(e) = &out {
+                            let took = started.elapsed();
+                            let function = match ran {
+                                Ok(f) => format!("{}@{}", f.function().name, f.version()),
+                                Err(builtin) => builtin.to_owned(),
+                            };
+                            failure::log(&node.node_id, &request_id, &name, &function, e, took);
+                        }
+                        out
+                    })
+                }
             },
         }
     }
