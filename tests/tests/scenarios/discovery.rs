@@ -462,8 +462,10 @@ async fn across_three_nodes_filters_see_the_whole_cluster_at_once() -> Result<()
         Some(json!({"entry_type": "topics", "topic": "orders.new"})),
     )
     .await?;
+    // Every node's cache also subscribes to `cache.invalidation.#` (docs/cache.md, "Events").
     ensure!(
-        t["items"][0]["node_id"] == "dn-1" && t["items"][0]["patterns"] == json!(["orders.#"]),
+        t["items"][0]["node_id"] == "dn-1"
+            && t["items"][0]["patterns"] == json!(["cache.invalidation.#", "orders.#"]),
         "{t}"
     );
     Ok(())
