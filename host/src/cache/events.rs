@@ -144,7 +144,7 @@ impl Events {
     /// Applies the invalidations published to `cache.invalidation.…` to `cache` until `stop`.
     pub async fn listen(exchange: Arc<Exchange>, cache: Arc<Cache>, stop: CancellationToken) {
         let (tx, mut rx) = mpsc::channel(LISTEN_QUEUE);
-        let conn = exchange.connect(tx);
+        let conn = exchange.connect_service(tx);
         let sub = Subscription {
             subscription_id: "cache-invalidation".into(),
             patterns: vec![PatternSpec {

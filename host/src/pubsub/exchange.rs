@@ -112,6 +112,8 @@ struct Sub {
     mailbox: Arc<Mailbox>,
     /// Cancelled when the subscription ends (unsubscribe, replaced, connection gone).
     ended: CancellationToken,
+    /// Held by a service of the node (the cache's invalidations), not a client.
+    service: bool,
 }
 
 /// A subscription just made.
@@ -175,6 +177,7 @@ pub struct Connection {
     id: u64,
     mailbox: Arc<Mailbox>,
     exchange: Arc<Exchange>,
+    service: bool,
 }
 
 impl Connection {
@@ -280,6 +283,16 @@ impl Exchange {
 
     /// Registers a connection whose notifications go to `outbox`.
     pub fn connect(self: &Arc<Self>, outbox: Outbox) -> Connection {
+        self.connection(outbox, false)
+    }
+
+    /// A connection for a service of the node itself: its subscriptions route and gossip like
+    /// a client's but are not counted as clients' ([`Exchange::subscriptions`]).
+    pub fn connect_service(self: &Arc<Self>, outbox: Outbox) -> Connection {
+        self.connection(outbox, true)
+    }
+
+    fn connection(self: &Arc<Self>, outbox: Outbox, service: bool) -> Connection {
         let mailbox = Mailbox::new(
             outbox,
             CancellationToken::new(),
@@ -290,6 +303,7 @@ impl Exchange {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             mailbox: Arc::new(mailbox),
             exchange: self.clone(),
+            service,
         }
     }
 
@@ -323,9 +337,9 @@ impl Exchange {
             || self.fanout.get().is_some_and(|f| f.wants(topic))
     }
 
-    /// Subscriptions held on this node.
+    /// Subscriptions clients hold on this node (a service's own are not counted).
     pub fn subscriptions(&self) -> usize {
-        self.read().subs.len()
+        self.read().subs.values().filter(|s| !s.service).count()
     }
 
     /// Messages retained in the backlog.
@@ -453,6 +467,7 @@ impl Exchange {
                 patterns,
                 mailbox: conn.mailbox.clone(),
                 ended: ended.clone(),
+                service: conn.service,
             },
         );
         inner.by_conn.entry(conn.id).or_default().insert(sid, key);
