@@ -451,7 +451,11 @@ impl Cache {
         let mut seen: HashSet<Dependency> = queue.iter().cloned().collect();
         let mut removed = 0;
         while let Some(dep) = queue.pop_front() {
-            self.recent().note(dep.clone(), self.now());
+            // A put's own key is not invalidated (its new value is here): the put path takes no
+            // lock for it. What goes because of it is noted as it is removed.
+            if !matches!((&dep, except), (Dependency::Key(k), Some(e)) if k == e) {
+                self.recent().note(dep.clone(), self.now());
+            }
             let mut keys = self.memory.dependents(&dep);
             if let Some(disk) = &self.disk {
                 for k in disk.dependents(&dep)? {
