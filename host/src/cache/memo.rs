@@ -230,6 +230,18 @@ impl Memoizer for Memo {
         }
     }
 
+    fn held(&self, cmd: &RpcCommand, target: &Resolved) -> Option<Value> {
+        // A `cache` the run would refuse is refused there, with its error.
+        if let Some(c) = &cmd.cache {
+            ask(c).ok()??;
+        }
+        let (found, _) = self
+            .cache
+            .memory()
+            .get(&key_of(cmd, target).id(), self.cache.now());
+        found.map(|f| (*f.entry.value).clone())
+    }
+
     fn run(
         &self,
         call: Call,

@@ -171,6 +171,10 @@ pub trait Memoizer: Send + Sync {
     /// Answers `call` of `target`, from the cache or by running it once.
     fn run(&self, call: super::port::Call, target: Resolved)
     -> BoxFuture<Result<Value, CallError>>;
+    /// The result of `cmd` of `target` if this node holds it now (no waiting, no hop).
+    fn held(&self, _cmd: &RpcCommand, _target: &Resolved) -> Option<Value> {
+        None
+    }
 }
 
 /// Two services registered the same name.

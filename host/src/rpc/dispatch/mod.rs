@@ -197,10 +197,19 @@ impl NodeDispatcher {
     /// Where `call` runs: a built-in, else the highest matching version here or on a live peer
     /// not in `exclude`, the least loaded node among those that have it.
     fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallError> {
-        let cmd = &call.command;
+        self.resolve_command(&call.command, call.constraint.as_ref(), exclude)
+    }
+
+    /// [`Self::resolve`] of a command and its parsed constraint.
+    fn resolve_command(
+        &self,
+        cmd: &RpcCommand,
+        constraint: Option<&VersionConstraint>,
+        exclude: &[String],
+    ) -> Result<Target, CallError> {
         let wanted = Wanted {
             cmd,
-            constraint: call.constraint.as_ref(),
+            constraint,
             cluster_id: &self.node.cluster_id,
         };
         if let Some(spec) = self.builtins.get(&cmd.fun)
@@ -243,10 +252,10 @@ impl NodeDispatcher {
                 .entry
                 .cloned()
                 .map(Target::Plugin)
-                .ok_or_else(|| CallError::NotFound(not_found(call, 0))),
+                .ok_or_else(|| CallError::NotFound(not_found(cmd, 0))),
             Route::Remote(i) => Ok(Target::Remote(remote[i].clone())),
             Route::NotFound => Err(CallError::NotFound(not_found(
-                call,
+                cmd,
                 versions.len() + all_remote.len(),
             ))),
         }
@@ -333,14 +342,14 @@ impl NodeDispatcher {
 
     /// The memoizer and the exact version, when `call` asks for its plugin result to be
     /// memoized.
-    fn memoized(&self, call: &Call, target: &Target) -> Option<(Arc<dyn Memoizer>, Resolved)> {
+    fn memoized(&self, cmd: &RpcCommand, target: &Target) -> Option<(Arc<dyn Memoizer>, Resolved)> {
         let m = self.builtins.memoizer()?;
         let rule = match target {
             Target::Builtin(_) => return None,
             Target::Plugin(e) => e.function().cache.clone(),
             Target::Remote(f) => f.ad.cache.clone(),
         };
-        if !m.wants(&call.command, rule.is_some()) {
+        if !m.wants(cmd, rule.is_some()) {
             return None;
         }
         let resolved = match target {
@@ -363,6 +372,34 @@ impl NodeDispatcher {
             },
         };
         Some((m.clone(), resolved))
+    }
+
+    /// A memoized call's result when this node holds it, answered without waiting (as a
+    /// built-in is); `None` when the call is not memoized or the result is not here. Cheap
+    /// for other plugin calls: one registry lookup unless the command asks for memoizing.
+    fn memoized_here(
+        &self,
+        cmd: &RpcCommand,
+        constraint: Option<&VersionConstraint>,
+    ) -> Option<Value> {
+        let memoizer = self.builtins.memoizer()?;
+        let asked = match &cmd.cache {
+            Some(Value::Bool(false) | Value::Null) => return None,
+            Some(_) => true,
+            None => false,
+        };
+        if !asked {
+            let table = self.registry.snapshot();
+            let declared = table
+                .get(cmd.fun.as_str())
+                .is_some_and(|v| v.iter().any(|e| e.function().cache.is_some()));
+            if !declared {
+                return None;
+            }
+        }
+        let target = self.resolve_command(cmd, constraint, &[]).ok()?;
+        let (_, resolved) = self.memoized(cmd, &target)?;
+        memoizer.held(cmd, &resolved)
     }
 
     /// Starts `call` on `target`.
@@ -394,8 +431,7 @@ impl NodeDispatcher {
     }
 }
 
-fn not_found(call: &Call, versions: usize) -> String {
-    let c = &call.command;
+fn not_found(c: &RpcCommand, versions: usize) -> String {
     let mut text = format!("Command not found: {}", c.fun);
     if versions > 0 {
         text.push_str(&format!(" ({versions} version(s) exist, none matches"));
@@ -442,7 +478,9 @@ impl Dispatcher for NodeDispatcher {
         constraint: Option<&VersionConstraint>,
         request_id: &str,
     ) -> Option<Result<Value, CallError>> {
-        let spec = self.builtins.get(&cmd.fun)?;
+        let Some(spec) = self.builtins.get(&cmd.fun) else {
+            return self.memoized_here(cmd, constraint).map(Ok);
+        };
         let (Handler::Now(f), Placement::Everywhere) = (&spec.handler, &spec.placement) else {
             return None;
         };
@@ -487,7 +525,7 @@ impl Dispatcher for NodeDispatcher {
                 failure::log(node, &call.request_id, &c.name, &c.fun, &f, Duration::ZERO);
                 Box::pin(async move { Err(f) })
             }
-            Ok(target) => match self.memoized(&call, &target) {
+            Ok(target) => match self.memoized(&call.command, &target) {
                 Some((m, resolved)) => m.run(call, resolved),
                 None => {
                     // Run here: a failure is logged here. Forwarded: where it runs.
