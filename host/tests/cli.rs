@@ -460,10 +460,31 @@ fn a_failed_call_writes_one_log_line_in_either_format() {
         assert!(!mpreg(&["call", &url, "no_such_function"]).0);
         assert!(!mpreg(&["call", &url, "echo", "1", "2"]).0);
         assert!(mpreg(&["call", &url, "echo", "1"]).0);
+        // A request refused before any command runs: its own line.
+        let bad = tempfile::NamedTempFile::new().expect("request file");
+        std::fs::write(
+            bad.path(),
+            r#"{"u": "refused-1", "cmds": [{"name": "e", "fun": "echo", "args": [1]},
+                {"name": "f", "fun": "echo", "args": [2]}],
+                "intermediate_result_callback_topic": "not.a.*.topic"}"#,
+        )
+        .expect("write request");
+        let path = bad.path().to_str().expect("path");
+        assert!(!mpreg(&["request", &url, path]).0);
         drop(server);
         let text = std::fs::read_to_string(log.path()).expect("read log");
         let failed: Vec<&str> = text.lines().filter(|l| l.contains("call failed")).collect();
         assert_eq!(failed.len(), 3, "{format}: {text}");
+        let refused: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("request refused"))
+            .collect();
+        assert_eq!(refused.len(), 1, "{format}: {text}");
+        assert!(
+            refused[0].contains("refused-1") && refused[0].contains("1005"),
+            "{}",
+            refused[0]
+        );
         assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
         let want = [
             ("trap@", 1003, "failed"),

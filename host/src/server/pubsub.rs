@@ -28,7 +28,16 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
+/// Refused pub/sub frames logged: at most one line a second, with how many were left out.
+static REFUSED: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
+
 fn ack(u: &str, outcome: Result<(), String>) -> Message {
+    if let Err(why) = &outcome
+        && let Some(suppressed) = REFUSED.admit()
+    {
+        tracing::warn!(request_id = u, error = %why, suppressed, "pub/sub request refused");
+    }
     text(serde_json::to_string(&PubsubAck::new(u, outcome)).unwrap_or_default())
 }
 

@@ -479,7 +479,16 @@ fn encode(reply: &RpcResponse, max: usize) -> Message {
     ))
 }
 
+/// Refused requests logged: at most one line a second (a flood of bad frames is hostile input),
+/// with how many were left out.
+static REFUSED: Throttle = Throttle::new(Duration::from_secs(1));
+
+/// The reply to a request refused before any command ran (malformed, overloaded, shutting
+/// down), and its log line (docs/observability.md, "Logs").
 fn error_message(u: String, code: i64, message: &str, details: String) -> Message {
+    if let Some(suppressed) = REFUSED.admit() {
+        tracing::warn!(request_id = %u, code, reason = message, details = %details, suppressed, "request refused");
+    }
     let body = RpcErrorBody {
         code,
         message: message.to_owned(),
