@@ -690,7 +690,8 @@ impl CacheService {
     /// of a key, or the node that spread a cluster-wide one).
     fn report(&self, req: &Request, resp: &Response) {
         let op = req.operation.as_str();
-        let changed = if broadcast(req) {
+        let spread = broadcast(req);
+        let changed = if spread {
             resp.result.as_ref().and_then(Value::as_u64).unwrap_or(0) > 0
         } else {
             resp.changed
@@ -709,7 +710,10 @@ impl CacheService {
                     .unwrap_or(""),
             ),
         };
-        let keyed = !broadcast(req) && op != "clear";
+        let Some(topic) = self.events.watched(namespace, op) else {
+            return;
+        };
+        let keyed = !spread && op != "clear";
         let metadata = match op {
             "invalidate" if req.invalidation_tag.is_some() => {
                 json!({"tag": req.invalidation_tag})
@@ -727,14 +731,17 @@ impl CacheService {
             }),
             _ => json!({}),
         };
-        self.events.emit(Event {
-            op,
-            namespace,
-            key: if keyed { req.key.as_ref() } else { None },
-            cache_level: resp.cache_level,
-            result: resp.result.as_ref(),
-            metadata,
-        });
+        self.events.emit(
+            topic,
+            Event {
+                op,
+                namespace,
+                key: if keyed { req.key.as_ref() } else { None },
+                cache_level: resp.cache_level,
+                result: resp.result.as_ref(),
+                metadata,
+            },
+        );
     }
 
     /// Drops the memoized results of every version the plugin manager retires, on every node,

@@ -84,15 +84,18 @@ impl Events {
         }
     }
 
-    /// Publishes `event`, if anyone subscribes to its topic.
-    pub fn emit(&self, event: Event<'_>) {
+    /// The topic of `op` in `namespace`, when events are on and anyone subscribes to it:
+    /// asked before an event is built.
+    pub fn watched(&self, namespace: &str, op: &str) -> Option<String> {
         if !self.on {
-            return;
+            return None;
         }
-        let topic = format!("{EVENTS_PREFIX}{}.{}", event.namespace, event.op);
-        if !self.exchange.wanted(&topic) {
-            return;
-        }
+        let topic = format!("{EVENTS_PREFIX}{namespace}.{op}");
+        self.exchange.wanted(&topic).then_some(topic)
+    }
+
+    /// Publishes `event` on `topic` (from [`Events::watched`]).
+    pub fn emit(&self, topic: String, event: Event<'_>) {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!(
             "cache-event-{}-{:x}-{n}",
