@@ -50,6 +50,8 @@ pub mod cluster;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]
+pub mod metrics;
+#[cfg(feature = "node")]
 pub mod node;
 #[cfg(feature = "node")]
 pub mod plugin;

@@ -405,7 +405,28 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         cluster: cluster.clone(),
     });
     late.set(Arc::downgrade(&dispatcher) as std::sync::Weak<dyn rpc::port::Dispatcher>);
+    let gate = server::listen::Gate::new(connection_limits(&config.server));
+    let counts = server::metrics::ServerMetrics::new(config.metrics.enabled);
+    let metrics = {
+        let mut m = crate::metrics::Metrics::new(config.metrics.enabled);
+        let r = m.registry();
+        let runtime = dispatcher.runtime();
+        runtime.metrics().calls.set_enabled(config.metrics.enabled);
+        runtime.metrics().register(r, runtime);
+        dispatcher.register_metrics(r);
+        manager.register_metrics(r);
+        exchange.register_metrics(r);
+        queues.register_metrics(r);
+        cache_handle.register_metrics(r);
+        if let Some(c) = &cluster {
+            c.register_metrics(r);
+        }
+        counts.register(r, &gate, &info);
+        Arc::new(m)
+    };
     let state = Arc::new(ServerState {
+        metrics,
+        counts,
         exchange: exchange.clone(),
         dispatcher,
         node: info.clone(),
@@ -419,7 +440,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         sessions: TaskTracker::new(),
         killed: killed.clone(),
         max_peer_frame_bytes,
-        gate: server::listen::Gate::new(connection_limits(&config.server)),
+        gate,
     });
     // The topics `catalog_watch` and `summary_watch` name.
     let feed = state.dispatcher.clone();

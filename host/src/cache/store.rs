@@ -707,6 +707,82 @@ impl Cache {
         })
     }
 
+    /// Registers a collector of the cache's tiers and namespaces, read at scrape time (the
+    /// counters are the ones `cache stats` reports; namespaces are configured or created by
+    /// writers, and labelled up to 200).
+    pub fn register_metrics(self: &Arc<Self>, r: &mut crate::metrics::Registry) {
+        let weak = Arc::downgrade(self);
+        crate::metrics::collect(r, move |m| {
+            let Some(c) = weak.upgrade() else {
+                return Ok(());
+            };
+            let spaces = c.memory.spaces();
+            let spaces = &spaces[..spaces.len().min(200)];
+            let cache = &c;
+            let per = |f: fn(&super::memory::Space) -> u64| {
+                spaces.iter().map(move |s| {
+                    let policy = cache.memory.spec_of(&s.name).policy.as_str().to_owned();
+                    (
+                        vec![("namespace", s.name.to_string()), ("policy", policy)],
+                        f(s),
+                    )
+                })
+            };
+            m.counters(
+                "cache_l1_hits",
+                "Memory-tier hits",
+                per(|s| s.counters.hits.load(Ordering::Relaxed)),
+            )?;
+            m.counters(
+                "cache_l1_misses",
+                "Memory-tier misses",
+                per(|s| s.counters.misses.load(Ordering::Relaxed)),
+            )?;
+            m.counters(
+                "cache_evictions",
+                "Entries evicted for room, by namespace and its policy",
+                per(|s| s.counters.evictions.load(Ordering::Relaxed)),
+            )?;
+            m.counters(
+                "cache_expirations",
+                "Entries dropped when their TTL passed",
+                per(|s| s.counters.expirations.load(Ordering::Relaxed)),
+            )?;
+            m.gauges(
+                "cache_namespace_bytes",
+                "Bytes held in memory per namespace",
+                per(|s| s.bytes.load(Ordering::Relaxed)).map(|(l, v)| (l, v as f64)),
+            )?;
+            m.bytes(
+                "cache_l1",
+                "Bytes held in the memory tier",
+                c.memory.bytes(),
+            )?;
+            m.gauge(
+                "cache_l1_entries",
+                "Entries in the memory tier",
+                c.memory.len() as f64,
+            )?;
+            if let Some(d) = &c.disk {
+                m.counter(
+                    "cache_l2_hits",
+                    "Persistent-tier hits (memory misses found on disk)",
+                    c.totals.l2_hits.load(Ordering::Relaxed),
+                )?;
+                m.gauge(
+                    "cache_l2_entries",
+                    "Entries in the persistent tier",
+                    d.len() as f64,
+                )?;
+            }
+            m.counter(
+                "cache_cascaded_invalidations",
+                "Entries dropped because something they depend on changed",
+                c.totals.cascaded.load(Ordering::Relaxed),
+            )
+        });
+    }
+
     /// Stats of the whole cache and each namespace.
     pub fn stats(&self) -> Value {
         let namespaces: Vec<Value> = self

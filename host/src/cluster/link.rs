@@ -105,6 +105,11 @@ impl PeerLink {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Connections made so far (more than one: it reconnected).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
     /// Calls this node has running on the peer over this link.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

@@ -206,6 +206,59 @@ impl Cluster {
         &self.links
     }
 
+    /// Registers a collector of the cluster as this node sees it: live members, the catalog,
+    /// and each peer link (up, connections made, calls in flight), labelled by peer node id
+    /// (bounded by the cluster's size).
+    pub fn register_metrics(self: &Arc<Self>, r: &mut crate::metrics::Registry) {
+        let weak = Arc::downgrade(self);
+        crate::metrics::collect(r, move |m| {
+            let Some(c) = weak.upgrade() else {
+                return Ok(());
+            };
+            let view = c.view();
+            m.gauges(
+                "cluster_members",
+                "Cluster members this node sees, by state (this node counts as live)",
+                [(
+                    vec![("state", "live".to_owned())],
+                    (view.nodes.len() + 1) as f64,
+                )],
+            )?;
+            m.gauge(
+                "cluster_catalog_functions",
+                "Function versions the other live nodes advertise",
+                view.all_functions().count() as f64,
+            )?;
+            let links: Vec<_> = view
+                .nodes
+                .iter()
+                .filter_map(|n| c.link(&n.node_id))
+                .collect();
+            let per = |f: fn(&link::PeerLink) -> f64| {
+                links
+                    .iter()
+                    .map(move |l| (vec![("peer", l.node_id.clone())], f(l)))
+            };
+            m.gauges(
+                "peer_link_up",
+                "Whether the link to a peer is connected (1) or not (0)",
+                per(|l| f64::from(u8::from(l.is_connected()))),
+            )?;
+            m.counters(
+                "peer_link_connects",
+                "Connections made on a peer link (more than one: it reconnected)",
+                links
+                    .iter()
+                    .map(|l| (vec![("peer", l.node_id.clone())], l.connects())),
+            )?;
+            m.gauges(
+                "peer_link_calls_in_flight",
+                "Calls this node has running on a peer",
+                per(|l| l.in_flight() as f64),
+            )
+        });
+    }
+
     /// Forwards a call may still make after the coordinator's.
     pub fn max_hops(&self) -> u8 {
         self.max_hops

@@ -19,6 +19,18 @@ pub enum PolicyKind {
     Cost,
 }
 
+impl PolicyKind {
+    /// Its name in the config (and in metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Lru => "lru",
+            PolicyKind::S4lru => "s4lru",
+            PolicyKind::S3fifo => "s3fifo",
+            PolicyKind::Cost => "cost",
+        }
+    }
+}
+
 /// How one namespace is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub queues: QueuesConfig,
     /// The multi-tier cache.
     pub cache: CacheConfig,
+    /// Metrics and monitoring endpoints.
+    pub metrics: MetricsConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -165,6 +167,21 @@ pub struct QueuesConfig {
 impl Default for QueuesConfig {
     fn default() -> Self {
         QueuesConfig { max_queues: 10_000 }
+    }
+}
+
+/// `[metrics]` (docs/observability.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record call-path metrics (`false`: `/metrics` still answers, with what engines keep
+    /// anyway: depths, sizes, cache and pub/sub counters).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
     }
 }
 

@@ -96,6 +96,16 @@ pub struct PluginManager {
     changed: tokio::sync::Notify,
     /// `(plugin, version)` of every version taken out of service here.
     retired: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Publishes by outcome, retirements, hot swaps.
+    metrics: PluginMetrics,
+}
+
+/// What the manager counts (docs/observability.md, "Metrics").
+#[derive(Debug, Clone, Default)]
+struct PluginMetrics {
+    publishes: crate::metrics::Family<Vec<(&'static str, String)>, crate::metrics::Counter>,
+    retirements: crate::metrics::Counter,
+    hot_swaps: crate::metrics::Counter,
 }
 
 impl PluginManager {
@@ -116,7 +126,51 @@ impl PluginManager {
             resources,
             changed: tokio::sync::Notify::new(),
             retired: tokio::sync::broadcast::channel(256).0,
+            metrics: PluginMetrics::default(),
         }
+    }
+
+    /// Registers what the manager counts, and a collector of the versions loaded now.
+    pub fn register_metrics(&self, r: &mut crate::metrics::Registry) {
+        let m = &self.metrics;
+        r.register(
+            "plugin_publishes",
+            "Plugin publishes, by outcome (published, updated, reactivated, stored, unchanged)",
+            m.publishes.clone(),
+        );
+        r.register(
+            "plugin_retirements",
+            "Plugin versions retired (or unlisted) here",
+            m.retirements.clone(),
+        );
+        r.register(
+            "plugin_hot_swaps",
+            "Publishes that swapped code under a plugin already serving here",
+            m.hot_swaps.clone(),
+        );
+        let registry = Arc::downgrade(&self.registry);
+        crate::metrics::collect(r, move |s| {
+            let Some(registry) = registry.upgrade() else {
+                return Ok(());
+            };
+            let plugins = registry.plugins();
+            let mut versions: std::collections::BTreeMap<&str, usize> = Default::default();
+            for p in &plugins {
+                *versions.entry(p.manifest.name.as_str()).or_default() += 1;
+            }
+            s.gauges(
+                "plugin_versions_active",
+                "Versions of each plugin loaded and serving here",
+                versions
+                    .into_iter()
+                    .map(|(name, n)| (vec![("plugin", name.to_owned())], n as f64)),
+            )?;
+            s.gauge(
+                "functions_loaded",
+                "Plugin functions (all versions) loaded here",
+                plugins.iter().map(|p| p.functions.len()).sum::<usize>() as f64,
+            )
+        });
     }
 
     /// Tells of every version retired (or unlisted) here, as `(plugin, version)`: services
@@ -304,6 +358,10 @@ impl PluginManager {
                 self.store.put_record(&r)?;
                 self.store.flush().await?;
             }
+            self.metrics
+                .publishes
+                .get_or_create(&vec![("outcome", PublishOutcome::Unchanged.to_string())])
+                .inc();
             return Ok(Published {
                 name: p.manifest.name.clone(),
                 version: p.manifest.version.to_string(),
@@ -357,6 +415,12 @@ impl PluginManager {
         let replaced = running
             .as_ref()
             .map(|p| (p.manifest.name.as_str(), &p.manifest.version));
+        let swapped_live = hosted
+            && self
+                .registry
+                .plugins()
+                .iter()
+                .any(|p| p.manifest.name == name);
         // Swap first: a clash with another plugin's function is found before anything is
         // stored. If storing then fails, the swap is undone. A version this node does not
         // host only leaves the registry (if a previous placement had it here).
@@ -393,6 +457,13 @@ impl PluginManager {
         }
         tracing::info!(plugin = %name, %version, sha256 = %&sha256[..12], %outcome, %code,
             "plugin published");
+        self.metrics
+            .publishes
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+        if swapped_live {
+            self.metrics.hot_swaps.inc();
+        }
         Ok(Published {
             name,
             version,
@@ -452,6 +523,16 @@ impl PluginManager {
             }
             removed
         };
+        if let Some(p) = &removed {
+            // Its series go with it: label sets stay bounded by what is loaded.
+            for f in &p.functions {
+                self.runtime
+                    .metrics()
+                    .calls
+                    .forget(&f.name, &parsed.to_string());
+            }
+        }
+        self.metrics.retirements.inc();
         // Tell the cluster now, not after the drain.
         self.changed.notify_one();
         let _ = self.retired.send((name.to_owned(), parsed.to_string()));

@@ -40,3 +40,23 @@ pub fn message(code: i64) -> &'static str {
         _ => "Error",
     }
 }
+
+/// Every code, as the text a metric label carries.
+pub const ALL: [&str; 8] = [
+    "1001", "1003", "1004", "1005", "1006", "1007", "1008", "1009",
+];
+
+/// `code` as a metric label (`"other"` for a code this list does not know).
+pub fn label(code: i64) -> &'static str {
+    match code {
+        COMMAND_NOT_FOUND => "1001",
+        EXECUTION_FAILED => "1003",
+        UNKNOWN_ROLE => "1004",
+        MALFORMED_REQUEST => "1005",
+        UNAUTHORIZED => "1006",
+        OVERLOADED => "1007",
+        RESOURCE_LIMIT => "1008",
+        NODE_LOST => "1009",
+        _ => "other",
+    }
+}

@@ -386,6 +386,48 @@ impl Exchange {
         })
     }
 
+    /// Registers a collector of the exchange's counters and sizes (read at scrape time: the
+    /// publish path pays nothing more for metrics).
+    pub fn register_metrics(self: &Arc<Self>, r: &mut crate::metrics::Registry) {
+        let weak = Arc::downgrade(self);
+        crate::metrics::collect(r, move |m| {
+            let Some(x) = weak.upgrade() else {
+                return Ok(());
+            };
+            let s = &x.stats;
+            m.counter(
+                "pubsub_published",
+                "Messages published on this node",
+                s.published.load(Ordering::Relaxed),
+            )?;
+            m.counter(
+                "pubsub_received_from_peers",
+                "Messages peers forwarded to this node's subscribers",
+                s.received.load(Ordering::Relaxed),
+            )?;
+            m.counter(
+                "pubsub_notifications",
+                "Notifications delivered to subscribers here",
+                s.delivered.load(Ordering::Relaxed),
+            )?;
+            m.counter(
+                "pubsub_slow_subscriber_cutoffs",
+                "Subscribers disconnected as slow consumers",
+                s.slow_consumers.load(Ordering::Relaxed),
+            )?;
+            m.gauge(
+                "pubsub_subscriptions",
+                "Subscriptions held by clients of this node",
+                x.subscriptions() as f64,
+            )?;
+            m.gauge(
+                "pubsub_backlog_messages",
+                "Messages retained in topic backlogs",
+                x.backlog_len() as f64,
+            )
+        });
+    }
+
     /// Adds (or replaces: same id on the same connection) a subscription. Returns the backlog
     /// notifications to write before anything else, oldest first.
     pub fn subscribe(

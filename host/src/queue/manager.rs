@@ -23,6 +23,8 @@ use super::store::{QueueStore, StoreError};
 pub const DLQ_SUFFIX: &str = ".dlq";
 /// Longest queue name.
 pub const MAX_NAME: usize = 200;
+/// Queues labelled by name in the metrics; more are only summed.
+pub const LABELLED_QUEUES: usize = 200;
 /// Longest a receive may wait for a message.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
@@ -505,6 +507,78 @@ impl QueueManager {
                 })
             })
             .collect()
+    }
+
+    /// Registers a collector of every queue's depth, in-flight and totals, read at scrape
+    /// time. Queues are labelled by name up to [`LABELLED_QUEUES`] (names are chosen by
+    /// clients; past that only the sums are exported, so a flood of queues cannot flood the
+    /// scraper).
+    pub fn register_metrics(self: &Arc<Self>, r: &mut crate::metrics::Registry) {
+        let weak = Arc::downgrade(self);
+        crate::metrics::collect(r, move |m| {
+            let Some(q) = weak.upgrade() else {
+                return Ok(());
+            };
+            let list = q.list();
+            m.gauge("queues", "Queues hosted here", list.len() as f64)?;
+            let labelled = &list[..list.len().min(LABELLED_QUEUES)];
+            let per = |f: fn(&Stats) -> f64| {
+                labelled
+                    .iter()
+                    .map(move |i| (vec![("queue", i.name.clone())], f(&i.stats)))
+            };
+            m.gauges(
+                "queue_depth",
+                "Messages held (ready, delayed and in flight)",
+                per(|s| s.messages as f64),
+            )?;
+            m.gauges(
+                "queue_visible",
+                "Messages ready to receive",
+                per(|s| s.visible as f64),
+            )?;
+            m.gauges(
+                "queue_in_flight",
+                "Messages received and not acknowledged",
+                per(|s| s.in_flight as f64),
+            )?;
+            let count = |f: fn(&Stats) -> u64| {
+                labelled
+                    .iter()
+                    .map(move |i| (vec![("queue", i.name.clone())], f(&i.stats)))
+            };
+            m.counters("queue_sent", "Messages sent", count(|s| s.sent))?;
+            m.counters(
+                "queue_deliveries",
+                "Deliveries made (redeliveries included)",
+                count(|s| s.delivered),
+            )?;
+            m.counters("queue_acks", "Acknowledgements", count(|s| s.acked))?;
+            m.counters(
+                "queue_redeliveries",
+                "Messages made visible again after a nack or an expired visibility timeout",
+                count(|s| s.nacked + s.expired),
+            )?;
+            m.counters(
+                "queue_dead_lettered",
+                "Messages moved to the dead-letter queue",
+                count(|s| s.dead_lettered),
+            )?;
+            let sum = |f: fn(&Stats) -> usize| list.iter().map(|i| f(&i.stats)).sum::<usize>();
+            m.gauge(
+                "queue_depth_all",
+                "Messages held in every queue here",
+                sum(|s| s.messages) as f64,
+            )?;
+            m.gauge(
+                "queue_dlq_depth_all",
+                "Messages held in every dead-letter queue here",
+                list.iter()
+                    .filter(|i| i.name.ends_with(DLQ_SUFFIX))
+                    .map(|i| i.stats.messages)
+                    .sum::<usize>() as f64,
+            )
+        });
     }
 
     /// Deletes every message of a queue.

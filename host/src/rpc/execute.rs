@@ -71,6 +71,8 @@ pub struct ExecOptions {
     /// Bytes the request's results and running commands' substituted arguments may hold at
     /// once (`server.max_request_bytes`); past it the request fails with 1008.
     pub max_bytes: usize,
+    /// Where the number of dependency levels of the request is recorded (metrics on).
+    pub levels: Option<crate::metrics::Histogram>,
 }
 
 /// The 1008 of a request past its byte budget, at command `name`.
@@ -151,6 +153,9 @@ async fn run(
         Ok(p) => p,
         Err(e) => return error_reply(u, codes::EXECUTION_FAILED, e.to_string()),
     };
+    if let Some(h) = &opts.levels {
+        h.observe(plan.levels.len() as f64);
+    }
     let request_id: Arc<str> = u.as_str().into();
     let mut constraints = Vec::with_capacity(req.cmds.len());
     for c in &req.cmds {
@@ -483,6 +488,7 @@ mod tests {
                 deadline: Duration::from_millis(deadline_ms),
                 on_level: None,
                 max_bytes: 1 << 20,
+                levels: None,
             },
         )
         .await

@@ -13,6 +13,7 @@ use super::host::HostState;
 use super::loaded::{LoadedPlugin, PluginFunction};
 use super::nested::CallContext;
 use super::{Runtime, convert, signature, teardown};
+use crate::metrics::Phase;
 use crate::sandbox::{Limits, Sandbox};
 
 /// Why a plugin call failed.
@@ -134,6 +135,9 @@ impl Runtime {
         let out = async {
             let params = bind_args(func, args, kwargs)?;
             let patience = Duration::from_millis(plugin.limits.call_timeout_ms);
+            let m = &func.metrics;
+            let timed = m.enabled();
+            let mut mark = timed.then(Instant::now);
             let Some(slot) = self.slots.acquire(patience).await else {
                 return Err(InvokeError::Busy(self.slots.size()));
             };
@@ -142,6 +146,7 @@ impl Runtime {
             if !self.guest_memory.admit(need, MEMORY_PATIENCE).await {
                 return Err(InvokeError::MemoryBusy(self.guest_memory_mib()));
             }
+            lap(&mut mark, |t| m.phase(Phase::QueueWait, t));
             let mut store = self
                 .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
                 .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
@@ -153,13 +158,17 @@ impl Runtime {
             };
             let outcome = async {
                 let instance = plugin.pre.instantiate_async(&mut store).await?;
+                self.metrics.instantiated();
+                lap(&mut mark, |t| m.phase(Phase::Instantiate, t));
                 stats
                     .initial_memory
                     .store(store.data().limiter.committed, Ordering::Relaxed);
                 let f = instance
                     .get_func(&mut store, func.export)
                     .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
-                f.call_async(&mut store, &params, &mut results).await
+                let ran = f.call_async(&mut store, &params, &mut results).await;
+                lap(&mut mark, |t| m.phase(Phase::Run, t));
+                ran
             }
             .await;
             // The slot goes back now, not when the store is torn down.
@@ -182,8 +191,9 @@ impl Runtime {
             }
         }
         .await;
-        if out.is_err() {
+        if let Err(e) = &out {
             stats.failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.failed(e);
         }
         out
     }
@@ -223,6 +233,15 @@ impl Runtime {
                 }
             }
         }
+    }
+}
+
+/// Hands the time since `mark` to `record` and restarts it (no-op when not timing).
+fn lap(mark: &mut Option<Instant>, record: impl FnOnce(Duration)) {
+    if let Some(t) = mark {
+        let now = Instant::now();
+        record(now - *t);
+        *t = now;
     }
 }
 

@@ -24,6 +24,7 @@ impl Runtime {
             reason,
         })?;
         let engine = self.engine.clone();
+        let started = Instant::now();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| LoadError::Engine(e.to_string()))?
@@ -31,6 +32,7 @@ impl Runtime {
                 origin: source.to_owned(),
                 reason: format!("{e:#}"),
             })?;
+        self.metrics.compiled(started.elapsed());
         Ok(Compiled { component })
     }
 
@@ -49,6 +51,7 @@ impl Runtime {
                 reason: format!("compiled code is unusable: {e:#}"),
             }
         })?;
+        self.metrics.cache_hit();
         Ok(Compiled { component })
     }
 
@@ -177,6 +180,10 @@ impl Runtime {
             let cache = rules.remove(&cmd.name);
             functions.push(PluginFunction {
                 cache,
+                metrics: self
+                    .metrics
+                    .calls
+                    .function(&cmd.name, &manifest.version.to_string()),
                 name: cmd.name.clone(),
                 export_name: cmd.export_name.clone(),
                 function_id: cmd.function_id.clone().unwrap_or_else(|| cmd.name.clone()),

@@ -11,6 +11,7 @@ mod host;
 mod invoke;
 mod load;
 mod loaded;
+pub mod metrics;
 pub mod nested;
 mod pool;
 pub mod sandbox;
@@ -54,6 +55,8 @@ pub struct Runtime {
     slots: slots::RunSlots,
     /// Where calls that outlast their first slice continue (see [`pool`]).
     pool: pool::GuestPool,
+    /// What it counts (see [`metrics`]).
+    metrics: metrics::RuntimeMetrics,
 }
 
 impl Drop for Runtime {
@@ -127,7 +130,13 @@ impl Runtime {
                 .map_err(|e| LoadError::Engine(format!("guest threads: {e}")))?,
             config,
             stop_ticker,
+            metrics: metrics::RuntimeMetrics::default(),
         })
+    }
+
+    /// What it counts.
+    pub fn metrics(&self) -> &metrics::RuntimeMetrics {
+        &self.metrics
     }
 
     /// The node's guest-memory budget.

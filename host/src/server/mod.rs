@@ -4,6 +4,7 @@
 pub mod admin;
 mod auth;
 pub mod listen;
+pub mod metrics;
 mod peer;
 mod pubsub;
 mod session;
@@ -33,6 +34,7 @@ use listen::ConnectionTicket;
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics::scrape))
         .route(PEER_PATH, get(peer_upgrade))
         .route("/admin/plugins", get(admin::list).post(admin::publish))
         .route("/admin/plugins/{name}", get(admin::describe))
@@ -101,7 +103,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
 }
 
 /// This process's resident set size (Linux `/proc/self/statm`); `None` elsewhere.
-fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     let page = rustix::param::page_size() as u64;

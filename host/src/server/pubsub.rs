@@ -32,7 +32,14 @@ fn text(s: String) -> Message {
 static REFUSED: crate::throttle::Throttle =
     crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
 
-fn ack(u: &str, outcome: Result<(), String>) -> Message {
+fn ack(state: &ServerState, u: &str, outcome: Result<(), String>) -> Message {
+    use super::metrics::Outcome;
+    let counted = if outcome.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
+    state.counts.other("pubsub", counted);
     if let Err(why) = &outcome
         && let Some(suppressed) = REFUSED.admit()
     {
@@ -54,26 +61,26 @@ pub async fn handle(
         "pubsub-publish" => {
             let frame = match serde_json::from_slice::<PublishFrame>(bytes) {
                 Ok(f) => f,
-                Err(e) => return vec![ack(u, Err(format!("invalid publish: {e}")))],
+                Err(e) => return vec![ack(state, u, Err(format!("invalid publish: {e}")))],
             };
             match exchange.publish(frame.message.get(), u, Some(conn.id()), Instant::now()) {
                 Ok(routed) => {
                     exchange.deliver(routed.others);
                     let mut out: Vec<Message> = routed.own.into_iter().map(text).collect();
-                    out.push(ack(u, Ok(())));
+                    out.push(ack(state, u, Ok(())));
                     out
                 }
-                Err(e) => vec![ack(u, Err(e.to_string()))],
+                Err(e) => vec![ack(state, u, Err(e.to_string()))],
             }
         }
         "pubsub-subscribe" => {
             let frame = match serde_json::from_slice::<SubscribeFrame>(bytes) {
                 Ok(f) => f,
-                Err(e) => return vec![ack(u, Err(format!("invalid subscribe: {e}")))],
+                Err(e) => return vec![ack(state, u, Err(format!("invalid subscribe: {e}")))],
             };
             let queue = match queue_subscription(&frame.subscription, state).await {
                 Ok(q) => q,
-                Err(e) => return vec![ack(u, Err(e))],
+                Err(e) => return vec![ack(state, u, Err(e))],
             };
             // Other nodes' retained messages are asked for before subscribing here: none of
             // them can also arrive live (peers forward only once they know of this one).
@@ -107,16 +114,16 @@ pub async fn handle(
                     // Oldest first, across nodes (a stable sort keeps each node's own order).
                     backlog.sort_by_key(|b| std::cmp::Reverse(b.0));
                     let mut out: Vec<Message> = backlog.into_iter().map(|(_, t)| text(t)).collect();
-                    out.push(ack(u, Ok(())));
+                    out.push(ack(state, u, Ok(())));
                     out
                 }
-                Err(e) => vec![ack(u, Err(e.to_string()))],
+                Err(e) => vec![ack(state, u, Err(e.to_string()))],
             }
         }
         "pubsub-unsubscribe" => {
             let frame = match serde_json::from_slice::<UnsubscribeFrame>(bytes) {
                 Ok(f) => f,
-                Err(e) => return vec![ack(u, Err(format!("invalid unsubscribe: {e}")))],
+                Err(e) => return vec![ack(state, u, Err(format!("invalid unsubscribe: {e}")))],
             };
             let outcome = if exchange.unsubscribe(conn, &frame.subscription_id) {
                 Ok(())
@@ -126,7 +133,7 @@ pub async fn handle(
                     frame.subscription_id
                 ))
             };
-            vec![ack(u, outcome)]
+            vec![ack(state, u, outcome)]
         }
         _ => Vec::new(),
     }

@@ -14,6 +14,7 @@ use crate::rpc::builtins::Envelope;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::Outcome;
 use super::pubsub;
 use super::state::ServerState;
 use super::window::{Unwritten, Window};
@@ -485,6 +486,15 @@ static REFUSED: Throttle = Throttle::new(Duration::from_secs(1));
 
 /// The reply to a request refused before any command ran (malformed, overloaded, shutting
 /// down), and its log line (docs/observability.md, "Logs").
+/// How a reply counts in `mpreg_requests_total`.
+fn outcome(reply: &RpcResponse) -> Outcome {
+    if reply.error.is_none() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    }
+}
+
 fn error_message(u: String, code: i64, message: &str, details: String) -> Message {
     if let Some(suppressed) = REFUSED.admit() {
         tracing::warn!(request_id = %u, code, reason = message, details = %details, suppressed, "request refused");
@@ -517,6 +527,7 @@ struct Ctx<'a> {
 /// `text` is the frame as a string when it came as a text frame: the WebSocket layer has checked
 /// its UTF-8 already, so the parser need not check every string again.
 async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
+    ctx.state.counts.frame(bytes.len());
     let parsed = match text {
         Some(text) => serde_json::from_str::<RpcRequest>(text),
         None => serde_json::from_slice::<RpcRequest>(bytes),
@@ -538,6 +549,7 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
                     return envelope(bytes, env, u, ctx).await.into();
                 }
             }
+            ctx.state.counts.rpc(Outcome::Refused, None);
             return reject(bytes, parsed.err()).into();
         }
     };
@@ -549,6 +561,7 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
         let details = format!(
             "integer {n} does not fit in 64 bits and would lose precision; send it as a string"
         );
+        ctx.state.counts.rpc(Outcome::Refused, None);
         return Some(error_message(
             req.u,
             codes::MALFORMED_REQUEST,
@@ -617,6 +630,15 @@ async fn envelope(bytes: &[u8], env: Envelope, u: String, ctx: &Ctx<'_>) -> Opti
             }
             _ = gone.cancelled() => return None,
         };
+        let counted = match &out {
+            Ok(Ok(Value::Object(m)))
+                if m.get("status").and_then(Value::as_str) != Some("error") =>
+            {
+                Outcome::Ok
+            }
+            _ => Outcome::Error,
+        };
+        state.counts.other(env.role, counted);
         Some(match out {
             Ok(Ok(Value::Object(mut m))) => {
                 m.insert("role".into(), Value::String(env.reply_role.to_owned()));
@@ -646,6 +668,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     } = *ctx;
     if draining {
         let details = "node is shutting down; retry on another node".to_owned();
+        state.counts.rpc(Outcome::Refused, None);
         return Some(error_message(
             req.u,
             codes::OVERLOADED,
@@ -655,6 +678,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     }
     if let Some(reply) = execute::execute_immediate(&req, &*state.dispatcher) {
         // Answered inline, in order: no task, no timer.
+        state.counts.rpc(outcome(&reply), None);
         return Some(encode(&reply, state.config.max_reply_bytes));
     }
     let default = state.config.request_timeout_ms;
@@ -667,6 +691,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         && let Err(e) = crate::pubsub::topic::check_topic(topic)
     {
         let details = format!("intermediate_result_callback_topic: {e}");
+        state.counts.rpc(Outcome::Refused, None);
         return Some(error_message(
             req.u,
             codes::MALFORMED_REQUEST,
@@ -716,6 +741,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         deadline: Duration::from_millis(timeout_ms),
         on_level,
         max_bytes: state.config.max_request_bytes,
+        levels: state.counts.levels(),
     };
     // The session reads a request only when its window has a slot free, and only the session
     // takes slots.
@@ -724,6 +750,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             "more than {} requests in flight on this connection",
             state.config.max_in_flight_per_connection
         );
+        state.counts.rpc(Outcome::Refused, None);
         return Some(error_message(
             req.u,
             codes::OVERLOADED,
@@ -740,12 +767,16 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             tracing::debug!(u = %u, cmds = req.cmds.len(), "rpc request");
         }
         let dispatcher = state.dispatcher.clone() as Arc<dyn execute::Dispatcher>;
+        let started = state.counts.enabled().then(std::time::Instant::now);
         let reply = tokio::select! {
             reply = execute::execute(req, dispatcher, opts) => reply,
             _ = state.hard_stop.cancelled() => RpcResponse::err(u, RpcErrorBody::new(
                 codes::OVERLOADED, "node shut down before the request finished; retry on another node")),
             _ = gone.cancelled() => return None,
         };
+        state
+            .counts
+            .rpc(outcome(&reply), started.map(|t| t.elapsed()));
         Some(encode(&reply, state.config.max_reply_bytes))
     };
     launch(ctx, slot, work, false).await

@@ -43,4 +43,8 @@ pub struct ServerState {
     pub exchange: Arc<Exchange>,
     /// Open connections against the caps.
     pub gate: Arc<super::listen::Gate>,
+    /// Every service's metrics, served on `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// What sessions count.
+    pub counts: super::metrics::ServerMetrics,
 }

@@ -74,7 +74,10 @@ impl NodeDispatcher {
                 depth: call.depth,
             };
             let outcome = match cluster.link(&node_id) {
-                Some(link) => link.call(fwd).await,
+                Some(link) => {
+                    self.metrics.forwarded.inc();
+                    link.call(fwd).await
+                }
                 None => Err(LinkError::NotSent(format!(
                     "node {node_id} left the cluster"
                 ))),
@@ -87,12 +90,13 @@ impl NodeDispatcher {
                         Next::Reroute => {
                             tracing::debug!(node = %node_id, why = ?not_run.last(), "call not run there; re-routing");
                             tried.push(node_id);
+                            self.metrics.reroutes.inc();
                             match self.resolve(&call, &tried) {
                                 Ok(Target::Remote(next)) => {
                                     target = next;
                                     continue;
                                 }
-                                Ok(other) => return self.start(other, call).await,
+                                Ok(other) => return self.run_here(other, call).await,
                                 Err(_) => {
                                     return Err(route::unreachable(&call.command.fun, &not_run));
                                 }
@@ -124,8 +128,12 @@ impl NodeDispatcher {
         };
         let mut path = fwd.path;
         path.push(self.node.node_id.clone());
+        self.metrics.received.inc();
         let run = async {
-            match self.resolve(&call, &path)? {
+            let target = self
+                .resolve(&call, &path)
+                .inspect_err(|e| self.unplaced(&call, e))?;
+            match target {
                 Target::Remote(next) => {
                     if fwd.hops_left == 0 {
                         return Err(CallError::NotFound(format!(
@@ -138,7 +146,7 @@ impl NodeDispatcher {
                         .forward(next, call, path.clone(), fwd.hops_left - 1)
                         .await
                 }
-                local => self.start(local, call).await,
+                local => self.run_here(local, call).await,
             }
         };
         match tokio::time::timeout(timeout, run).await {

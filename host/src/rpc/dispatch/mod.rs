@@ -9,6 +9,7 @@
 
 mod failure;
 mod forward;
+mod metrics;
 mod nested;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +48,8 @@ pub struct NodeDispatcher {
     rotation: AtomicUsize,
     /// The topic exchange plugins publish on.
     exchange: Arc<Exchange>,
+    /// What it counts.
+    metrics: metrics::DispatchMetrics,
 }
 
 /// What a dispatcher is built from, in the order `node::start` makes them.
@@ -106,7 +109,13 @@ impl NodeDispatcher {
     pub fn new(parts: DispatcherParts) -> Arc<Self> {
         let builtin_version =
             Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
+        let metrics = metrics::DispatchMetrics::new(
+            parts.runtime.metrics().calls.clone(),
+            &parts.builtins,
+            &builtin_version.to_string(),
+        );
         Arc::new_cyclic(|this| NodeDispatcher {
+            metrics,
             node: parts.node,
             registry: parts.registry,
             runtime: parts.runtime,
@@ -117,6 +126,11 @@ impl NodeDispatcher {
             rotation: AtomicUsize::new(0),
             exchange: parts.exchange,
         })
+    }
+
+    /// Registers what the dispatcher counts (forwarded calls, re-routes).
+    pub fn register_metrics(&self, r: &mut crate::metrics::Registry) {
+        self.metrics.register(r);
     }
 
     /// Every built-in (and the message roles services answer).
@@ -426,9 +440,72 @@ impl NodeDispatcher {
         }
     }
 
+    /// Starts `call` on `target` and, when it runs here, records its outcome: the command
+    /// metrics, and the log line of a failure (a call forwarded elsewhere is recorded where it
+    /// runs).
+    fn run_here(&self, target: Target, call: Call) -> BoxFuture<Result<Value, CallError>> {
+        let ran = match &target {
+            Target::Plugin(e) => Ran::Plugin(e.clone()),
+            Target::Builtin(spec) => match self.metrics.builtin(spec.name) {
+                Some(m) => Ran::Builtin(spec.name, m.clone()),
+                None => return self.start(target, call),
+            },
+            Target::Remote(_) => return self.start(target, call),
+        };
+        let (node, request_id, name) = (
+            self.node.clone(),
+            call.request_id.clone(),
+            call.command.name.clone(),
+        );
+        let started = Instant::now();
+        let run = self.start(target, call);
+        Box::pin(async move {
+            let out = run.await;
+            let took = started.elapsed();
+            let calls = match &ran {
+                Ran::Plugin(e) => &e.function().metrics,
+                Ran::Builtin(_, m) => m,
+            };
+            calls.finished(out.as_ref().err().map(code_label), took);
+            if let Err(e) = &out {
+                let function = match ran {
+                    Ran::Plugin(f) => format!("{}@{}", f.function().name, f.version()),
+                    Ran::Builtin(builtin, _) => builtin.to_owned(),
+                };
+                failure::log(&node.node_id, &request_id, &name, &function, e, took);
+            }
+            out
+        })
+    }
+
+    /// A command that failed before anything ran (nothing matched it, or it cannot be placed).
+    fn unplaced(&self, call: &Call, e: &CallError) {
+        self.metrics.calls.unmatched(code_label(e));
+        let c = &call.command;
+        failure::log(
+            &self.node.node_id,
+            &call.request_id,
+            &c.name,
+            &c.fun,
+            e,
+            Duration::ZERO,
+        );
+    }
+
     fn max_hops(&self) -> u8 {
         self.cluster.as_ref().map_or(0, |c| c.max_hops())
     }
+}
+
+/// What ran a call here, named in its metrics and its failure's log line.
+enum Ran {
+    Plugin(FunctionEntry),
+    Builtin(&'static str, Arc<crate::metrics::FunctionCalls>),
+}
+
+/// An error's code as a metric label.
+fn code_label(e: &CallError) -> &'static str {
+    crate::protocol::codes::label(e.code())
 }
 
 fn not_found(c: &RpcCommand, versions: usize) -> String {
@@ -492,7 +569,13 @@ impl Dispatcher for NodeDispatcher {
         ) {
             return None;
         }
+        let calls = self.metrics.builtin(spec.name);
+        let started = calls.filter(|m| m.enabled()).map(|_| Instant::now());
         let out = f(&self.scope(), cmd);
+        let took = started.map_or(Duration::ZERO, |t| t.elapsed());
+        if let Some(m) = calls {
+            m.finished(out.as_ref().err().map(code_label), took);
+        }
         if let Err(e) = &out {
             failure::log(
                 &self.node.node_id,
@@ -500,7 +583,7 @@ impl Dispatcher for NodeDispatcher {
                 &cmd.name,
                 spec.name,
                 e,
-                Duration::ZERO,
+                took,
             );
         }
         Some(out)
@@ -518,43 +601,14 @@ impl Dispatcher for NodeDispatcher {
     }
 
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>> {
-        let node = &self.node.node_id;
         match self.resolve(&call, &[]) {
             Err(f) => {
-                let c = &call.command;
-                failure::log(node, &call.request_id, &c.name, &c.fun, &f, Duration::ZERO);
+                self.unplaced(&call, &f);
                 Box::pin(async move { Err(f) })
             }
             Ok(target) => match self.memoized(&call.command, &target) {
                 Some((m, resolved)) => m.run(call, resolved),
-                None => {
-                    // Run here: a failure is logged here. Forwarded: where it runs.
-                    // What ran, named only if it fails.
-                    let ran = match &target {
-                        Target::Plugin(e) => Ok(e.clone()),
-                        Target::Builtin(spec) => Err(spec.name),
-                        Target::Remote(_) => return self.start(target, call),
-                    };
-                    let (node, request_id, name) = (
-                        self.node.clone(),
-                        call.request_id.clone(),
-                        call.command.name.clone(),
-                    );
-                    let started = Instant::now();
-                    let run = self.start(target, call);
-                    Box::pin(async move {
-                        let out = run.await;
-                        if let Err(e) = &out {
-                            let took = started.elapsed();
-                            let function = match ran {
-                                Ok(f) => format!("{}@{}", f.function().name, f.version()),
-                                Err(builtin) => builtin.to_owned(),
-                            };
-                            failure::log(&node.node_id, &request_id, &name, &function, e, took);
-                        }
-                        out
-                    })
-                }
+                None => self.run_here(target, call),
             },
         }
     }

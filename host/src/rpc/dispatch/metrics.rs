@@ -1,0 +1,62 @@
+//! What the dispatcher counts: built-in calls (handles made once per built-in, in the
+//! runtime's call families, so `mpreg_commands_total` covers plugins and built-ins alike),
+//! commands that matched nothing, and calls sent to and run for peers.
+
+use std::sync::Arc;
+
+use crate::metrics::{CallMetrics, Counter, FunctionCalls, Registry};
+use crate::rpc::builtins::Builtins;
+
+/// The dispatcher's metrics.
+pub(super) struct DispatchMetrics {
+    /// Every call family (the runtime's).
+    pub calls: CallMetrics,
+    builtins: foldhash::HashMap<&'static str, Arc<FunctionCalls>>,
+    /// Calls sent to a peer (each attempt).
+    pub forwarded: Counter,
+    /// Calls sent on to another node after one did not run them.
+    pub reroutes: Counter,
+    /// Calls peers sent here.
+    pub received: Counter,
+}
+
+impl DispatchMetrics {
+    /// Handles for every built-in, in `calls`.
+    pub fn new(calls: CallMetrics, builtins: &Builtins, version: &str) -> DispatchMetrics {
+        let builtins = builtins
+            .iter()
+            .map(|spec| (spec.name, Arc::new(calls.function(spec.name, version))))
+            .collect();
+        DispatchMetrics {
+            calls,
+            builtins,
+            forwarded: Counter::default(),
+            reroutes: Counter::default(),
+            received: Counter::default(),
+        }
+    }
+
+    /// The handles of built-in `name`.
+    pub fn builtin(&self, name: &str) -> Option<&Arc<FunctionCalls>> {
+        self.builtins.get(name)
+    }
+
+    /// Registers the forwarding counters (the call families are the runtime's to register).
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "forwarded_calls",
+            "Calls this node sent to a peer to run (each attempt)",
+            self.forwarded.clone(),
+        );
+        r.register(
+            "reroutes",
+            "Calls sent on to another node after the one chosen did not run them",
+            self.reroutes.clone(),
+        );
+        r.register(
+            "forwarded_calls_received",
+            "Calls peers sent this node to run (or pass on)",
+            self.received.clone(),
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! What the server counts and serves (docs/observability.md, "Metrics"): requests by role
+//! and outcome, their sizes, durations and levels, connections, the process (RSS, CPU, start
+//! time, build), and `GET /metrics` itself.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ServerState;
+use super::listen::Gate;
+use crate::identity::NodeInfo;
+use crate::metrics::{Counter, Family, Format, Histogram, Registry, Unit};
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// Answered with a result.
+    Ok,
+    /// Answered with an error after it ran (a command failed, the deadline passed).
+    Error,
+    /// Refused before any command ran (malformed, overloaded, shutting down).
+    Refused,
+}
+
+type RequestLabels = Vec<(&'static str, &'static str)>;
+
+/// The server's metrics: handles made once, so recording is a few atomic operations.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    enabled: bool,
+    requests: Family<RequestLabels, Counter>,
+    rpc: [Counter; 3],
+    bytes: Histogram,
+    duration: Histogram,
+    levels: Histogram,
+}
+
+impl ServerMetrics {
+    /// The families; `enabled: false` records nothing.
+    pub fn new(enabled: bool) -> ServerMetrics {
+        let requests: Family<RequestLabels, Counter> = Family::default();
+        let rpc = [Outcome::Ok, Outcome::Error, Outcome::Refused]
+            .map(|o| requests.get_or_create_owned(&labels("rpc", o)));
+        ServerMetrics {
+            enabled,
+            requests,
+            rpc,
+            bytes: crate::metrics::size_histogram(),
+            duration: crate::metrics::latency_histogram(),
+            levels: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
+        }
+    }
+
+    /// Whether recording is on.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Counts an RPC request that ended with `outcome` after `took`.
+    pub fn rpc(&self, outcome: Outcome, took: Option<Duration>) {
+        if !self.enabled {
+            return;
+        }
+        self.rpc[outcome as usize].inc();
+        if let Some(t) = took {
+            self.duration.observe(t.as_secs_f64());
+        }
+    }
+
+    /// Counts a request of another role (`pubsub`, an envelope such as `cache-request`).
+    pub fn other(&self, role: &'static str, outcome: Outcome) {
+        if self.enabled {
+            self.requests.get_or_create(&labels(role, outcome)).inc();
+        }
+    }
+
+    /// Records a frame's size.
+    pub fn frame(&self, len: usize) {
+        if self.enabled {
+            self.bytes.observe(len as f64);
+        }
+    }
+
+    /// The histogram of levels per request, for the executor (`None` when off).
+    pub fn levels(&self) -> Option<Histogram> {
+        self.enabled.then(|| self.levels.clone())
+    }
+
+    /// Registers the families, and collectors of connections and the process.
+    pub fn register(&self, r: &mut Registry, gate: &Arc<Gate>, node: &Arc<NodeInfo>) {
+        r.register(
+            "requests",
+            "Requests answered, by role (rpc, pubsub, cache-request…) and outcome (ok, error, refused)",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_frame",
+            "Size of request frames read",
+            Unit::Bytes,
+            self.bytes.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from reading an RPC request to its reply (requests that waited)",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        r.register(
+            "request_levels",
+            "Dependency levels per RPC request",
+            self.levels.clone(),
+        );
+        r.register(
+            "build",
+            "The node's build",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("rustc", option_env!("MPREG_RUSTC").unwrap_or("unknown")),
+            ]),
+        );
+        let (gate, node) = (gate.clone(), node.clone());
+        crate::metrics::collect(r, move |s| {
+            let load = node.load();
+            s.gauge(
+                "connections_open",
+                "Open connections (clients and peer links)",
+                gate.open() as f64,
+            )?;
+            s.gauge(
+                "clients_active",
+                "Open client sessions",
+                load.active_clients as f64,
+            )?;
+            s.counter(
+                "connections_refused",
+                "Connections refused for a cap",
+                gate.refused.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "accept_errors",
+                "accept() calls that failed",
+                gate.accept_errors.load(Ordering::Relaxed),
+            )?;
+            s.gauge(
+                "requests_in_flight",
+                "Requests being executed",
+                load.active_requests as f64,
+            )?;
+            s.gauge(
+                "calls_running",
+                "Plugin calls running on this node (its load score)",
+                load.running_calls as f64,
+            )?;
+            s.gauge(
+                "start_time_seconds",
+                "When the node started (Unix seconds)",
+                node.started_at,
+            )?;
+            if let Some(rss) = super::resident_bytes() {
+                s.bytes("process_resident_memory", "Resident set size", rss)?;
+            }
+            if let Some(cpu) = cpu_seconds() {
+                s.gauge(
+                    "process_cpu_seconds",
+                    "User and system CPU time the process has used, in seconds (only grows)",
+                    cpu,
+                )?;
+            }
+            Ok(())
+        });
+    }
+}
+
+fn labels(role: &'static str, o: Outcome) -> RequestLabels {
+    let outcome = match o {
+        Outcome::Ok => "ok",
+        Outcome::Error => "error",
+        Outcome::Refused => "refused",
+    };
+    vec![("role", role), ("outcome", outcome)]
+}
+
+/// User plus system CPU seconds of this process (Linux `/proc/self/stat`).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
+pub async fn scrape(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let body = state.metrics.encode(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
