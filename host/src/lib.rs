@@ -54,6 +54,8 @@ pub mod metrics;
 #[cfg(feature = "node")]
 pub mod node;
 #[cfg(feature = "node")]
+pub mod observe;
+#[cfg(feature = "node")]
 pub mod plugin;
 #[cfg(feature = "node")]
 pub mod pubsub;

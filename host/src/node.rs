@@ -427,6 +427,10 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     let state = Arc::new(ServerState {
         metrics,
         counts,
+        connections: Arc::default(),
+        history: Default::default(),
+        queues: queues.clone(),
+        cache: cache_handle.clone(),
         exchange: exchange.clone(),
         dispatcher,
         node: info.clone(),
@@ -447,6 +451,10 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     tasks.spawn(rpc::builtins::feed::run(
         move || feed.directory(),
         exchange.clone(),
+        tasks.stopping().clone(),
+    ));
+    tasks.spawn(server::monitor::sample(
+        state.clone(),
         tasks.stopping().clone(),
     ));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);

@@ -15,6 +15,58 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod browser;
+
+/// `GET {path}` of a node (its `/metrics` or a `/monitor` endpoint), with `accept`.
+pub async fn http_get(url: &str, path: &str, accept: Option<&str>) -> Result<String> {
+    let (url, path, accept) = (url.to_owned(), path.to_owned(), accept.map(str::to_owned));
+    let body =
+        tokio::task::spawn_blocking(move || mpreg::observe::get(&url, &path, accept.as_deref()))
+            .await??;
+    Ok(body)
+}
+
+/// `GET {path}` of a node as JSON.
+pub async fn http_json(url: &str, path: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&http_get(url, path, None).await?)?)
+}
+
+/// A node's `/metrics`, parsed; every line must be a comment, a sample or empty (the exposition
+/// parses), else this fails naming the line.
+pub async fn scrape(url: &str) -> Result<prometheus_parse::Scrape> {
+    let text = http_get(url, "/metrics", None).await?;
+    for line in text.lines() {
+        let ignored = matches!(
+            prometheus_parse::LineInfo::parse(line),
+            prometheus_parse::LineInfo::Ignored
+        );
+        if ignored && !line.starts_with('#') {
+            bail!("unparsable exposition line: {line}");
+        }
+    }
+    Ok(prometheus_parse::Scrape::parse(
+        text.lines().map(|l| Ok(l.to_owned())),
+    )?)
+}
+
+/// The value of sample `name` whose labels include every pair of `labels` (summed over the
+/// samples that match); a histogram's value is its count.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
 /// Folder with the example plugins, built by this crate's build script.
 pub const PLUGIN_DIR: &str = env!("MPREG_PLUGIN_DIR");
 

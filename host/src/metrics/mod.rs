@@ -26,6 +26,9 @@ pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::Histogram;
 pub use prometheus_client::registry::{Registry, Unit};
 
+pub mod latency;
+pub use latency::LatencyHistogram;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -167,11 +170,11 @@ pub fn size_histogram() -> Histogram {
 }
 
 /// A family of latency histograms.
-pub type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub type LatencyFamily<L> = Family<L, LatencyHistogram>;
 
 /// A new family of latency histograms.
 pub fn latency_family<L: Clone + std::hash::Hash + Eq>() -> LatencyFamily<L> {
-    Family::new_with_constructor(latency_histogram as fn() -> Histogram)
+    Family::default()
 }
 
 /// Labels of a function version (bounded: only loaded functions and built-ins).
@@ -276,6 +279,29 @@ impl CallMetrics {
         );
     }
 
+    /// The handles of a built-in: commands and durations (it has no plugin phases).
+    pub fn builtin(&self, function: &str, version: &str) -> FunctionCalls {
+        let labels = FunctionLabels {
+            function: function.to_owned(),
+            version: version.to_owned(),
+        };
+        FunctionCalls {
+            enabled: self.enabled.clone(),
+            ok: self.commands.get_or_create_owned(&OutcomeLabels {
+                function: labels.function.clone(),
+                version: labels.version.clone(),
+                outcome: "ok",
+                code: "",
+            }),
+            duration: self.duration.get_or_create_owned(&labels),
+            queue_wait: LatencyHistogram::default(),
+            instantiate: LatencyHistogram::default(),
+            run: LatencyHistogram::default(),
+            commands: self.commands.clone(),
+            labels: Arc::new(labels),
+        }
+    }
+
     /// The handles of one function version.
     pub fn function(&self, function: &str, version: &str) -> FunctionCalls {
         let labels = FunctionLabels {
@@ -352,10 +378,10 @@ pub struct FunctionCalls {
     enabled: Arc<AtomicBool>,
     labels: Arc<FunctionLabels>,
     ok: Counter,
-    duration: Histogram,
-    queue_wait: Histogram,
-    instantiate: Histogram,
-    run: Histogram,
+    duration: LatencyHistogram,
+    queue_wait: LatencyHistogram,
+    instantiate: LatencyHistogram,
+    run: LatencyHistogram,
     commands: Family<OutcomeLabels, Counter>,
 }
 
@@ -385,7 +411,38 @@ impl FunctionCalls {
                     .inc();
             }
         }
-        self.duration.observe(took.as_secs_f64());
+        self.duration.observe(took);
+    }
+
+    /// The function and version these handles count.
+    pub fn labels(&self) -> &FunctionLabels {
+        &self.labels
+    }
+
+    /// Failed commands so far (every code).
+    pub fn errors(&self) -> u64 {
+        crate::protocol::codes::ALL
+            .iter()
+            .filter_map(|&code| {
+                let labels = OutcomeLabels {
+                    function: self.labels.function.clone(),
+                    version: self.labels.version.clone(),
+                    outcome: "error",
+                    code,
+                };
+                self.commands.get(&labels).map(|c| c.get())
+            })
+            .sum()
+    }
+
+    /// Successful commands so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.get()
+    }
+
+    /// The durations of its commands (all outcomes) so far.
+    pub fn durations(&self) -> latency::Snapshot {
+        self.duration.snapshot()
     }
 
     /// Records how long a phase of a plugin call took.
@@ -398,7 +455,7 @@ impl FunctionCalls {
             Phase::Instantiate => &self.instantiate,
             Phase::Run => &self.run,
         };
-        h.observe(took.as_secs_f64());
+        h.observe(took);
     }
 }
 

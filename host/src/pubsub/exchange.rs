@@ -342,6 +342,23 @@ impl Exchange {
         self.read().subs.values().filter(|s| !s.service).count()
     }
 
+    /// Every client subscription here, by connection then id: `(connection id, subscription
+    /// id, patterns)` (what `/monitor/subsz` lists).
+    pub fn subscription_list(&self) -> Vec<(u64, String, Vec<String>)> {
+        let inner = self.read();
+        let mut out: Vec<(u64, String, Vec<String>)> = inner
+            .subs
+            .values()
+            .filter(|s| !s.service)
+            .map(|s| {
+                let patterns = s.patterns.iter().map(|(_, p, _)| p.clone()).collect();
+                (s.conn, s.subscription_id.to_string(), patterns)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Messages retained in the backlog.
     pub fn backlog_len(&self) -> usize {
         self.backlog().len()

@@ -126,7 +126,7 @@ impl Gate {
 
 /// The request extension through which a WebSocket upgrade takes over its connection's ticket.
 #[derive(Debug, Clone)]
-pub struct ConnectionTicket(pub Arc<Ticket>);
+pub struct ConnectionTicket(pub Arc<Ticket>, pub Option<std::net::SocketAddr>);
 
 /// Accept errors logged at most once a second.
 static ACCEPT_ERRORS: Throttle = Throttle::new(Duration::from_secs(1));
@@ -220,7 +220,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    let ticket = ConnectionTicket(Arc::new(ticket));
+    let ticket = ConnectionTicket(Arc::new(ticket), tcp.peer_addr().ok());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ticket.clone());
         app.clone().oneshot(req.map(Body::new))

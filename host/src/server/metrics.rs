@@ -35,7 +35,7 @@ pub struct ServerMetrics {
     requests: Family<RequestLabels, Counter>,
     rpc: [Counter; 3],
     bytes: Histogram,
-    duration: Histogram,
+    duration: crate::metrics::LatencyHistogram,
     levels: Histogram,
 }
 
@@ -50,7 +50,7 @@ impl ServerMetrics {
             requests,
             rpc,
             bytes: crate::metrics::size_histogram(),
-            duration: crate::metrics::latency_histogram(),
+            duration: crate::metrics::LatencyHistogram::default(),
             levels: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
         }
     }
@@ -67,8 +67,18 @@ impl ServerMetrics {
         }
         self.rpc[outcome as usize].inc();
         if let Some(t) = took {
-            self.duration.observe(t.as_secs_f64());
+            self.duration.observe(t);
         }
+    }
+
+    /// Requests by outcome so far: ok, error, refused (RPC only).
+    pub fn rpc_totals(&self) -> [u64; 3] {
+        [self.rpc[0].get(), self.rpc[1].get(), self.rpc[2].get()]
+    }
+
+    /// Durations of RPC requests that waited (not those answered inline).
+    pub fn durations(&self) -> crate::metrics::latency::Snapshot {
+        self.duration.snapshot()
     }
 
     /// Counts a request of another role (`pubsub`, an envelope such as `cache-request`).
@@ -185,7 +195,7 @@ fn labels(role: &'static str, o: Outcome) -> RequestLabels {
 }
 
 /// User plus system CPU seconds of this process (Linux `/proc/self/stat`).
-fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

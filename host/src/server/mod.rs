@@ -3,8 +3,11 @@
 
 pub mod admin;
 mod auth;
+pub mod connz;
+mod dashboard;
 pub mod listen;
 pub mod metrics;
+pub mod monitor;
 mod peer;
 mod pubsub;
 mod session;
@@ -42,6 +45,8 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
             "/admin/plugins/{name}/{version}",
             get(admin::describe).delete(admin::retire),
         )
+        .merge(monitor::routes())
+        .merge(dashboard::routes())
         .fallback(upgrade)
         .with_state(state.clone());
     let token = state.shutdown.clone();
@@ -129,8 +134,9 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let limit = state.config.max_message_bytes;
+    let remote = ticket.as_ref().and_then(|t| t.1);
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
-        session::run(socket, state)
+        session::run(socket, state, remote)
     })
 }
 

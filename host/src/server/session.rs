@@ -71,7 +71,7 @@ struct Reply {
 /// a new request is read only while the connection's window admits one, so a client that does
 /// not read its replies stops being read, and after `server.stalled_client_ms` without progress
 /// it is disconnected.
-pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
+pub async fn run(socket: WebSocket, state: Arc<ServerState>, remote: Option<std::net::SocketAddr>) {
     let _client = Counted::enter(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
@@ -80,6 +80,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
     let (replies_tx, mut replies) = mpsc::channel::<Reply>(max_in_flight);
     // Subscriptions of this connection end when this is dropped.
     let conn = state.exchange.connect(tx.clone());
+    let listed = state.connections.add(conn.id(), remote);
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut window = Window::new(state.config.max_buffered_reply_bytes, max_in_flight);
     let in_flight = TaskTracker::new();
@@ -132,6 +133,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>) {
                 in_flight: &in_flight,
                 gone: &gone,
                 conn: &conn,
+                info: &listed.info,
                 draining,
                 pipelined: pending.is_some(),
             };
@@ -517,6 +519,8 @@ struct Ctx<'a> {
     in_flight: &'a TaskTracker,
     gone: &'a CancellationToken,
     conn: &'a crate::pubsub::exchange::Connection,
+    /// What `/monitor/connz` shows of this connection.
+    info: &'a super::connz::ConnInfo,
     draining: bool,
     /// More frames are already waiting: run this request on its own task, not inline.
     pipelined: bool,
@@ -528,6 +532,7 @@ struct Ctx<'a> {
 /// its UTF-8 already, so the parser need not check every string again.
 async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
     ctx.state.counts.frame(bytes.len());
+    ctx.info.read(bytes.len());
     let parsed = match text {
         Some(text) => serde_json::from_str::<RpcRequest>(text),
         None => serde_json::from_slice::<RpcRequest>(bytes),

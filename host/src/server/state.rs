@@ -47,4 +47,12 @@ pub struct ServerState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What sessions count.
     pub counts: super::metrics::ServerMetrics,
+    /// Open client connections (`/monitor/connz`).
+    pub connections: Arc<super::connz::Connections>,
+    /// The last seconds of counters (rates for `/monitor/live` and the dashboard).
+    pub history: super::monitor::history::History,
+    /// Queues (`/monitor/queuez`).
+    pub queues: Arc<crate::queue::manager::QueueManager>,
+    /// The cache (`/monitor/cachez`).
+    pub cache: Arc<crate::cache::store::Cache>,
 }

@@ -9,6 +9,7 @@ mod discovery;
 mod fairness;
 mod languages;
 mod lifecycle;
+mod observability;
 mod publish;
 mod pubsub;
 mod queues;

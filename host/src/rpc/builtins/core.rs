@@ -38,21 +38,24 @@ pub fn register(b: &mut Builtins) -> Result<(), DuplicateBuiltin> {
         "cluster_map",
         "func() -> cluster-map",
         "nodes of the cluster with URLs and load",
-        |s, _| {
-            let mut nodes = vec![describe_self(s.node, s.registry)];
-            nodes.extend(
-                peers(s)
-                    .iter()
-                    .map(|p| describe_peer(p, &s.node.cluster_id)),
-            );
-            to_json(&ClusterMap {
-                cluster_id: s.node.cluster_id.clone(),
-                generated_at: unix_now(),
-                nodes,
-            })
-        },
+        |s, _| to_json(&cluster_map(s)),
     ))?;
     Ok(())
+}
+
+/// This node and every live peer, as `cluster_map` answers (and the dashboard shows).
+pub fn cluster_map(s: &Scope<'_>) -> ClusterMap {
+    let mut nodes = vec![describe_self(s.node, s.registry)];
+    nodes.extend(
+        peers(s)
+            .iter()
+            .map(|p| describe_peer(p, &s.node.cluster_id)),
+    );
+    ClusterMap {
+        cluster_id: s.node.cluster_id.clone(),
+        generated_at: unix_now(),
+        nodes,
+    }
 }
 
 /// The discovery built-ins answer for the whole cluster when the node is in one.

@@ -2,7 +2,7 @@
 //! runtime's call families, so `mpreg_commands_total` covers plugins and built-ins alike),
 //! commands that matched nothing, and calls sent to and run for peers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::metrics::{CallMetrics, Counter, FunctionCalls, Registry};
 use crate::rpc::builtins::Builtins;
@@ -11,7 +11,9 @@ use crate::rpc::builtins::Builtins;
 pub(super) struct DispatchMetrics {
     /// Every call family (the runtime's).
     pub calls: CallMetrics,
-    builtins: foldhash::HashMap<&'static str, Arc<FunctionCalls>>,
+    /// Made at a built-in's first call, so the exposition lists only built-ins in use.
+    builtins: foldhash::HashMap<&'static str, OnceLock<Arc<FunctionCalls>>>,
+    version: String,
     /// Calls sent to a peer (each attempt).
     pub forwarded: Counter,
     /// Calls sent on to another node after one did not run them.
@@ -25,11 +27,12 @@ impl DispatchMetrics {
     pub fn new(calls: CallMetrics, builtins: &Builtins, version: &str) -> DispatchMetrics {
         let builtins = builtins
             .iter()
-            .map(|spec| (spec.name, Arc::new(calls.function(spec.name, version))))
+            .map(|spec| (spec.name, OnceLock::new()))
             .collect();
         DispatchMetrics {
             calls,
             builtins,
+            version: version.to_owned(),
             forwarded: Counter::default(),
             reroutes: Counter::default(),
             received: Counter::default(),
@@ -38,7 +41,16 @@ impl DispatchMetrics {
 
     /// The handles of built-in `name`.
     pub fn builtin(&self, name: &str) -> Option<&Arc<FunctionCalls>> {
-        self.builtins.get(name)
+        let (name, cell) = self.builtins.get_key_value(name)?;
+        Some(cell.get_or_init(|| Arc::new(self.calls.builtin(name, &self.version))))
+    }
+
+    /// Every built-in's handles.
+    pub fn builtins(&self) -> Vec<Arc<FunctionCalls>> {
+        self.builtins
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect()
     }
 
     /// Registers the forwarding counters (the call families are the runtime's to register).

@@ -128,6 +128,22 @@ impl NodeDispatcher {
         })
     }
 
+    /// The cluster as `cluster_map` answers.
+    pub fn cluster_map(&self) -> crate::protocol::discovery::ClusterMap {
+        crate::rpc::builtins::core::cluster_map(&self.scope())
+    }
+
+    /// The call counters of every built-in.
+    pub fn builtin_calls(&self) -> Vec<Arc<crate::metrics::FunctionCalls>> {
+        self.metrics.builtins()
+    }
+
+    /// Calls sent to peers, re-routes, and calls peers sent here, so far.
+    pub fn forwarding_totals(&self) -> [u64; 3] {
+        let m = &self.metrics;
+        [m.forwarded.get(), m.reroutes.get(), m.received.get()]
+    }
+
     /// Registers what the dispatcher counts (forwarded calls, re-routes).
     pub fn register_metrics(&self, r: &mut crate::metrics::Registry) {
         self.metrics.register(r);
