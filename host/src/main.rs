@@ -70,6 +70,41 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Print a node's Prometheus metrics (`GET /metrics`).
+    Metrics {
+        /// The node: ws://host:port, http://host:port, host:port or :port.
+        url: String,
+        /// Ask for OpenMetrics instead of Prometheus text.
+        #[arg(long)]
+        openmetrics: bool,
+        /// Only the lines containing this text (HELP and TYPE lines of matching families kept).
+        #[arg(long)]
+        grep: Option<String>,
+    },
+    /// A live view of a node: rates, latency percentiles, the cluster, functions, queues.
+    Top {
+        /// The node: ws://host:port, http://host:port, host:port or :port.
+        url: String,
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one frame and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print one of a node's JSON monitoring endpoints (`/monitor/<endpoint>`).
+    Monitor {
+        /// varz, connz, funcz, clusterz, subsz, queuez, cachez, live, health, or metrics/<system>.
+        endpoint: String,
+        /// The node: ws://host:port, http://host:port, host:port or :port.
+        url: String,
+        /// Items to skip (paged lists).
+        #[arg(long)]
+        offset: Option<usize>,
+        /// Items to return (paged lists; at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -599,6 +634,74 @@ async fn plugin(action: PluginAction) -> Result<()> {
     }
 }
 
+/// Runs a blocking HTTP read off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, mpreg::observe::ObserveError> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+async fn metrics(url: String, openmetrics: bool, grep: Option<String>) -> Result<()> {
+    let accept = openmetrics.then_some("application/openmetrics-text; version=1.0.0");
+    let text = blocking(move || mpreg::observe::get(&url, "/metrics", accept)).await?;
+    match grep {
+        None => print!("{text}"),
+        Some(pat) => {
+            for line in text.lines().filter(|l| l.contains(&pat)) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn top(url: String, interval: f64, once: bool) -> Result<()> {
+    if !(interval.is_finite() && interval >= 0.1) {
+        anyhow::bail!("--interval must be at least 0.1 seconds, got {interval}");
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let u = url.clone();
+        let live = blocking(move || mpreg::observe::get_json(&u, "/monitor/live")).await?;
+        let frame = mpreg::render::top(&live);
+        if tty && !once {
+            // Home the cursor and clear the screen, then draw.
+            print!("\x1b[H\x1b[2J{frame}");
+        } else {
+            println!("{frame}");
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn monitor(
+    url: String,
+    endpoint: String,
+    offset: Option<usize>,
+    limit: Option<usize>,
+) -> Result<()> {
+    let endpoint = endpoint
+        .trim_start_matches('/')
+        .trim_start_matches("monitor/");
+    let mut path = format!("/monitor/{endpoint}");
+    let query: Vec<String> = [("offset", offset), ("limit", limit)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let v = blocking(move || mpreg::observe::get_json(&url, &path)).await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 async fn cluster_status(url: &str, json: bool) -> Result<()> {
     let client = mpreg::client::Client::connect(url).await?;
     let map = client.call("cluster_map", Vec::new()).await?;
@@ -691,6 +794,22 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Cache {
             action: CacheAction::Stats { url, json },
         } => cache_stats(&url, json).await,
+        Command::Metrics {
+            url,
+            openmetrics,
+            grep,
+        } => metrics(url, openmetrics, grep).await,
+        Command::Top {
+            url,
+            interval,
+            once,
+        } => top(url, interval, once).await,
+        Command::Monitor {
+            endpoint,
+            url,
+            offset,
+            limit,
+        } => monitor(url, endpoint, offset, limit).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

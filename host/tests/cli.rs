@@ -527,3 +527,55 @@ fn a_failed_call_writes_one_log_line_in_either_format() {
         }
     }
 }
+
+#[test]
+fn metrics_top_and_monitor_read_a_running_node() {
+    let (mut server, url) = start(&["--node-id", "watched", "--region", "eu"]);
+    for i in 0..3 {
+        assert!(mpreg(&["call", &url, "echo", &i.to_string()]).0);
+    }
+    assert!(!mpreg(&["call", &url, "nope"]).0);
+    let (ok, out, err) = mpreg(&["metrics", &url, "--grep", "mpreg_requests_total"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(r#"mpreg_requests_total{role="rpc",outcome="ok"} 3"#),
+        "{out}"
+    );
+    assert!(out.contains(r#"mpreg_requests_total{role="rpc",outcome="error"} 1"#));
+    let (ok, out, _) = mpreg(&["metrics", &url, "--openmetrics"]);
+    assert!(ok && out.ends_with("# EOF\n"));
+
+    // The port alone names a node on this machine.
+    let port = url.rsplit(':').next().expect("port").to_owned();
+    let (ok, out, err) = mpreg(&["top", &format!(":{port}"), "--once"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("MPREG watched"), "{out}");
+    assert!(out.contains("echo@") && out.contains("FUNCTION"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no screen codes when not a terminal"
+    );
+
+    let (ok, out, _) = mpreg(&["monitor", "varz", &url]);
+    assert!(ok);
+    let varz: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (varz["node_id"].as_str(), varz["region"].as_str()),
+        (Some("watched"), Some("eu"))
+    );
+    let (ok, out, _) = mpreg(&["monitor", "funcz", &url, "--limit", "1"]);
+    assert!(ok);
+    let funcz: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(funcz["limit"], 1);
+
+    let (ok, _, err) = mpreg(&["monitor", "nope", &url]);
+    assert!(
+        !ok && err.contains("HTTP 404") && err.contains("/monitor/varz"),
+        "{err}"
+    );
+    let (ok, _, err) = mpreg(&["top", "nonsense", "--once"]);
+    assert!(!ok && err.contains("ws://host:port"), "{err}");
+    let (ok, _, err) = mpreg(&["top", &url, "--interval", "0"]);
+    assert!(!ok && err.contains("--interval"), "{err}");
+    server.terminate(Duration::from_secs(10));
+}

@@ -91,6 +91,20 @@ pub fn routes() -> Router<Arc<ServerState>> {
             get(|s| system(s, Path("unified".to_owned()))),
         )
         .route("/monitor/metrics/{system}", get(system))
+        .route("/monitor/{*rest}", get(unknown))
+}
+
+async fn unknown(Path(rest): Path<String>) -> Response {
+    let known: Vec<&str> = ENDPOINTS.iter().map(|(p, _)| *p).collect();
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "status": "error",
+            "error": format!("no monitoring endpoint /monitor/{rest}"),
+            "endpoints": known,
+        })),
+    )
+        .into_response()
 }
 
 /// `offset` and `limit` of a paged list.
