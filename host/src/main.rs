@@ -283,6 +283,12 @@ struct StartArgs {
     /// first start with this data directory and printed once.
     #[arg(long, env = "MPREG_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Log one line per request answered (target `mpreg::access`; `[logs] access`).
+    #[arg(long)]
+    access_log: bool,
+    /// Record no call-path metrics (`[metrics] enabled = false`); `/metrics` still answers.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(Args)]
@@ -377,6 +383,8 @@ async fn start(args: StartArgs) -> Result<()> {
         data_dir: args.data_dir,
         admin_token: args.admin_token,
         plugins: args.plugins,
+        access_log: args.access_log,
+        no_metrics: args.no_metrics,
     };
     let cfg = NodeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok(), flags)?;
     let node = mpreg::node::start(cfg).await?;

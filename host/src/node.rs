@@ -428,6 +428,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         metrics,
         counts,
         connections: Arc::default(),
+        access_log: config.logs.access,
         history: Default::default(),
         queues: queues.clone(),
         cache: cache_handle.clone(),

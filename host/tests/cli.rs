@@ -579,3 +579,54 @@ fn metrics_top_and_monitor_read_a_running_node() {
     assert!(!ok && err.contains("--interval"), "{err}");
     server.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn the_access_log_writes_one_line_per_request_when_asked() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(support::BIN)
+        .args(["--log-format", "json", "server", "start", "--port", "0"])
+        .args(["--node-id", "door", "--access-log"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("spawn mpreg");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 256];
+    let n = out.read(&mut first).expect("first line");
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let url = line.split_whitespace().nth(5).expect("url").to_owned();
+    let server = support::Server(child);
+    assert!(mpreg(&["call", &url, "echo", "1"]).0);
+    assert!(!mpreg(&["call", &url, "nope"]).0);
+    drop(server);
+    let text = std::fs::read_to_string(log.path()).expect("read log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "mpreg::access")
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        (lines[0]["outcome"].as_str(), lines[0]["code"].as_i64()),
+        (Some("ok"), Some(0))
+    );
+    assert_eq!(
+        (lines[1]["outcome"].as_str(), lines[1]["code"].as_i64()),
+        (Some("error"), Some(1001))
+    );
+    for l in &lines {
+        assert!(
+            l["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("127.0.0.1:")),
+            "{l}"
+        );
+        assert!(l["frame_bytes"].as_u64().is_some_and(|b| b > 20), "{l}");
+        assert_eq!(l["commands"], 1, "{l}");
+        assert!(!l["request_id"].as_str().unwrap_or("").is_empty(), "{l}");
+    }
+}

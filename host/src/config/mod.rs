@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// Metrics and monitoring endpoints.
     pub metrics: MetricsConfig,
+    /// What the node logs beyond its own events.
+    pub logs: LogsConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -183,6 +185,15 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { enabled: true }
     }
+}
+
+/// `[logs]` (docs/observability.md, "Logs").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// One `INFO` line per request answered (target `mpreg::access`): request id, client
+    /// address, role, commands, outcome, code, duration, frame size.
+    pub access: bool,
 }
 
 /// `[pubsub]`.

@@ -28,6 +28,10 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     /// Component files to load.
     pub plugins: Vec<PathBuf>,
+    /// Log every request (`[logs] access`).
+    pub access_log: bool,
+    /// Record no call-path metrics (`[metrics] enabled = false`).
+    pub no_metrics: bool,
 }
 
 impl NodeConfig {
@@ -77,6 +81,12 @@ impl NodeConfig {
             self.admin.token = Some(t);
         }
         self.plugins.extend(o.plugins.into_iter().map(Into::into));
+        if o.access_log {
+            self.logs.access = true;
+        }
+        if o.no_metrics {
+            self.metrics.enabled = false;
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub struct ConnInfo {
     pub frames: AtomicU64,
     /// Bytes read.
     pub bytes_in: AtomicU64,
+    /// Size of the frame read last (the request being handled, for the access log).
+    pub last_frame: AtomicU64,
 }
 
 impl ConnInfo {
@@ -27,6 +29,7 @@ impl ConnInfo {
     pub fn read(&self, len: usize) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        self.last_frame.store(len as u64, Ordering::Relaxed);
     }
 }
 
@@ -63,6 +66,7 @@ impl Connections {
             connected_at: crate::clock::unix_now(),
             frames: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            last_frame: AtomicU64::new(0),
         });
         self.lock().insert(id, info.clone());
         Listed {

@@ -1,6 +1,7 @@
 //! HTTP side of a node: WebSocket upgrade on any path (MPREG clients connect to `ws://host:port`)
 //! `GET /health`, and the admin API under `/admin` (see [`admin`]).
 
+mod access;
 pub mod admin;
 mod auth;
 pub mod connz;

@@ -488,6 +488,45 @@ static REFUSED: Throttle = Throttle::new(Duration::from_secs(1));
 
 /// The reply to a request refused before any command ran (malformed, overloaded, shutting
 /// down), and its log line (docs/observability.md, "Logs").
+/// The access-log line of a request answered inline.
+fn answered(ctx: &Ctx<'_>, reply: &RpcResponse, commands: usize, took: Option<Duration>) {
+    let bytes = ctx
+        .info
+        .last_frame
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let code = reply.error.as_ref().map(|e| e.code);
+    let remote = ctx.info.remote;
+    super::access::log(
+        &reply.u,
+        remote,
+        commands,
+        outcome(reply),
+        code,
+        took,
+        bytes,
+    );
+}
+
+/// The access-log line of a request refused before it ran (when the access log is on).
+fn refused(ctx: &Ctx<'_>, u: &str, commands: usize, code: i64) {
+    if ctx.state.access_log {
+        let bytes = ctx
+            .info
+            .last_frame
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let remote = ctx.info.remote;
+        super::access::log(
+            u,
+            remote,
+            commands,
+            Outcome::Refused,
+            Some(code),
+            None,
+            bytes,
+        );
+    }
+}
+
 /// How a reply counts in `mpreg_requests_total`.
 fn outcome(reply: &RpcResponse) -> Outcome {
     if reply.error.is_none() {
@@ -674,6 +713,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     if draining {
         let details = "node is shutting down; retry on another node".to_owned();
         state.counts.rpc(Outcome::Refused, None);
+        refused(ctx, &req.u, req.cmds.len(), codes::OVERLOADED);
         return Some(error_message(
             req.u,
             codes::OVERLOADED,
@@ -684,6 +724,9 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     if let Some(reply) = execute::execute_immediate(&req, &*state.dispatcher) {
         // Answered inline, in order: no task, no timer.
         state.counts.rpc(outcome(&reply), None);
+        if state.access_log {
+            answered(ctx, &reply, req.cmds.len(), None);
+        }
         return Some(encode(&reply, state.config.max_reply_bytes));
     }
     let default = state.config.request_timeout_ms;
@@ -697,6 +740,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     {
         let details = format!("intermediate_result_callback_topic: {e}");
         state.counts.rpc(Outcome::Refused, None);
+        refused(ctx, &req.u, req.cmds.len(), codes::MALFORMED_REQUEST);
         return Some(error_message(
             req.u,
             codes::MALFORMED_REQUEST,
@@ -756,6 +800,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             state.config.max_in_flight_per_connection
         );
         state.counts.rpc(Outcome::Refused, None);
+        refused(ctx, &req.u, req.cmds.len(), codes::OVERLOADED);
         return Some(error_message(
             req.u,
             codes::OVERLOADED,
@@ -764,6 +809,14 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         ));
     };
     let (task_state, gone) = (state.clone(), gone.clone());
+    let commands = req.cmds.len();
+    let log_as = state.access_log.then(|| {
+        let bytes = ctx
+            .info
+            .last_frame
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ctx.info.remote, bytes)
+    });
     let work = async move {
         let state = task_state;
         let _active = Counted::enter(&state.node.active_requests);
@@ -779,9 +832,20 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
                 codes::OVERLOADED, "node shut down before the request finished; retry on another node")),
             _ = gone.cancelled() => return None,
         };
-        state
-            .counts
-            .rpc(outcome(&reply), started.map(|t| t.elapsed()));
+        let took = started.map(|t| t.elapsed());
+        state.counts.rpc(outcome(&reply), took);
+        if let Some((remote, bytes)) = log_as {
+            let code = reply.error.as_ref().map(|e| e.code);
+            super::access::log(
+                &reply.u,
+                remote,
+                commands,
+                outcome(&reply),
+                code,
+                took,
+                bytes,
+            );
+        }
         Some(encode(&reply, state.config.max_reply_bytes))
     };
     launch(ctx, slot, work, false).await

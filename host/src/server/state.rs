@@ -45,6 +45,8 @@ pub struct ServerState {
     pub gate: Arc<super::listen::Gate>,
     /// Every service's metrics, served on `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Log every request answered (`[logs] access`).
+    pub access_log: bool,
     /// What sessions count.
     pub counts: super::metrics::ServerMetrics,
     /// Open client connections (`/monitor/connz`).
