@@ -71,3 +71,5 @@ pub mod server;
 mod sled_db;
 #[cfg(feature = "node")]
 pub mod soak;
+#[cfg(feature = "node")]
+pub mod trace;

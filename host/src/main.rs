@@ -28,6 +28,10 @@ struct Cli {
     /// such as `info,mpreg::cluster=debug`. `RUST_LOG`, when set, wins.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Export traces to this OpenTelemetry collector (OTLP over HTTP, e.g.
+    /// http://127.0.0.1:4318). Off when absent.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -352,23 +356,36 @@ fn parse_json_arg(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
 }
 
-/// Logs to stderr as `--log-format` says, at `RUST_LOG` or `--log-level` (docs/observability.md).
-fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
+/// Logs to stderr as `--log-format` says, at `RUST_LOG` or `--log-level`, and exports traces
+/// when an OTLP endpoint is given (docs/observability.md). Returns the tracer provider to flush
+/// at exit.
+fn init_tracing(
+    format: LogFormat,
+    level: &str,
+    otlp: Option<&str>,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
         Err(_) => EnvFilter::try_new(level)
             .with_context(|| format!("--log-level '{level}' is not a level or filter"))?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let provider = otlp.map(mpreg::trace::otlp_provider).transpose()?;
+    let traces = provider.as_ref().map(mpreg::trace::layer);
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .init();
+    Ok(provider)
 }
 
 async fn start(args: StartArgs) -> Result<()> {
@@ -768,10 +785,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing(cli.log_format, &cli.log_level) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let traces = match init_tracing(cli.log_format, &cli.log_level, cli.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A worker about to idle first tears down the plugin instances whose replies it has sent.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -784,7 +804,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli));
+    if let Some(provider) = traces {
+        // Spans still batched go out before the process ends.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("warning: traces not all exported: {e}");
+        }
+    }
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -24,6 +24,8 @@ pub struct ForwardedCall {
     pub timeout_ms: u64,
     /// Nesting depth (a plugin's `call` made at depth n − 1).
     pub depth: u32,
+    /// W3C `traceparent` of the sending span, when traces are exported (crate::trace).
+    pub traceparent: Option<String>,
 }
 
 /// Why a forwarded call failed on the peer.
@@ -172,6 +174,9 @@ mod tests {
                     path: vec!["a".into()],
                     timeout_ms: 30_000,
                     depth: 0,
+                    traceparent: Some(
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                    ),
                 },
             },
             PeerFrame::Reply {

@@ -120,6 +120,10 @@ pub struct RpcRequest {
         skip_serializing_if = "is_false"
     )]
     pub stream_intermediate_results: bool,
+    /// OURS (an extension field): the client's W3C trace context; the request's trace
+    /// continues it (docs/observability.md, "Traces").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A random number from the standard library's hasher seed, for ids that only need to differ
@@ -148,6 +152,7 @@ impl RpcRequest {
             debug_mode: false,
             timeout_ms: None,
             stream_intermediate_results: false,
+            traceparent: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::protocol::RpcCommand;
 use crate::protocol::pubsub::{
@@ -78,13 +79,20 @@ pub async fn run(
             }
         };
         for d in deliveries {
+            let span = tracing::debug_span!(
+                target: "mpreg::queue",
+                "queue_delivery",
+                queue = %queue,
+                consumer = %consumer,
+                message_id = %d.get("message_id").and_then(serde_json::Value::as_str).unwrap_or(""),
+            );
             let text = notification(&topic, &queue, &consumer, d);
             // Waits for room: the consumer's pace is the queue's pace (its credit bounds it).
-            if outbox
+            let sent = outbox
                 .send(Message::Text(Utf8Bytes::from(text)))
-                .await
-                .is_err()
-            {
+                .instrument(span)
+                .await;
+            if sent.is_err() {
                 ended.cancel();
                 break;
             }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::budget::{Budget, OverBudget, encoded_len, substituted_len};
 use super::plan::{self, Plan};
@@ -263,7 +264,14 @@ async fn run(
             deadline: Some(deadline_at),
         };
         let begun = started.elapsed();
-        let fut = dispatcher.dispatch(call);
+        let span = tracing::debug_span!(
+            target: "mpreg::command",
+            "command",
+            request_id = %request_id,
+            command = %call.command.name,
+            fun = %call.command.fun,
+        );
+        let fut = span.in_scope(|| dispatcher.dispatch(call)).instrument(span);
         Ok(if spawn {
             let task = AbortOnDrop(tokio::spawn(fut));
             Box::pin(async move {

@@ -63,6 +63,13 @@ pub async fn handle(
                 Ok(f) => f,
                 Err(e) => return vec![ack(state, u, Err(format!("invalid publish: {e}")))],
             };
+            let _span = tracing::debug_span!(
+                target: "mpreg::pubsub",
+                "publish",
+                request_id = u,
+                node = %state.node.node_id,
+            )
+            .entered();
             match exchange.publish(frame.message.get(), u, Some(conn.id()), Instant::now()) {
                 Ok(routed) => {
                     exchange.deliver(routed.others);

@@ -8,6 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::Instrument;
 
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::Envelope;
@@ -721,7 +722,16 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             details,
         ));
     }
-    if let Some(reply) = execute::execute_immediate(&req, &*state.dispatcher) {
+    let span = tracing::debug_span!(
+        target: "mpreg::request",
+        "request",
+        request_id = %req.u,
+        commands = req.cmds.len(),
+        node = %state.node.node_id,
+    );
+    crate::trace::continue_from(&span, req.traceparent.as_deref());
+    let immediate = span.in_scope(|| execute::execute_immediate(&req, &*state.dispatcher));
+    if let Some(reply) = immediate {
         // Answered inline, in order: no task, no timer.
         state.counts.rpc(outcome(&reply), None);
         if state.access_log {
@@ -848,7 +858,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         }
         Some(encode(&reply, state.config.max_reply_bytes))
     };
-    launch(ctx, slot, work, false).await
+    launch(ctx, slot, work.instrument(span), false).await
 }
 
 /// Runs a request's `work` in its window `slot`: answered here when it completes without

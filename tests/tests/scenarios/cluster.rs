@@ -395,6 +395,7 @@ async fn forwarded_calls_respect_the_hop_budget_and_path_and_peers_must_match() 
             path,
             timeout_ms: 5_000,
             depth: 0,
+            traceparent: None,
         },
     };
     let replies = peer_exchange(

@@ -374,3 +374,114 @@ async fn the_dashboard_shows_the_cluster_and_moves_with_calls() -> Result<()> {
     page.close().await;
     Ok(())
 }
+
+/// The in-process span collector every node of this test binary exports to (installed once:
+/// the subscriber is process-wide).
+fn collector() -> &'static (
+    opentelemetry_sdk::trace::InMemorySpanExporter,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static COLLECTOR: std::sync::OnceLock<(
+        opentelemetry_sdk::trace::InMemorySpanExporter,
+        opentelemetry_sdk::trace::SdkTracerProvider,
+    )> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let e = exporter.clone();
+        let provider = mpreg::trace::provider_with(|b| b.with_simple_exporter(e));
+        let subscriber = tracing_subscriber::registry().with(mpreg::trace::layer(&provider));
+        // Another test may have installed one first; then this one sees no spans and says so.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        (exporter, provider)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_across_three_nodes_is_one_trace_with_parent_links() -> Result<()> {
+    use opentelemetry::trace::{SpanId, TraceId};
+    let (exporter, provider) = collector();
+    let cluster = TestCluster::start(vec![
+        cluster_config("t-coord", &[], &[], &[]),
+        cluster_config("t-a", &["a"], &["math"], &[]),
+        cluster_config("t-b", &["b"], &["math"], &[]),
+        cluster_config("t-c", &["c"], &["math"], &[]),
+    ])
+    .await?;
+    cluster.wait_formed(Duration::from_secs(20)).await?;
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let mut frame = mpreg_tests::rpc_frame(
+        "traced-1",
+        json!([
+            {"name": "x", "fun": "add", "args": [1, 2], "locs": ["a"]},
+            {"name": "y", "fun": "mul", "args": ["x", 10], "locs": ["b"]},
+            {"name": "z", "fun": "add", "args": ["y", 5], "locs": ["c"]},
+        ]),
+    );
+    frame["traceparent"] = json!(format!("00-{trace_hex}-{client_span}-01"));
+    let mut ws = cluster.node(0).raw().await?;
+    let reply = ws.roundtrip(&frame).await?;
+    assert_eq!(reply["r"], json!({"z": 35}), "{reply}");
+    provider.force_flush()?;
+
+    let trace = TraceId::from_hex(trace_hex)?;
+    let spans: Vec<_> = exporter
+        .get_finished_spans()?
+        .into_iter()
+        .filter(|s| s.span_context.trace_id() == trace)
+        .collect();
+    let named = |n: &str| {
+        spans
+            .iter()
+            .filter(move |s| s.name == n)
+            .collect::<Vec<_>>()
+    };
+    let attr = |s: &opentelemetry_sdk::trace::SpanData, key: &str| {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    let request = named("request");
+    assert_eq!(
+        request.len(),
+        1,
+        "one request span in the trace: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let request = request[0];
+    assert_eq!(
+        request.parent_span_id,
+        SpanId::from_hex(client_span)?,
+        "child of the client's span"
+    );
+    assert_eq!(attr(request, "node").as_deref(), Some("t-coord"));
+
+    let commands = named("command");
+    assert_eq!(commands.len(), 3);
+    let request_id = request.span_context.span_id();
+    assert!(commands.iter().all(|c| c.parent_span_id == request_id));
+    let children_of = |parents: &[&opentelemetry_sdk::trace::SpanData], name: &str| {
+        let ids: Vec<SpanId> = parents.iter().map(|p| p.span_context.span_id()).collect();
+        named(name)
+            .into_iter()
+            .filter(|s| ids.contains(&s.parent_span_id))
+            .collect::<Vec<_>>()
+    };
+    let forwards = children_of(&commands, "forward");
+    assert_eq!(forwards.len(), 3, "one hop per command");
+    let remote = children_of(&forwards, "run_forwarded");
+    assert_eq!(remote.len(), 3, "each hop continues on the peer");
+    let mut ran_on: Vec<String> = remote.iter().filter_map(|s| attr(s, "node")).collect();
+    ran_on.sort();
+    assert_eq!(ran_on, ["t-a", "t-b", "t-c"]);
+    let plugin_calls = children_of(&remote, "plugin_call");
+    assert_eq!(plugin_calls.len(), 3);
+    assert!(
+        plugin_calls
+            .iter()
+            .all(|s| attr(s, "request_id").as_deref() == Some("traced-1"))
+    );
+    Ok(())
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{NodeDispatcher, Target};
 use crate::cluster::catalog::RemoteFunction;
@@ -65,6 +66,14 @@ impl NodeDispatcher {
                     "deadline passed before the call could be forwarded".into(),
                 ));
             }
+            let span = tracing::debug_span!(
+                target: "mpreg::forward",
+                "forward",
+                request_id = %call.request_id,
+                command = %call.command.name,
+                peer = %node_id,
+                node = %self.node.node_id,
+            );
             let fwd = ForwardedCall {
                 request_id: call.request_id.to_string(),
                 command: command.clone(),
@@ -72,11 +81,12 @@ impl NodeDispatcher {
                 path: path.clone(),
                 timeout_ms,
                 depth: call.depth,
+                traceparent: crate::trace::traceparent(&span),
             };
             let outcome = match cluster.link(&node_id) {
                 Some(link) => {
                     self.metrics.forwarded.inc();
-                    link.call(fwd).await
+                    link.call(fwd).instrument(span).await
                 }
                 None => Err(LinkError::NotSent(format!(
                     "node {node_id} left the cluster"
@@ -129,6 +139,15 @@ impl NodeDispatcher {
         let mut path = fwd.path;
         path.push(self.node.node_id.clone());
         self.metrics.received.inc();
+        let span = tracing::debug_span!(
+            target: "mpreg::forward",
+            "run_forwarded",
+            request_id = %fwd.request_id,
+            command = %call.command.name,
+            from = %path.first().map_or("", String::as_str),
+            node = %self.node.node_id,
+        );
+        crate::trace::continue_from(&span, fwd.traceparent.as_deref());
         let run = async {
             let target = self
                 .resolve(&call, &path)
@@ -149,7 +168,7 @@ impl NodeDispatcher {
                 local => self.run_here(local, call).await,
             }
         };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(timeout, run).instrument(span).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Deadline(format!(
                 "deadline of {} ms exceeded",

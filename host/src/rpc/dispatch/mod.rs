@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use semver::Version;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::builtins::{
     BuiltinSpec, Builtins, Handler, Located, Memoizer, Placement, Resolved, Scope,
@@ -182,13 +183,25 @@ impl NodeDispatcher {
         let runtime = self.runtime.clone();
         let ctx = self.context(&call);
         let running = Counted::enter(RunningCalls(self.node.clone()));
-        self.runtime.isolate(async move {
-            let _running = running;
-            let c = call.command;
-            runtime
-                .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
-                .await
-        })
+        let span = tracing::debug_span!(
+            target: "mpreg::plugin",
+            "plugin_call",
+            request_id = %call.request_id,
+            function = %entry.function().name,
+            version = %entry.version(),
+            plugin = %entry.plugin.manifest.name,
+            node = %self.node.node_id,
+        );
+        self.runtime.isolate(
+            async move {
+                let _running = running;
+                let c = call.command;
+                runtime
+                    .invoke(&entry.plugin, entry.function(), &c.args, &c.kwargs, ctx)
+                    .await
+            }
+            .instrument(span),
+        )
     }
 
     /// The context a plugin call runs in: plugins may call back into this dispatcher.

@@ -2,6 +2,7 @@
 //! `queue.send` is a call of the built-in) and `publish` (onto this node's exchange).
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{NodeDispatcher, Target};
 use crate::clock::unix_now;
@@ -19,6 +20,15 @@ impl NestedCalls for NodeDispatcher {
         plugin: &str,
         request_id: &str,
     ) -> Result<String, String> {
+        let _span = tracing::debug_span!(
+            target: "mpreg::pubsub",
+            "publish",
+            request_id,
+            topic,
+            plugin,
+            node = %self.node.node_id,
+        )
+        .entered();
         let exchange = &self.exchange;
         let payload: Value =
             serde_json::from_str(payload).map_err(|e| format!("payload is not valid JSON: {e}"))?;
@@ -62,6 +72,22 @@ impl NestedCalls for NodeDispatcher {
             depth: nested.depth,
             deadline: None,
         };
+        let span = tracing::debug_span!(
+            target: "mpreg::plugin",
+            "nested_call",
+            request_id = %call.request_id,
+            fun = %call.command.fun,
+            depth = call.depth,
+            node = %self.node.node_id,
+        );
+        let run = span.in_scope(|| self.nested(call));
+        Box::pin(run.instrument(span))
+    }
+}
+
+impl NodeDispatcher {
+    /// Runs a plugin's `call` (in its span).
+    fn nested(&self, call: Call) -> NestedFuture {
         match self.resolve(&call, &[]) {
             Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.into_cause())) }),
             Ok(Target::Plugin(entry)) => {
