@@ -412,7 +412,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         let r = m.registry();
         let runtime = dispatcher.runtime();
         runtime.metrics().calls.set_enabled(config.metrics.enabled);
-        runtime.metrics().register(r, runtime);
+        runtime.register_metrics(r);
         dispatcher.register_metrics(r);
         manager.register_metrics(r);
         exchange.register_metrics(r);

@@ -150,6 +150,114 @@ pub fn cache_table(nodes: &[(String, Result<serde_json::Value, String>)]) -> Str
     out
 }
 
+/// One frame of `mpreg top`, from a node's `/monitor/live`.
+pub fn top(live: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let f = |v: &Value| match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".to_owned(),
+    };
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let node = &live["node"];
+    let rates = &live["rates"];
+    let rss = node["process"]["rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64;
+    let mut out = format!(
+        "MPREG {} · cluster {} · v{} · up {} s · rss {rss:.0} MiB · cpu {} s · {} client(s)\n",
+        s(&node["node_id"]),
+        s(&node["cluster_id"]),
+        s(&node["version"]),
+        f(&Value::from(
+            node["uptime_s"].as_f64().unwrap_or(0.0).round()
+        )),
+        f(&node["process"]["cpu_seconds"]),
+        f(&node["connections"]["clients"]),
+    );
+    let _ = writeln!(
+        out,
+        "requests/s {}  errors/s {}  refused/s {}  calls/s {}  p50 {} ms  p90 {} ms  p99 {} ms  \
+         published/s {}  notifications/s {}  forwarded/s {}\n",
+        f(&rates["requests_per_s"]),
+        f(&rates["errors_per_s"]),
+        f(&rates["refused_per_s"]),
+        f(&rates["calls_per_s"]),
+        f(&rates["p50_ms"]),
+        f(&rates["p90_ms"]),
+        f(&rates["p99_ms"]),
+        f(&rates["published_per_s"]),
+        f(&rates["notifications_per_s"]),
+        f(&rates["forwarded_per_s"]),
+    );
+    let _ = writeln!(
+        out,
+        "{:<20} {:<10} {:<16} {:>6} {:>8} {:<6} functions",
+        "NODE", "REGION", "RESOURCES", "LOAD", "CLIENTS", "LINK"
+    );
+    for n in live["cluster"]["nodes"].as_array().into_iter().flatten() {
+        let link = if n["self"] == Value::Bool(true) {
+            "self"
+        } else if n["link"]["up"] == Value::Bool(true) {
+            "up"
+        } else {
+            "down"
+        };
+        let resources: Vec<String> = n["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let functions = n["functions"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:<16} {:>6} {:>8} {:<6} {functions}",
+            s(&n["node_id"]),
+            s(&n["region"]),
+            resources.join(","),
+            f(&n["load"]["load_score"]),
+            f(&n["load"]["active_clients"]),
+            link,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<32} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8}",
+        "FUNCTION", "CALLS/S", "ERR/S", "P50 MS", "P99 MS", "CALLS", "ERRORS"
+    );
+    for r in rates["functions"].as_array().into_iter().flatten().take(20) {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8}",
+            s(&r["function"]),
+            f(&r["calls_per_s"]),
+            f(&r["errors_per_s"]),
+            f(&r["p50_ms"]),
+            f(&r["p99_ms"]),
+            f(&r["total_calls"]),
+            f(&r["total_errors"]),
+        );
+    }
+    let queues = live["queues"].as_array().map_or(&[][..], Vec::as_slice);
+    if !queues.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<32} {:>9} {:>10} {:>14}",
+            "QUEUE", "DEPTH", "IN FLIGHT", "DEAD-LETTERED"
+        );
+        for q in queues.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "{:<32} {:>9} {:>10} {:>14}",
+                s(&q["name"]),
+                f(&q["depth"]),
+                f(&q["in_flight"]),
+                f(&q["dead_lettered"]),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,112 +368,4 @@ mod tests {
             "{row}"
         );
     }
-}
-
-/// One frame of `mpreg top`, from a node's `/monitor/live`.
-pub fn top(live: &serde_json::Value) -> String {
-    use serde_json::Value;
-    let f = |v: &Value| match v.as_f64() {
-        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
-        Some(x) => format!("{x:.2}"),
-        None => "-".to_owned(),
-    };
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let node = &live["node"];
-    let rates = &live["rates"];
-    let rss = node["process"]["rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64;
-    let mut out = format!(
-        "MPREG {} · cluster {} · v{} · up {} s · rss {rss:.0} MiB · cpu {} s · {} client(s)\n",
-        s(&node["node_id"]),
-        s(&node["cluster_id"]),
-        s(&node["version"]),
-        f(&Value::from(
-            node["uptime_s"].as_f64().unwrap_or(0.0).round()
-        )),
-        f(&node["process"]["cpu_seconds"]),
-        f(&node["connections"]["clients"]),
-    );
-    let _ = writeln!(
-        out,
-        "requests/s {}  errors/s {}  refused/s {}  calls/s {}  p50 {} ms  p90 {} ms  p99 {} ms  \
-         published/s {}  notifications/s {}  forwarded/s {}\n",
-        f(&rates["requests_per_s"]),
-        f(&rates["errors_per_s"]),
-        f(&rates["refused_per_s"]),
-        f(&rates["calls_per_s"]),
-        f(&rates["p50_ms"]),
-        f(&rates["p90_ms"]),
-        f(&rates["p99_ms"]),
-        f(&rates["published_per_s"]),
-        f(&rates["notifications_per_s"]),
-        f(&rates["forwarded_per_s"]),
-    );
-    let _ = writeln!(
-        out,
-        "{:<20} {:<10} {:<16} {:>6} {:>8} {:<6} functions",
-        "NODE", "REGION", "RESOURCES", "LOAD", "CLIENTS", "LINK"
-    );
-    for n in live["cluster"]["nodes"].as_array().into_iter().flatten() {
-        let link = if n["self"] == Value::Bool(true) {
-            "self"
-        } else if n["link"]["up"] == Value::Bool(true) {
-            "up"
-        } else {
-            "down"
-        };
-        let resources: Vec<String> = n["resources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect();
-        let functions = n["functions"].as_array().map_or(0, Vec::len);
-        let _ = writeln!(
-            out,
-            "{:<20} {:<10} {:<16} {:>6} {:>8} {:<6} {functions}",
-            s(&n["node_id"]),
-            s(&n["region"]),
-            resources.join(","),
-            f(&n["load"]["load_score"]),
-            f(&n["load"]["active_clients"]),
-            link,
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n{:<32} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8}",
-        "FUNCTION", "CALLS/S", "ERR/S", "P50 MS", "P99 MS", "CALLS", "ERRORS"
-    );
-    for r in rates["functions"].as_array().into_iter().flatten().take(20) {
-        let _ = writeln!(
-            out,
-            "{:<32} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8}",
-            s(&r["function"]),
-            f(&r["calls_per_s"]),
-            f(&r["errors_per_s"]),
-            f(&r["p50_ms"]),
-            f(&r["p99_ms"]),
-            f(&r["total_calls"]),
-            f(&r["total_errors"]),
-        );
-    }
-    let queues = live["queues"].as_array().map_or(&[][..], Vec::as_slice);
-    if !queues.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{:<32} {:>9} {:>10} {:>14}",
-            "QUEUE", "DEPTH", "IN FLIGHT", "DEAD-LETTERED"
-        );
-        for q in queues.iter().take(10) {
-            let _ = writeln!(
-                out,
-                "{:<32} {:>9} {:>10} {:>14}",
-                s(&q["name"]),
-                f(&q["depth"]),
-                f(&q["in_flight"]),
-                f(&q["dead_lettered"]),
-            );
-        }
-    }
-    out
 }

@@ -60,6 +60,9 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
 /// Receives each completed level, in level order.
 pub type LevelHook = Box<dyn FnMut(&IntermediateResult) + Send>;
 
+/// What is told a request's number of dependency levels.
+pub type LevelsHook = Box<dyn FnOnce(usize) + Send>;
+
 /// A running command: its index, when it started, and how it ended.
 type Running = BoxFuture<(usize, Duration, Result<Value, CallError>)>;
 
@@ -72,8 +75,8 @@ pub struct ExecOptions {
     /// Bytes the request's results and running commands' substituted arguments may hold at
     /// once (`server.max_request_bytes`); past it the request fails with 1008.
     pub max_bytes: usize,
-    /// Where the number of dependency levels of the request is recorded (metrics on).
-    pub levels: Option<crate::metrics::Histogram>,
+    /// Told the number of dependency levels of the request once it is planned (metrics).
+    pub levels: Option<LevelsHook>,
 }
 
 /// The 1008 of a request past its byte budget, at command `name`.
@@ -154,8 +157,8 @@ async fn run(
         Ok(p) => p,
         Err(e) => return error_reply(u, codes::EXECUTION_FAILED, e.to_string()),
     };
-    if let Some(h) = &opts.levels {
-        h.observe(plan.levels.len() as f64);
+    if let Some(h) = opts.levels.take() {
+        h(plan.levels.len());
     }
     let request_id: Arc<str> = u.as_str().into();
     let mut constraints = Vec::with_capacity(req.cmds.len());

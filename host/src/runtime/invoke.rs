@@ -54,6 +54,25 @@ pub enum InvokeError {
     NodeMemory(u64),
 }
 
+impl InvokeError {
+    /// The failure's kind, as the `kind` label of `mpreg_plugin_failures_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::BadArguments(_) => "bad_arguments",
+            InvokeError::Trapped(_) => "trap",
+            InvokeError::Returned(_) => "returned_error",
+            InvokeError::Timeout(_) => "deadline",
+            InvokeError::OutOfFuel(_) => "fuel",
+            InvokeError::MemoryLimit(_) => "memory_limit",
+            InvokeError::StackOverflow => "stack_overflow",
+            InvokeError::NodeMemory(_) => "node_memory",
+            InvokeError::Overloaded(_) => "no_instance_slot",
+            InvokeError::Busy(_) => "run_slots_busy",
+            InvokeError::MemoryBusy(_) => "guest_memory_busy",
+        }
+    }
+}
+
 /// Whether an out-of-bounds access was the guest's own stack running out. Compilers for wasm32
 /// (Rust, C, componentize-py's CPython) keep their stack in linear memory, below the data,
 /// growing down: overflowing it writes below address 0, which wraps to an address far out of
@@ -193,7 +212,7 @@ impl Runtime {
         .await;
         if let Err(e) = &out {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            self.metrics.failed(e);
+            self.metrics.failed(e.kind());
         }
         out
     }

@@ -3,9 +3,6 @@
 //! and limit hits by kind, refusals, compile time and compiled-code cache hits; and, read at
 //! scrape time, run slots and guest memory in use.
 
-use std::sync::Arc;
-
-use super::invoke::InvokeError;
 use crate::metrics::{CallMetrics, Counter, Family, Histogram, Registry, Unit};
 
 /// The runtime's metrics.
@@ -34,23 +31,6 @@ impl Default for RuntimeMetrics {
     }
 }
 
-/// A failed call's kind as the `kind` label of `mpreg_plugin_failures_total`.
-fn failure_kind(e: &InvokeError) -> &'static str {
-    match e {
-        InvokeError::BadArguments(_) => "bad_arguments",
-        InvokeError::Trapped(_) => "trap",
-        InvokeError::Returned(_) => "returned_error",
-        InvokeError::Timeout(_) => "deadline",
-        InvokeError::OutOfFuel(_) => "fuel",
-        InvokeError::MemoryLimit(_) => "memory_limit",
-        InvokeError::StackOverflow => "stack_overflow",
-        InvokeError::NodeMemory(_) => "node_memory",
-        InvokeError::Overloaded(_) => "no_instance_slot",
-        InvokeError::Busy(_) => "run_slots_busy",
-        InvokeError::MemoryBusy(_) => "guest_memory_busy",
-    }
-}
-
 impl RuntimeMetrics {
     /// Counts an instantiation.
     pub(super) fn instantiated(&self) {
@@ -63,12 +43,10 @@ impl RuntimeMetrics {
         self.calls.enabled()
     }
 
-    /// Counts a failed plugin call by kind.
-    pub(super) fn failed(&self, e: &InvokeError) {
+    /// Counts a failed plugin call of `kind` (`InvokeError::kind`).
+    pub(super) fn failed(&self, kind: &'static str) {
         if self.calls_enabled() {
-            self.failures
-                .get_or_create(&vec![("kind", failure_kind(e))])
-                .inc();
+            self.failures.get_or_create(&vec![("kind", kind)]).inc();
         }
     }
 
@@ -82,8 +60,8 @@ impl RuntimeMetrics {
         self.compile_cache_hits.inc();
     }
 
-    /// Registers the families, and a collector of the run slots and guest memory in use.
-    pub fn register(&self, r: &mut Registry, runtime: &Arc<super::Runtime>) {
+    /// Registers the families.
+    pub fn register(&self, r: &mut Registry) {
         self.calls.register(r);
         r.register(
             "instantiations",
@@ -106,31 +84,5 @@ impl RuntimeMetrics {
             "Components loaded from the compiled-code cache instead of compiled",
             self.compile_cache_hits.clone(),
         );
-        let rt = Arc::downgrade(runtime);
-        crate::metrics::collect(r, move |s| {
-            let Some(rt) = rt.upgrade() else {
-                return Ok(());
-            };
-            s.gauge(
-                "run_slots_in_use",
-                "Guest calls running now (run slots taken)",
-                rt.slots().running() as f64,
-            )?;
-            s.gauge(
-                "run_slots",
-                "Run slots: guest calls that may run at once",
-                rt.slots().size() as f64,
-            )?;
-            s.bytes(
-                "guest_memory_used",
-                "Guest linear memory held by running calls",
-                rt.guest_memory().used() as u64,
-            )?;
-            s.bytes(
-                "guest_memory_limit",
-                "The node's guest-memory budget",
-                rt.guest_memory().limit() as u64,
-            )
-        });
     }
 }

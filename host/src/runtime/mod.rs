@@ -139,6 +139,37 @@ impl Runtime {
         &self.metrics
     }
 
+    /// Registers what it counts, and a collector of the run slots and guest memory in use.
+    pub fn register_metrics(self: &Arc<Self>, r: &mut crate::metrics::Registry) {
+        self.metrics.register(r);
+        let rt = Arc::downgrade(self);
+        crate::metrics::collect(r, move |s| {
+            let Some(rt) = rt.upgrade() else {
+                return Ok(());
+            };
+            s.gauge(
+                "run_slots_in_use",
+                "Guest calls running now (run slots taken)",
+                rt.slots().running() as f64,
+            )?;
+            s.gauge(
+                "run_slots",
+                "Run slots: guest calls that may run at once",
+                rt.slots().size() as f64,
+            )?;
+            s.bytes(
+                "guest_memory_used",
+                "Guest linear memory held by running calls",
+                rt.guest_memory().used() as u64,
+            )?;
+            s.bytes(
+                "guest_memory_limit",
+                "The node's guest-memory budget",
+                rt.guest_memory().limit() as u64,
+            )
+        });
+    }
+
     /// The node's guest-memory budget.
     pub fn guest_memory(&self) -> &Arc<budget::GuestMemory> {
         &self.guest_memory

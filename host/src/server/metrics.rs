@@ -6,14 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-
-use super::ServerState;
 use super::listen::Gate;
 use crate::identity::NodeInfo;
-use crate::metrics::{Counter, Family, Format, Histogram, Registry, Unit};
+use crate::metrics::{Counter, Family, Histogram, Registry, Unit};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +165,7 @@ impl ServerMetrics {
                 "When the node started (Unix seconds)",
                 node.started_at,
             )?;
-            if let Some(rss) = super::resident_bytes() {
+            if let Some(rss) = resident_bytes() {
                 s.bytes("process_resident_memory", "Resident set size", rss)?;
             }
             if let Some(cpu) = cpu_seconds() {
@@ -206,10 +201,10 @@ pub(crate) fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
-/// `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
-pub async fn scrape(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
-    let body = state.metrics.encode(format);
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+/// This process's resident set size (Linux `/proc/self/statm`); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
 }

@@ -22,9 +22,11 @@ pub use state::ServerState;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::Format;
 use axum::Extension;
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -38,7 +40,7 @@ use listen::ConnectionTicket;
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
     let app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics::scrape))
+        .route("/metrics", get(scrape))
         .route(PEER_PATH, get(peer_upgrade))
         .route("/admin/plugins", get(admin::list).post(admin::publish))
         .route("/admin/plugins/{name}", get(admin::describe))
@@ -93,7 +95,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "load": crate::rpc::builtins::core::own_load(&state.node),
         "pubsub": state.exchange.describe(),
         "process": {
-            "rss_bytes": resident_bytes(),
+            "rss_bytes": metrics::resident_bytes(),
         },
         "guest_memory": {
             "used_bytes": state.dispatcher.runtime().guest_memory().used(),
@@ -108,12 +110,12 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     .into_response()
 }
 
-/// This process's resident set size (Linux `/proc/self/statm`); `None` elsewhere.
-pub(crate) fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page = rustix::param::page_size() as u64;
-    Some(pages * page)
+/// `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
+pub async fn scrape(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let body = state.metrics.encode(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 /// A peer link: frames as large as a component being fetched.

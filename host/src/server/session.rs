@@ -800,7 +800,10 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         deadline: Duration::from_millis(timeout_ms),
         on_level,
         max_bytes: state.config.max_request_bytes,
-        levels: state.counts.levels(),
+        levels: state
+            .counts
+            .levels()
+            .map(|h| -> execute::LevelsHook { Box::new(move |n| h.observe(n as f64)) }),
     };
     // The session reads a request only when its window has a slot free, and only the session
     // takes slots.

@@ -129,18 +129,16 @@ fn bad_request(why: String) -> Response {
 /// Reads the page of a list; unknown parameters and a limit over the maximum are refused.
 fn page(
     q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Result<(usize, usize), Response> {
+) -> Result<(usize, usize), String> {
     let Query(p) = q.map_err(|e| {
-        bad_request(format!(
+        format!(
             "{}; a list takes offset and limit (e.g. ?offset=0&limit=100)",
             e.body_text()
-        ))
+        )
     })?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad_request(format!(
-            "limit must be 1..={MAX_LIMIT}, got {limit}"
-        )));
+        return Err(format!("limit must be 1..={MAX_LIMIT}, got {limit}"));
     }
     Ok((p.offset, limit))
 }
@@ -228,7 +226,7 @@ pub async fn sample(state: Arc<ServerState>, stop: CancellationToken) {
 
 fn cpu_and_rss() -> Value {
     json!({
-        "rss_bytes": super::resident_bytes(),
+        "rss_bytes": super::metrics::resident_bytes(),
         "cpu_seconds": super::metrics::cpu_seconds(),
     })
 }
@@ -295,7 +293,7 @@ async fn connz(
 ) -> Response {
     let p = match page(q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     let now = crate::clock::unix_now();
     let mut subs: BTreeMap<u64, usize> = BTreeMap::new();
@@ -327,7 +325,7 @@ async fn funcz(
 ) -> Response {
     let p = match page(q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     let rates: BTreeMap<String, history::FnRates> = state
         .history
@@ -438,7 +436,7 @@ async fn subsz(
 ) -> Response {
     let p = match page(q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     let list: Vec<Value> = state
         .exchange
@@ -455,7 +453,7 @@ async fn queuez(
 ) -> Response {
     let p = match page(q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     paged("queues", state.queues.list(), p)
 }
