@@ -500,6 +500,14 @@ impl Scrape<'_, '_> {
         ConstCounter::new(value).encode(m)
     }
 
+    /// One counter of fractional value (seconds), no labels.
+    pub fn counter_f64(&mut self, name: &str, help: &str, value: f64) -> std::fmt::Result {
+        let m = self
+            .enc
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(m)
+    }
+
     /// A counter family.
     pub fn counters(
         &mut self,

@@ -133,6 +133,17 @@ impl PluginManager {
     /// Registers what the manager counts, and a collector of the versions loaded now.
     pub fn register_metrics(&self, r: &mut crate::metrics::Registry) {
         let m = &self.metrics;
+        use crate::protocol::admin::PublishOutcome as O;
+        // Every outcome from the start, so the family is there before the first publish.
+        for o in [
+            O::Published,
+            O::Updated,
+            O::Reactivated,
+            O::Stored,
+            O::Unchanged,
+        ] {
+            m.publishes.get_or_create(&vec![("outcome", o.to_string())]);
+        }
         r.register(
             "plugin_publishes",
             "Plugin publishes, by outcome (published, updated, reactivated, stored, unchanged)",

@@ -169,9 +169,9 @@ impl ServerMetrics {
                 s.bytes("process_resident_memory", "Resident set size", rss)?;
             }
             if let Some(cpu) = cpu_seconds() {
-                s.gauge(
+                s.counter_f64(
                     "process_cpu_seconds",
-                    "User and system CPU time the process has used, in seconds (only grows)",
+                    "User and system CPU time the process has used, in seconds",
                     cpu,
                 )?;
             }

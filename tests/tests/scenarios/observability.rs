@@ -131,6 +131,32 @@ async fn metrics_count_calls_errors_traps_forwards_and_queue_depth() -> Result<(
     assert!(sample(&w, "mpreg_process_resident_memory_bytes", &[]) > 0.0);
     assert_eq!(sample(&w, "mpreg_build_info", &[]), 1.0);
 
+    // Every metric the Grafana dashboard in docs/ queries is exported.
+    let text = format!(
+        "{}{}",
+        http_get(&front.url, "/metrics", None).await?,
+        http_get(&worker.url, "/metrics", None).await?
+    );
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    ))?;
+    let mut missing = Vec::new();
+    for (at, _) in dashboard.match_indices("mpreg_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = name.trim_end_matches("_bucket");
+        if !text.contains(&format!("# TYPE {family} ")) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics no node exports: {missing:?}"
+    );
+
     // OpenMetrics when asked: same families, `# EOF` at the end.
     let om = http_get(
         &front.url,
