@@ -173,8 +173,12 @@ impl Memo {
         let flight = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&id) {
-                Some(f) => f.clone(),
+                Some(f) => {
+                    self.cache.note_flight(true);
+                    f.clone()
+                }
                 None => {
+                    self.cache.note_flight(false);
                     let f = self.fly(id.clone(), key, inner, ask, cmd.name.clone());
                     map.insert(id, f.clone());
                     f

@@ -211,6 +211,10 @@ pub struct Hit {
 struct Totals {
     l2_hits: AtomicU64,
     cascaded: AtomicU64,
+    /// Memoized calls that waited on an execution already under way (single flight).
+    memo_joined: AtomicU64,
+    /// Memoized calls that ran the function.
+    memo_executed: AtomicU64,
 }
 
 /// One node's cache.
@@ -707,6 +711,16 @@ impl Cache {
         })
     }
 
+    /// Counts a memoized call that joined an execution under way (`joined`) or started one.
+    pub fn note_flight(&self, joined: bool) {
+        let c = if joined {
+            &self.totals.memo_joined
+        } else {
+            &self.totals.memo_executed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Registers a collector of the cache's tiers and namespaces, read at scrape time (the
     /// counters are the ones `cache stats` reports; namespaces are configured or created by
     /// writers, and labelled up to 200).
@@ -775,6 +789,16 @@ impl Cache {
                     d.len() as f64,
                 )?;
             }
+            m.counter(
+                "cache_single_flight_waits",
+                "Memoized calls that waited for an identical call already running (single flight)",
+                c.totals.memo_joined.load(Ordering::Relaxed),
+            )?;
+            m.counter(
+                "cache_memo_executions",
+                "Memoized calls that ran their function (misses)",
+                c.totals.memo_executed.load(Ordering::Relaxed),
+            )?;
             m.counter(
                 "cache_cascaded_invalidations",
                 "Entries dropped because something they depend on changed",

@@ -4,8 +4,8 @@
 //! Why not the crate's own `Histogram`: it takes a write lock per observation (its source marks
 //! atomics as a to-do), and its counts can be read only by encoding the registry. Call durations
 //! are recorded on every call on every core, and the dashboard and `mpreg top` read percentiles
-//! every second, so this one is a fixed array of atomic buckets (10 µs × 2ⁿ, as
-//! [`super::latency_buckets`]), an atomic count and an atomic sum in nanoseconds.
+//! every second, so this one is a fixed array of atomic buckets (10 µs × 2ⁿ up to ~42 s),
+//! an atomic count and an atomic sum in nanoseconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,12 +57,73 @@ impl Default for Snapshot {
 
 /// The bucket of a duration of `ns` nanoseconds: the first whose bound is at least `ns`.
 fn bucket_of(ns: u64) -> usize {
-    if ns <= FIRST_NS {
+    bucket_from(ns, FIRST_NS)
+}
+
+/// The first bucket of bounds `first × 2ⁱ` that holds `v`.
+fn bucket_from(v: u64, first: u64) -> usize {
+    if v <= first {
         return 0;
     }
-    // ceil(log2(ns / FIRST_NS)), from the bit length of (ns - 1) / FIRST_NS.
-    let q = (ns - 1) / FIRST_NS;
+    // ceil(log2(v / first)), from the bit length of (v - 1) / first.
+    let q = (v - 1) / first;
     ((u64::BITS - q.leading_zeros()) as usize).min(BUCKETS)
+}
+
+/// A histogram of sizes (bytes, or counts such as levels) on the same atomic cells, bounds
+/// `first × 2ⁱ`: for the session's per-frame sizes, where a locked histogram cost more than
+/// the rest of the frame's metrics together.
+#[derive(Debug, Clone)]
+pub struct SizeHistogram {
+    cells: Arc<Cells>,
+    first: u64,
+}
+
+impl SizeHistogram {
+    /// Buckets `first`, `2 × first`, … (23 of them, then `+Inf`).
+    pub fn new(first: u64) -> SizeHistogram {
+        SizeHistogram {
+            cells: Arc::default(),
+            first: first.max(1),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, v: u64) {
+        let c = &self.cells;
+        c.buckets[bucket_from(v, self.first)].fetch_add(1, Ordering::Relaxed);
+        c.count.fetch_add(1, Ordering::Relaxed);
+        c.sum_ns.fetch_add(v, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for SizeHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SizeHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.cells;
+        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
+            .map(|i| {
+                let bound = if i == BUCKETS {
+                    f64::MAX
+                } else {
+                    (self.first << i) as f64
+                };
+                (bound, c.buckets[i].load(Ordering::Relaxed))
+            })
+            .collect();
+        let (sum, count) = (
+            c.sum_ns.load(Ordering::Relaxed),
+            c.count.load(Ordering::Relaxed),
+        );
+        encoder.encode_histogram::<NoLabelSet>(sum as f64, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 impl LatencyHistogram {
@@ -184,6 +245,22 @@ mod tests {
             assert_eq!(bucket_of(ns), i, "bound of bucket {i}");
             assert_eq!(bucket_of(ns + 1), i + 1, "just over bucket {i}");
         }
+    }
+
+    #[test]
+    fn sizes_use_their_own_first_bound() {
+        let h = SizeHistogram::new(64);
+        h.observe(64);
+        h.observe(65);
+        h.observe(1 << 20);
+        assert_eq!(h.cells.buckets[0].load(Ordering::Relaxed), 1);
+        assert_eq!(h.cells.buckets[1].load(Ordering::Relaxed), 1);
+        assert_eq!(
+            h.cells.buckets[14].load(Ordering::Relaxed),
+            1,
+            "64 × 2^14 = 1 MiB"
+        );
+        assert_eq!(h.cells.count.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use prometheus_client::metrics::histogram::Histogram;
 pub use prometheus_client::registry::{Registry, Unit};
 
 pub mod latency;
-pub use latency::LatencyHistogram;
+pub use latency::{LatencyHistogram, SizeHistogram};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -146,27 +146,6 @@ pub fn openmetrics_to_text(om: &str) -> String {
         }
     }
     out
-}
-
-/// Buckets for call latencies in seconds: 10 µs to ~42 s, ×2 per bucket (a built-in echo and a
-/// plugin that runs for seconds both land mid-range).
-pub fn latency_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.000_010, 2.0, 23)
-}
-
-/// Buckets for sizes in bytes: 64 B to 64 MiB, ×4 per bucket.
-pub fn size_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(64.0, 4.0, 11)
-}
-
-/// A histogram of latencies.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(latency_buckets())
-}
-
-/// A histogram of sizes.
-pub fn size_histogram() -> Histogram {
-    Histogram::new(size_buckets())
 }
 
 /// A family of latency histograms.

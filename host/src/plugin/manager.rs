@@ -142,7 +142,7 @@ impl PluginManager {
             O::Stored,
             O::Unchanged,
         ] {
-            m.publishes.get_or_create(&vec![("outcome", o.to_string())]);
+            let _ = m.publishes.get_or_create(&vec![("outcome", o.to_string())]);
         }
         r.register(
             "plugin_publishes",

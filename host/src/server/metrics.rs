@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::listen::Gate;
 use crate::identity::NodeInfo;
-use crate::metrics::{Counter, Family, Histogram, Registry, Unit};
+use crate::metrics::{Counter, Family, Registry, Unit};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy)]
@@ -29,9 +29,9 @@ pub struct ServerMetrics {
     enabled: bool,
     requests: Family<RequestLabels, Counter>,
     rpc: [Counter; 3],
-    bytes: Histogram,
+    bytes: crate::metrics::SizeHistogram,
     duration: crate::metrics::LatencyHistogram,
-    levels: Histogram,
+    levels: crate::metrics::SizeHistogram,
 }
 
 impl ServerMetrics {
@@ -44,9 +44,9 @@ impl ServerMetrics {
             enabled,
             requests,
             rpc,
-            bytes: crate::metrics::size_histogram(),
+            bytes: crate::metrics::SizeHistogram::new(64),
             duration: crate::metrics::LatencyHistogram::default(),
-            levels: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
+            levels: crate::metrics::SizeHistogram::new(1),
         }
     }
 
@@ -86,12 +86,12 @@ impl ServerMetrics {
     /// Records a frame's size.
     pub fn frame(&self, len: usize) {
         if self.enabled {
-            self.bytes.observe(len as f64);
+            self.bytes.observe(len as u64);
         }
     }
 
     /// The histogram of levels per request, for the executor (`None` when off).
-    pub fn levels(&self) -> Option<Histogram> {
+    pub fn levels(&self) -> Option<crate::metrics::SizeHistogram> {
         self.enabled.then(|| self.levels.clone())
     }
 

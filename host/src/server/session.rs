@@ -803,7 +803,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         levels: state
             .counts
             .levels()
-            .map(|h| -> execute::LevelsHook { Box::new(move |n| h.observe(n as f64)) }),
+            .map(|h| -> execute::LevelsHook { Box::new(move |n| h.observe(n as u64)) }),
     };
     // The session reads a request only when its window has a slot free, and only the session
     // takes slots.
