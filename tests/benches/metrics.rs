@@ -56,7 +56,9 @@ fn bench(c: &mut Criterion) {
     let calls = CallMetrics::default();
     calls.register(m.registry());
     for i in 0..50 {
-        calls.function(&format!("f{i}"), "1.0.0").finished(None, Duration::from_micros(40));
+        calls
+            .function(&format!("f{i}"), "1.0.0")
+            .finished(None, Duration::from_micros(40));
     }
     c.bench_function("encode /metrics (50 functions)", |b| {
         b.iter(|| black_box(m.encode(mpreg::metrics::Format::Text)))
