@@ -433,28 +433,35 @@ fn strong_cache_puts_survive_sigkill_with_their_ttls_and_cache_stats_shows_them(
 /// Each failed call writes one log line with the request id, command, function@version, node,
 /// code, kind and duration, in both `--log-format`s; text has no colour codes when written to
 /// a file.
-#[test]
-fn a_failed_call_writes_one_log_line_in_either_format() {
+/// A node started with `--log-format format` and `extra`, its log written to a file.
+fn start_logged(
+    format: &str,
+    extra: &[&str],
+) -> (support::Server, String, tempfile::NamedTempFile) {
     use std::io::Read;
     use std::process::Stdio;
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(support::BIN)
+        .args(["--log-format", format, "server", "start", "--port", "0"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("spawn mpreg");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 256];
+    let n = out.read(&mut first).expect("first line");
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let url = line.split_whitespace().nth(5).expect("url").to_owned();
+    (support::Server(child), url, log)
+}
 
+#[test]
+fn a_failed_call_writes_one_log_line_in_either_format() {
     let chaos = support::example_plugin("chaos");
     for format in ["json", "text"] {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut child = Command::new(support::BIN)
-            .args(["--log-format", format, "server", "start", "--port", "0"])
-            .args(["--node-id", "logger", "--plugin", &chaos])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("log"))
-            .spawn()
-            .expect("spawn mpreg");
-        let mut out = child.stdout.take().expect("stdout");
-        let mut first = [0u8; 256];
-        let n = out.read(&mut first).expect("first line");
-        let line = String::from_utf8_lossy(&first[..n]).to_string();
-        let url = line.split_whitespace().nth(5).expect("url").to_owned();
-        let server = support::Server(child);
+        let (server, url, log) = start_logged(format, &["--node-id", "logger", "--plugin", &chaos]);
         // A trap, an unknown function, a built-in with the wrong arguments; then a success.
         assert!(!mpreg(&["call", &url, "trap"]).0);
         assert!(!mpreg(&["call", &url, "no_such_function"]).0);
@@ -582,24 +589,7 @@ fn metrics_top_and_monitor_read_a_running_node() {
 
 #[test]
 fn the_access_log_writes_one_line_per_request_when_asked() {
-    use std::io::Read;
-    use std::process::Stdio;
-
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(support::BIN)
-        .args(["--log-format", "json", "server", "start", "--port", "0"])
-        .args(["--node-id", "door", "--access-log"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().expect("log"))
-        .spawn()
-        .expect("spawn mpreg");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut first = [0u8; 256];
-    let n = out.read(&mut first).expect("first line");
-    let line = String::from_utf8_lossy(&first[..n]).to_string();
-    let url = line.split_whitespace().nth(5).expect("url").to_owned();
-    let server = support::Server(child);
+    let (server, url, log) = start_logged("json", &["--node-id", "door", "--access-log"]);
     assert!(mpreg(&["call", &url, "echo", "1"]).0);
     assert!(!mpreg(&["call", &url, "nope"]).0);
     drop(server);

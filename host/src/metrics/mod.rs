@@ -447,12 +447,38 @@ pub struct Scrape<'a, 'b> {
 pub type Labels = Vec<(&'static str, String)>;
 
 impl Scrape<'_, '_> {
+    /// One sample with no labels.
+    fn one(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        m: impl EncodeMetric,
+    ) -> std::fmt::Result {
+        let e = self
+            .enc
+            .encode_descriptor(name, help, unit, m.metric_type())?;
+        m.encode(e)
+    }
+
+    /// A family of samples of kind `kind`.
+    fn family<M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (Labels, M)>,
+    ) -> std::fmt::Result {
+        let mut e = self.enc.encode_descriptor(name, help, None, kind)?;
+        for (labels, m) in samples {
+            m.encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     /// One gauge with no labels.
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> std::fmt::Result {
-        let m = self
-            .enc
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        ConstGauge::new(value).encode(m)
+        self.one(name, help, None, ConstGauge::new(value))
     }
 
     /// A gauge family.
@@ -462,29 +488,18 @@ impl Scrape<'_, '_> {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) -> std::fmt::Result {
-        let mut m = self
-            .enc
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, v) in samples {
-            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+        self.family(name, help, MetricType::Gauge, samples)
     }
 
     /// One counter with no labels (`name` without `_total`).
     pub fn counter(&mut self, name: &str, help: &str, value: u64) -> std::fmt::Result {
-        let m = self
-            .enc
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        ConstCounter::new(value).encode(m)
+        self.one(name, help, None, ConstCounter::new(value))
     }
 
     /// One counter of fractional value (seconds), no labels.
     pub fn counter_f64(&mut self, name: &str, help: &str, value: f64) -> std::fmt::Result {
-        let m = self
-            .enc
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        ConstCounter::new(value).encode(m)
+        self.one(name, help, None, ConstCounter::new(value))
     }
 
     /// A counter family.
@@ -494,21 +509,18 @@ impl Scrape<'_, '_> {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, u64)>,
     ) -> std::fmt::Result {
-        let mut m = self
-            .enc
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, v) in samples {
-            ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+        self.family(name, help, MetricType::Counter, samples)
     }
 
     /// A gauge in bytes (`name` ends `_bytes`).
     pub fn bytes(&mut self, name: &str, help: &str, value: u64) -> std::fmt::Result {
-        let m = self
-            .enc
-            .encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Gauge)?;
-        ConstGauge::new(value as f64).encode(m)
+        self.one(
+            name,
+            help,
+            Some(&Unit::Bytes),
+            ConstGauge::new(value as f64),
+        )
     }
 }
 

@@ -127,9 +127,7 @@ fn bad_request(why: String) -> Response {
 }
 
 /// Reads the page of a list; unknown parameters and a limit over the maximum are refused.
-fn page(
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Result<(usize, usize), String> {
+fn page(q: PageQuery) -> Result<(usize, usize), String> {
     let Query(p) = q.map_err(|e| {
         format!(
             "{}; a list takes offset and limit (e.g. ?offset=0&limit=100)",
@@ -141,6 +139,17 @@ fn page(
         return Err(format!("limit must be 1..={MAX_LIMIT}, got {limit}"));
     }
     Ok((p.offset, limit))
+}
+
+/// The query of a paged list, as axum extracts it (a rejection is answered with a 400).
+type PageQuery = Result<Query<Page>, axum::extract::rejection::QueryRejection>;
+
+/// A paged list named `name`: the page `q` asks for of what `items` returns.
+fn list<T: serde::Serialize>(q: PageQuery, name: &str, items: impl FnOnce() -> Vec<T>) -> Response {
+    match page(q) {
+        Ok(p) => paged(name, items(), p),
+        Err(why) => bad_request(why),
+    }
 }
 
 /// A page of `items` as `{total, offset, limit, <name>: [...]}`.
@@ -287,108 +296,98 @@ async fn varz(State(state): State<Arc<ServerState>>) -> Response {
     Json(varz_value(&state)).into_response()
 }
 
-async fn connz(
-    State(state): State<Arc<ServerState>>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let p = match page(q) {
-        Ok(p) => p,
-        Err(why) => return bad_request(why),
-    };
-    let now = crate::clock::unix_now();
-    let mut subs: BTreeMap<u64, usize> = BTreeMap::new();
-    for (conn, _, _) in state.exchange.subscription_list() {
-        *subs.entry(conn).or_default() += 1;
-    }
-    let list: Vec<Value> = state
-        .connections
-        .list()
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "remote": c.remote.map(|a| a.to_string()),
-                "connected_at": c.connected_at,
-                "uptime_s": (now - c.connected_at).max(0.0),
-                "frames_in": c.frames.load(Ordering::Relaxed),
-                "bytes_in": c.bytes_in.load(Ordering::Relaxed),
-                "subscriptions": subs.get(&c.id).copied().unwrap_or(0),
+async fn connz(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response {
+    list(q, "connections", || {
+        let now = crate::clock::unix_now();
+        let mut subs: BTreeMap<u64, usize> = BTreeMap::new();
+        for (conn, _, _) in state.exchange.subscription_list() {
+            *subs.entry(conn).or_default() += 1;
+        }
+        let list: Vec<Value> = state
+            .connections
+            .list()
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "remote": c.remote.map(|a| a.to_string()),
+                    "connected_at": c.connected_at,
+                    "uptime_s": (now - c.connected_at).max(0.0),
+                    "frames_in": c.frames.load(Ordering::Relaxed),
+                    "bytes_in": c.bytes_in.load(Ordering::Relaxed),
+                    "subscriptions": subs.get(&c.id).copied().unwrap_or(0),
+                })
             })
-        })
-        .collect();
-    paged("connections", list, p)
+            .collect();
+        list
+    })
 }
 
-async fn funcz(
-    State(state): State<Arc<ServerState>>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let p = match page(q) {
-        Ok(p) => p,
-        Err(why) => return bad_request(why),
-    };
-    let rates: BTreeMap<String, history::FnRates> = state
-        .history
-        .rates(Some(tick(&state)))
-        .functions
-        .into_iter()
-        .map(|f| (f.function.clone(), f))
-        .collect();
-    let mut list = Vec::new();
-    for plugin in state.registry.plugins() {
-        let version = plugin.manifest.version.to_string();
-        for f in &plugin.functions {
-            let key = format!("{}@{version}", f.name);
-            let d = f.metrics.durations();
-            let r = rates.get(&key);
-            list.push(json!({
-                "function": f.name,
-                "version": version,
-                "function_id": f.function_id,
-                "plugin": plugin.manifest.name,
-                "sha256": plugin.sha256,
-                "signature": f.signature,
-                "resources": f.resources,
-                "builtin": false,
-                "calls": f.metrics.ok() + f.metrics.errors(),
-                "errors": f.metrics.errors(),
-                "mean_ms": d.mean().map(|s| s * 1e3),
-                "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
-                "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
-                "calls_per_s": r.map_or(0.0, |r| r.calls_per_s),
-                "in_flight": plugin.stats.in_flight.load(Ordering::Relaxed),
-            }));
+async fn funcz(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response {
+    list(q, "functions", || {
+        let rates: BTreeMap<String, history::FnRates> = state
+            .history
+            .rates(Some(tick(&state)))
+            .functions
+            .into_iter()
+            .map(|f| (f.function.clone(), f))
+            .collect();
+        let mut list = Vec::new();
+        for plugin in state.registry.plugins() {
+            let version = plugin.manifest.version.to_string();
+            for f in &plugin.functions {
+                let key = format!("{}@{version}", f.name);
+                let d = f.metrics.durations();
+                let r = rates.get(&key);
+                list.push(json!({
+                    "function": f.name,
+                    "version": version,
+                    "function_id": f.function_id,
+                    "plugin": plugin.manifest.name,
+                    "sha256": plugin.sha256,
+                    "signature": f.signature,
+                    "resources": f.resources,
+                    "builtin": false,
+                    "calls": f.metrics.ok() + f.metrics.errors(),
+                    "errors": f.metrics.errors(),
+                    "mean_ms": d.mean().map(|s| s * 1e3),
+                    "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
+                    "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
+                    "calls_per_s": r.map_or(0.0, |r| r.calls_per_s),
+                    "in_flight": plugin.stats.in_flight.load(Ordering::Relaxed),
+                }));
+            }
         }
-    }
-    let mut builtins: Vec<Value> = state
-        .dispatcher
-        .builtin_calls()
-        .iter()
-        .filter(|m| m.ok() + m.errors() > 0)
-        .map(|m| {
-            let l = m.labels();
-            let d = m.durations();
-            let key = format!("{}@{}", l.function, l.version);
-            json!({
-                "function": l.function,
-                "version": l.version,
-                "builtin": true,
-                "calls": m.ok() + m.errors(),
-                "errors": m.errors(),
-                "mean_ms": d.mean().map(|s| s * 1e3),
-                "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
-                "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
-                "calls_per_s": rates.get(&key).map_or(0.0, |r| r.calls_per_s),
+        let mut builtins: Vec<Value> = state
+            .dispatcher
+            .builtin_calls()
+            .iter()
+            .filter(|m| m.ok() + m.errors() > 0)
+            .map(|m| {
+                let l = m.labels();
+                let d = m.durations();
+                let key = format!("{}@{}", l.function, l.version);
+                json!({
+                    "function": l.function,
+                    "version": l.version,
+                    "builtin": true,
+                    "calls": m.ok() + m.errors(),
+                    "errors": m.errors(),
+                    "mean_ms": d.mean().map(|s| s * 1e3),
+                    "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
+                    "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
+                    "calls_per_s": rates.get(&key).map_or(0.0, |r| r.calls_per_s),
+                })
             })
-        })
-        .collect();
-    builtins.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
-    list.sort_by(|a, b| {
-        (a["function"].as_str(), a["version"].as_str())
-            .cmp(&(b["function"].as_str(), b["version"].as_str()))
-    });
-    list.extend(builtins);
-    paged("functions", list, p)
+            .collect();
+        builtins.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
+        list.sort_by(|a, b| {
+            (a["function"].as_str(), a["version"].as_str())
+                .cmp(&(b["function"].as_str(), b["version"].as_str()))
+        });
+        list.extend(builtins);
+        list
+    })
 }
 
 /// The cluster as this node sees it: members (with their functions) and its links.
@@ -430,32 +429,20 @@ async fn clusterz(State(state): State<Arc<ServerState>>) -> Response {
     Json(clusterz_value(&state)).into_response()
 }
 
-async fn subsz(
-    State(state): State<Arc<ServerState>>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let p = match page(q) {
-        Ok(p) => p,
-        Err(why) => return bad_request(why),
-    };
-    let list: Vec<Value> = state
+async fn subsz(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response {
+    list(q, "subscriptions", || {
+        let list: Vec<Value> = state
         .exchange
         .subscription_list()
         .into_iter()
         .map(|(conn, id, patterns)| json!({"connection": conn, "subscription_id": id, "patterns": patterns}))
         .collect();
-    paged("subscriptions", list, p)
+        list
+    })
 }
 
-async fn queuez(
-    State(state): State<Arc<ServerState>>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let p = match page(q) {
-        Ok(p) => p,
-        Err(why) => return bad_request(why),
-    };
-    paged("queues", state.queues.list(), p)
+async fn queuez(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response {
+    list(q, "queues", || state.queues.list())
 }
 
 async fn cachez(State(state): State<Arc<ServerState>>) -> Response {
