@@ -502,12 +502,12 @@ impl Scrape<'_, '_> {
         self.one(name, help, None, ConstCounter::new(value))
     }
 
-    /// A counter family.
-    pub fn counters(
+    /// A counter family (values `u64`, or `f64` for seconds).
+    pub fn counters<N: prometheus_client::encoding::EncodeCounterValue>(
         &mut self,
         name: &str,
         help: &str,
-        samples: impl IntoIterator<Item = (Labels, u64)>,
+        samples: impl IntoIterator<Item = (Labels, N)>,
     ) -> std::fmt::Result {
         let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
         self.family(name, help, MetricType::Counter, samples)

@@ -555,6 +555,14 @@ impl QueueManager {
             )?;
             m.counters("queue_acks", "Acknowledgements", count(|s| s.acked))?;
             m.counters(
+                "queue_ack_seconds",
+                "Delivery to acknowledgement, summed over the acks (over queue_acks_total: the mean)",
+                labelled.iter().map(|i| {
+                    let secs = i.stats.ack_ms_total as f64 / 1000.0;
+                    (vec![("queue", i.name.clone())], secs)
+                }),
+            )?;
+            m.counters(
                 "queue_redeliveries",
                 "Messages made visible again after a nack or an expired visibility timeout",
                 count(|s| s.nacked + s.expired),

@@ -358,11 +358,17 @@ pub struct Stats {
     pub dead_lettered: u64,
     /// Sends recognised as duplicates.
     pub duplicates: u64,
+    /// Milliseconds from delivery to acknowledgement, summed over the acks (with `acked`, the
+    /// mean ack latency).
+    #[serde(default)]
+    pub ack_ms_total: u64,
 }
 
 struct Holder {
     consumer: String,
     deadline: u64,
+    /// When it was delivered (ms).
+    delivered: u64,
 }
 
 struct Msg {
@@ -716,6 +722,7 @@ impl QueueState {
                 Holder {
                     consumer: consumer.to_owned(),
                     deadline,
+                    delivered: now,
                 },
             );
             changes.push(Change::Put(m.stored.clone()));
@@ -750,6 +757,7 @@ impl QueueState {
         };
         self.deadlines.remove(&(h.deadline, nonce));
         self.stats.acked += 1;
+        self.stats.ack_ms_total += now.saturating_sub(h.delivered);
         m.stored.acked_by.insert(h.consumer);
         let done = match &self.spec.mode {
             Mode::AtLeastOnce | Mode::FireAndForget => true,
@@ -987,6 +995,17 @@ mod tests {
             );
         }
         assert_eq!(bodies(&recv(&mut p, "", 10, 0)), ["2", "4", "3", "1"]);
+    }
+
+    #[test]
+    fn acks_add_up_their_latency_from_delivery() {
+        let mut s = q(QueueSpec::default());
+        send(&mut s, "1", SendOptions::default(), 0);
+        send(&mut s, "2", SendOptions::default(), 0);
+        let d = recv(&mut s, "a", 2, 1_000);
+        s.ack(&d[0].receipt, 1_250).expect("ack");
+        s.ack(&d[1].receipt, 1_050).expect("ack");
+        assert_eq!((s.stats().acked, s.stats().ack_ms_total), (2, 300));
     }
 
     #[test]
