@@ -45,6 +45,8 @@ ts("Request levels p50 / p99", [(f'histogram_quantile(0.5, sum by (le) (rate(mpr
 y+=8; row("Cluster", y); y+=1
 ts("Forwarded calls/s", [(f'sum by (instance) (rate(mpreg_forwarded_calls_total{{{I}}}[1m]))',"sent {{instance}}"),(f'sum by (instance) (rate(mpreg_forwarded_calls_received_total{{{I}}}[1m]))',"received {{instance}}"),(f'sum by (instance) (rate(mpreg_reroutes_total{{{I}}}[1m]))',"re-routed {{instance}}")], "ops", 0, y)
 ts("Members and links", [(f'max by (instance) (mpreg_cluster_members{{state="live",{I}}})',"members seen by {{instance}}"),(f'sum by (instance) (mpreg_peer_link_up{{{I}}})',"links up from {{instance}}"),(f'sum by (instance) (increase(mpreg_peer_link_connects_total{{{I}}}[5m]))',"reconnects {{instance}}")], "short", 12, y)
+y+=8
+ts("Peer call round trip p50 / p99", [(f'histogram_quantile(0.5, sum by (le, peer) (rate(mpreg_peer_call_round_trip_seconds_bucket{{{I}}}[5m])))',"p50 {{peer}}"),(f'histogram_quantile(0.99, sum by (le, peer) (rate(mpreg_peer_call_round_trip_seconds_bucket{{{I}}}[5m])))',"p99 {{peer}}")], "s", 0, y, 24, 8)
 y+=8; row("Pub/sub, queues, cache", y); y+=1
 ts("Pub/sub messages/s", [(f'sum(rate(mpreg_pubsub_published_total{{{I}}}[1m]))',"published"),(f'sum(rate(mpreg_pubsub_notifications_total{{{I}}}[1m]))',"notifications"),(f'sum(rate(mpreg_pubsub_received_from_peers_total{{{I}}}[1m]))',"from peers"),(f'sum(rate(mpreg_pubsub_slow_subscriber_cutoffs_total{{{I}}}[5m]))',"slow cut-offs")], "short", 0, y)
 ts("Queue depth", [(f'sum by (queue) (mpreg_queue_depth{{{I}}})',"{{queue}}"),(f'sum by (queue) (mpreg_queue_in_flight{{{I}}})',"in flight {{queue}}")], "short", 12, y)

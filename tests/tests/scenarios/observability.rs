@@ -96,6 +96,14 @@ async fn metrics_count_calls_errors_traps_forwards_and_queue_depth() -> Result<(
         2.0
     );
     assert_eq!(sample(&f, "mpreg_peer_link_up", &[("peer", "worker")]), 1.0);
+    assert_eq!(
+        sample(
+            &f,
+            "mpreg_peer_call_round_trip_seconds",
+            &[("peer", "worker")]
+        ),
+        4.0
+    );
 
     let add = [("function", "add"), ("version", "1.0.0")];
     assert_eq!(

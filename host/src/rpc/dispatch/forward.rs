@@ -86,7 +86,16 @@ impl NodeDispatcher {
             let outcome = match cluster.link(&node_id) {
                 Some(link) => {
                     self.metrics.forwarded.inc();
-                    link.call(fwd).instrument(span).await
+                    let sent = Instant::now();
+                    let answer = link.call(fwd).instrument(span).await;
+                    if self.metrics.calls.enabled() {
+                        let peer = vec![("peer", node_id.clone())];
+                        self.metrics
+                            .round_trip
+                            .get_or_create(&peer)
+                            .observe(sent.elapsed());
+                    }
+                    answer
                 }
                 None => Err(LinkError::NotSent(format!(
                     "node {node_id} left the cluster"

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::metrics::{CallMetrics, Counter, FunctionCalls, Registry};
+use crate::metrics::{CallMetrics, Counter, Family, FunctionCalls, LatencyHistogram, Registry};
 use crate::rpc::builtins::Builtins;
 
 /// The dispatcher's metrics.
@@ -20,6 +20,8 @@ pub(super) struct DispatchMetrics {
     pub reroutes: Counter,
     /// Calls peers sent here.
     pub received: Counter,
+    /// Round trip of a call sent to a peer, by peer (bounded by the cluster's size).
+    pub round_trip: Family<Vec<(&'static str, String)>, LatencyHistogram>,
 }
 
 impl DispatchMetrics {
@@ -36,6 +38,7 @@ impl DispatchMetrics {
             forwarded: Counter::default(),
             reroutes: Counter::default(),
             received: Counter::default(),
+            round_trip: Family::default(),
         }
     }
 
@@ -64,6 +67,12 @@ impl DispatchMetrics {
             "reroutes",
             "Calls sent on to another node after the one chosen did not run them",
             self.reroutes.clone(),
+        );
+        r.register_with_unit(
+            "peer_call_round_trip",
+            "A call sent to a peer until its answer, by peer (the link's round trip plus the call's run there)",
+            crate::metrics::Unit::Seconds,
+            self.round_trip.clone(),
         );
         r.register(
             "forwarded_calls_received",
