@@ -1,40 +1,21 @@
 //! Traces across nodes (docs/observability.md, "Traces").
 //!
 //! A request, each of its commands, each hop to a peer, each plugin call, a plugin's nested
-//! `call`, a publish and a queue delivery are `tracing` spans (at `DEBUG`, target `mpreg::…`,
-//! named below). When the node exports traces (an OTLP endpoint is configured), the
-//! OpenTelemetry layer turns those spans into OpenTelemetry spans, and the W3C `traceparent` of
-//! the span that sends a call to a peer travels in the forwarded call, so the peer's spans join
-//! the same trace. A client may send its own `traceparent` (an extension field of the request):
-//! the request's span is then its child. With no exporter, the spans are `tracing` spans only
-//! (disabled at the default `info` level: they cost a level check), and a client's
-//! `traceparent` is passed on to peers unchanged.
+//! `call`, a publish and a queue delivery are `tracing` spans (at `DEBUG`, target `mpreg::…`;
+//! their names and fields are tabled in docs/observability.md, "Traces").
+//!
+//! When the node exports traces (an OTLP endpoint is configured), the OpenTelemetry layer turns
+//! those spans into OpenTelemetry spans, and the W3C `traceparent` of the span that sends a call
+//! to a peer travels in the forwarded call, so the peer's spans join the same trace. A client
+//! may send its own `traceparent` (an extension field of the request): the request's span is
+//! then its child. With no exporter, the spans are `tracing` spans only (disabled at the
+//! default `info` level: they cost a level check) and nothing is sent to peers.
 
 use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// Span names, one per kind of work.
-pub mod names {
-    /// A request a client sent.
-    pub const REQUEST: &str = "request";
-    /// One command of a request.
-    pub const COMMAND: &str = "command";
-    /// A call sent to a peer (one attempt).
-    pub const FORWARD: &str = "forward";
-    /// A call a peer sent here.
-    pub const FORWARDED: &str = "run_forwarded";
-    /// A plugin export running.
-    pub const PLUGIN_CALL: &str = "plugin_call";
-    /// A plugin's `call` import.
-    pub const NESTED_CALL: &str = "nested_call";
-    /// A message published.
-    pub const PUBLISH: &str = "publish";
-    /// A queue message delivered to a consumer.
-    pub const QUEUE_DELIVERY: &str = "queue_delivery";
-}
 
 /// The W3C `traceparent` of `span`, when it belongs to an exported trace.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
@@ -45,12 +26,6 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let mut carrier: HashMap<String, String> = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")
-}
-
-/// What to send a peer: `span`'s `traceparent` when traces are exported, else the one the
-/// request came with.
-pub fn outgoing(span: &tracing::Span, incoming: Option<&str>) -> Option<String> {
-    traceparent(span).or_else(|| incoming.map(str::to_owned))
 }
 
 /// Makes `span` a child of the remote span `traceparent` names (a malformed value is ignored:
@@ -84,8 +59,8 @@ pub struct ExportError {
 }
 
 /// A tracer provider that batches spans to an OTLP/HTTP (protobuf) collector at `endpoint`
-/// (`http://host:4318`; `/v1/traces` is added when the path is not given). Spans are named
-/// as [`names`] says, under the service `mpreg`.
+/// (`http://host:4318`; `/v1/traces` is added when the path is not given), under the service
+/// `mpreg`.
 pub fn otlp_provider(
     endpoint: &str,
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, ExportError> {
@@ -158,11 +133,10 @@ mod tests {
     }
 
     #[test]
-    fn without_an_exporter_the_incoming_traceparent_passes_through() {
+    fn without_an_exporter_nothing_is_sent_on() {
         let span = tracing::Span::none();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(outgoing(&span, Some(tp)).as_deref(), Some(tp));
-        assert_eq!(outgoing(&span, None), None);
         continue_from(&span, Some(tp));
+        assert_eq!(traceparent(&span), None);
     }
 }

@@ -23,11 +23,51 @@ pub fn upper_bound(i: usize) -> f64 {
     (FIRST_NS << i) as f64 / 1e9
 }
 
+/// The atomic counts behind both histograms: buckets of bounds `first × 2ⁱ`.
 #[derive(Debug, Default)]
 struct Cells {
     buckets: [AtomicU64; BUCKETS + 1],
     count: AtomicU64,
-    sum_ns: AtomicU64,
+    /// The values' sum, in the histogram's own unit (nanoseconds, bytes).
+    sum: AtomicU64,
+}
+
+impl Cells {
+    /// Records `v`: three relaxed atomic adds.
+    fn record(&self, v: u64, first: u64) {
+        self.buckets[bucket_from(v, first)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (i, b) in self.buckets.iter().enumerate() {
+            s.buckets[i] = b.load(Ordering::Relaxed);
+        }
+        s.count = self.count.load(Ordering::Relaxed);
+        s.sum_ns = self.sum.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Encodes them as a Prometheus histogram, bounds and sum divided by `per_unit` (1e9 for
+    /// nanoseconds shown as seconds).
+    fn encode(&self, first: u64, per_unit: f64, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let s = self.snapshot();
+        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
+            .map(|i| {
+                let bound = if i == BUCKETS {
+                    f64::MAX
+                } else {
+                    (first << i) as f64 / per_unit
+                };
+                (bound, s.buckets[i])
+            })
+            .collect();
+        let sum = s.sum_ns as f64 / per_unit;
+        encoder.encode_histogram::<NoLabelSet>(sum, s.count, &buckets, None)
+    }
 }
 
 /// A histogram of durations; clones share their counts.
@@ -53,11 +93,6 @@ impl Default for Snapshot {
             sum_ns: 0,
         }
     }
-}
-
-/// The bucket of a duration of `ns` nanoseconds: the first whose bound is at least `ns`.
-fn bucket_of(ns: u64) -> usize {
-    bucket_from(ns, FIRST_NS)
 }
 
 /// The first bucket of bounds `first × 2ⁱ` that holds `v`.
@@ -90,10 +125,7 @@ impl SizeHistogram {
 
     /// Records one value.
     pub fn observe(&self, v: u64) {
-        let c = &self.cells;
-        c.buckets[bucket_from(v, self.first)].fetch_add(1, Ordering::Relaxed);
-        c.count.fetch_add(1, Ordering::Relaxed);
-        c.sum_ns.fetch_add(v, Ordering::Relaxed);
+        self.cells.record(v, self.first);
     }
 }
 
@@ -102,23 +134,8 @@ impl TypedMetric for SizeHistogram {
 }
 
 impl EncodeMetric for SizeHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let c = &self.cells;
-        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
-            .map(|i| {
-                let bound = if i == BUCKETS {
-                    f64::MAX
-                } else {
-                    (self.first << i) as f64
-                };
-                (bound, c.buckets[i].load(Ordering::Relaxed))
-            })
-            .collect();
-        let (sum, count) = (
-            c.sum_ns.load(Ordering::Relaxed),
-            c.count.load(Ordering::Relaxed),
-        );
-        encoder.encode_histogram::<NoLabelSet>(sum as f64, count, &buckets, None)
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.cells.encode(self.first, 1.0, encoder)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -130,22 +147,12 @@ impl LatencyHistogram {
     /// Records one duration: three relaxed atomic adds.
     pub fn observe(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let c = &self.0;
-        c.buckets[bucket_of(ns)].fetch_add(1, Ordering::Relaxed);
-        c.count.fetch_add(1, Ordering::Relaxed);
-        c.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.record(ns, FIRST_NS);
     }
 
     /// The counts now.
     pub fn snapshot(&self) -> Snapshot {
-        let c = &self.0;
-        let mut s = Snapshot::default();
-        for (i, b) in c.buckets.iter().enumerate() {
-            s.buckets[i] = b.load(Ordering::Relaxed);
-        }
-        s.count = c.count.load(Ordering::Relaxed);
-        s.sum_ns = c.sum_ns.load(Ordering::Relaxed);
-        s
+        self.0.snapshot()
     }
 }
 
@@ -207,19 +214,8 @@ impl TypedMetric for LatencyHistogram {
 }
 
 impl EncodeMetric for LatencyHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.snapshot();
-        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
-            .map(|i| {
-                let bound = if i == BUCKETS {
-                    f64::MAX
-                } else {
-                    upper_bound(i)
-                };
-                (bound, s.buckets[i])
-            })
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(s.sum_ns as f64 / 1e9, s.count, &buckets, None)
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(FIRST_NS, 1e9, encoder)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -230,6 +226,11 @@ impl EncodeMetric for LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bucket of a duration of `ns` nanoseconds: the first whose bound is at least `ns`.
+    fn bucket_of(ns: u64) -> usize {
+        bucket_from(ns, FIRST_NS)
+    }
 
     #[test]
     fn durations_land_in_the_first_bucket_whose_bound_holds_them() {

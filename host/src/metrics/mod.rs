@@ -165,6 +165,18 @@ pub struct FunctionLabels {
     pub version: String,
 }
 
+impl FunctionLabels {
+    /// The labels of this function's commands that ended with `outcome` and `code`.
+    fn outcome(&self, outcome: &'static str, code: &'static str) -> OutcomeLabels {
+        OutcomeLabels {
+            function: self.function.clone(),
+            version: self.version.clone(),
+            outcome,
+            code,
+        }
+    }
+}
+
 /// Labels of a finished command.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -260,45 +272,35 @@ impl CallMetrics {
 
     /// The handles of a built-in: commands and durations (it has no plugin phases).
     pub fn builtin(&self, function: &str, version: &str) -> FunctionCalls {
-        let labels = FunctionLabels {
-            function: function.to_owned(),
-            version: version.to_owned(),
-        };
-        FunctionCalls {
-            enabled: self.enabled.clone(),
-            ok: self.commands.get_or_create_owned(&OutcomeLabels {
-                function: labels.function.clone(),
-                version: labels.version.clone(),
-                outcome: "ok",
-                code: "",
-            }),
-            duration: self.duration.get_or_create_owned(&labels),
-            queue_wait: LatencyHistogram::default(),
-            instantiate: LatencyHistogram::default(),
-            run: LatencyHistogram::default(),
-            commands: self.commands.clone(),
-            labels: Arc::new(labels),
-        }
+        self.handles(function, version, false)
     }
 
     /// The handles of one function version.
     pub fn function(&self, function: &str, version: &str) -> FunctionCalls {
+        self.handles(function, version, true)
+    }
+
+    /// Handles in these families; without `phases`, the phase histograms are detached (not
+    /// exported).
+    fn handles(&self, function: &str, version: &str, phases: bool) -> FunctionCalls {
         let labels = FunctionLabels {
             function: function.to_owned(),
             version: version.to_owned(),
         };
+        let phase = |fam: &LatencyFamily<FunctionLabels>| {
+            if phases {
+                fam.get_or_create_owned(&labels)
+            } else {
+                LatencyHistogram::default()
+            }
+        };
         FunctionCalls {
             enabled: self.enabled.clone(),
-            ok: self.commands.get_or_create_owned(&OutcomeLabels {
-                function: labels.function.clone(),
-                version: labels.version.clone(),
-                outcome: "ok",
-                code: "",
-            }),
+            ok: self.commands.get_or_create_owned(&labels.outcome("ok", "")),
             duration: self.duration.get_or_create_owned(&labels),
-            queue_wait: self.queue_wait.get_or_create_owned(&labels),
-            instantiate: self.instantiate.get_or_create_owned(&labels),
-            run: self.run.get_or_create_owned(&labels),
+            queue_wait: phase(&self.queue_wait),
+            instantiate: phase(&self.instantiate),
+            run: phase(&self.run),
             commands: self.commands.clone(),
             labels: Arc::new(labels),
         }
@@ -319,32 +321,21 @@ impl CallMetrics {
         ] {
             fam.remove(&labels);
         }
-        self.commands.remove(&OutcomeLabels {
-            function: labels.function.clone(),
-            version: labels.version.clone(),
-            outcome: "ok",
-            code: "",
-        });
+        self.commands.remove(&labels.outcome("ok", ""));
         for code in crate::protocol::codes::ALL {
-            self.commands.remove(&OutcomeLabels {
-                function: labels.function.clone(),
-                version: labels.version.clone(),
-                outcome: "error",
-                code,
-            });
+            self.commands.remove(&labels.outcome("error", code));
         }
     }
 
     /// Counts a command that matched nothing (or failed before anything ran).
     pub fn unmatched(&self, code: &'static str) {
         if self.enabled.load(Ordering::Relaxed) {
+            let nothing = FunctionLabels {
+                function: String::new(),
+                version: String::new(),
+            };
             self.commands
-                .get_or_create(&OutcomeLabels {
-                    function: String::new(),
-                    version: String::new(),
-                    outcome: "error",
-                    code,
-                })
+                .get_or_create(&nothing.outcome("error", code))
                 .inc();
         }
     }
@@ -381,12 +372,7 @@ impl FunctionCalls {
             }
             Some(code) => {
                 self.commands
-                    .get_or_create(&OutcomeLabels {
-                        function: self.labels.function.clone(),
-                        version: self.labels.version.clone(),
-                        outcome: "error",
-                        code,
-                    })
+                    .get_or_create(&self.labels.outcome("error", code))
                     .inc();
             }
         }
@@ -403,12 +389,7 @@ impl FunctionCalls {
         crate::protocol::codes::ALL
             .iter()
             .filter_map(|&code| {
-                let labels = OutcomeLabels {
-                    function: self.labels.function.clone(),
-                    version: self.labels.version.clone(),
-                    outcome: "error",
-                    code,
-                };
+                let labels = self.labels.outcome("error", code);
                 self.commands.get(&labels).map(|c| c.get())
             })
             .sum()

@@ -71,11 +71,6 @@ impl ServerMetrics {
         [self.rpc[0].get(), self.rpc[1].get(), self.rpc[2].get()]
     }
 
-    /// Durations of RPC requests that waited (not those answered inline).
-    pub fn durations(&self) -> crate::metrics::latency::Snapshot {
-        self.duration.snapshot()
-    }
-
     /// Counts a request of another role (`pubsub`, an envelope such as `cache-request`).
     pub fn other(&self, role: &'static str, outcome: Outcome) {
         if self.enabled {

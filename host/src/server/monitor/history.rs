@@ -36,8 +36,6 @@ pub struct Tick {
     pub at: f64,
     /// RPC requests ok / error / refused so far.
     pub rpc: [u64; 3],
-    /// Durations of RPC requests that waited.
-    pub requests: Snapshot,
     /// Per function version (`name@version`).
     pub functions: BTreeMap<String, FnTick>,
     /// Messages published here so far.

@@ -212,7 +212,6 @@ pub fn tick(state: &ServerState) -> Tick {
     Tick {
         at: crate::clock::unix_now(),
         rpc: state.counts.rpc_totals(),
-        requests: state.counts.durations(),
         functions,
         published: s.published.load(Ordering::Relaxed),
         notifications: s.delivered.load(Ordering::Relaxed),
@@ -337,47 +336,47 @@ async fn funcz(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response 
             let version = plugin.manifest.version.to_string();
             for f in &plugin.functions {
                 let key = format!("{}@{version}", f.name);
-                let d = f.metrics.durations();
-                let r = rates.get(&key);
-                list.push(json!({
-                    "function": f.name,
-                    "version": version,
-                    "function_id": f.function_id,
-                    "plugin": plugin.manifest.name,
-                    "sha256": plugin.sha256,
-                    "signature": f.signature,
-                    "resources": f.resources,
-                    "builtin": false,
-                    "calls": f.metrics.ok() + f.metrics.errors(),
-                    "errors": f.metrics.errors(),
-                    "mean_ms": d.mean().map(|s| s * 1e3),
-                    "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
-                    "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
-                    "calls_per_s": r.map_or(0.0, |r| r.calls_per_s),
-                    "in_flight": plugin.stats.in_flight.load(Ordering::Relaxed),
-                }));
+                let mut entry = call_stats(&f.metrics, rates.get(&key));
+                entry.extend(
+                    [
+                        ("function", json!(f.name)),
+                        ("version", json!(version)),
+                        ("function_id", json!(f.function_id)),
+                        ("plugin", json!(plugin.manifest.name)),
+                        ("sha256", json!(plugin.sha256)),
+                        ("signature", json!(f.signature)),
+                        ("resources", json!(f.resources)),
+                        ("builtin", json!(false)),
+                        (
+                            "in_flight",
+                            json!(plugin.stats.in_flight.load(Ordering::Relaxed)),
+                        ),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v)),
+                );
+                list.push(Value::Object(entry));
             }
         }
         let mut builtins: Vec<Value> = state
             .dispatcher
             .builtin_calls()
             .iter()
-            .filter(|m| m.ok() + m.errors() > 0)
-            .map(|m| {
+            .filter_map(|m| {
                 let l = m.labels();
-                let d = m.durations();
                 let key = format!("{}@{}", l.function, l.version);
-                json!({
-                    "function": l.function,
-                    "version": l.version,
-                    "builtin": true,
-                    "calls": m.ok() + m.errors(),
-                    "errors": m.errors(),
-                    "mean_ms": d.mean().map(|s| s * 1e3),
-                    "p50_ms": d.quantile(0.5).map(|s| s * 1e3),
-                    "p99_ms": d.quantile(0.99).map(|s| s * 1e3),
-                    "calls_per_s": rates.get(&key).map_or(0.0, |r| r.calls_per_s),
-                })
+                let mut entry = call_stats(m, rates.get(&key));
+                if entry["calls"] == json!(0) {
+                    return None;
+                }
+                entry.extend(
+                    [
+                        ("function", json!(l.function)),
+                        ("version", json!(l.version)),
+                        ("builtin", json!(true)),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v)),
+                );
+                Some(Value::Object(entry))
             })
             .collect();
         builtins.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
@@ -388,6 +387,29 @@ async fn funcz(State(state): State<Arc<ServerState>>, q: PageQuery) -> Response 
         list.extend(builtins);
         list
     })
+}
+
+/// A function version's call figures since it loaded (`calls`, `errors`, mean and
+/// percentiles), and its calls per second now.
+fn call_stats(
+    m: &crate::metrics::FunctionCalls,
+    now: Option<&history::FnRates>,
+) -> serde_json::Map<String, Value> {
+    let d = m.durations();
+    let errors = m.errors();
+    let ms = |s: Option<f64>| s.map(|s| s * 1e3);
+    let v = json!({
+        "calls": m.ok() + errors,
+        "errors": errors,
+        "mean_ms": ms(d.mean()),
+        "p50_ms": ms(d.quantile(0.5)),
+        "p99_ms": ms(d.quantile(0.99)),
+        "calls_per_s": now.map_or(0.0, |r| r.calls_per_s),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The cluster as this node sees it: members (with their functions) and its links.
