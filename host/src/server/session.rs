@@ -508,8 +508,9 @@ fn answered(ctx: &Ctx<'_>, reply: &RpcResponse, commands: usize, took: Option<Du
     );
 }
 
-/// The access-log line of a request refused before it ran (when the access log is on).
+/// Counts a request refused before it ran, and writes its access-log line (when that is on).
 fn refused(ctx: &Ctx<'_>, u: &str, commands: usize, code: i64) {
+    ctx.state.counts.rpc(Outcome::Refused, None);
     if ctx.state.access_log {
         let bytes = ctx
             .info
@@ -606,7 +607,7 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
         let details = format!(
             "integer {n} does not fit in 64 bits and would lose precision; send it as a string"
         );
-        ctx.state.counts.rpc(Outcome::Refused, None);
+        refused(ctx, &req.u, req.cmds.len(), codes::MALFORMED_REQUEST);
         return Some(error_message(
             req.u,
             codes::MALFORMED_REQUEST,
@@ -713,7 +714,6 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
     } = *ctx;
     if draining {
         let details = "node is shutting down; retry on another node".to_owned();
-        state.counts.rpc(Outcome::Refused, None);
         refused(ctx, &req.u, req.cmds.len(), codes::OVERLOADED);
         return Some(error_message(
             req.u,
@@ -749,7 +749,6 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         && let Err(e) = crate::pubsub::topic::check_topic(topic)
     {
         let details = format!("intermediate_result_callback_topic: {e}");
-        state.counts.rpc(Outcome::Refused, None);
         refused(ctx, &req.u, req.cmds.len(), codes::MALFORMED_REQUEST);
         return Some(error_message(
             req.u,
@@ -812,7 +811,6 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             "more than {} requests in flight on this connection",
             state.config.max_in_flight_per_connection
         );
-        state.counts.rpc(Outcome::Refused, None);
         refused(ctx, &req.u, req.cmds.len(), codes::OVERLOADED);
         return Some(error_message(
             req.u,
