@@ -26,6 +26,7 @@ pub mod client;
 pub mod clock;
 pub mod protocol;
 pub mod rpc;
+pub mod tls;
 
 #[cfg(feature = "node")]
 pub mod digest;

@@ -261,6 +261,18 @@ struct StartArgs {
     /// Port to bind; 0 picks a free port (printed on start).
     #[arg(long)]
     port: Option<u16>,
+    /// Port of MPREG's TCP transport (`tcp://`, `tcps://` with TLS); 0 picks a free port.
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// TLS certificate chain (PEM): client ports speak TLS (`wss://`, `tcps://`).
+    #[arg(long, value_name = "CERT.pem", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates are checked against (mTLS).
+    #[arg(long, value_name = "CA.pem")]
+    tls_client_ca: Option<PathBuf>,
     /// Resource tags of this node, comma-separated (matched against `locs`).
     #[arg(long)]
     resources: Option<String>,
@@ -392,6 +404,10 @@ async fn start(args: StartArgs) -> Result<()> {
     let flags = Overrides {
         host: args.host,
         port: args.port,
+        tcp_port: args.tcp_port,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
         resources: args.resources,
         cluster_id: args.cluster_id,
         peers: args.peers,

@@ -80,6 +80,9 @@ fn generate_node_id() -> String {
 #[derive(Clone)]
 pub struct NodeHandle {
     addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    /// The client ports speak TLS.
+    secure: bool,
     info: Arc<NodeInfo>,
     registry: Arc<Registry>,
     manager: Arc<PluginManager>,
@@ -100,6 +103,11 @@ impl NodeHandle {
         self.addr
     }
 
+    /// The bound address of MPREG's TCP transport, when it is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
     /// The node's guest-memory budget (bytes in use and the limit).
     pub fn guest_memory(&self) -> &crate::runtime::budget::GuestMemory {
         &self.guest_memory
@@ -115,9 +123,16 @@ impl NodeHandle {
         &self.cache
     }
 
-    /// `ws://addr`.
+    /// `ws://addr` (`wss://` when the port speaks TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let s = if self.secure { "s" } else { "" };
+        format!("ws{s}://{}", self.addr)
+    }
+
+    /// `tcp://addr` (`tcps://` with TLS) of MPREG's TCP transport, when it is on.
+    pub fn tcp_url(&self) -> Option<String> {
+        let s = if self.secure { "s" } else { "" };
+        self.tcp_addr.map(|a| format!("tcp{s}://{a}"))
     }
 
     /// Identity and load.
@@ -282,9 +297,36 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     let addr = listener
         .local_addr()
         .map_err(|source| NodeError::Bind { addr: bind, source })?;
+    let tcp_listener = match config.server.tcp_port {
+        Some(port) => {
+            let bind = format!("{}:{port}", config.server.host);
+            let l = TcpListener::bind(&bind)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: bind.clone(),
+                    source,
+                })?;
+            let a = l
+                .local_addr()
+                .map_err(|source| NodeError::Bind { addr: bind, source })?;
+            Some((l, a))
+        }
+        None => None,
+    };
+    let tcp_addr = tcp_listener.as_ref().map(|(_, a)| *a);
+    let tls = match crate::tls::server::TlsFiles::from_config(&config.tls) {
+        Some(files) => Some(
+            crate::tls::server::ServerTls::load(files)
+                .map_err(|e| NodeError::Startup(format!("[tls]: {e}")))?,
+        ),
+        None => None,
+    };
     let id = &config.node;
     let advertised_urls = if id.advertised_urls.is_empty() {
-        vec![format!("ws://{addr}")]
+        let s = if tls.is_some() { "s" } else { "" };
+        let mut urls = vec![format!("ws{s}://{addr}")];
+        urls.extend(tcp_addr.map(|a| format!("tcp{s}://{a}")));
+        urls
     } else {
         id.advertised_urls.clone()
     };
@@ -446,7 +488,21 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         killed: killed.clone(),
         max_peer_frame_bytes,
         gate,
+        security: server::handshake::Security {
+            tls: tls.clone(),
+            allow_plaintext: config.tls.allow_plaintext,
+        },
+        handshakes: Default::default(),
     });
+    let secure = tls.is_some();
+    if let Some(tls) = tls {
+        let every = Duration::from_millis(config.tls.reload_interval_ms);
+        tasks.spawn(crate::tls::server::watch(
+            tls,
+            every,
+            tasks.stopping().clone(),
+        ));
+    }
     // The topics `catalog_watch` and `summary_watch` name.
     let feed = state.dispatcher.clone();
     tasks.spawn(rpc::builtins::feed::run(
@@ -460,10 +516,13 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     ));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let guest_memory = state.dispatcher.runtime().guest_memory().clone();
-    tasks.spawn(server::serve(listener, state, grace));
-    tracing::info!(%addr, node_id = %info.node_id, "node listening");
+    let tcp = tcp_listener.map(|(l, _)| l);
+    tasks.spawn(server::serve(listener, tcp, state, grace));
+    tracing::info!(%addr, tcp = ?tcp_addr, node_id = %info.node_id, "node listening");
     Ok(NodeHandle {
         addr,
+        tcp_addr,
+        secure,
         info,
         registry,
         manager,

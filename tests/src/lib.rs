@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod browser;
+pub mod pki;
 
 /// `GET {path}` of a node (its `/metrics` or a `/monitor` endpoint), with `accept`.
 pub async fn http_get(url: &str, path: &str, accept: Option<&str>) -> Result<String> {

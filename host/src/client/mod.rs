@@ -27,9 +27,11 @@ mod cache;
 mod cluster;
 mod pubsub;
 mod routes;
+pub mod transport;
 
 pub use cluster::ClusterClient;
 pub use pubsub::Subscription;
+pub use transport::ConnectOptions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -121,16 +123,21 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sende
 }
 
 impl Client {
-    /// Connects to `url` (`ws://host:port`).
+    /// Connects to `url`: `ws://host:port`, `wss://`, `tcp://` or `tcps://` (trusting the web
+    /// PKI's roots; [`Client::connect_with`] for a CA file or credentials).
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let connect_err = |reason: String| ClientError::Connect {
-            url: url.to_owned(),
-            reason,
-        };
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        let (mut sink, mut stream) = ws.split();
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects with TLS trust, a client certificate or credentials.
+    pub async fn connect_with(url: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let (mut sink, mut stream) =
+            transport::open(url, opts)
+                .await
+                .map_err(|reason| ClientError::Connect {
+                    url: url.to_owned(),
+                    reason,
+                })?;
         let (tx, mut rx) = mpsc::channel::<Message>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {

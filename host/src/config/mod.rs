@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub metrics: MetricsConfig,
     /// What the node logs beyond its own events.
     pub logs: LogsConfig,
+    /// TLS for client connections (`wss://`, `tcps://`).
+    pub tls: TlsConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -196,6 +198,39 @@ pub struct LogsConfig {
     pub access: bool,
 }
 
+/// `[tls]`: TLS for the client port and the TCP port (docs/security.md, "TLS"). Relative paths
+/// are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM, leaf first). With `key`, client ports speak TLS.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// CA (PEM) that client certificates are checked against (mTLS); unset: none asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `client_ca`); otherwise optional.
+    pub require_client_cert: bool,
+    /// Also accept plaintext on the TLS ports (the first byte tells which a client speaks).
+    pub allow_plaintext: bool,
+    /// How often the files are checked for a change (a renewed certificate is served without
+    /// a restart).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_client_cert: false,
+            allow_plaintext: false,
+            reload_interval_ms: 1000,
+        }
+    }
+}
+
 /// `[pubsub]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -247,6 +282,9 @@ pub struct ServerConfig {
     pub host: String,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
+    /// Port of MPREG's TCP transport (`tcp://`, or `tcps://` with `[tls]`): 4-byte big-endian
+    /// length-prefixed JSON frames. Unset: no TCP listener; 0 picks a free one.
+    pub tcp_port: Option<u16>,
     /// Largest inbound WebSocket message; larger ones close the connection with 1009.
     pub max_message_bytes: usize,
     /// Largest reply; a larger result is replaced by a 1008 error (MPREG clients close at 20 MiB).
@@ -284,6 +322,7 @@ impl Default for ServerConfig {
         ServerConfig {
             host: "127.0.0.1".into(),
             port: 6666,
+            tcp_port: None,
             max_message_bytes: 16 << 20,
             max_reply_bytes: 16 << 20,
             max_request_bytes: 64 << 20,
@@ -380,6 +419,15 @@ impl NodeConfig {
         for p in &mut cfg.plugins {
             if p.path.is_relative() {
                 p.path = base.join(&p.path);
+            }
+        }
+        let tls = &mut cfg.tls;
+        for path in [&mut tls.cert, &mut tls.key, &mut tls.client_ca]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
             }
         }
         Ok(cfg)
@@ -499,6 +547,19 @@ impl NodeConfig {
         }
         if self.admin.max_upload_mib == 0 || self.admin.max_upload_mib > 1024 {
             return bad("admin.max_upload_mib must be between 1 and 1024");
+        }
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            return bad("tls.cert and tls.key must be given together");
+        }
+        if t.require_client_cert && t.client_ca.is_none() {
+            return bad("tls.require_client_cert needs tls.client_ca");
+        }
+        if t.cert.is_none() && (t.client_ca.is_some() || t.allow_plaintext) {
+            return bad("tls.client_ca and tls.allow_plaintext need tls.cert and tls.key");
+        }
+        if t.reload_interval_ms == 0 {
+            return bad("tls.reload_interval_ms must be positive");
         }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");

@@ -12,6 +12,14 @@ pub struct Overrides {
     pub host: Option<String>,
     /// Port to bind.
     pub port: Option<u16>,
+    /// Port of the TCP transport.
+    pub tcp_port: Option<u16>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA for client certificates (PEM).
+    pub tls_client_ca: Option<PathBuf>,
     /// Resource tags, comma-separated.
     pub resources: Option<String>,
     /// Cluster id.
@@ -58,6 +66,18 @@ impl NodeConfig {
         }
         if let Some(p) = o.port {
             self.server.port = p;
+        }
+        if let Some(p) = o.tcp_port {
+            self.server.tcp_port = Some(p);
+        }
+        if let Some(c) = o.tls_cert {
+            self.tls.cert = Some(c);
+        }
+        if let Some(k) = o.tls_key {
+            self.tls.key = Some(k);
+        }
+        if let Some(ca) = o.tls_client_ca {
+            self.tls.client_ca = Some(ca);
         }
         if let Some(r) = o.resources {
             self.node.resources = split_list(&r);

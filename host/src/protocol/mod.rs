@@ -8,6 +8,7 @@ pub mod admin;
 pub mod catalog;
 pub mod codes;
 pub mod discovery;
+pub mod frame;
 pub mod numbers;
 pub mod pubsub;
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::handshake::{Conn, Peer};
 use crate::throttle::Throttle;
 
 /// Connection limits (`[server]`).
@@ -124,9 +125,17 @@ impl Gate {
     }
 }
 
-/// The request extension through which a WebSocket upgrade takes over its connection's ticket.
+/// The request extension through which a WebSocket upgrade takes over its connection's ticket,
+/// and learns who is at the other end.
 #[derive(Debug, Clone)]
-pub struct ConnectionTicket(pub Arc<Ticket>, pub Option<std::net::SocketAddr>);
+pub struct ConnectionTicket {
+    /// The connection's place under the caps.
+    pub ticket: Arc<Ticket>,
+    /// The client's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// What its TLS handshake proved.
+    pub peer: Peer,
+}
 
 /// Accept errors logged at most once a second.
 static ACCEPT_ERRORS: Throttle = Throttle::new(Duration::from_secs(1));
@@ -154,16 +163,20 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Accepts until `shutdown`, serving each admitted connection with `app` on `connections`;
-/// returns once accepting has stopped (connections may still be finishing).
-pub async fn accept_loop(
+/// Accepts until `shutdown`, handing each admitted connection to `serve` on `connections`;
+/// returns once accepting has stopped (connections may still be finishing). A connection over a
+/// cap is answered with a 503 on an HTTP port (`http`), and closed on the TCP port.
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    app: Router,
     gate: Arc<Gate>,
     shutdown: CancellationToken,
-    hard_stop: CancellationToken,
     connections: TaskTracker,
-) {
+    http: bool,
+    serve: F,
+) where
+    F: Fn(TcpStream, Ticket) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
@@ -190,21 +203,15 @@ pub async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         match gate.admit(peer.ip()) {
             Ok(ticket) => {
-                let conn = serve_connection(
-                    tcp,
-                    ticket,
-                    app.clone(),
-                    gate.limits.header_timeout,
-                    shutdown.clone(),
-                    hard_stop.clone(),
-                );
-                connections.spawn(conn);
+                connections.spawn(serve(tcp, ticket));
             }
             Err(refusal) => {
                 if let Some(suppressed) = REFUSED.admit() {
                     tracing::warn!(%peer, reason = %refusal, suppressed, "connection refused");
                 }
-                connections.spawn(refuse(tcp, refusal));
+                if http {
+                    connections.spawn(refuse(tcp, refusal));
+                }
             }
         }
     }
@@ -212,15 +219,14 @@ pub async fn accept_loop(
 
 /// Serves one HTTP/1.1 connection (which may become a WebSocket) until it closes, the node
 /// shuts down (it finishes its current request), or the grace period is over.
-async fn serve_connection(
-    tcp: TcpStream,
-    ticket: Ticket,
+pub async fn serve_http(
+    conn: Conn,
+    ticket: ConnectionTicket,
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    let ticket = ConnectionTicket(Arc::new(ticket), tcp.peer_addr().ok());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ticket.clone());
         app.clone().oneshot(req.map(Body::new))
@@ -229,7 +235,7 @@ async fn serve_connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let conn = http
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -243,14 +249,31 @@ async fn serve_connection(
     }
 }
 
+/// Answers a plaintext HTTP request on a port that speaks only TLS with a `400` that says so.
+pub async fn refuse_plaintext(tcp: TcpStream) {
+    let body = "this port speaks TLS: connect with wss:// (or https://)\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    answer_and_close(tcp, response).await;
+}
+
 /// Answers a connection over a cap with `503 Service Unavailable` and closes it.
-async fn refuse(mut tcp: TcpStream, why: Refusal) {
+async fn refuse(tcp: TcpStream, why: Refusal) {
     let body = format!("{why}; retry later\n");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    answer_and_close(tcp, response).await;
+}
+
+/// Writes `response` and closes, reading what the client sent first so closing does not reset
+/// the connection and lose the answer.
+async fn answer_and_close(mut tcp: TcpStream, response: String) {
     let answer = async {
         // Read what the client sent first, so closing does not reset the connection and lose
         // the answer.

@@ -6,12 +6,14 @@ pub mod admin;
 mod auth;
 pub mod connz;
 mod dashboard;
+pub mod handshake;
 pub mod listen;
 pub mod metrics;
 pub mod monitor;
 mod peer;
 mod pubsub;
 mod session;
+mod tcp;
 
 mod state;
 mod window;
@@ -36,8 +38,14 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::wire::PEER_PATH;
 use listen::ConnectionTicket;
 
-/// Accepts connections until shutdown, then drains sessions within `grace`.
-pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Duration) {
+/// Accepts connections until shutdown, then drains sessions within `grace`: WebSocket and
+/// HTTP on `listener`, MPREG's TCP transport on `tcp` when it is configured.
+pub async fn serve(
+    listener: TcpListener,
+    tcp: Option<TcpListener>,
+    state: Arc<ServerState>,
+    grace: Duration,
+) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(scrape))
@@ -54,18 +62,56 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, grace: Durati
         .with_state(state.clone());
     let token = state.shutdown.clone();
     let connections = TaskTracker::new();
+    let http = {
+        let state = state.clone();
+        move |tcp: tokio::net::TcpStream, ticket: listen::Ticket| {
+            let (state, app) = (state.clone(), app.clone());
+            async move {
+                let remote = tcp.peer_addr().ok();
+                let deadline = Duration::from_millis(state.config.header_timeout_ms);
+                match handshake::open(tcp, &state.security, deadline, &state.handshakes).await {
+                    Ok((conn, peer)) => {
+                        let ticket = ConnectionTicket {
+                            ticket: Arc::new(ticket),
+                            remote,
+                            peer,
+                        };
+                        let (shutdown, hard_stop) =
+                            (state.shutdown.clone(), state.hard_stop.clone());
+                        listen::serve_http(conn, ticket, app, deadline, shutdown, hard_stop).await;
+                    }
+                    Err(handshake::HandshakeError::Plaintext(tcp)) => {
+                        listen::refuse_plaintext(tcp).await
+                    }
+                    Err(e) => handshake::failed(remote, &e),
+                }
+            }
+        }
+    };
     let accepting = listen::accept_loop(
         listener,
-        app,
         state.gate.clone(),
         token.clone(),
-        state.hard_stop.clone(),
         connections.clone(),
+        true,
+        http,
     );
+    let tcp_accepting = {
+        let (state, token, connections) = (state.clone(), token.clone(), connections.clone());
+        async move {
+            if let Some(tcp) = tcp {
+                let gate = state.gate.clone();
+                let serve = move |conn: tokio::net::TcpStream, ticket: listen::Ticket| {
+                    tcp::serve(conn, ticket, state.clone())
+                };
+                listen::accept_loop(tcp, gate, token, connections, false, serve).await;
+            }
+        }
+    };
     // Stop accepting, then wait for every connection and session (and what runs for it) to end.
     let sessions = state.sessions.clone();
     let drained = async move {
-        accepting.await;
+        tokio::join!(accepting, tcp_accepting);
         connections.close();
         connections.wait().await;
         sessions.close();
@@ -137,7 +183,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let limit = state.config.max_message_bytes;
-    let remote = ticket.as_ref().and_then(|t| t.1);
+    let remote = ticket.as_ref().and_then(|t| t.remote);
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
         session::run(socket, state, remote)
     })

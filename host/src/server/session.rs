@@ -1,10 +1,11 @@
-//! One WebSocket connection: reads frames, runs requests concurrently (bounded), and writes
-//! replies through a bounded queue drained by a writer task that batches frames.
+//! One client connection, WebSocket or TCP: reads frames, runs requests concurrently (bounded),
+//! and writes replies through a bounded queue drained by a writer task that batches frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{Sink, Stream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -41,6 +42,20 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for "policy violation": a subscriber that stopped reading its notifications.
 const CLOSE_SLOW_CONSUMER: u16 = 1008;
 
+/// A client connection as a stream of messages in and a sink of messages out: a WebSocket, or a
+/// TCP connection whose length-prefixed frames are read as messages (`server::tcp`). One session
+/// implementation serves both.
+pub trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static
+{
+    /// Whether the transport answers pings itself (WebSocket) or the session must (TCP).
+    const ANSWERS_PINGS: bool;
+}
+
+impl Socket for WebSocket {
+    const ANSWERS_PINGS: bool = true;
+}
+
 /// What a frame produced for this connection, written in order before the next frame is read.
 enum Answer {
     None,
@@ -72,7 +87,11 @@ struct Reply {
 /// a new request is read only while the connection's window admits one, so a client that does
 /// not read its replies stops being read, and after `server.stalled_client_ms` without progress
 /// it is disconnected.
-pub async fn run(socket: WebSocket, state: Arc<ServerState>, remote: Option<std::net::SocketAddr>) {
+pub async fn run<S: Socket>(
+    socket: S,
+    state: Arc<ServerState>,
+    remote: Option<std::net::SocketAddr>,
+) {
     let _client = Counted::enter(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(state.config.outbound_queue);
@@ -137,6 +156,7 @@ pub async fn run(socket: WebSocket, state: Arc<ServerState>, remote: Option<std:
                 info: &listed.info,
                 draining,
                 pipelined: pending.is_some(),
+                answer_pings: !S::ANSWERS_PINGS,
             };
             match on_frame(msg, &ctx, &mut sink, &mut window, &mut out).await {
                 Ok(true) => continue,
@@ -285,7 +305,8 @@ where
     let answer = match msg {
         Some(Ok(Message::Text(t))) => handle(t.as_bytes(), Some(t.as_str()), ctx).await,
         Some(Ok(Message::Binary(b))) => handle(&b, None, ctx).await,
-        // Pings are answered by the WebSocket layer; pongs need nothing.
+        // WebSocket pings are answered by the WebSocket layer, TCP's here; pongs need nothing.
+        Some(Ok(Message::Ping(p))) if ctx.answer_pings => Answer::One(Message::Pong(p)),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Answer::None,
         Some(Err(e)) => {
             let (code, reason) = close_for(e);
@@ -565,6 +586,8 @@ struct Ctx<'a> {
     draining: bool,
     /// More frames are already waiting: run this request on its own task, not inline.
     pipelined: bool,
+    /// The transport leaves pings to the session (TCP's `PING` frames).
+    answer_pings: bool,
 }
 
 /// Reads one frame and starts its request (or answers it with an error).

@@ -55,6 +55,10 @@ pub struct ServerState {
     pub history: super::monitor::history::History,
     /// Queues (`/monitor/queuez`).
     pub queues: Arc<crate::queue::manager::QueueManager>,
+    /// What the client ports speak (TLS, plaintext or both).
+    pub security: super::handshake::Security,
+    /// Connections that closed before their first request.
+    pub handshakes: super::handshake::HandshakeCounts,
     /// The cache (`/monitor/cachez`).
     pub cache: Arc<crate::cache::store::Cache>,
 }
