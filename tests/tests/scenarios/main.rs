@@ -16,3 +16,4 @@ mod queues;
 mod sandbox;
 mod state;
 mod teardown;
+mod transports;
