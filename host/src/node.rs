@@ -236,6 +236,21 @@ fn connection_limits(c: &crate::config::ServerConfig) -> server::listen::Limits 
     }
 }
 
+/// Binds `host:port` and says which address it got (port 0 picks one).
+async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), NodeError> {
+    let addr = format!("{host}:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 /// Starts a node: validates the config, loads every plugin, binds, and serves.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     start_with(config, NodeOptions::default()).await
@@ -287,30 +302,9 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     if restored > 0 {
         tracing::info!(restored, "published plugins restored");
     }
-    let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = TcpListener::bind(&bind)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: bind.clone(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| NodeError::Bind { addr: bind, source })?;
+    let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let tcp_listener = match config.server.tcp_port {
-        Some(port) => {
-            let bind = format!("{}:{port}", config.server.host);
-            let l = TcpListener::bind(&bind)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: bind.clone(),
-                    source,
-                })?;
-            let a = l
-                .local_addr()
-                .map_err(|source| NodeError::Bind { addr: bind, source })?;
-            Some((l, a))
-        }
+        Some(port) => Some(bind(&config.server.host, port).await?),
         None => None,
     };
     let tcp_addr = tcp_listener.as_ref().map(|(_, a)| *a);
