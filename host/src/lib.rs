@@ -20,6 +20,7 @@
 //!   prints (node feature).
 
 mod abort;
+pub mod auth;
 pub mod bench;
 mod burst;
 pub mod client;

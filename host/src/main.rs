@@ -273,6 +273,10 @@ struct StartArgs {
     /// CA (PEM) that client certificates are checked against (mTLS).
     #[arg(long, value_name = "CA.pem")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve clients without credentials on a non-loopback address. Without it a node refuses
+    /// to bind anything but loopback.
+    #[arg(long)]
+    insecure: bool,
     /// Resource tags of this node, comma-separated (matched against `locs`).
     #[arg(long)]
     resources: Option<String>,
@@ -418,6 +422,7 @@ async fn start(args: StartArgs) -> Result<()> {
         plugins: args.plugins,
         access_log: args.access_log,
         no_metrics: args.no_metrics,
+        insecure: args.insecure,
     };
     let cfg = NodeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok(), flags)?;
     let node = mpreg::node::start(cfg).await?;

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::Sandbox;
 
+pub mod auth;
 pub mod cache;
 mod overlay;
 mod runtime;
 
+pub use auth::AuthConfig;
 pub use cache::CacheConfig;
 pub use overlay::Overrides;
 pub use runtime::RuntimeConfig;
@@ -315,6 +317,9 @@ pub struct ServerConfig {
     pub max_request_timeout_ms: u64,
     /// On shutdown, how long in-flight requests get to finish.
     pub shutdown_grace_ms: u64,
+    /// Serve clients without credentials on a non-loopback address (`--insecure`). Without
+    /// it, a node refuses to serve clients on anything but loopback.
+    pub insecure: bool,
 }
 
 impl Default for ServerConfig {
@@ -336,6 +341,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             max_request_timeout_ms: 600_000,
             shutdown_grace_ms: 10_000,
+            insecure: false,
         }
     }
 }
@@ -402,6 +408,15 @@ pub enum ConfigError {
     /// Values that do not make sense together.
     #[error("invalid config: {0}")]
     Invalid(String),
+}
+
+/// Whether `host` names only this machine (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl NodeConfig {
@@ -560,6 +575,15 @@ impl NodeConfig {
         }
         if t.reload_interval_ms == 0 {
             return bad("tls.reload_interval_ms must be positive");
+        }
+        if !s.insecure && !is_loopback_host(&s.host) {
+            return Err(ConfigError::Invalid(format!(
+                "server.host = '{}' is not a loopback address and this node does not authenticate \
+                 clients: anyone who can reach it could call every function. Bind 127.0.0.1, or \
+                 pass --insecure (server.insecure = true) to serve \
+                 unauthenticated clients anyway",
+                s.host
+            )));
         }
         if self.node.cluster_id.is_empty() {
             return bad("node.cluster_id must not be empty");

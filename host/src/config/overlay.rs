@@ -40,6 +40,8 @@ pub struct Overrides {
     pub access_log: bool,
     /// Record no call-path metrics (`[metrics] enabled = false`).
     pub no_metrics: bool,
+    /// Serve unauthenticated clients on a non-loopback address (`server.insecure`).
+    pub insecure: bool,
 }
 
 impl NodeConfig {
@@ -107,6 +109,9 @@ impl NodeConfig {
         if o.no_metrics {
             self.metrics.enabled = false;
         }
+        if o.insecure {
+            self.server.insecure = true;
+        }
     }
 }
 
@@ -120,7 +125,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "[server]\nport = 7000\nhost = \"0.0.0.0\"\n[node]\nregion = \"file\"\n",
+            "[server]\nport = 7000\nhost = \"0.0.0.0\"\ninsecure = true\n[node]\nregion = \"file\"\n",
         )
         .expect("write");
         let env = |k: &str| (k == "MPREG_PORT").then(|| "7100".to_owned());
@@ -129,6 +134,22 @@ mod tests {
             (cfg.server.port, cfg.server.host.as_str()),
             (7100, "0.0.0.0")
         );
+        let public = "[server]\nhost = \"0.0.0.0\"\n";
+        let public_file = dir.path().join("public.toml");
+        std::fs::write(&public_file, public).expect("write");
+        let refused = NodeConfig::load(Some(&public_file), |_| None, Overrides::default())
+            .and_then(|c| c.validate());
+        assert!(
+            matches!(&refused, Err(ConfigError::Invalid(m)) if m.contains("--insecure")),
+            "{refused:?}"
+        );
+        let flag = Overrides {
+            insecure: true,
+            ..Overrides::default()
+        };
+        let allowed = NodeConfig::load(Some(&public_file), |_| None, flag).expect("loads");
+        assert!(allowed.server.insecure);
+        allowed.validate().expect("--insecure allows it");
         let flags = Overrides {
             port: Some(7200),
             resources: Some("cpu, gpu".into()),

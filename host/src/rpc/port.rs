@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::version::VersionConstraint;
+use crate::auth::Denied;
 use crate::protocol::{RpcCommand, codes};
 
 /// A boxed, sendable future.
@@ -122,6 +123,12 @@ impl CallError {
     /// Whether the call was refused without running, so another node may be offered it.
     pub fn not_run(&self) -> bool {
         matches!(self, CallError::Overloaded(_))
+    }
+}
+
+impl From<Denied> for CallError {
+    fn from(d: Denied) -> Self {
+        CallError::Unauthorized(d.to_string())
     }
 }
 
