@@ -59,7 +59,6 @@ pub mod node;
 pub mod observe;
 #[cfg(feature = "node")]
 pub mod plugin;
-#[cfg(feature = "node")]
 pub mod pubsub;
 #[cfg(feature = "node")]
 pub mod queue;

@@ -14,6 +14,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
+use crate::pubsub::topic::{Pattern, Segment, TopicError};
 use crate::rpc::version::VersionConstraint;
 
 /// An admin operation (the admin HTTP API and the node's monitoring endpoints).
@@ -269,30 +270,15 @@ impl Rules<NameRule> {
     }
 }
 
-/// A topic pattern's segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Lit(Box<str>),
-    One,
-    Any,
+/// Reads a topic pattern as pub/sub does ([`Pattern::parse`]), which also bounds its length, so
+/// the tables below stay small.
+fn pattern(text: &str) -> Result<Pattern, TopicError> {
+    Pattern::parse(text, false)
 }
-
-fn segments(text: &str) -> Vec<Seg> {
-    text.split('.')
-        .map(|s| match s {
-            "*" => Seg::One,
-            "#" => Seg::Any,
-            s => Seg::Lit(s.into()),
-        })
-        .collect()
-}
-
-/// Patterns longer than this (in segments) are refused outright, so the checks below stay
-/// small tables.
-const MAX_SEGMENTS: usize = 64;
 
 /// Whether every topic `p` matches is matched by `a`.
-fn covers(a: &[Seg], p: &[Seg]) -> bool {
+fn covers(a: &Pattern, p: &Pattern) -> bool {
+    let (a, p) = (a.segments(), p.segments());
     // memo[i][j]: a[i..] covers p[j..].
     let (n, m) = (a.len(), p.len());
     let mut memo = vec![vec![false; m + 1]; n + 1];
@@ -303,11 +289,13 @@ fn covers(a: &[Seg], p: &[Seg]) -> bool {
             } else {
                 match (&a[i], p.get(j)) {
                     // `#` in `a` takes nothing, or absorbs one more token of `p` (any kind).
-                    (Seg::Any, _) => memo[i + 1][j] || (j < m && memo[i][j + 1]),
-                    (_, None) | (_, Some(Seg::Any)) => false,
-                    (Seg::One, Some(_)) => memo[i + 1][j + 1],
-                    (Seg::Lit(x), Some(Seg::Lit(y))) => x == y && memo[i + 1][j + 1],
-                    (Seg::Lit(_), Some(Seg::One)) => false,
+                    (Segment::Any, _) => memo[i + 1][j] || (j < m && memo[i][j + 1]),
+                    (_, None) | (_, Some(Segment::Any)) => false,
+                    (Segment::One, Some(_)) => memo[i + 1][j + 1],
+                    (Segment::Literal(x), Some(Segment::Literal(y))) => {
+                        x == y && memo[i + 1][j + 1]
+                    }
+                    (Segment::Literal(_), Some(Segment::One)) => false,
                 }
             };
         }
@@ -316,17 +304,20 @@ fn covers(a: &[Seg], p: &[Seg]) -> bool {
 }
 
 /// Whether some topic is matched by both `a` and `b`.
-fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
+fn overlaps(a: &Pattern, b: &Pattern) -> bool {
+    let (a, b) = (a.segments(), b.segments());
     let (n, m) = (a.len(), b.len());
     let mut memo = vec![vec![false; m + 1]; n + 1];
     for i in (0..=n).rev() {
         for j in (0..=m).rev() {
             memo[i][j] = match (a.get(i), b.get(j)) {
                 (None, None) => true,
-                (Some(Seg::Any), _) => memo[i + 1][j] || (j < m && memo[i][j + 1]),
-                (_, Some(Seg::Any)) => memo[i][j + 1] || (i < n && memo[i + 1][j]),
+                (Some(Segment::Any), _) => memo[i + 1][j] || (j < m && memo[i][j + 1]),
+                (_, Some(Segment::Any)) => memo[i][j + 1] || (i < n && memo[i + 1][j]),
                 (None, Some(_)) | (Some(_), None) => false,
-                (Some(Seg::Lit(x)), Some(Seg::Lit(y))) => x == y && memo[i + 1][j + 1],
+                (Some(Segment::Literal(x)), Some(Segment::Literal(y))) => {
+                    x == y && memo[i + 1][j + 1]
+                }
                 (Some(_), Some(_)) => memo[i + 1][j + 1],
             };
         }
@@ -334,19 +325,16 @@ fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
     memo[0][0]
 }
 
-impl Rules<Vec<Seg>> {
+impl Rules<Pattern> {
     fn topics(permission: &'static str, list: &[String]) -> Result<Self, PolicyError> {
         let mut rules = Rules::default();
         for text in list {
             let (deny, body) = split(text);
-            let segs = segments(body);
-            if body.is_empty() || segs.len() > MAX_SEGMENTS {
-                return Err(PolicyError {
-                    permission,
-                    pattern: text.clone(),
-                    reason: format!("a topic pattern has 1 to {MAX_SEGMENTS} segments"),
-                });
-            }
+            let segs = pattern(body).map_err(|e| PolicyError {
+                permission,
+                pattern: text.clone(),
+                reason: e.to_string(),
+            })?;
             if deny {
                 rules.deny.push(segs);
             } else {
@@ -358,11 +346,10 @@ impl Rules<Vec<Seg>> {
 
     /// Whether every topic `pattern` matches is allowed (a published topic is a pattern with
     /// no wildcards).
-    fn permits(&self, pattern: &str) -> bool {
-        let p = segments(pattern);
-        if p.len() > MAX_SEGMENTS {
+    fn permits(&self, text: &str) -> bool {
+        let Ok(p) = pattern(text) else {
             return false;
-        }
+        };
         !self.deny.iter().any(|d| overlaps(d, &p)) && self.allow.iter().any(|a| covers(a, &p))
     }
 }
@@ -372,8 +359,8 @@ impl Rules<Vec<Seg>> {
 pub struct Policy {
     spec: PolicySpec,
     functions: Rules<NameRule>,
-    publish: Rules<Vec<Seg>>,
-    subscribe: Rules<Vec<Seg>>,
+    publish: Rules<Pattern>,
+    subscribe: Rules<Pattern>,
     queue_send: Rules<NameRule>,
     queue_receive: Rules<NameRule>,
     queue_admin: Rules<NameRule>,
@@ -588,18 +575,11 @@ mod tests {
         all
     }
 
-    fn matches(p: &[Seg], t: &[&str]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((Seg::Any, rest)) => (0..=t.len()).any(|i| matches(rest, &t[i..])),
-            Some((Seg::One, rest)) => !t.is_empty() && matches(rest, &t[1..]),
-            Some((Seg::Lit(l), rest)) => {
-                t.first().is_some_and(|s| **s == **l) && matches(rest, &t[1..])
-            }
-        }
+    fn matches(p: &Pattern, t: &[&str]) -> bool {
+        p.matches(&t.join("."))
     }
 
-    fn pattern() -> impl Strategy<Value = String> {
+    fn any_pattern() -> impl Strategy<Value = String> {
         prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "#"]), 1..4)
             .prop_map(|s| s.join("."))
     }
@@ -608,8 +588,8 @@ mod tests {
         /// Against brute force over every short topic: `covers` never claims a topic `a` does
         /// not match, and `overlaps` finds one both match whenever one exists among them.
         #[test]
-        fn covers_and_overlaps_agree_with_brute_force(a in pattern(), b in pattern()) {
-            let (sa, sb) = (segments(&a), segments(&b));
+        fn covers_and_overlaps_agree_with_brute_force(a in any_pattern(), b in any_pattern()) {
+            let (sa, sb) = (pattern(&a).expect("a"), pattern(&b).expect("b"));
             let all = topics();
             let b_topics: Vec<_> = all.iter().filter(|t| matches(&sb, t)).collect();
             if covers(&sa, &sb) {
