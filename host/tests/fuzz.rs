@@ -64,6 +64,10 @@ fn peer_corpus() -> Vec<Vec<u8>> {
         timeout_ms: 1_000,
         depth: 0,
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        principal: mpreg::cluster::wire::ForwardedPrincipal {
+            name: "fuzzer".into(),
+            policy: Some(r#"{"functions":["echo"]}"#.into()),
+        },
     };
     [
         PeerFrame::Call { id: 1, call },

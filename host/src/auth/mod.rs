@@ -96,6 +96,46 @@ impl Principal {
     }
 }
 
+/// A principal's policy as another node sent it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the forwarded identity '{name}' has an unreadable policy: {reason}")]
+pub struct BadForwarded {
+    /// The identity.
+    pub name: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Principal {
+    /// Its name and policy as sent to a peer: the policy as written (JSON), `None` when
+    /// unrestricted.
+    pub fn to_parts(&self) -> (String, Option<String>) {
+        let policy = self
+            .policy
+            .as_ref()
+            .and_then(|p| serde_json::to_string(p.spec()).ok());
+        (self.name.to_string(), policy)
+    }
+
+    /// The principal a peer sent ([`Principal::to_parts`]).
+    pub fn from_parts(name: &str, policy: Option<&str>) -> Result<Principal, BadForwarded> {
+        let Some(text) = policy else {
+            return Ok(Principal {
+                name: name.into(),
+                policy: None,
+            });
+        };
+        let bad = |reason: String| BadForwarded {
+            name: name.to_owned(),
+            reason,
+        };
+        let spec: policy::PolicySpec =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let policy = Policy::new(spec).map_err(|e| bad(e.to_string()))?;
+        Ok(Principal::new(name, Arc::new(policy)))
+    }
+}
+
 impl Default for Principal {
     fn default() -> Self {
         Principal::anonymous()
@@ -127,5 +167,31 @@ mod tests {
         );
         assert!(Principal::anonymous().check(&need).is_ok());
         assert!(Principal::system().unrestricted());
+    }
+
+    #[test]
+    fn a_principal_crosses_a_link_with_its_policy() {
+        let p = Policy::new(PolicySpec {
+            functions: vec!["echo".into(), "!secret".into()],
+            ..PolicySpec::default()
+        })
+        .expect("policy");
+        let alice = Principal::new("alice", Arc::new(p));
+        let (name, policy) = alice.to_parts();
+        let back = Principal::from_parts(&name, policy.as_deref()).expect("back");
+        assert_eq!(back.name(), "alice");
+        assert_eq!(
+            back.policy().map(|p| p.spec()),
+            alice.policy().map(|p| p.spec())
+        );
+        let (name, policy) = Principal::system().to_parts();
+        assert!(policy.is_none());
+        assert!(
+            Principal::from_parts(&name, None)
+                .expect("system")
+                .unrestricted()
+        );
+        let e = Principal::from_parts("mallory", Some(r#"{"functions": 3}"#)).expect_err("bad");
+        assert!(e.to_string().contains("mallory"), "{e}");
     }
 }

@@ -27,8 +27,8 @@ use crate::cluster::catalog::PeerNode;
 use crate::config::cache::Consistency;
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::{
-    BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Envelope, Handler, Located, Ownership,
-    Placement,
+    Access, BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Envelope, Handler, Located,
+    Ownership, Placement,
 };
 use crate::rpc::port::{Call, CallError, LateDispatcher};
 
@@ -166,6 +166,7 @@ pub fn register(
             } else {
                 owners.clone()
             }),
+            access: Access::Check(Arc::new(super::access::check)),
         })?;
     }
     b.add_source(Arc::new(CacheRoles {
@@ -351,6 +352,8 @@ fn on_node(node: &str, frame: Value, what: &str) -> Call {
         request_id: format!("cache-{what}").into(),
         depth: 1,
         deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
+        // The node's fan-out of an operation its caller was allowed.
+        principal: crate::auth::Principal::system(),
     }
 }
 
@@ -1437,6 +1440,8 @@ impl CacheService {
                 request_id: "cache-many".into(),
                 depth: 1,
                 deadline: Some(Instant::now() + FAN_OUT_TIMEOUT),
+                // Per key of a namespace the caller was allowed.
+                principal: crate::auth::Principal::system(),
             };
             d.dispatch(call)
         };

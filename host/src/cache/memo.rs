@@ -208,6 +208,9 @@ impl Memo {
                     request_id: name.into(),
                     depth: 1,
                     deadline: None,
+                    // The caller was allowed this function where it asked (the memoizer
+                    // runs only calls the dispatcher resolved for it).
+                    principal: crate::auth::Principal::system(),
                 })
                 .await;
             if let Ok(v) = &result {
@@ -303,6 +306,9 @@ impl Memoizer for Memo {
                 request_id: call.request_id,
                 depth: call.depth,
                 deadline: call.deadline,
+                // The hop to the key's owner is the node's: the caller's permission to call
+                // the function was checked when it resolved.
+                principal: crate::auth::Principal::system(),
             })
             .await
         })

@@ -4,6 +4,7 @@
 //! store ([`store`]), the wire ([`api`]), memoized functions ([`memo`]) and pub/sub events
 //! ([`events`]).
 
+pub mod access;
 pub mod api;
 pub mod disk;
 pub mod events;

@@ -26,6 +26,18 @@ pub struct ForwardedCall {
     pub depth: u32,
     /// W3C `traceparent` of the sending span, when traces are exported (crate::trace).
     pub traceparent: Option<String>,
+    /// Who the call runs for; the receiver holds it to the same policy.
+    pub principal: ForwardedPrincipal,
+}
+
+/// A call's identity as it crosses a peer link.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForwardedPrincipal {
+    /// Its name.
+    pub name: String,
+    /// Its policy (`PolicySpec` as JSON, since postcard cannot skip absent fields); `None`:
+    /// unrestricted.
+    pub policy: Option<String>,
 }
 
 /// Why a forwarded call failed on the peer.
@@ -177,6 +189,10 @@ mod tests {
                     traceparent: Some(
                         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
                     ),
+                    principal: ForwardedPrincipal {
+                        name: "alice".into(),
+                        policy: Some(r#"{"functions":["add"]}"#.into()),
+                    },
                 },
             },
             PeerFrame::Reply {

@@ -14,11 +14,13 @@ use serde_json::{Map, Value, json};
 
 use super::manager::{ManagerError, QueueManager};
 use super::state::{QueueError, QueueSpec, SendOptions};
+use crate::auth::policy::Need;
+use crate::auth::{Denied, Principal};
 use crate::cluster::catalog::PeerNode;
 use crate::cluster::{Part, StateSync};
 use crate::protocol::RpcCommand;
 use crate::rpc::builtins::{
-    BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Handler, Ownership, Placement,
+    Access, BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Handler, Ownership, Placement,
 };
 use crate::rpc::port::CallError;
 
@@ -96,9 +98,27 @@ pub fn register(
                 })
             })),
             placement: Placement::Owner(owner.clone()),
+            access: Access::Check(Arc::new(access)),
         })?;
     }
     Ok(())
+}
+
+/// What a queue built-in asks of its caller's policy: `queue_send` to send, `queue_receive`
+/// to receive, peek, acknowledge or release, `queue_admin` for the rest. A call without a queue
+/// name is not refused here: it fails on its arguments when it runs.
+fn access(principal: &Principal, cmd: &RpcCommand) -> Result<(), Denied> {
+    let Some(name) = queue_name(cmd) else {
+        return Ok(());
+    };
+    principal.check(&match cmd.fun.as_str() {
+        "queue.list" => return Ok(()),
+        "queue.send" | "queue.send_batch" => Need::QueueSend(name),
+        "queue.receive" | "queue.ack" | "queue.nack" | "queue.peek" | "queue.release" => {
+            Need::QueueReceive(name)
+        }
+        _ => Need::QueueAdmin(name),
+    })
 }
 
 /// Each queue lives on one node, which gossips its name (`q:<name>`); `queue.create` runs

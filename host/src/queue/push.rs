@@ -40,6 +40,8 @@ fn call(fun: &str, args: Vec<Value>, consumer: &str) -> Call {
         request_id: format!("push:{consumer}").into(),
         depth: 0,
         deadline: None,
+        // The subscriber was allowed to receive from the queue when it subscribed.
+        principal: crate::auth::Principal::system(),
     }
 }
 

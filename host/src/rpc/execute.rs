@@ -15,13 +15,18 @@ pub use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::substitute::{Results, substitute};
 use super::version::VersionConstraint;
 use crate::abort::AbortOnDrop;
+use crate::auth::Principal;
 use crate::protocol::{
     ExecutionSummary, IntermediateResult, RpcCommand, RpcErrorBody, RpcRequest, RpcResponse, codes,
 };
 
 /// Answers a one-command request on the spot when its target is immediate (built-in `echo`,
 /// say): no planner tables, timer or task. Same replies as [`execute`]; `None` means "use it".
-pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Option<RpcResponse> {
+pub fn execute_immediate(
+    req: &RpcRequest,
+    dispatcher: &dyn Dispatcher,
+    principal: &Principal,
+) -> Option<RpcResponse> {
     if req.cmds.len() != 1
         || req.return_intermediate_results
         || req.include_execution_summary
@@ -46,7 +51,7 @@ pub fn execute_immediate(req: &RpcRequest, dispatcher: &dyn Dispatcher) -> Optio
         }
     };
     Some(
-        match dispatcher.immediate(c, constraint.as_ref(), &req.u)? {
+        match dispatcher.immediate(c, constraint.as_ref(), &req.u, principal)? {
             Ok(v) => {
                 let mut r = Map::with_capacity(1);
                 r.insert(c.name.clone(), v);
@@ -77,6 +82,8 @@ pub struct ExecOptions {
     pub max_bytes: usize,
     /// Told the number of dependency levels of the request once it is planned (metrics).
     pub levels: Option<LevelsHook>,
+    /// Who sent it: every command is checked against its policy before any runs.
+    pub principal: Principal,
 }
 
 /// The 1008 of a request past its byte budget, at command `name`.
@@ -187,6 +194,7 @@ async fn run(
             request_id: request_id.clone(),
             depth: 0,
             deadline: None,
+            principal: opts.principal.clone(),
         };
         if let Err(f) = dispatcher.check(&probe) {
             return error_reply(u, f.code(), failure_details(c, f));
@@ -228,6 +236,7 @@ async fn run(
     };
     let keep_all = want_intermediate || opts.on_level.is_some();
     let mut unstarted_dependents: Vec<usize> = dependents.iter().map(Vec::len).collect();
+    let principal = opts.principal.clone();
     let start_command = |i: usize,
                          results: &[Option<Value>],
                          budget: &mut Option<Budget>,
@@ -265,6 +274,7 @@ async fn run(
             request_id: request_id.clone(),
             depth: 0,
             deadline: Some(deadline_at),
+            principal: principal.clone(),
         };
         let begun = started.elapsed();
         let span = tracing::debug_span!(
@@ -500,6 +510,7 @@ mod tests {
                 on_level: None,
                 max_bytes: 1 << 20,
                 levels: None,
+                principal: Principal::anonymous(),
             },
         )
         .await

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::version::VersionConstraint;
-use crate::auth::Denied;
+use crate::auth::{Denied, Principal};
 use crate::protocol::{RpcCommand, codes};
 
 /// A boxed, sendable future.
@@ -32,6 +32,9 @@ pub struct Call {
     pub depth: u32,
     /// When the request it belongs to must be answered (a forwarded call carries what is left).
     pub deadline: Option<Instant>,
+    /// Who it runs for: the client's identity, carried into the nested calls its plugins make
+    /// and the peers it is forwarded to; [`Principal::system`] for the node's own work.
+    pub principal: Principal,
 }
 
 /// Why one call failed. Each variant carries the cause shown in the reply's details (the
@@ -140,12 +143,13 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// Runs the call.
     fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, CallError>>;
     /// Answers at once when the target needs no waiting (a built-in); `None` otherwise.
-    /// `request_id` names the request in a failure's log line.
+    /// `request_id` names the request in a failure's log line; `principal` is who asks.
     fn immediate(
         &self,
         _cmd: &RpcCommand,
         _constraint: Option<&VersionConstraint>,
         _request_id: &str,
+        _principal: &Principal,
     ) -> Option<Result<Value, CallError>> {
         None
     }

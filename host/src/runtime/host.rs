@@ -225,6 +225,7 @@ impl wit::call::Host for HostState {
             locs: options.locs,
             request_id: self.ctx.request_id.clone(),
             depth,
+            principal: self.ctx.principal.clone(),
         };
         match self.without_slot(nested.call(call)).await {
             Ok(v) => Ok(v.to_string()),
@@ -241,7 +242,13 @@ impl wit::publish::Host for HostState {
         let Some(node) = self.ctx.nested.clone() else {
             return Err("publishing is not available here (the plugin is being loaded)".into());
         };
-        node.publish(&topic, &payload, &self.plugin, &self.ctx.request_id)
+        node.publish(
+            &topic,
+            &payload,
+            &self.plugin,
+            &self.ctx.request_id,
+            &self.ctx.principal,
+        )
     }
 }
 
@@ -294,6 +301,7 @@ impl HostState {
             locs: Vec::new(),
             request_id: self.ctx.request_id.clone(),
             depth: self.ctx.depth + 1,
+            principal: self.ctx.principal.clone(),
         }
     }
 

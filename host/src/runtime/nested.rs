@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::auth::Principal;
+
 /// Boxed future of a nested call.
 pub type NestedFuture = Pin<Box<dyn Future<Output = Result<Value, NestedError>> + Send>>;
 
@@ -19,13 +21,15 @@ pub trait NestedCalls: Send + Sync {
     fn call(&self, call: NestedCall) -> NestedFuture;
 
     /// Publishes `payload` (JSON text) on `topic` for plugin `plugin` during request
-    /// `request_id`; returns the message id.
+    /// `request_id`, if `principal` (the caller the plugin runs for) may publish there;
+    /// returns the message id.
     fn publish(
         &self,
         topic: &str,
         payload: &str,
         plugin: &str,
         request_id: &str,
+        principal: &Principal,
     ) -> Result<String, String>;
 }
 
@@ -48,6 +52,8 @@ pub struct NestedCall {
     pub request_id: Arc<str>,
     /// Nesting depth of the callee (1 for a call made by a top-level call).
     pub depth: u32,
+    /// Who the outermost call runs for: a plugin calls with its caller's permissions.
+    pub principal: Principal,
 }
 
 /// Why a nested call failed; maps onto the WIT `call-error`.
@@ -77,6 +83,8 @@ pub struct CallContext {
     pub depth: u32,
     /// Where `call` goes.
     pub nested: Option<Arc<dyn NestedCalls>>,
+    /// Who the call runs for.
+    pub principal: Principal,
 }
 
 impl CallContext {
@@ -86,6 +94,7 @@ impl CallContext {
             request_id,
             depth: 0,
             nested: None,
+            principal: Principal::system(),
         }
     }
 }

@@ -185,7 +185,7 @@ async fn upgrade(
     let limit = state.config.max_message_bytes;
     let remote = ticket.as_ref().and_then(|t| t.remote);
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
-        session::run(socket, state, remote)
+        session::run(socket, state, remote, crate::auth::Principal::anonymous())
     })
 }
 

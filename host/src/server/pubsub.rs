@@ -13,6 +13,8 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use serde_json::json;
 
 use super::state::ServerState;
+use crate::auth::policy::Need;
+use crate::auth::{Denied, Principal};
 use crate::cluster::Part;
 use crate::protocol::RpcCommand;
 use crate::protocol::pubsub::QUEUE_TOPIC_PREFIX;
@@ -55,6 +57,7 @@ pub async fn handle(
     u: &str,
     state: &ServerState,
     conn: &Connection,
+    principal: &Principal,
 ) -> Vec<Message> {
     let exchange = &state.exchange;
     match role {
@@ -63,6 +66,9 @@ pub async fn handle(
                 Ok(f) => f,
                 Err(e) => return vec![ack(state, u, Err(format!("invalid publish: {e}")))],
             };
+            if let Err(why) = may_publish(principal, frame.message.get()) {
+                return vec![ack(state, u, Err(why))];
+            }
             let _span = tracing::debug_span!(
                 target: "mpreg::pubsub",
                 "publish",
@@ -85,6 +91,9 @@ pub async fn handle(
                 Ok(f) => f,
                 Err(e) => return vec![ack(state, u, Err(format!("invalid subscribe: {e}")))],
             };
+            if let Err(d) = may_subscribe(principal, &frame.subscription) {
+                return vec![ack(state, u, Err(d.to_string()))];
+            }
             let queue = match queue_subscription(&frame.subscription, state).await {
                 Ok(q) => q,
                 Err(e) => return vec![ack(state, u, Err(e))],
@@ -146,6 +155,37 @@ pub async fn handle(
     }
 }
 
+/// Whether `principal` may publish `message` (checked on its topic; an unreadable message is
+/// left to the exchange to refuse).
+fn may_publish(principal: &Principal, message: &str) -> Result<(), String> {
+    if principal.unrestricted() {
+        return Ok(());
+    }
+    #[derive(serde::Deserialize)]
+    struct Topic<'a> {
+        #[serde(borrow)]
+        topic: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_str::<Topic<'_>>(message) {
+        Ok(t) => principal
+            .check(&Need::Publish(&t.topic))
+            .map_err(|d| d.to_string()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Whether `principal` may hold every pattern of `sub`: `subscribe` for topics, `queue_receive`
+/// for a queue's push topic.
+fn may_subscribe(principal: &Principal, sub: &Subscription) -> Result<(), Denied> {
+    for p in &sub.patterns {
+        match push::queue_of_topic(&p.pattern) {
+            Some(queue) => principal.check(&Need::QueueReceive(queue))?,
+            None => principal.check(&Need::Subscribe(&p.pattern))?,
+        }
+    }
+    Ok(())
+}
+
 /// The queue a subscription consumes, when it is a queue subscription (one pattern,
 /// `mpreg.queue.<name>`, naming a queue that exists somewhere in the cluster).
 async fn queue_subscription(
@@ -171,6 +211,8 @@ async fn queue_subscription(
         request_id: "subscribe".into(),
         depth: 0,
         deadline: None,
+        // Whether the subscriber may receive from it was checked already (`may_subscribe`).
+        principal: Principal::system(),
     };
     match state.dispatcher.dispatch(stats).await {
         Ok(_) => Ok(Some((*name).to_owned())),

@@ -20,6 +20,7 @@ use super::metrics::Outcome;
 use super::pubsub;
 use super::state::ServerState;
 use super::window::{Unwritten, Window};
+use crate::auth::Principal;
 use crate::identity::Counted;
 use crate::protocol::numbers;
 use crate::protocol::{FrameHead, RpcErrorBody, RpcIntermediate, RpcRequest, RpcResponse, codes};
@@ -91,6 +92,7 @@ pub async fn run<S: Socket>(
     socket: S,
     state: Arc<ServerState>,
     remote: Option<std::net::SocketAddr>,
+    principal: Principal,
 ) {
     let _client = Counted::enter(&state.node.active_clients);
     let (mut sink, mut stream) = socket.split();
@@ -157,6 +159,7 @@ pub async fn run<S: Socket>(
                 draining,
                 pipelined: pending.is_some(),
                 answer_pings: !S::ANSWERS_PINGS,
+                principal: &principal,
             };
             match on_frame(msg, &ctx, &mut sink, &mut window, &mut out).await {
                 Ok(true) => continue,
@@ -588,6 +591,8 @@ struct Ctx<'a> {
     pipelined: bool,
     /// The transport leaves pings to the session (TCP's `PING` frames).
     answer_pings: bool,
+    /// Who the client authenticated as: every command it sends runs as it.
+    principal: &'a Principal,
 }
 
 /// Reads one frame and starts its request (or answers it with an error).
@@ -611,7 +616,7 @@ async fn handle(bytes: &[u8], text: Option<&str>, ctx: &Ctx<'_>) -> Answer {
             {
                 if pubsub::is_pubsub(&role) {
                     return Answer::Many(
-                        pubsub::handle(bytes, &role, &u, ctx.state, ctx.conn).await,
+                        pubsub::handle(bytes, &role, &u, ctx.state, ctx.conn, ctx.principal).await,
                     );
                 }
                 if let Some(env) = ctx.state.dispatcher.builtins().envelope(&role) {
@@ -683,6 +688,7 @@ async fn envelope(bytes: &[u8], env: Envelope, u: String, ctx: &Ctx<'_>) -> Opti
         request_id: u.as_str().into(),
         depth: 0,
         deadline: Some(std::time::Instant::now() + timeout),
+        principal: ctx.principal.clone(),
     };
     let (state, gone) = (state.clone(), ctx.gone.clone());
     let work = async move {
@@ -753,7 +759,8 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
         node = %state.node.node_id,
     );
     crate::trace::continue_from(&span, req.traceparent.as_deref());
-    let immediate = span.in_scope(|| execute::execute_immediate(&req, &*state.dispatcher));
+    let immediate =
+        span.in_scope(|| execute::execute_immediate(&req, &*state.dispatcher, ctx.principal));
     if let Some(reply) = immediate {
         // Answered inline, in order: no task, no timer.
         state.counts.rpc(outcome(&reply), None);
@@ -826,6 +833,7 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             .counts
             .levels()
             .map(|h| -> execute::LevelsHook { Box::new(move |n| h.observe(n as u64)) }),
+        principal: ctx.principal.clone(),
     };
     // The session reads a request only when its window has a slot free, and only the session
     // takes slots.

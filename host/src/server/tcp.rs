@@ -33,7 +33,7 @@ pub async fn serve(tcp: tokio::net::TcpStream, ticket: Ticket, state: Arc<Server
         Ok((conn, _peer)) => {
             let _ticket = ticket;
             let socket = TcpSocket::new(conn, state.config.max_message_bytes);
-            super::session::run(socket, state, remote).await;
+            super::session::run(socket, state, remote, crate::auth::Principal::anonymous()).await;
         }
         // No HTTP here to say why: the client sees the connection close.
         Err(e) => handshake::failed(remote, &e),

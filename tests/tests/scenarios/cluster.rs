@@ -396,6 +396,7 @@ async fn forwarded_calls_respect_the_hop_budget_and_path_and_peers_must_match() 
             timeout_ms: 5_000,
             depth: 0,
             traceparent: None,
+            principal: Default::default(),
         },
     };
     let replies = peer_exchange(

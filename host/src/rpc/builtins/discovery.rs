@@ -11,6 +11,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{BuiltinSpec, Builtins, CatalogSource, DuplicateBuiltin, Scope};
+use crate::auth::Principal;
+use crate::auth::policy::Need;
 use crate::clock::unix_now;
 use crate::cluster::catalog::PeerNode;
 use crate::protocol::RpcCommand;
@@ -259,5 +261,29 @@ pub fn gather(s: &Scope<'_>) -> Directory {
             }
         }
     }
+    if !s.principal.unrestricted() {
+        visible_to(&mut d, s.principal);
+    }
     d
+}
+
+/// Keeps of `d` only the plugin functions `principal` may call (built-ins stay: each checks
+/// its own use), in the function list and in each node's names.
+fn visible_to(d: &mut Directory, principal: &Principal) {
+    d.functions.retain(|f| {
+        f.plugin.is_none()
+            || principal.may(&Need::Call {
+                name: &f.name,
+                function_id: &f.function_id,
+                version: Some(&f.version),
+            })
+    });
+    for n in &mut d.nodes {
+        let node_id = &n.node_id;
+        n.functions.retain(|name| {
+            d.functions
+                .iter()
+                .any(|f| &f.node_id == node_id && &f.name == name)
+        });
+    }
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::port::{BoxFuture, CallError};
+use super::port::{BoxFuture, Call, CallError};
+use crate::auth::{Denied, Principal};
 use crate::cluster::Cluster;
 use crate::cluster::catalog::PeerNode;
 use crate::identity::NodeInfo;
@@ -32,12 +33,40 @@ pub struct Scope<'a> {
     pub cluster: Option<&'a Cluster>,
     /// Every built-in.
     pub builtins: &'a Builtins,
+    /// Who asks: listings show it only what it may call.
+    pub principal: &'a Principal,
 }
 
 /// A handler that answers at once and never blocks (served inline by the session).
 pub type NowHandler = dyn Fn(&Scope<'_>, &RpcCommand) -> Result<Value, CallError> + Send + Sync;
 /// A handler that waits (storage, other calls).
 pub type LaterHandler = dyn Fn(RpcCommand) -> BoxFuture<Result<Value, CallError>> + Send + Sync;
+/// What a built-in of [`Access::Check`] asks of its caller's policy, read from the command
+/// (the queue or cache namespace it names).
+pub type AccessCheck = dyn Fn(&Principal, &RpcCommand) -> Result<(), Denied> + Send + Sync;
+
+/// Who may call a built-in. The dispatcher checks it wherever the call comes from (a client,
+/// a plugin's nested call, a peer), before the call is placed.
+#[derive(Clone)]
+pub enum Access {
+    /// Any connected identity: it reads nothing private (`echo`, discovery, whose listings
+    /// are filtered by the caller's policy).
+    Open,
+    /// The resource it names must be allowed (`queue_send` for `queue.send`, `cache_read`
+    /// for `cache.get`, ...).
+    Check(Arc<AccessCheck>),
+}
+
+impl Access {
+    /// `Ok` when `principal` may run `cmd`.
+    pub fn check(&self, principal: &Principal, cmd: &RpcCommand) -> Result<(), Denied> {
+        match self {
+            Access::Open => Ok(()),
+            Access::Check(_) if principal.unrestricted() => Ok(()),
+            Access::Check(f) => f(principal, cmd),
+        }
+    }
+}
 
 /// How a built-in runs.
 #[derive(Clone)]
@@ -108,6 +137,8 @@ pub struct BuiltinSpec {
     pub handler: Handler,
     /// Where it runs.
     pub placement: Placement,
+    /// Who may call it.
+    pub access: Access,
 }
 
 impl std::fmt::Debug for BuiltinSpec {
@@ -169,8 +200,7 @@ pub trait Memoizer: Send + Sync {
     /// the command does not turn that off.
     fn wants(&self, cmd: &RpcCommand, declared: bool) -> bool;
     /// Answers `call` of `target`, from the cache or by running it once.
-    fn run(&self, call: super::port::Call, target: Resolved)
-    -> BoxFuture<Result<Value, CallError>>;
+    fn run(&self, call: Call, target: Resolved) -> BoxFuture<Result<Value, CallError>>;
     /// The result of `cmd` of `target` if this node holds it now (no waiting, no hop).
     fn held(&self, _cmd: &RpcCommand, _target: &Resolved) -> Option<Value> {
         None
@@ -263,6 +293,7 @@ impl BuiltinSpec {
             description,
             handler: Handler::Now(Arc::new(f)),
             placement: Placement::Everywhere,
+            access: Access::Open,
         }
     }
 }

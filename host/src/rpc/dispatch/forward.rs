@@ -8,9 +8,10 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{NodeDispatcher, Target};
+use crate::auth::Principal;
 use crate::cluster::catalog::RemoteFunction;
 use crate::cluster::link::LinkError;
-use crate::cluster::wire::{ForwardedCall, RemoteFailure};
+use crate::cluster::wire::{ForwardedCall, ForwardedPrincipal, RemoteFailure};
 use crate::protocol::RpcCommand;
 use crate::rpc::port::{Call, CallError};
 use crate::rpc::route::{self, Miss, Next};
@@ -53,6 +54,8 @@ impl NodeDispatcher {
         };
         let command =
             serde_json::to_string(&call.command).map_err(|e| CallError::Failed(e.to_string()))?;
+        let (name, policy) = call.principal.to_parts();
+        let principal = ForwardedPrincipal { name, policy };
         let mut target = first;
         let mut tried: Vec<String> = path.clone();
         let mut not_run = Vec::new();
@@ -82,6 +85,7 @@ impl NodeDispatcher {
                 timeout_ms,
                 depth: call.depth,
                 traceparent: crate::trace::traceparent(&span),
+                principal: principal.clone(),
             };
             let outcome = match cluster.link(&node_id) {
                 Some(link) => {
@@ -138,12 +142,15 @@ impl NodeDispatcher {
         let constraint = VersionConstraint::parse_optional(command.version_constraint.as_deref())
             .map_err(|e| CallError::Failed(e.to_string()))?;
         let timeout = Duration::from_millis(fwd.timeout_ms);
+        let principal = Principal::from_parts(&fwd.principal.name, fwd.principal.policy.as_deref())
+            .map_err(|e| CallError::Malformed(e.to_string()))?;
         let call = Call {
             command,
             constraint,
             request_id: fwd.request_id.as_str().into(),
             depth: fwd.depth,
             deadline: Some(Instant::now() + timeout),
+            principal,
         };
         let mut path = fwd.path;
         path.push(self.node.node_id.clone());

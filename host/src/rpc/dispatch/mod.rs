@@ -26,6 +26,8 @@ use super::builtins::{
 use super::port::{BoxFuture, Call, CallError, Dispatcher};
 use super::route::{self, Candidate, Route, Wanted};
 use super::version::VersionConstraint;
+use crate::auth::Principal;
+use crate::auth::policy::Need;
 use crate::cluster::Cluster;
 use crate::cluster::catalog::{FunctionAd, PeerNode, RemoteFunction};
 use crate::identity::{Counted, NodeInfo, RunningCalls};
@@ -131,7 +133,7 @@ impl NodeDispatcher {
 
     /// The cluster as `cluster_map` answers.
     pub fn cluster_map(&self) -> crate::protocol::discovery::ClusterMap {
-        crate::rpc::builtins::core::cluster_map(&self.scope())
+        crate::rpc::builtins::core::cluster_map(&self.scope(&Principal::system()))
     }
 
     /// The call counters of every built-in.
@@ -162,15 +164,17 @@ impl NodeDispatcher {
 
     /// Everything this node knows, as the discovery built-ins answer from it.
     pub fn directory(&self) -> crate::rpc::directory::Directory {
-        crate::rpc::builtins::discovery::gather(&self.scope())
+        crate::rpc::builtins::discovery::gather(&self.scope(&Principal::system()))
     }
 
-    fn scope(&self) -> Scope<'_> {
+    /// What a built-in answering `principal` reads.
+    fn scope<'a>(&'a self, principal: &'a Principal) -> Scope<'a> {
         Scope {
             node: &self.node,
             registry: &self.registry,
             cluster: self.cluster.as_deref(),
             builtins: &self.builtins,
+            principal,
         }
     }
 
@@ -210,6 +214,7 @@ impl NodeDispatcher {
             request_id: call.request_id.clone(),
             depth: call.depth,
             nested: self.this.upgrade().map(|d| d as Arc<dyn NestedCalls>),
+            principal: call.principal.clone(),
         }
     }
 
@@ -240,44 +245,88 @@ impl NodeDispatcher {
     /// Where `call` runs: a built-in, else the highest matching version here or on a live peer
     /// not in `exclude`, the least loaded node among those that have it.
     fn resolve(&self, call: &Call, exclude: &[String]) -> Result<Target, CallError> {
-        self.resolve_command(&call.command, call.constraint.as_ref(), exclude)
+        self.resolve_command(
+            &call.command,
+            call.constraint.as_ref(),
+            exclude,
+            &call.principal,
+        )
     }
 
-    /// [`Self::resolve`] of a command and its parsed constraint.
+    /// [`Self::resolve`] of a command and its parsed constraint, for `principal`: a built-in
+    /// it may not call, or a function none of whose matching versions it may call, is
+    /// refused (1006) here, before anything runs; versions it may not call are never chosen.
     fn resolve_command(
         &self,
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
         exclude: &[String],
+        principal: &Principal,
     ) -> Result<Target, CallError> {
         let wanted = Wanted {
             cmd,
             constraint,
             cluster_id: &self.node.cluster_id,
         };
-        if let Some(spec) = self.builtins.get(&cmd.fun)
-            && let Some(target) = self.resolve_builtin(spec, wanted, exclude)
-        {
-            return target;
+        if let Some(spec) = self.builtins.get(&cmd.fun) {
+            spec.access.check(principal, cmd)?;
+            if let Some(target) = self.resolve_builtin(spec, wanted, exclude) {
+                return target;
+            }
         }
+        if principal.unrestricted() {
+            return self.route_function(cmd, wanted, exclude, |_, _| true);
+        }
+        let allowed = |function_id: &str, version: &Version| {
+            principal.may(&Need::Call {
+                name: &cmd.fun,
+                function_id,
+                version: Some(version),
+            })
+        };
+        match self.route_function(cmd, wanted, exclude, allowed) {
+            Err(CallError::NotFound(why)) => {
+                // Refused rather than missing when a version it may not call would have run.
+                match self.route_function(cmd, wanted, exclude, |_, _| true) {
+                    Ok(found) => Err(denied(principal, &cmd.fun, &found)),
+                    Err(_) => Err(CallError::NotFound(why)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The highest version of plugin function `cmd.fun` matching `wanted` among those
+    /// `allowed` (by `function_id` and version), here or on a live peer not in `exclude`.
+    fn route_function(
+        &self,
+        cmd: &RpcCommand,
+        wanted: Wanted<'_>,
+        exclude: &[String],
+        allowed: impl Fn(&str, &Version) -> bool,
+    ) -> Result<Target, CallError> {
         // Route against borrowed snapshots: no copy of the version lists per call.
         let table = self.registry.snapshot();
         let versions = table
             .get(cmd.fun.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let candidates = versions.iter().map(|e| Local {
-            node: &self.node,
-            function_id: &e.function().function_id,
-            version: e.version(),
-            resources: &e.function().resources,
-            entry: Some(e),
-        });
+        let candidates = versions
+            .iter()
+            .filter(|e| allowed(&e.function().function_id, e.version()))
+            .map(|e| Local {
+                node: &self.node,
+                function_id: &e.function().function_id,
+                version: e.version(),
+                resources: &e.function().resources,
+                entry: Some(e),
+            });
         let view = self.cluster.as_ref().map(|c| c.view());
         let all_remote: &[RemoteFunction] = view.as_ref().map_or(&[], |v| v.functions(&cmd.fun));
         let remote: Vec<&RemoteFunction> = all_remote
             .iter()
             .filter(|f| !exclude.contains(&f.node.node_id) && self.reachable(&f.node.node_id))
+            .filter(|f| allowed(&f.ad.function_id, &f.ad.version))
             .collect();
         // Load of each candidate node: calls running there as it last said, or the calls this
         // node has outstanding there, whichever is higher (gossip lags; our own count does not).
@@ -424,6 +473,7 @@ impl NodeDispatcher {
         &self,
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
+        principal: &Principal,
     ) -> Option<Value> {
         let memoizer = self.builtins.memoizer()?;
         let asked = match &cmd.cache {
@@ -440,7 +490,7 @@ impl NodeDispatcher {
                 return None;
             }
         }
-        let target = self.resolve_command(cmd, constraint, &[]).ok()?;
+        let target = self.resolve_command(cmd, constraint, &[], principal).ok()?;
         let (_, resolved) = self.memoized(cmd, &target)?;
         memoizer.held(cmd, &resolved)
     }
@@ -450,7 +500,7 @@ impl NodeDispatcher {
         match target {
             Target::Builtin(spec) => match &spec.handler {
                 Handler::Now(f) => {
-                    let out = f(&self.scope(), &call.command);
+                    let out = f(&self.scope(&call.principal), &call.command);
                     Box::pin(async move { out })
                 }
                 Handler::Later(f) => f(call.command),
@@ -537,6 +587,27 @@ fn code_label(e: &CallError) -> &'static str {
     crate::protocol::codes::label(e.code())
 }
 
+/// The 1006 of `principal` asking for `fun`, which would have run as `found`.
+fn denied(principal: &Principal, fun: &str, found: &Target) -> CallError {
+    let (function_id, version) = match found {
+        Target::Plugin(e) => (e.function().function_id.as_str(), Some(e.version())),
+        Target::Remote(f) => (f.ad.function_id.as_str(), Some(&f.ad.version)),
+        Target::Builtin(spec) => (spec.name, None),
+    };
+    let need = Need::Call {
+        name: fun,
+        function_id,
+        version,
+    };
+    match principal.check(&need) {
+        Err(d) => d.into(),
+        Ok(()) => CallError::Unauthorized(format!(
+            "'{}' is not allowed to call function '{fun}'",
+            principal.name()
+        )),
+    }
+}
+
 fn not_found(c: &RpcCommand, versions: usize) -> String {
     let mut text = format!("Command not found: {}", c.fun);
     if versions > 0 {
@@ -583,9 +654,10 @@ impl Dispatcher for NodeDispatcher {
         cmd: &RpcCommand,
         constraint: Option<&VersionConstraint>,
         request_id: &str,
+        principal: &Principal,
     ) -> Option<Result<Value, CallError>> {
         let Some(spec) = self.builtins.get(&cmd.fun) else {
-            return self.memoized_here(cmd, constraint).map(Ok);
+            return self.memoized_here(cmd, constraint, principal).map(Ok);
         };
         let (Handler::Now(f), Placement::Everywhere) = (&spec.handler, &spec.placement) else {
             return None;
@@ -600,7 +672,10 @@ impl Dispatcher for NodeDispatcher {
         }
         let calls = self.metrics.builtin(spec.name);
         let started = calls.filter(|m| m.enabled()).map(|_| Instant::now());
-        let out = f(&self.scope(), cmd);
+        let out = match spec.access.check(principal, cmd) {
+            Ok(()) => f(&self.scope(principal), cmd),
+            Err(d) => Err(d.into()),
+        };
         let took = started.map_or(Duration::ZERO, |t| t.elapsed());
         if let Some(m) = calls {
             m.finished(out.as_ref().err().map(code_label), took);
@@ -620,11 +695,11 @@ impl Dispatcher for NodeDispatcher {
 
     fn check(&self, call: &Call) -> Result<(), CallError> {
         // A resource (a queue) may be created by an earlier command of the same request:
-        // whether it exists is known only when the call runs.
+        // whether it exists is known only when the call runs; whether it may be used, now.
         if let Some(spec) = self.builtins.get(&call.command.fun)
             && matches!(spec.placement, Placement::Owner(_))
         {
-            return Ok(());
+            return Ok(spec.access.check(&call.principal, &call.command)?);
         }
         self.resolve(call, &[]).map(|_| ())
     }

@@ -5,6 +5,8 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{NodeDispatcher, Target};
+use crate::auth::Principal;
+use crate::auth::policy::Need;
 use crate::clock::unix_now;
 use crate::protocol::pubsub::PubsubMessage;
 use crate::protocol::{RpcCommand, random_u64};
@@ -19,7 +21,11 @@ impl NestedCalls for NodeDispatcher {
         payload: &str,
         plugin: &str,
         request_id: &str,
+        principal: &Principal,
     ) -> Result<String, String> {
+        principal
+            .check(&Need::Publish(topic))
+            .map_err(|d| d.to_string())?;
         let _span = tracing::debug_span!(
             target: "mpreg::pubsub",
             "publish",
@@ -71,6 +77,7 @@ impl NestedCalls for NodeDispatcher {
             request_id: nested.request_id,
             depth: nested.depth,
             deadline: None,
+            principal: nested.principal,
         };
         let span = tracing::debug_span!(
             target: "mpreg::plugin",
@@ -89,7 +96,10 @@ impl NodeDispatcher {
     /// Runs a plugin's `call` (in its span).
     fn nested(&self, call: Call) -> NestedFuture {
         match self.resolve(&call, &[]) {
-            Err(f) => Box::pin(async move { Err(NestedError::NotFound(f.into_cause())) }),
+            Err(CallError::NotFound(cause)) => {
+                Box::pin(async move { Err(NestedError::NotFound(cause)) })
+            }
+            Err(f) => Box::pin(async move { Err(NestedError::Failed(f.into_cause())) }),
             Ok(Target::Plugin(entry)) => {
                 let fun = call.command.fun.clone();
                 let run = self.run_plugin(entry, call);
