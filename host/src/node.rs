@@ -271,6 +271,16 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     let store = tokio::task::spawn_blocking(move || PluginStore::open(dir.as_deref()))
         .await
         .map_err(|e| NodeError::Startup(format!("opening the plugin store: {e}")))??;
+    // Before anything starts: a keys file or JWT key that cannot be read stops the start.
+    let authenticator =
+        crate::auth::authenticate::Authenticator::new(&config.auth, &|k| std::env::var(k).ok())
+            .map_err(|e| NodeError::Startup(format!("[auth]: {e}")))?;
+    if authenticator.is_some() {
+        tracing::info!(
+            anonymous = ?config.auth.anonymous,
+            "clients must authenticate (docs/security.md)"
+        );
+    }
     let (admin, generated_token) = admin_auth(&config, &store).await?;
     let node_id = match config.node.id.clone() {
         Some(id) => id,
@@ -442,6 +452,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     });
     late.set(Arc::downgrade(&dispatcher) as std::sync::Weak<dyn rpc::port::Dispatcher>);
     let gate = server::listen::Gate::new(connection_limits(&config.server));
+    let guard = server::Guard::new(authenticator, admin, config.auth.public_metrics);
     let counts = server::metrics::ServerMetrics::new(config.metrics.enabled);
     let metrics = {
         let mut m = crate::metrics::Metrics::new(config.metrics.enabled);
@@ -458,6 +469,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
             c.register_metrics(r);
         }
         counts.register(r, &gate, &info);
+        guard.register(r);
         Arc::new(m)
     };
     let state = Arc::new(ServerState {
@@ -473,7 +485,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         node: info.clone(),
         registry: registry.clone(),
         manager: manager.clone(),
-        admin,
+        guard,
         max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
         config: config.server.clone(),
         shutdown: tasks.stopping().clone(),

@@ -27,6 +27,41 @@ pub async fn http_get(url: &str, path: &str, accept: Option<&str>) -> Result<Str
     Ok(body)
 }
 
+/// `{method} {path}` of a node (`ws://host:port`) with extra `headers`, over a plain HTTP/1.1
+/// connection: the status and the body. For tests of refusals, which the other helpers treat
+/// as errors.
+pub async fn http_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url
+        .strip_prefix("ws://")
+        .context("a ws:// url")?
+        .trim_end_matches('/');
+    let mut tcp = TcpStream::connect(addr).await?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
 /// `GET {path}` of a node as JSON.
 pub async fn http_json(url: &str, path: &str) -> Result<Value> {
     Ok(serde_json::from_str(&http_get(url, path, None).await?)?)

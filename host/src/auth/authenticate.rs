@@ -16,6 +16,7 @@ use super::jwt::{JwtError, Verifier};
 use super::keys::{KeysError, KeysFile};
 use super::policy::{Policy, PolicySpec};
 use crate::config::AuthConfig;
+use crate::config::auth::fingerprint_key;
 use crate::digest::sha256_hex;
 
 /// Why a client is not let in.
@@ -176,6 +177,19 @@ impl Authenticator {
                 tracing::warn!(error = %e, "keys file not reloaded; the previous keys stay in force");
             }
         }
+    }
+
+    /// The principal of a verified client certificate (`der`, the leaf), when
+    /// `[auth.certificates]` names it.
+    pub fn certificate(&self, der: &[u8]) -> Option<Result<Principal, AuthError>> {
+        let key = sha256_hex(der);
+        let id = self
+            .config
+            .certificates
+            .iter()
+            .find(|(fp, _)| fingerprint_key(fp) == key)
+            .map(|(_, id)| id)?;
+        Some(principal(&self.config, &id.name, &id.roles, None).map_err(AuthError::Policy))
     }
 
     /// The principal `credential` stands for.

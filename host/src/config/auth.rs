@@ -13,6 +13,7 @@
 //! secret_env = "MPREG_JWT_SECRET"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,32 @@ pub struct AuthConfig {
     /// `/metrics`, `/monitor/*` and the dashboard without credentials (otherwise they need an
     /// identity with the admin scope `read`).
     pub public_metrics: bool,
+    /// Identities of clients by their verified certificate (`tls.client_ca`): the key is the
+    /// sha256 of the leaf certificate's DER, in hex (`openssl x509 -noout -fingerprint
+    /// -sha256`, colons allowed). The only way a TCP client, which sends no headers, gets an
+    /// identity other than the anonymous role.
+    pub certificates: BTreeMap<String, CertificateIdentity>,
+}
+
+/// The identity of a client certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateIdentity {
+    /// Its name in logs and denials.
+    pub name: String,
+    /// Its roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A certificate fingerprint as written (hex, any case, colons allowed) in the form the
+/// table is looked up by: lowercase hex without colons.
+pub fn fingerprint_key(written: &str) -> String {
+    written
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// One key that verifies JWTs.
@@ -71,9 +98,10 @@ fn default_leeway() -> u64 {
 }
 
 impl AuthConfig {
-    /// Whether clients must present credentials (a keys file or a JWT key is configured).
+    /// Whether clients must present credentials (a keys file, a JWT key or a certificate
+    /// identity is configured).
     pub fn enabled(&self) -> bool {
-        self.keys_file.is_some() || !self.jwt.is_empty()
+        self.keys_file.is_some() || !self.jwt.is_empty() || !self.certificates.is_empty()
     }
 
     /// Makes relative paths relative to `base` (the config file's folder).
@@ -105,7 +133,23 @@ impl AuthConfig {
             ));
         }
         if self.anonymous.is_some() && !self.enabled() {
-            return Err("auth.anonymous needs auth.keys_file or an [[auth.jwt]] key".into());
+            return Err(
+                "auth.anonymous needs auth.keys_file, an [[auth.jwt]] key or auth.certificates"
+                    .into(),
+            );
+        }
+        for (fp, id) in &self.certificates {
+            let key = fingerprint_key(fp);
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.certificates: '{fp}' is not a sha256 fingerprint (64 hex digits)"
+                ));
+            }
+            if let Some(r) = id.roles.iter().find(|r| !self.roles.contains_key(*r)) {
+                return Err(format!(
+                    "auth.certificates['{fp}'] names the role '{r}', which [auth.roles] does not define"
+                ));
+            }
         }
         for (i, k) in self.jwt.iter().enumerate() {
             let hmac = k.algorithm.starts_with("HS");

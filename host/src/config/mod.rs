@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub logs: LogsConfig,
     /// TLS for client connections (`wss://`, `tcps://`).
     pub tls: TlsConfig,
+    /// Who may connect and what each identity may do (docs/security.md).
+    pub auth: AuthConfig,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -445,6 +447,7 @@ impl NodeConfig {
                 *path = base.join(&*path);
             }
         }
+        cfg.auth.resolve_paths(base);
         Ok(cfg)
     }
 
@@ -576,12 +579,13 @@ impl NodeConfig {
         if t.reload_interval_ms == 0 {
             return bad("tls.reload_interval_ms must be positive");
         }
-        if !s.insecure && !is_loopback_host(&s.host) {
+        self.auth.validate().map_err(ConfigError::Invalid)?;
+        if !s.insecure && !self.auth.enabled() && !is_loopback_host(&s.host) {
             return Err(ConfigError::Invalid(format!(
                 "server.host = '{}' is not a loopback address and this node does not authenticate \
-                 clients: anyone who can reach it could call every function. Bind 127.0.0.1, or \
-                 pass --insecure (server.insecure = true) to serve \
-                 unauthenticated clients anyway",
+                 clients: anyone who can reach it could call every function. Configure [auth] \
+                 (docs/security.md), bind 127.0.0.1, or pass --insecure (server.insecure = true) \
+                 to serve unauthenticated clients anyway",
                 s.host
             )));
         }

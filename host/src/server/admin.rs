@@ -1,6 +1,7 @@
 //! The admin API: publish, list, describe and retire plugins over HTTP. Every route needs
-//! `Authorization: Bearer <admin token>`; the token is checked before the body is read, so an
-//! unauthenticated upload stores nothing and costs nothing.
+//! `Authorization: Bearer <admin token>`, or a credential whose policy grants the route's admin
+//! scope (`publish`, `retire`, `read`; docs/security.md); it is checked before the body is read,
+//! so an unauthenticated upload stores nothing and costs nothing.
 //!
 //! | method | path | does |
 //! |---|---|---|
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::state::ServerState;
+use crate::auth::policy::AdminScope;
 use crate::cluster::Part;
 use crate::plugin::PublishError;
 use crate::protocol::admin::{
@@ -43,41 +45,19 @@ fn publish_error(e: PublishError) -> Response {
     error(status, e.kind(), e.to_string())
 }
 
-/// The refusal, unless the request carries the admin token.
-fn refusal(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
-        ));
-    };
-    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` works as well as `Bearer`.
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    match token {
-        Some("") | None => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the admin API needs `Authorization: Bearer <admin token>`; nothing was changed",
-        )),
-        Some(t) if state.admin.accepts(t) => None,
-        _ => Some(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "wrong admin token; nothing was changed",
-        )),
-    }
+/// The refusal, unless the request may use the admin `scope` (docs/security.md).
+fn refusal(state: &ServerState, headers: &HeaderMap, scope: AdminScope) -> Option<Response> {
+    state
+        .guard
+        .admin(headers, None, scope)
+        .err()
+        .map(|r| error(r.status, r.kind, r.message))
 }
 
 /// `POST /admin/plugins`.
 pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if let Some(r) = refusal(&state, &parts.headers) {
+    if let Some(r) = refusal(&state, &parts.headers, AdminScope::Publish) {
         return r;
     }
     let limit = state.max_upload_bytes;
@@ -163,7 +143,7 @@ pub async fn publish(State(state): State<Arc<ServerState>>, request: Request) ->
 
 /// `GET /admin/plugins`.
 pub async fn list(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refusal(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers, AdminScope::Read) {
         return r;
     }
     match state.manager.list() {
@@ -179,7 +159,7 @@ pub async fn describe(
     headers: HeaderMap,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = refusal(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers, AdminScope::Read) {
         return r;
     }
     let name = params.get("name").map_or("", String::as_str);
@@ -196,7 +176,7 @@ pub async fn retire(
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    if let Some(r) = refusal(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers, AdminScope::Retire) {
         return r;
     }
     match state.manager.retire(&name, &version).await {

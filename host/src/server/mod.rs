@@ -18,7 +18,7 @@ mod tcp;
 mod state;
 mod window;
 
-pub use auth::AdminAuth;
+pub use auth::{AdminAuth, Guard, Refusal};
 pub use state::ServerState;
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::metrics::Format;
 use axum::Extension;
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,7 +48,6 @@ pub async fn serve(
 ) {
     let app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(scrape))
         .route(PEER_PATH, get(peer_upgrade))
         .route("/admin/plugins", get(admin::list).post(admin::publish))
         .route("/admin/plugins/{name}", get(admin::describe))
@@ -56,8 +55,16 @@ pub async fn serve(
             "/admin/plugins/{name}/{version}",
             get(admin::describe).delete(admin::retire),
         )
-        .merge(monitor::routes())
-        .merge(dashboard::routes())
+        .merge(
+            Router::new()
+                .route("/metrics", get(scrape))
+                .merge(monitor::routes())
+                .merge(dashboard::routes())
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    monitoring_gate,
+                )),
+        )
         .fallback(upgrade)
         .with_state(state.clone());
     let token = state.shutdown.clone();
@@ -156,6 +163,27 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     .into_response()
 }
 
+/// Lets a request to `/metrics`, `/monitor/*` or the dashboard's data through when it may
+/// read monitoring ([`Guard::monitoring`]; `?access_token=` works for a browser). The
+/// dashboard's page, script and style hold no data and are served to anyone, so a browser
+/// opened on `/dashboard?access_token=…` can load them.
+async fn monitoring_gate(
+    State(state): State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let asset = path.starts_with("/dashboard") && path != "/dashboard/events";
+    if !asset
+        && let Err(r) = state
+            .guard
+            .monitoring(request.headers(), request.uri().query())
+    {
+        return (r.status, r.message).into_response();
+    }
+    next.run(request).await
+}
+
 /// `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
 pub async fn scrape(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -176,17 +204,43 @@ async fn peer_upgrade(
     })
 }
 
-/// A client connection.
+/// A client connection: authenticated before it is upgraded (a refusal is a plain HTTP 401 or
+/// 403 saying why), with MPREG's subprotocol selected when the client offers it (browsers that
+/// carry their token as `mpreg.bearer.<token>` must be answered with one they offered).
 async fn upgrade(
     State(state): State<Arc<ServerState>>,
     ticket: Option<Extension<ConnectionTicket>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
     let limit = state.config.max_message_bytes;
     let remote = ticket.as_ref().and_then(|t| t.remote);
+    let peer = ticket.as_ref().map(|t| t.peer.clone()).unwrap_or_default();
+    let principal = match state.guard.client(&headers, query.as_deref(), &peer) {
+        Ok(p) => p,
+        Err(r) => {
+            refused_client(remote, &r);
+            return (r.status, r.message).into_response();
+        }
+    };
+    let ws = ws.protocols([crate::auth::credentials::PROTOCOL]);
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
-        session::run(socket, state, remote, crate::auth::Principal::anonymous())
+        session::run(socket, state, remote, principal)
     })
+}
+
+/// Clients refused for their credentials, logged at most once a second.
+static REFUSED_CLIENTS: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(1));
+
+/// Logs (throttled) a client refused for its credentials: where from and why, never the
+/// credential.
+fn refused_client(remote: Option<std::net::SocketAddr>, r: &auth::Refusal) {
+    if let Some(suppressed) = REFUSED_CLIENTS.admit() {
+        let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%remote, status = r.status.as_u16(), reason = %r.message, suppressed, "client refused");
+    }
 }
 
 /// Bytes a WebSocket reads into at once; larger frames grow the buffer as they need. The

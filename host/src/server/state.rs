@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::auth::AdminAuth;
+use super::auth::Guard;
 use crate::config::ServerConfig;
 use crate::identity::NodeInfo;
 use crate::plugin::{PluginManager, Registry};
@@ -22,8 +22,8 @@ pub struct ServerState {
     pub registry: Arc<Registry>,
     /// Publishes and retires plugins (admin API).
     pub manager: Arc<PluginManager>,
-    /// Admin API credentials.
-    pub admin: AdminAuth,
+    /// Who is asking: clients, the admin API, monitoring.
+    pub guard: Guard,
     /// Largest accepted upload.
     pub max_upload_bytes: usize,
     /// Limits.

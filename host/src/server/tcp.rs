@@ -30,10 +30,16 @@ pub async fn serve(tcp: tokio::net::TcpStream, ticket: Ticket, state: Arc<Server
     let remote = tcp.peer_addr().ok();
     let deadline = Duration::from_millis(state.config.header_timeout_ms);
     match handshake::open(tcp, &state.security, deadline, &state.handshakes).await {
-        Ok((conn, _peer)) => {
+        Ok((conn, peer)) => {
             let _ticket = ticket;
+            // No headers on this transport: a client certificate or the anonymous role. A
+            // refused client sees the connection close (there is no request to answer yet).
+            let principal = match state.guard.tcp_client(&peer) {
+                Ok(p) => p,
+                Err(r) => return super::refused_client(remote, &r),
+            };
             let socket = TcpSocket::new(conn, state.config.max_message_bytes);
-            super::session::run(socket, state, remote, crate::auth::Principal::anonymous()).await;
+            super::session::run(socket, state, remote, principal).await;
         }
         // No HTTP here to say why: the client sees the connection close.
         Err(e) => handshake::failed(remote, &e),

@@ -1,3 +1,4 @@
+mod auth;
 mod backpressure;
 mod bad_input;
 mod cache;

@@ -178,12 +178,17 @@ function draw(live) {
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
+// A node that requires credentials for monitoring is opened as /dashboard?access_token=…:
+// the data requests carry the same token.
+const token = new URLSearchParams(location.search).get("access_token");
+const withToken = (url) => token ? `${url}?access_token=${encodeURIComponent(token)}` : url;
+
 async function start() {
   try {
-    const r = await fetch("/monitor/live");
+    const r = await fetch(withToken("/monitor/live"));
     if (r.ok) draw(await r.json());
   } catch (e) { console.error("first load", e); }
-  const events = new EventSource("/dashboard/events");
+  const events = new EventSource(withToken("/dashboard/events"));
   events.addEventListener("live", (e) => { $("live").className = "dot on"; draw(JSON.parse(e.data)); });
   events.onerror = () => { $("live").className = "dot off"; };
 }
