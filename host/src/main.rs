@@ -96,6 +96,11 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Manage API keys and mint test tokens (docs/security.md).
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Print one of a node's JSON monitoring endpoints (`/monitor/<endpoint>`).
     Monitor {
         /// varz, connz, funcz, clusterz, subsz, queuez, cachez, live, health, or metrics/<system>.
@@ -109,6 +114,83 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuthAction {
+    /// API keys in a keys file (`[auth] keys_file`); a running node picks up changes itself.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Mint a JWT signed with a shared secret (HS256/384/512) or a private key, for tests and
+    /// scripts; nodes verify it with the matching `[[auth.jwt]]` key.
+    Token(TokenArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Make a key: prints it once; only its sha256 goes into the file.
+    New {
+        /// The keys file (created with mode 0600 if missing).
+        #[arg(long)]
+        keys_file: PathBuf,
+        /// The identity the key stands for (names it in logs and denials).
+        #[arg(long)]
+        name: String,
+        /// A role of `[auth.roles]` (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List the keys (ids, names, roles; never the keys).
+    List {
+        /// The keys file.
+        #[arg(long)]
+        keys_file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every key with this id or name.
+    Revoke {
+        /// The keys file.
+        #[arg(long)]
+        keys_file: PathBuf,
+        /// Key id (from `list`) or name.
+        which: String,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The identity (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// A role of `[auth.roles]` (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// `HS256`, `HS384`, `HS512`, `RS256`, `ES256`, `EdDSA`, ...
+    #[arg(long, default_value = "HS256")]
+    algorithm: String,
+    /// The HMAC secret, or the private key (PEM) for the others, from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "secret_env")]
+    key_file: Option<PathBuf>,
+    /// The HMAC secret from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+    /// `iss`.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// `aud`.
+    #[arg(long)]
+    audience: Option<String>,
+    /// Permissions of its own (a JSON policy: `{"functions": ["echo"]}`), merged with its
+    /// roles'.
+    #[arg(long, value_name = "JSON")]
+    policy: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -274,9 +356,12 @@ struct StartArgs {
     #[arg(long, value_name = "CA.pem")]
     tls_client_ca: Option<PathBuf>,
     /// Serve clients without credentials on a non-loopback address. Without it a node refuses
-    /// to bind anything but loopback.
+    /// to bind anything but loopback unless `[auth]` is configured.
     #[arg(long)]
     insecure: bool,
+    /// API keys file (`[auth] keys_file`): clients must present one of its keys.
+    #[arg(long, value_name = "KEYS.toml")]
+    auth_keys: Option<PathBuf>,
     /// Resource tags of this node, comma-separated (matched against `locs`).
     #[arg(long)]
     resources: Option<String>,
@@ -423,6 +508,7 @@ async fn start(args: StartArgs) -> Result<()> {
         access_log: args.access_log,
         no_metrics: args.no_metrics,
         insecure: args.insecure,
+        auth_keys: args.auth_keys,
     };
     let cfg = NodeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok(), flags)?;
     let node = mpreg::node::start(cfg).await?;
@@ -472,8 +558,116 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Connects with the credential of `MPREG_API_KEY` or `MPREG_TOKEN`, when set.
+async fn connect(url: &str) -> Result<Client> {
+    let opts = mpreg::client::ConnectOptions {
+        api_key: std::env::var("MPREG_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        auth_token: std::env::var("MPREG_TOKEN").ok().filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    Ok(Client::connect_with(url, &opts).await?)
+}
+
+fn auth(action: AuthAction) -> Result<()> {
+    use mpreg::auth::keys::KeysFile;
+    let load = |path: &PathBuf| -> Result<KeysFile> {
+        if path.exists() {
+            Ok(KeysFile::load(path)?)
+        } else {
+            Ok(KeysFile::default())
+        }
+    };
+    match action {
+        AuthAction::Key {
+            action:
+                KeyAction::New {
+                    keys_file,
+                    name,
+                    roles,
+                },
+        } => {
+            let mut file = load(&keys_file)?;
+            let (key, entry) = file.add(&name, roles)?;
+            file.save(&keys_file)?;
+            eprintln!(
+                "key {} for '{}' added to {} (shown once; only its sha256 is kept):",
+                entry.id,
+                entry.name,
+                keys_file.display()
+            );
+            println!("{key}");
+        }
+        AuthAction::Key {
+            action: KeyAction::List { keys_file, json },
+        } => {
+            let file = KeysFile::load(&keys_file)?;
+            if json {
+                let rows: Vec<Value> = file
+                    .key
+                    .iter()
+                    .map(|k| serde_json::json!({"id": k.id, "name": k.name, "roles": k.roles, "created": k.created}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<10} {:<24} roles", "id", "name");
+                for k in &file.key {
+                    println!("{:<10} {:<24} {}", k.id, k.name, k.roles.join(","));
+                }
+            }
+        }
+        AuthAction::Key {
+            action: KeyAction::Revoke { keys_file, which },
+        } => {
+            let mut file = KeysFile::load(&keys_file)?;
+            let n = file.revoke(&which)?;
+            file.save(&keys_file)?;
+            println!("revoked {n} key(s) matching '{which}'");
+        }
+        AuthAction::Token(t) => println!("{}", token(t)?),
+    }
+    Ok(())
+}
+
+fn token(t: TokenArgs) -> Result<String> {
+    let key = match (&t.key_file, &t.secret_env) {
+        (Some(f), None) => {
+            let mut bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            if t.algorithm.starts_with("HS") {
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+            }
+            bytes
+        }
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("${var} is not set"))?
+            .into_bytes(),
+        _ => bail!("give the signing key: --key-file FILE or --secret-env VAR"),
+    };
+    let now = mpreg::clock::unix_now() as u64;
+    let policy = t
+        .policy
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--policy is not a policy (docs/security.md)")?;
+    let claims = mpreg::auth::jwt::Claims {
+        sub: t.sub,
+        exp: now + t.ttl,
+        nbf: None,
+        iat: Some(now),
+        iss: t.issuer,
+        aud: t.audience,
+        roles: t.roles,
+        mpreg: policy,
+    };
+    Ok(mpreg::auth::jwt::mint(&claims, &t.algorithm, &key)?)
+}
+
 async fn call(args: CallArgs) -> Result<()> {
-    let client = Client::connect(&args.url).await?;
+    let client = connect(&args.url).await?;
     let mut cmd = RpcCommand::new(
         &args.fun,
         &args.fun,
@@ -511,7 +705,6 @@ async fn request(url: &str, file: &PathBuf) -> Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let value: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let client = Client::connect(url).await?;
     let mut req: RpcRequest = match value {
         Value::Array(_) => RpcRequest::new("", serde_json::from_value(value).context("commands")?),
         Value::Object(mut obj) => {
@@ -524,6 +717,7 @@ async fn request(url: &str, file: &PathBuf) -> Result<()> {
             file.display()
         ),
     };
+    let client = connect(url).await?;
     if req.u.is_empty() {
         req.u = client.next_id();
     }
@@ -866,6 +1060,7 @@ async fn run(cli: Cli) -> ExitCode {
             offset,
             limit,
         } => monitor(url, endpoint, offset, limit).await,
+        Command::Auth { action } => auth(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

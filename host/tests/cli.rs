@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{mpreg, start};
+use support::{mpreg, mpreg_env, start};
 
 #[test]
 fn start_call_request_and_sigterm() {
@@ -619,4 +619,42 @@ fn the_access_log_writes_one_line_per_request_when_asked() {
         assert_eq!(l["commands"], 1, "{l}");
         assert!(!l["request_id"].as_str().unwrap_or("").is_empty(), "{l}");
     }
+}
+
+#[test]
+fn auth_keys_are_made_listed_and_revoked_and_a_node_requires_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys.toml");
+    let keys = keys.to_str().expect("path");
+    let (ok, key, err) = mpreg(&["auth", "key", "new", "--keys-file", keys, "--name", "ci"]);
+    assert!(ok, "{err}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("mpreg_"), "{key}");
+    let stored = std::fs::read_to_string(dir.path().join("keys.toml")).expect("keys file");
+    assert!(!stored.contains(&key), "only the hash is stored");
+    let (_, list, _) = mpreg(&["auth", "key", "list", "--keys-file", keys, "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(list[0]["name"], "ci");
+
+    let (mut server, url) = start(&["--auth-keys", keys]);
+    let (ok, _, err) = mpreg(&["call", &url, "echo", "1"]);
+    assert!(!ok && err.contains("401"), "no key: {err}");
+    let (ok, out, err) = mpreg_env(&["call", &url, "echo", "1"], &[("MPREG_API_KEY", &key)]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+    let (ok, out, _) = mpreg(&["auth", "key", "revoke", "--keys-file", keys, "ci"]);
+    assert!(ok && out.contains("revoked 1"), "{out}");
+    // The node re-reads the file: the revoked key no longer opens a connection.
+    let (ok, _, err) = mpreg_env(&["call", &url, "echo", "1"], &[("MPREG_API_KEY", &key)]);
+    assert!(!ok && err.contains("401"), "revoked: {err}");
+    server.terminate(Duration::from_secs(10));
+
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("secret");
+    let secret = secret.to_str().expect("path");
+    let (ok, token, err) = mpreg(&["auth", "token", "--sub", "ci", "--key-file", secret]);
+    assert!(ok, "{err}");
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    let (ok, _, err) = mpreg(&["auth", "token", "--sub", "ci"]);
+    assert!(!ok && err.contains("--key-file"), "{err}");
 }

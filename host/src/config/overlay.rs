@@ -42,6 +42,8 @@ pub struct Overrides {
     pub no_metrics: bool,
     /// Serve unauthenticated clients on a non-loopback address (`server.insecure`).
     pub insecure: bool,
+    /// The API keys file (`auth.keys_file`).
+    pub auth_keys: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -112,6 +114,9 @@ impl NodeConfig {
         if o.insecure {
             self.server.insecure = true;
         }
+        if let Some(k) = o.auth_keys {
+            self.auth.keys_file = Some(k);
+        }
     }
 }
 
@@ -150,6 +155,23 @@ mod tests {
         let allowed = NodeConfig::load(Some(&public_file), |_| None, flag).expect("loads");
         assert!(allowed.server.insecure);
         allowed.validate().expect("--insecure allows it");
+        // With clients authenticated, any address may be bound.
+        let keys = Overrides {
+            auth_keys: Some(dir.path().join("keys.toml")),
+            ..Overrides::default()
+        };
+        let secured = NodeConfig::load(Some(&public_file), |_| None, keys).expect("loads");
+        assert!(secured.auth.enabled());
+        secured.validate().expect("[auth] allows it");
+        let bad = "[auth]\nanonymous = \"nobody\"\nkeys_file = \"k.toml\"\n";
+        let bad_file = dir.path().join("bad.toml");
+        std::fs::write(&bad_file, bad).expect("write");
+        let refused = NodeConfig::load(Some(&bad_file), |_| None, Overrides::default())
+            .and_then(|c| c.validate());
+        assert!(
+            matches!(&refused, Err(ConfigError::Invalid(m)) if m.contains("'nobody'")),
+            "{refused:?}"
+        );
         let flags = Overrides {
             port: Some(7200),
             resources: Some("cpu, gpu".into()),

@@ -78,7 +78,16 @@ pub fn start(extra: &[&str]) -> (Server, String) {
 
 /// Runs the binary with `args`: success, stdout, stderr.
 pub fn mpreg(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run mpreg");
+    mpreg_env(args, &[])
+}
+
+/// [`mpreg`] with environment variables set.
+pub fn mpreg_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run mpreg");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
