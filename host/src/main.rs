@@ -217,6 +217,8 @@ enum ClusterAction {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new cluster key: a line for the `cluster.gossip_keyring` file.
+    Keygen,
 }
 
 #[derive(Subcommand)]
@@ -1041,6 +1043,11 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Cluster {
             action: ClusterAction::Status { url, json },
         } => cluster_status(&url, json).await,
+        Command::Cluster {
+            action: ClusterAction::Keygen,
+        } => mpreg::cluster::keyring::Keyring::generate()
+            .map(|k| println!("{k}"))
+            .map_err(Into::into),
         Command::Cache {
             action: CacheAction::Stats { url, json },
         } => cache_stats(&url, json).await,

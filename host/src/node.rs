@@ -405,7 +405,20 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
     tasks.spawn(cache_service.hand_off(tasks.stopping().clone()));
     // The cluster starts before the server: the dispatcher routes through it from its first
     // call. The listener is bound already, so peers dialling in wait in its backlog.
+    // A keyring that cannot be read stops the start: gossip in the clear is never a fallback.
+    let keyring = match (&config.cluster.gossip_keyring, config.cluster.enabled) {
+        (Some(path), true) => Some(
+            crate::cluster::sealed::KeyringFile::open(path)
+                .map_err(|e| NodeError::Startup(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let cluster = if config.cluster.enabled {
+        let transport = match (&options.gossip_transport, &keyring) {
+            (Some(t), _) => t.clone(),
+            (None, Some(k)) => Arc::new(crate::cluster::sealed::SealedUdp::new(k.clone())),
+            (None, None) => udp(),
+        };
         let gossip_addr = match &config.cluster.gossip_addr {
             Some(a) => a.parse().map_err(|_| {
                 ConfigError::Invalid(format!("cluster.gossip_addr '{a}' is not ip:port"))
@@ -420,10 +433,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
                 exchange: exchange.clone(),
                 queues: queues.clone(),
             },
-            (
-                gossip_addr,
-                options.gossip_transport.clone().unwrap_or_else(udp),
-            ),
+            (gossip_addr, transport),
             max_peer_frame_bytes,
             &sync,
             &tasks,
@@ -470,6 +480,23 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         }
         counts.register(r, &gate, &info);
         guard.register(r);
+        if let Some(k) = &keyring {
+            let k = Arc::downgrade(k);
+            crate::metrics::collect(r, move |m| {
+                let Some(k) = k.upgrade() else { return Ok(()) };
+                let load = std::sync::atomic::Ordering::Relaxed;
+                m.counter(
+                    "gossip_rejected",
+                    "Gossip datagrams dropped because they did not open with the cluster keyring",
+                    k.rejected.load(load),
+                )?;
+                m.counter(
+                    "gossip_keyring_reload_errors",
+                    "Re-reads of the gossip keyring file that failed (the previous keys stayed)",
+                    k.reload_errors.load(load),
+                )
+            });
+        }
         Arc::new(m)
     };
     let state = Arc::new(ServerState {

@@ -9,8 +9,6 @@
 
 use serde_json::Value;
 
-use super::api::{LOCAL, REQUEST};
-use super::memo;
 use crate::auth::policy::Need;
 use crate::auth::{Denied, Principal};
 use crate::protocol::RpcCommand;
@@ -22,12 +20,19 @@ enum Kind {
     Write,
 }
 
+/// The built-in the `cache-request` envelope is served by (`cache::api`).
+pub const REQUEST: &str = "cache.request";
+/// The built-in that runs an envelope on one named node (`cache::api`'s fan-out).
+pub const LOCAL: &str = "cache.local";
+/// The built-in that serves a memoized call on its key's owner (`cache::memo`).
+pub const MEMO: &str = "cache.memo";
+
 /// Namespace a namespace-less operation is checked on.
 const EVERY: &str = "*";
 
 /// `Ok` when `principal` may run `cmd`.
 pub fn check(principal: &Principal, cmd: &RpcCommand) -> Result<(), Denied> {
-    if cmd.fun == memo::BUILTIN {
+    if cmd.fun == MEMO {
         // The memoizer's hop to a key's owner: node-internal, a function like any other to
         // whoever else asks.
         return principal.check(&Need::Call {
@@ -169,8 +174,8 @@ mod tests {
             "every namespace"
         );
         assert!(check(&p, &cmd("cache.stats", vec![json!("public")])).is_ok());
-        assert!(check(&p, &cmd(memo::BUILTIN, vec![])).is_err(), "internal");
-        assert!(check(&Principal::system(), &cmd(memo::BUILTIN, vec![])).is_ok());
+        assert!(check(&p, &cmd(MEMO, vec![])).is_err(), "internal");
+        assert!(check(&Principal::system(), &cmd(MEMO, vec![])).is_ok());
     }
 
     #[test]

@@ -32,10 +32,7 @@ use crate::rpc::builtins::{
 };
 use crate::rpc::port::{Call, CallError, LateDispatcher};
 
-/// The built-in the `cache-request` envelope is served by.
-pub const REQUEST: &str = "cache.request";
-/// The built-in that runs an envelope on one named node (fan-out of cluster-wide operations).
-pub const LOCAL: &str = "cache.local";
+pub use super::access::{LOCAL, REQUEST};
 /// How long a fan-out waits for each peer.
 const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the hand-off looks for new members.

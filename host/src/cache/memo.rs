@@ -30,7 +30,7 @@ use crate::rpc::port::{Call, CallError, LateDispatcher};
 /// The namespace memoized results live in.
 pub const NAMESPACE: &str = "mpreg.memo";
 /// The built-in that serves a memoized call on its key's owner.
-pub const BUILTIN: &str = "cache.memo";
+pub const BUILTIN: &str = super::access::MEMO;
 
 type Flight = Shared<BoxFuture<'static, Result<Value, CallError>>>;
 

@@ -8,9 +8,11 @@
 
 pub mod catalog;
 pub mod distribute;
+pub mod keyring;
 pub mod link;
 pub mod membership;
 pub mod overlay;
+pub mod sealed;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};

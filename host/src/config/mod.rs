@@ -146,6 +146,10 @@ pub struct ClusterConfig {
     /// How long a subscribe, `queue.create` or retire waits for the live peers to confirm they
     /// have the change before it answers anyway (gossip then carries it to a slow peer).
     pub state_push_timeout_ms: u64,
+    /// The cluster keyring: a file of keys (64 hex digits a line, `mpreg cluster keygen`), the
+    /// first sealing what this node gossips, all opening what it receives. Set: gossip is
+    /// encrypted and authenticated, and nodes without a key are ignored (docs/security.md).
+    pub gossip_keyring: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -160,6 +164,7 @@ impl Default for ClusterConfig {
             max_hops: 2,
             distribute_plugins: true,
             state_push_timeout_ms: 500,
+            gossip_keyring: None,
         }
     }
 }
@@ -448,6 +453,11 @@ impl NodeConfig {
             }
         }
         cfg.auth.resolve_paths(base);
+        if let Some(k) = &mut cfg.cluster.gossip_keyring
+            && k.is_relative()
+        {
+            *k = base.join(&*k);
+        }
         Ok(cfg)
     }
 

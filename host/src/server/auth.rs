@@ -89,6 +89,19 @@ impl Refusal {
     }
 }
 
+/// Clients refused for their credentials, logged at most once a second.
+static REFUSED_CLIENTS: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
+
+/// Logs (throttled) a client refused for its credentials: where from and why, never the
+/// credential.
+pub fn log_refused(remote: Option<std::net::SocketAddr>, r: &Refusal) {
+    if let Some(suppressed) = REFUSED_CLIENTS.admit() {
+        let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%remote, status = r.status.as_u16(), reason = %r.message, suppressed, "client refused");
+    }
+}
+
 type RefusalLabels = Vec<(&'static str, &'static str)>;
 
 /// The node's gatekeeper: its authenticator (none when `[auth]` configures no credentials),

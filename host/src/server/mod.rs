@@ -220,7 +220,7 @@ async fn upgrade(
     let principal = match state.guard.client(&headers, query.as_deref(), &peer) {
         Ok(p) => p,
         Err(r) => {
-            refused_client(remote, &r);
+            auth::log_refused(remote, &r);
             return (r.status, r.message).into_response();
         }
     };
@@ -228,19 +228,6 @@ async fn upgrade(
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
         session::run(socket, state, remote, principal)
     })
-}
-
-/// Clients refused for their credentials, logged at most once a second.
-static REFUSED_CLIENTS: crate::throttle::Throttle =
-    crate::throttle::Throttle::new(Duration::from_secs(1));
-
-/// Logs (throttled) a client refused for its credentials: where from and why, never the
-/// credential.
-fn refused_client(remote: Option<std::net::SocketAddr>, r: &auth::Refusal) {
-    if let Some(suppressed) = REFUSED_CLIENTS.admit() {
-        let remote = remote.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%remote, status = r.status.as_u16(), reason = %r.message, suppressed, "client refused");
-    }
 }
 
 /// Bytes a WebSocket reads into at once; larger frames grow the buffer as they need. The

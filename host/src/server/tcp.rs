@@ -36,7 +36,7 @@ pub async fn serve(tcp: tokio::net::TcpStream, ticket: Ticket, state: Arc<Server
             // refused client sees the connection close (there is no request to answer yet).
             let principal = match state.guard.tcp_client(&peer) {
                 Ok(p) => p,
-                Err(r) => return super::refused_client(remote, &r),
+                Err(r) => return super::auth::log_refused(remote, &r),
             };
             let socket = TcpSocket::new(conn, state.config.max_message_bytes);
             super::session::run(socket, state, remote, principal).await;

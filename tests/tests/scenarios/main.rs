@@ -4,6 +4,7 @@ mod bad_input;
 mod cache;
 mod chaos;
 mod cluster;
+mod cluster_keys;
 mod conformance;
 mod connections;
 mod discovery;
