@@ -513,6 +513,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         registry: registry.clone(),
         manager: manager.clone(),
         guard,
+        identities: Default::default(),
         max_upload_bytes: (config.admin.max_upload_mib as usize) << 20,
         config: config.server.clone(),
         shutdown: tasks.stopping().clone(),

@@ -310,6 +310,16 @@ pub struct ServerConfig {
     pub max_buffered_reply_bytes: usize,
     /// A client whose socket takes nothing for this long is disconnected (close code 1008).
     pub stalled_client_ms: u64,
+    /// Requests a second one connection may send (0: no limit); past it the connection is not
+    /// read until its budget refills (docs/limits.md, "Rates").
+    pub max_requests_per_second: u64,
+    /// Bytes a second one connection may send (0: no limit); likewise.
+    pub max_bytes_per_second: u64,
+    /// Requests a second all connections of one authenticated identity may send together (0:
+    /// no limit); likewise.
+    pub max_requests_per_second_per_identity: u64,
+    /// Commands one request may hold; a larger request is refused with 1008.
+    pub max_commands_per_request: usize,
     /// Open connections of every kind at most; further ones get HTTP 503. Lowered at start to
     /// what the open-file limit allows.
     pub max_connections: usize,
@@ -342,6 +352,10 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             max_buffered_reply_bytes: 32 << 20,
             stalled_client_ms: 10_000,
+            max_requests_per_second: 0,
+            max_bytes_per_second: 0,
+            max_requests_per_second_per_identity: 0,
+            max_commands_per_request: 100_000,
             max_connections: 10_000,
             max_connections_per_address: 1_000,
             header_timeout_ms: 10_000,
@@ -507,6 +521,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         let s = &self.server;
+        if s.max_commands_per_request == 0 {
+            return bad("server.max_commands_per_request must be at least 1");
+        }
         if s.max_message_bytes < 1024 {
             return bad("server.max_message_bytes must be at least 1024");
         }

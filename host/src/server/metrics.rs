@@ -32,6 +32,7 @@ pub struct ServerMetrics {
     bytes: crate::metrics::SizeHistogram,
     duration: crate::metrics::LatencyHistogram,
     levels: crate::metrics::SizeHistogram,
+    throttled: Family<RequestLabels, Counter>,
 }
 
 impl ServerMetrics {
@@ -47,6 +48,7 @@ impl ServerMetrics {
             bytes: crate::metrics::SizeHistogram::new(64),
             duration: crate::metrics::LatencyHistogram::default(),
             levels: crate::metrics::SizeHistogram::new(1),
+            throttled: Family::default(),
         }
     }
 
@@ -76,6 +78,13 @@ impl ServerMetrics {
         if self.enabled {
             self.requests.get_or_create(&labels(role, outcome)).inc();
         }
+    }
+
+    /// Counts a connection paused by a rate limit (counted even with metrics off: a refusal).
+    pub fn throttled(&self, limit: super::rate::Limit) {
+        self.throttled
+            .get_or_create(&vec![("limit", limit.label())])
+            .inc();
     }
 
     /// Records a frame's size.
@@ -108,6 +117,11 @@ impl ServerMetrics {
             "Time from reading an RPC request to its reply (requests that waited)",
             Unit::Seconds,
             self.duration.clone(),
+        );
+        r.register(
+            "throttled",
+            "Times a connection went unread because it was over a rate limit, by limit",
+            self.throttled.clone(),
         );
         r.register(
             "request_levels",

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod monitor;
 mod peer;
 mod pubsub;
+pub mod rate;
 mod session;
 mod tcp;
 

@@ -117,6 +117,24 @@ pub async fn run<S: Socket>(
     // current request runs on a task of its own and its work can go to another core while this
     // task reads on.
     let mut pending: Option<Option<Result<Message, axum::Error>>> = None;
+    // Over its rate, the connection is not read until this instant (`server::rate`).
+    let mut rate = {
+        let c = &state.config;
+        let rates = super::rate::Rates {
+            requests: c.max_requests_per_second,
+            bytes: c.max_bytes_per_second,
+            identity_requests: c.max_requests_per_second_per_identity,
+        };
+        let identity: Option<Arc<str>> = principal.policy().map(|_| principal.name().into());
+        super::rate::ConnectionRate::new(
+            rates,
+            identity.as_ref(),
+            &state.identities,
+            c.max_message_bytes,
+            Instant::now(),
+        )
+    };
+    let mut paused: Option<tokio::time::Instant> = None;
     let give_up = GiveUp {
         kick: conn.kicked(),
         hard_stop: &state.hard_stop,
@@ -126,6 +144,13 @@ pub async fn run<S: Socket>(
     'session: loop {
         let admits = window.admits(max_in_flight - slots.available_permits());
         if admits && let Some(msg) = pending.take() {
+            if rate.enabled()
+                && let Some(Ok(m)) = &msg
+                && let Some((wait, limit)) = rate.charge(message_len(m), Instant::now())
+            {
+                paused = Some(tokio::time::Instant::now() + wait);
+                state.counts.throttled(limit);
+            }
             // What finished goes out before the next request is read.
             while let Ok(reply) = replies.try_recv() {
                 if let Err(stop) =
@@ -142,6 +167,7 @@ pub async fn run<S: Socket>(
                 break;
             }
             if is_request(&msg)
+                && paused.is_none()
                 && let std::task::Poll::Ready(next) = futures_util::poll!(stream.next())
             {
                 pending = Some(next);
@@ -202,7 +228,8 @@ pub async fn run<S: Socket>(
                     break;
                 }
             }
-            msg = stream.next(), if reading && pending.is_none() && admits => pending = Some(msg),
+            msg = stream.next(), if reading && pending.is_none() && admits && paused.is_none() => pending = Some(msg),
+            _ = sleep_until(paused), if paused.is_some() => paused = None,
             _ = in_flight.wait(), if draining && reading && pending.is_none() => {
                 // Everything in flight has finished; its replies are queued. Stop reading, send
                 // them, then say goodbye.
@@ -459,6 +486,14 @@ fn message_len(m: &Message) -> usize {
         Message::Text(t) => t.len(),
         Message::Binary(b) => b.len(),
         _ => 0,
+    }
+}
+
+/// Waits until `at` (never, without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -748,6 +783,21 @@ async fn rpc(req: RpcRequest, ctx: &Ctx<'_>) -> Option<Message> {
             req.u,
             codes::OVERLOADED,
             "Overloaded",
+            details,
+        ));
+    }
+    let max_commands = state.config.max_commands_per_request;
+    if req.cmds.len() > max_commands {
+        let details = format!(
+            "the request holds {} commands; this node takes at most {max_commands} per request \
+             (server.max_commands_per_request)",
+            req.cmds.len()
+        );
+        refused(ctx, &req.u, req.cmds.len(), codes::RESOURCE_LIMIT);
+        return Some(error_message(
+            req.u,
+            codes::RESOURCE_LIMIT,
+            codes::message(codes::RESOURCE_LIMIT),
             details,
         ));
     }

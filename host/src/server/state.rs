@@ -24,6 +24,8 @@ pub struct ServerState {
     pub manager: Arc<PluginManager>,
     /// Who is asking: clients, the admin API, monitoring.
     pub guard: Guard,
+    /// The request buckets of identities with a connection open (`server.max_requests_per_second_per_identity`).
+    pub identities: Arc<super::rate::Identities>,
     /// Largest accepted upload.
     pub max_upload_bytes: usize,
     /// Limits.

@@ -1,3 +1,4 @@
+mod abuse;
 mod auth;
 mod backpressure;
 mod bad_input;
