@@ -70,3 +70,56 @@ async fn tls_serves_wss_and_tcps_and_tells_plaintext_clients() -> Result<()> {
     ensure!(err.to_string().contains("wss://"), "{err}");
     Ok(())
 }
+
+/// The leaf certificate a TLS port at `addr` serves now, as a client trusting `pki` sees it.
+async fn served_leaf(addr: std::net::SocketAddr, pki: &TestPki) -> Result<Vec<u8>> {
+    let config = trusting(pki).tls.config()?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = connector.connect(name, tcp).await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok(leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_serves_new_connections_while_open_ones_keep_working() -> Result<()> {
+    let pki = TestPki::new("rotation")?;
+    let cert = pki.issue("node")?;
+    let mut cfg = test_config();
+    cfg.server.tcp_port = Some(0);
+    cfg.tls.cert = Some(cert.cert.clone());
+    cfg.tls.key = Some(cert.key.clone());
+    cfg.tls.reload_interval_ms = 100;
+    let node = TestNode::with_config(cfg).await?;
+    let opts = trusting(&pki);
+    let wss = Client::connect_with(&node.url, &opts).await?;
+    let tcps = Client::connect_with(&node.handle.tcp_url().expect("tcp"), &opts).await?;
+    let before = served_leaf(node.handle.addr(), &pki).await?;
+    // Renewed in place, as a certificate manager does.
+    pki.reissue_into(&cert)?;
+    mpreg_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the new certificate is served",
+        || async {
+            served_leaf(node.handle.addr(), &pki)
+                .await
+                .is_ok_and(|now| !now.is_empty() && now != before)
+        },
+    )
+    .await?;
+    // Connections opened before keep working on their session; new ones get the new one.
+    ensure!(wss.call("echo", vec![json!("old wss")]).await? == json!("old wss"));
+    ensure!(tcps.call("echo", vec![json!("old tcps")]).await? == json!("old tcps"));
+    let fresh = Client::connect_with(&node.url, &opts).await?;
+    ensure!(fresh.call("echo", vec![json!("new")]).await? == json!("new"));
+    let tcp_leaf = served_leaf(node.handle.tcp_addr().expect("tcp addr"), &pki).await?;
+    ensure!(tcp_leaf != before, "the TCP port serves the new certificate too");
+    Ok(())
+}
