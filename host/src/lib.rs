@@ -36,6 +36,8 @@ pub mod identity;
 #[cfg(feature = "node")]
 pub mod sandbox;
 #[cfg(feature = "node")]
+pub mod secrets;
+#[cfg(feature = "node")]
 pub mod shutdown;
 #[cfg(feature = "node")]
 mod throttle;

@@ -312,6 +312,10 @@ struct SandboxArgs {
     /// prefix, `*` for all).
     #[arg(long = "cache-namespace", value_name = "NAMESPACE")]
     cache_namespaces: Vec<String>,
+    /// Secret of the node's `[secrets]` the plugin may read through the `secrets` import
+    /// (repeatable; the name only, values stay on the nodes).
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
 }
 
 impl SandboxArgs {
@@ -319,11 +323,12 @@ impl SandboxArgs {
     fn to_sandbox(&self) -> Result<Option<mpreg::sandbox::Sandbox>> {
         let limits = (self.memory_mib, self.timeout_ms, self.fuel);
         let sandbox = mpreg::sandbox::Sandbox::from_flags(limits, &self.env, &self.dirs)?;
-        if self.cache_namespaces.is_empty() {
+        if self.cache_namespaces.is_empty() && self.secrets.is_empty() {
             return Ok(sandbox);
         }
         let mut sandbox = sandbox.unwrap_or_default();
         sandbox.cache_namespaces = self.cache_namespaces.clone();
+        sandbox.secrets = self.secrets.clone();
         Ok(Some(sandbox))
     }
 }

@@ -259,7 +259,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
 /// [`start`] with [`NodeOptions`].
 pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<NodeHandle, NodeError> {
     config.validate()?;
-    let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
+    let secrets = crate::secrets::SecretStore::read(&config.secrets, &|k| std::env::var(k).ok())
+        .map_err(|e| NodeError::Startup(format!("[secrets]: {e}")))?;
+    let runtime = Arc::new(Runtime::new(config.runtime.clone())?.with_secrets(secrets));
     let registry = Arc::new(Registry::new());
     if let Some(dir) = &config.node.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| NodeError::PluginFile {

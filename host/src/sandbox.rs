@@ -35,6 +35,10 @@ pub struct Sandbox {
     /// default; `"*"` grants every namespace, `"ml*"` every one starting with `ml`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cache_namespaces: Vec<String>,
+    /// Secrets of the node's `[secrets]` the guest may read through the `secrets` import, by
+    /// name (none by default). Only the names are part of the sandbox; values stay on the node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// One preopened directory.
@@ -113,6 +117,15 @@ impl Sandbox {
                 )));
             }
         }
+        if let Some(bad) = self
+            .secrets
+            .iter()
+            .find(|n| !crate::config::secrets::valid_name(n))
+        {
+            return Err(SandboxError(format!(
+                "secret name '{bad}' must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
         Ok(Limits {
             memory_limit_mib: memory,
             call_timeout_ms: timeout,
@@ -171,6 +184,11 @@ impl Sandbox {
                 Some(prefix) => ns.starts_with(prefix),
                 None => g == ns,
             })
+    }
+
+    /// Whether the `secrets` import may read `name`.
+    pub fn grants_secret(&self, name: &str) -> bool {
+        self.secrets.iter().any(|s| s == name)
     }
 
     /// Whether the guest gets anything beyond the empty default.

@@ -104,6 +104,7 @@ macro_rules! plugin {
                 "mpreg:plugin/publish@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::publish,
                 "mpreg:plugin/queue@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::queue,
                 "mpreg:plugin/cache@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::cache,
+                "mpreg:plugin/secrets@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::secrets,
                 "mpreg:plugin/types@0.1.0": mpreg_plugin_sdk::bindings::mpreg::plugin::types,
             },
         });
@@ -341,6 +342,19 @@ pub mod queue {
     ) -> Result<String, String> {
         let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
         host_send(name, &json, options)
+    }
+}
+
+/// The secrets the plugin's sandbox grants (`secrets = ["db-password"]`), configured on each
+/// node under `[secrets]`. A value is the plugin's to use, not to return: anything a function
+/// returns goes to its caller.
+pub mod secrets {
+    use crate::bindings::mpreg::plugin::secrets as host;
+
+    /// The value of secret `name`; an error when the sandbox does not grant it or the node
+    /// does not configure it.
+    pub fn get(name: &str) -> Result<String, String> {
+        host::get(name)
     }
 }
 

@@ -108,7 +108,9 @@ async fn node(
 }
 
 async fn transports() -> Result<()> {
-    println!("| transport | auth | echo p50 | echo p99 | echo 100 in flight | identity p50 | identity p99 | identity 100 in flight |");
+    println!(
+        "| transport | auth | echo p50 | echo p99 | echo 100 in flight | identity p50 | identity p99 | identity 100 in flight |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let pki = TestPki::new("bench")?;
     for tls in [false, true] {
@@ -151,7 +153,9 @@ async fn transports() -> Result<()> {
 }
 
 async fn flood() -> Result<()> {
-    println!("| quiet client's echo (anonymous role) | p50 | p99 | p99 / idle p99 | the flooder got |");
+    println!(
+        "| quiet client's echo (anonymous role) | p50 | p99 | p99 / idle p99 | the flooder got |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for limit in [0u64, 2_000] {
         let (node, key) = node(None, true, |cfg| {

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cache;
 mod overlay;
 mod runtime;
+pub mod secrets;
 
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
@@ -46,6 +47,9 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     /// Who may connect and what each identity may do (docs/security.md).
     pub auth: AuthConfig,
+    /// Secrets plugins may read when their sandbox grants them: name → `{ env = "VAR" }` or
+    /// `{ file = "path" }` (docs/security.md).
+    pub secrets: std::collections::BTreeMap<String, secrets::SecretSource>,
     /// Component files to load at start-up (relative paths are relative to the config file):
     /// a path, or `{ path = "x.wasm", sandbox = { memory_limit_mib = 256 } }`.
     pub plugins: Vec<PluginSpec>,
@@ -467,6 +471,13 @@ impl NodeConfig {
             }
         }
         cfg.auth.resolve_paths(base);
+        for source in cfg.secrets.values_mut() {
+            if let secrets::SecretSource::File(p) = source
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
         if let Some(k) = &mut cfg.cluster.gossip_keyring
             && k.is_relative()
         {

@@ -56,8 +56,10 @@ pub struct HostState {
     max_depth: u32,
     /// This call's run slot, and the pool it came from: given back while a nested call runs.
     slot: Option<(Slot, RunSlots)>,
-    /// Cache namespaces the sandbox grants (see [`Sandbox::grants_cache`]).
+    /// Cache namespaces and secrets the sandbox grants (see [`Sandbox::grants_cache`]).
     cache_grant: Sandbox,
+    /// The node's secrets; the `secrets` import reads those `cache_grant.secrets` names.
+    secrets: Arc<crate::secrets::SecretStore>,
 }
 
 impl HostState {
@@ -95,6 +97,7 @@ impl HostState {
         budget: Arc<GuestMemory>,
         max_depth: u32,
         sandbox: &Sandbox,
+        secrets: Arc<crate::secrets::SecretStore>,
     ) -> wasmtime::Result<Self> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No network and no inherited stdio; environment and directories only when granted.
@@ -119,8 +122,10 @@ impl HostState {
             slot: None,
             cache_grant: Sandbox {
                 cache_namespaces: sandbox.cache_namespaces.clone(),
+                secrets: sandbox.secrets.clone(),
                 ..Sandbox::default()
             },
+            secrets,
         })
     }
 
@@ -336,6 +341,21 @@ impl HostState {
     }
 }
 
+impl wit::secrets::Host for HostState {
+    fn get(&mut self, name: String) -> Result<String, String> {
+        if !self.cache_grant.grants_secret(&name) {
+            return Err(format!(
+                "secret '{name}' is not granted to plugin '{}' (sandbox secrets)",
+                self.plugin
+            ));
+        }
+        self.secrets
+            .get(&name)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("secret '{name}' is not configured on this node ([secrets])"))
+    }
+}
+
 impl wit::cache::Host for HostState {
     async fn get(&mut self, namespace: String, key: String) -> Result<Option<String>, String> {
         let entry = self
@@ -412,6 +432,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::publish::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::queue::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wit::cache::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wit::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -115,6 +115,7 @@ impl Runtime {
             self.guest_memory.clone(),
             self.config.max_call_depth,
             sandbox,
+            self.secrets.clone(),
         )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

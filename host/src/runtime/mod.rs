@@ -57,6 +57,8 @@ pub struct Runtime {
     pool: pool::GuestPool,
     /// What it counts (see [`metrics`]).
     metrics: metrics::RuntimeMetrics,
+    /// The node's `[secrets]`, read by plugins whose sandbox grants them.
+    secrets: Arc<crate::secrets::SecretStore>,
 }
 
 impl Drop for Runtime {
@@ -131,7 +133,14 @@ impl Runtime {
             config,
             stop_ticker,
             metrics: metrics::RuntimeMetrics::default(),
+            secrets: Arc::default(),
         })
+    }
+
+    /// The same runtime with the node's secrets (`[secrets]`) for plugins to read.
+    pub fn with_secrets(mut self, secrets: crate::secrets::SecretStore) -> Self {
+        self.secrets = Arc::new(secrets);
+        self
     }
 
     /// What it counts.

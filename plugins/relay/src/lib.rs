@@ -29,6 +29,9 @@ mpreg_plugin_sdk::plugin! {
             /// Looks `key` up in cache namespace `ns`; computes it with `fun(key)` and stores it
             /// for `ttl` seconds when absent. Returns `{"value", "cached"}` as JSON.
             export lookup: func(ns: string, key: string, fun: string, ttl: f64) -> result<string, string>;
+            /// Whether secret `name` (through the `secrets` import) equals `guess`, and its
+            /// length: never the value itself.
+            export check-secret: func(name: string, guess: string) -> result<tuple<bool, u32>, string>;
         }
     "#,
     world: "mpreg-examples:relay/relay",
@@ -46,6 +49,9 @@ mpreg_plugin_sdk::plugin! {
             .command(Command::new("visit").describe("Counts visits of a page in the cache"))
             .command(
                 Command::new("lookup").describe("Read-through cache: computes and stores a miss"),
+            )
+            .command(
+                Command::new("check_secret").describe("Compares a granted secret with a guess"),
             )
     },
 }
@@ -89,6 +95,11 @@ impl Guest for Relay {
 
     fn visit(page: String) -> Result<i64, String> {
         mpreg_plugin_sdk::cache::incr("relay", &format!("visits:{page}"), 1)
+    }
+
+    fn check_secret(name: String, guess: String) -> Result<(bool, u32), String> {
+        let value = mpreg_plugin_sdk::secrets::get(&name)?;
+        Ok((value == guess, value.len() as u32))
     }
 
     fn lookup(ns: String, key: String, fun: String, ttl: f64) -> Result<String, String> {

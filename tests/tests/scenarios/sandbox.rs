@@ -146,3 +146,58 @@ async fn fuel_budgets_stop_a_plugin_deterministically() -> Result<()> {
     assert!(err.to_string().contains("fuel_metering"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_read_only_when_granted_and_never_shown() -> Result<()> {
+    const VALUE: &str = "s3cr3t-value-7f1c";
+    let dir = tempfile::tempdir()?;
+    let (db, other) = (dir.path().join("db"), dir.path().join("other"));
+    std::fs::write(&db, format!("{VALUE}\n"))?;
+    std::fs::write(&other, "another")?;
+    let mut cfg = test_config();
+    cfg.secrets
+        .insert("db".into(), mpreg::secrets::SecretSource::File(db));
+    cfg.secrets
+        .insert("other".into(), mpreg::secrets::SecretSource::File(other));
+    let mut relay: mpreg::config::PluginSpec = plugin("relay").into();
+    relay.sandbox = Sandbox {
+        secrets: vec!["db".into(), "missing".into()],
+        ..Sandbox::default()
+    };
+    cfg.plugins
+        .retain(|p| !p.path.ends_with("mpreg_plugin_relay.wasm"));
+    cfg.plugins.push(relay);
+    let node = TestNode::with_config(cfg).await?;
+    let client = node.client().await?;
+    let check = |name: &str, guess: &str| {
+        let c = client.clone();
+        let args = vec![json!(name), json!(guess)];
+        async move { c.call("check_secret", args).await }
+    };
+    // The trailing newline of the file is not part of the value.
+    assert_eq!(check("db", VALUE).await?, json!([true, VALUE.len()]));
+    assert_eq!(check("db", "wrong").await?, json!([false, VALUE.len()]));
+    let (_, details) = rpc_error(check("other", "").await);
+    assert!(details.contains("not granted"), "{details}");
+    let (_, details) = rpc_error(check("missing", "").await);
+    assert!(details.contains("not configured on this node"), "{details}");
+    // Nowhere to be seen: not in describe, discovery, metrics or monitoring.
+    let described = mpreg_tests::admin(&node.url, mpreg_tests::ADMIN_TOKEN, |c| {
+        c.describe("relay", None)
+    })
+    .await?
+    .to_string();
+    assert!(
+        described.contains("\"db\""),
+        "the grant is listed by name: {described}"
+    );
+    let listed = client
+        .call("rpc_describe", vec![json!("check_secret")])
+        .await?;
+    let metrics = mpreg_tests::http_get(&node.url, "/metrics", None).await?;
+    let funcz = mpreg_tests::http_get(&node.url, "/monitor/funcz", None).await?;
+    for text in [described, listed.to_string(), metrics, funcz] {
+        assert!(!text.contains(VALUE), "the value leaked");
+    }
+    Ok(())
+}

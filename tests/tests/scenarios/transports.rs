@@ -120,6 +120,9 @@ async fn a_renewed_certificate_serves_new_connections_while_open_ones_keep_worki
     let fresh = Client::connect_with(&node.url, &opts).await?;
     ensure!(fresh.call("echo", vec![json!("new")]).await? == json!("new"));
     let tcp_leaf = served_leaf(node.handle.tcp_addr().expect("tcp addr"), &pki).await?;
-    ensure!(tcp_leaf != before, "the TCP port serves the new certificate too");
+    ensure!(
+        tcp_leaf != before,
+        "the TCP port serves the new certificate too"
+    );
     Ok(())
 }
