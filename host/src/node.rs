@@ -436,7 +436,18 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
                 queues: queues.clone(),
             },
             (gossip_addr, transport),
-            max_peer_frame_bytes,
+            crate::cluster::link::LinkSettings {
+                max_frame_bytes: max_peer_frame_bytes,
+                // With a cluster CA, links speak TLS: this node's certificate, peers' checked.
+                tls: config
+                    .tls
+                    .cluster_ca
+                    .clone()
+                    .map(|ca| crate::tls::ClientTls {
+                        ca_file: Some(ca),
+                        identity: config.tls.cert.clone().zip(config.tls.key.clone()),
+                    }),
+            },
             &sync,
             &tasks,
         )
@@ -529,6 +540,7 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
             allow_plaintext: config.tls.allow_plaintext,
         },
         handshakes: Default::default(),
+        cluster_ca: config.tls.cluster_ca.clone(),
     });
     let secure = tls.is_some();
     if let Some(tls) = tls {

@@ -55,8 +55,11 @@ struct Outgoing {
     waiter: Option<Waiter>,
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A link's byte stream: TCP, or TLS over it (`tls.cluster_ca`).
+trait LinkIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> LinkIo for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn LinkIo>>;
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
 
 /// A link to one peer.
@@ -244,8 +247,19 @@ pub struct LinkIdentity {
     pub cluster_id: String,
     /// Largest frame accepted (a component being fetched).
     pub max_frame_bytes: usize,
+    /// TLS of the links (`tls.cluster_ca`): the CA peers' certificates must chain to and this
+    /// node's certificate; `None`: plain WebSocket.
+    pub tls: Option<crate::tls::ClientTls>,
     /// This node's pushed state: sent first on every connection.
     pub own: Arc<OwnState>,
+}
+
+/// How this node's links are made.
+pub struct LinkSettings {
+    /// Largest frame accepted (a component being fetched).
+    pub max_frame_bytes: usize,
+    /// TLS of the links (`tls.cluster_ca`); `None`: plain WebSocket.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Every peer link of this node, kept in step with the live nodes.
@@ -390,7 +404,8 @@ async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(me.max_frame_bytes))
         .max_frame_size(Some(me.max_frame_bytes));
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let io = connect(url, me).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, io, Some(config))
         .await
         .map_err(|e| e.to_string())?;
     let hello = PeerFrame::Hello {
@@ -418,6 +433,38 @@ async fn dial(url: &str, me: &LinkIdentity) -> Result<Socket, String> {
             None => return Err("closed during hello".into()),
         }
     }
+}
+
+/// The byte stream to the peer at `url`: TCP, and TLS with this node's certificate when the
+/// cluster has a CA (the files are read at each dial, so a renewed certificate is used).
+async fn connect(url: &str, me: &LinkIdentity) -> Result<Box<dyn LinkIo>, String> {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| format!("peer URL {url} is not ws:// or wss://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    // A TLS port without a cluster CA: its certificate is checked against the web PKI.
+    let config = match (&me.tls, url.starts_with("wss://")) {
+        (Some(tls), _) => tls.config(),
+        (None, true) => crate::tls::ClientTls::default().config(),
+        (None, false) => return Ok(Box::new(tcp)),
+    }
+    .map_err(|e| e.to_string())?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {authority}: {e}"))?;
+    Ok(Box::new(stream))
 }
 
 /// Runs one connection until it breaks or the link stops; then fails every call written on it.

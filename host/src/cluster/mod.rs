@@ -125,7 +125,7 @@ impl Cluster {
         node: Arc<NodeInfo>,
         services: Services,
         gossip: (SocketAddr, GossipTransport),
-        max_frame_bytes: usize,
+        links: link::LinkSettings,
         sync: &StateSync,
         tasks: &Tasks,
     ) -> Result<Arc<Cluster>, GossipError> {
@@ -159,7 +159,8 @@ impl Cluster {
             LinkIdentity {
                 node_id: node.node_id.clone(),
                 cluster_id: node.cluster_id.clone(),
-                max_frame_bytes,
+                max_frame_bytes: links.max_frame_bytes,
+                tls: links.tls,
                 own: membership.own_state().clone(),
             },
             tasks.clone(),

@@ -229,6 +229,10 @@ pub struct TlsConfig {
     /// How often the files are checked for a change (a renewed certificate is served without
     /// a restart).
     pub reload_interval_ms: u64,
+    /// The cluster's CA (PEM). Set: peer links speak TLS with mutual authentication: this node
+    /// presents `cert` to the peers it dials and checks theirs against this CA, and its peer
+    /// endpoint refuses a link without a certificate of this CA (docs/security.md).
+    pub cluster_ca: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -240,6 +244,7 @@ impl Default for TlsConfig {
             require_client_cert: false,
             allow_plaintext: false,
             reload_interval_ms: 1000,
+            cluster_ca: None,
         }
     }
 }
@@ -462,9 +467,14 @@ impl NodeConfig {
             }
         }
         let tls = &mut cfg.tls;
-        for path in [&mut tls.cert, &mut tls.key, &mut tls.client_ca]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut tls.cert,
+            &mut tls.key,
+            &mut tls.client_ca,
+            &mut tls.cluster_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -613,6 +623,11 @@ impl NodeConfig {
         }
         if t.cert.is_none() && (t.client_ca.is_some() || t.allow_plaintext) {
             return bad("tls.client_ca and tls.allow_plaintext need tls.cert and tls.key");
+        }
+        if t.cluster_ca.is_some() && t.cert.is_none() {
+            return bad(
+                "tls.cluster_ca needs tls.cert and tls.key (the node's certificate, issued by the cluster CA)",
+            );
         }
         if t.reload_interval_ms == 0 {
             return bad("tls.reload_interval_ms must be positive");

@@ -143,6 +143,11 @@ impl Guard {
         );
     }
 
+    /// Counts a peer link refused for its certificate.
+    pub fn count_peer_refusal(&self) {
+        self.count("peer", "certificate");
+    }
+
     fn count(&self, surface: &'static str, reason: &'static str) {
         self.refused
             .get_or_create(&vec![("surface", surface), ("reason", reason)])

@@ -193,12 +193,32 @@ pub async fn scrape(State(state): State<Arc<ServerState>>, headers: HeaderMap) -
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
-/// A peer link: frames as large as a component being fetched.
+/// A peer link: frames as large as a component being fetched. With `tls.cluster_ca`, only
+/// over TLS with a client certificate of the cluster CA (refused with 403 before the upgrade).
 async fn peer_upgrade(
     State(state): State<Arc<ServerState>>,
     ticket: Option<Extension<ConnectionTicket>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Some(ca) = &state.cluster_ca {
+        let cert = ticket.as_ref().and_then(|t| t.peer.client_cert.as_ref());
+        let verdict = match cert {
+            None => Err("peer links need a certificate of the cluster CA".to_owned()),
+            Some(c) => crate::tls::server::verify_peer(ca, &c.der)
+                .map_err(|e| format!("not a certificate of the cluster CA: {e}")),
+        };
+        if let Err(why) = verdict {
+            let remote = ticket.as_ref().and_then(|t| t.remote);
+            let r = auth::Refusal {
+                status: axum::http::StatusCode::FORBIDDEN,
+                kind: "forbidden",
+                message: why,
+            };
+            auth::log_refused(remote, &r);
+            state.guard.count_peer_refusal();
+            return (r.status, r.message).into_response();
+        }
+    }
     let limit = state.max_peer_frame_bytes;
     accept(ws, limit, ticket, &state.sessions.clone(), move |socket| {
         peer::run(socket, state)

@@ -39,6 +39,8 @@ pub struct ServerState {
     pub sessions: TaskTracker,
     /// Cancelled when the node is killed (tests of crashes): connections drop at once.
     pub killed: CancellationToken,
+    /// The cluster CA peer links must present a certificate of (`tls.cluster_ca`).
+    pub cluster_ca: Option<std::path::PathBuf>,
     /// Largest peer-link frame (a component being fetched).
     pub max_peer_frame_bytes: usize,
     /// Topic exchange.

@@ -27,6 +27,8 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Refuse clients without a valid certificate (otherwise one is optional).
     pub require_client_cert: bool,
+    /// The cluster's CA: peers present certificates of it, so it is asked for too.
+    pub cluster_ca: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -37,11 +39,15 @@ impl TlsFiles {
             key: c.key.clone()?,
             client_ca: c.client_ca.clone(),
             require_client_cert: c.require_client_cert,
+            cluster_ca: c.cluster_ca.clone(),
         })
     }
 
     fn paths(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.cert, &self.key].into_iter().chain(&self.client_ca)
+        [&self.cert, &self.key]
+            .into_iter()
+            .chain(&self.client_ca)
+            .chain(&self.cluster_ca)
     }
 
     /// When each file last changed, and its size: a change of either means reload.
@@ -60,10 +66,15 @@ impl TlsFiles {
         let key = private_key(&self.key)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
-        let builder = match &self.client_ca {
-            Some(ca) => {
+        let mut cas = self.client_ca.iter().chain(&self.cluster_ca).peekable();
+        let builder = match cas.peek() {
+            Some(_) => {
+                let mut all = rustls::RootCertStore::empty();
+                for ca in cas {
+                    all.roots.extend(roots(ca)?.roots);
+                }
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider());
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(all), provider());
                 let verifier = if self.require_client_cert {
                     verifier
                 } else {
@@ -114,7 +125,7 @@ impl ServerTls {
 
     /// Whether clients are asked for a certificate.
     pub fn asks_client_cert(&self) -> bool {
-        self.files.client_ca.is_some()
+        self.files.client_ca.is_some() || self.files.cluster_ca.is_some()
     }
 
     /// Rebuilds the configuration when a file changed. `Ok(true)`: the new one is in use.
@@ -166,4 +177,19 @@ pub async fn watch(tls: Arc<ServerTls>, every: Duration, shutdown: CancellationT
             Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
         }
     }
+}
+
+/// Checks that a client certificate (`der`, the leaf the handshake verified against the union
+/// of the configured CAs) chains to `cluster_ca` itself: a peer link needs a certificate of the
+/// cluster, not just one a client CA issued.
+pub fn verify_peer(cluster_ca: &std::path::Path, der: &[u8]) -> Result<(), TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(cluster_ca)?), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let leaf = rustls::pki_types::CertificateDer::from(der.to_vec());
+    verifier
+        .verify_client_cert(&leaf, &[], rustls::pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| TlsError::Verifier(e.to_string()))
 }

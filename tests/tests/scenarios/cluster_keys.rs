@@ -1,6 +1,7 @@
-//! The cluster keyring over real UDP (docs/security.md, "Cluster"): a node without the key, or
-//! with another, cannot join, and its gossip is dropped and counted; the key of a running
-//! 3-node cluster is rotated in three edits of the keyring files without a failed call.
+//! Cluster security (docs/security.md, "The cluster"), over real UDP: a node without the
+//! gossip key, or with another, cannot join, and its gossip is dropped and counted; the key of a
+//! running 3-node cluster is rotated in three edits of the keyring files without a failed call;
+//! peer links speak TLS with certificates of the cluster CA, and nothing else opens one.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -150,4 +151,85 @@ async fn the_cluster_key_is_rotated_on_a_running_cluster_without_a_failed_call()
 
 fn flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+/// A config of a node whose client port and peer links speak TLS with certificates of `pki`.
+fn tls_node(id: &str, plugins: &[&str], pki: &mpreg_tests::pki::TestPki) -> Result<NodeConfig> {
+    let mut cfg = cluster_config(id, &[], plugins, &[]);
+    let cert = pki.issue(id)?;
+    cfg.tls.cert = Some(cert.cert);
+    cfg.tls.key = Some(cert.key);
+    cfg.tls.cluster_ca = Some(pki.ca.clone());
+    Ok(cfg)
+}
+
+/// The status line a TLS connection to `addr` trusting `ca` gets for a peer-link upgrade
+/// without a client certificate.
+async fn peer_upgrade_status(addr: std::net::SocketAddr, ca: &Path) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = mpreg::tls::ClientTls {
+        ca_file: Some(ca.to_owned()),
+        identity: None,
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config()?);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut s = connector.connect(name, tcp).await?;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        mpreg::cluster::wire::PEER_PATH
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    Ok(String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_need_a_certificate_of_the_cluster_ca() -> Result<()> {
+    let pki = mpreg_tests::pki::TestPki::new("cluster")?;
+    let cluster = TestCluster::start_udp(vec![
+        tls_node("tls-a", &[], &pki)?,
+        tls_node("tls-b", &["math"], &pki)?,
+    ])
+    .await?;
+    // Links are up over TLS both ways: a call on A runs on B.
+    let opts = mpreg::client::ConnectOptions {
+        tls: mpreg::tls::ClientTls {
+            ca_file: Some(pki.ca.clone()),
+            identity: None,
+        },
+        ..Default::default()
+    };
+    let client = mpreg::client::Client::connect_with(&cluster.node(0).url, &opts).await?;
+    ensure!(client.call("add", vec![json!(2), json!(3)]).await? == json!(5));
+    // Without a client certificate, the peer endpoint refuses before the upgrade.
+    let status = peer_upgrade_status(cluster.node(0).handle.addr(), &pki.ca).await?;
+    ensure!(status.contains("403"), "{status}");
+    // A node of another CA is seen in gossip but no link opens, either way round.
+    let other = mpreg_tests::pki::TestPki::new("intruder")?;
+    let mut intruder = tls_node("tls-x", &[], &other)?;
+    intruder.cluster.peers = vec![cluster.seed()?];
+    let intruder = TestNode::with_config(intruder).await?;
+    let a = cluster.node(0).handle.cluster().expect("clustered").clone();
+    eventually(Duration::from_secs(10), "the intruder gossips", || async {
+        a.view().node("tls-x").is_some()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        !a.link("tls-x").is_some_and(|l| l.is_connected()),
+        "a link to a node of another CA opened"
+    );
+    let x = intruder.handle.cluster().expect("clustered");
+    ensure!(
+        !x.link("tls-a").is_some_and(|l| l.is_connected()),
+        "the intruder opened a link"
+    );
+    Ok(())
 }
