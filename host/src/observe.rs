@@ -78,12 +78,20 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// The body of `GET {node}{path}`, with `accept` as the `Accept` header when given.
+/// The body of `GET {node}{path}`, with `accept` as the `Accept` header when given. A node
+/// that requires credentials for monitoring (docs/security.md) gets `MPREG_API_KEY` or
+/// `MPREG_TOKEN` from the environment, as the CLI's other commands send them.
 pub fn get(node: &str, path: &str, accept: Option<&str>) -> Result<String, ObserveError> {
     let url = format!("{}{path}", http_base(node)?);
     let mut req = agent().get(&url);
     if let Some(a) = accept {
         req = req.header("accept", a);
+    }
+    let set = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    if let Some(key) = set("MPREG_API_KEY") {
+        req = req.header("x-api-key", key);
+    } else if let Some(token) = set("MPREG_TOKEN") {
+        req = req.header("authorization", format!("Bearer {token}"));
     }
     let transport = |message: String| ObserveError::Transport {
         url: url.clone(),
