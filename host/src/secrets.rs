@@ -112,6 +112,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_are_written_as_env_or_file_tables() {
+        let cfg = crate::config::NodeConfig::from_toml(
+            "[secrets]\ndb = { env = \"DB_PW\" }\napi = { file = \"api.token\" }\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.secrets["db"], SecretSource::Env("DB_PW".into()));
+        assert_eq!(cfg.secrets["api"], SecretSource::File("api.token".into()));
+        let bad = crate::config::NodeConfig::from_toml("[secrets]\ndb = { vault = \"x\" }\n");
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn secrets_come_from_the_environment_or_files_and_debug_shows_names_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("token");

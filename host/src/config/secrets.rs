@@ -22,20 +22,3 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_written_as_env_or_file_tables() {
-        let cfg = crate::config::NodeConfig::from_toml(
-            "[secrets]\ndb = { env = \"DB_PW\" }\napi = { file = \"api.token\" }\n",
-        )
-        .expect("parses");
-        assert_eq!(cfg.secrets["db"], SecretSource::Env("DB_PW".into()));
-        assert_eq!(cfg.secrets["api"], SecretSource::File("api.token".into()));
-        let bad = crate::config::NodeConfig::from_toml("[secrets]\ndb = { vault = \"x\" }\n");
-        assert!(bad.is_err());
-    }
-}
