@@ -54,6 +54,8 @@ pub mod cluster;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]
+pub mod local;
+#[cfg(feature = "node")]
 pub mod metrics;
 #[cfg(feature = "node")]
 pub mod node;

@@ -96,6 +96,19 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run one command of a component here, without a node (the node's runtime and JSON
+    /// conversion; `call`, `publish`, `queue` and `cache` imports have no node to reach).
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Command name.
+        fun: String,
+        /// Positional arguments, each a JSON value (a bare word that is not JSON is a string).
+        args: Vec<String>,
+        /// Keyword argument `name=json` (repeatable).
+        #[arg(long = "kw", value_name = "NAME=JSON")]
+        kwargs: Vec<String>,
+    },
     /// Manage API keys and mint test tokens (docs/security.md).
     Auth {
         #[command(subcommand)]
@@ -236,6 +249,15 @@ enum PluginAction {
         /// The Rust SDK folder (default: the plugin-sdk of the checkout this binary was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Run a test file of calls and expected results against a component, without a node:
+    /// `[[case]]` tables (TOML) or a JSON array, each with `call`, `args`, `kwargs` and
+    /// `expect` (the result) or `expect_error` (text of the failure).
+    Test {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The test file.
+        cases: PathBuf,
     },
     /// Build the project in a folder into a component, then load it and show its metadata.
     Build {
@@ -577,6 +599,33 @@ async fn connect(url: &str) -> Result<Client> {
     Ok(Client::connect_with(url, &opts).await?)
 }
 
+/// `mpreg run`: prints the result as JSON, or fails with the call's error.
+async fn run_local(
+    file: &std::path::Path,
+    fun: &str,
+    args: &[String],
+    kw: &[String],
+) -> Result<()> {
+    let args: Vec<Value> = args.iter().map(|a| parse_json_arg(a)).collect();
+    let mut kwargs = serde_json::Map::new();
+    for kv in kw {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--kw takes NAME=JSON, got '{kv}'")
+        };
+        kwargs.insert(k.to_owned(), parse_json_arg(v));
+    }
+    let local = mpreg::local::Local::load(file).await?;
+    match local.call(fun, &args, &kwargs).await? {
+        mpreg::local::Outcome::Returned(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        mpreg::local::Outcome::Failed { kind, message } => {
+            bail!("{fun} failed ({kind}): {message}")
+        }
+    }
+}
+
 fn auth(action: AuthAction) -> Result<()> {
     use mpreg::auth::keys::KeysFile;
     let load = |path: &PathBuf| -> Result<KeysFile> {
@@ -790,6 +839,26 @@ async fn plugin(action: PluginAction) -> Result<()> {
             let files = mpreg::scaffold::new_project(&dir, &name, lang, &sdk)?;
             println!("created {} ({} files)", dir.display(), files.len());
             println!("next: mpreg plugin build {}", dir.display());
+            Ok(())
+        }
+        PluginAction::Test { file, cases } => {
+            let cases = mpreg::local::read_cases(&cases)?;
+            let local = mpreg::local::Local::load(&file).await?;
+            let mut failed = 0;
+            for case in &cases {
+                let name = case.name.clone().unwrap_or_else(|| case.call.clone());
+                match mpreg::local::check(&local, case).await? {
+                    None => println!("ok     {name}"),
+                    Some(why) => {
+                        failed += 1;
+                        println!("FAILED {name}: {why}");
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", cases.len() - failed);
+            if failed > 0 {
+                bail!("{failed} of {} cases failed", cases.len());
+            }
             Ok(())
         }
         PluginAction::Build { dir } => {
@@ -1073,6 +1142,12 @@ async fn run(cli: Cli) -> ExitCode {
             limit,
         } => monitor(url, endpoint, offset, limit).await,
         Command::Auth { action } => auth(action),
+        Command::Run {
+            file,
+            fun,
+            args,
+            kwargs,
+        } => run_local(&file, &fun, &args, &kwargs).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

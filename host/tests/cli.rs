@@ -658,3 +658,33 @@ fn auth_keys_are_made_listed_and_revoked_and_a_node_requires_them() {
     let (ok, _, err) = mpreg(&["auth", "token", "--sub", "ci"]);
     assert!(!ok && err.contains("--key-file"), "{err}");
 }
+
+#[test]
+fn run_and_plugin_test_execute_a_component_without_a_node() {
+    let math = support::example_plugin("math");
+    let (ok, out, err) = mpreg(&["run", &math, "add", "2", "3"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5");
+    let (ok, _, err) = mpreg(&["run", &math, "nope"]);
+    assert!(!ok && err.contains("it has: add, mul"), "{err}");
+    let (ok, _, err) = mpreg(&["run", &math, "add", "2", "x"]);
+    assert!(!ok && err.contains("bad_arguments"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\ncall = \"add\"\nargs = [2, 3]\nexpect = 5\n\n\
+         [[case]]\nname = \"bad type\"\ncall = \"add\"\nargs = [2, \"x\"]\nexpect_error = \"expected s32\"\n",
+    )
+    .expect("write");
+    let cases = cases.to_str().expect("path");
+    let (ok, out, err) = mpreg(&["plugin", "test", &math, cases]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, r#"[{"call": "add", "args": [1, 1], "expect": 3}]"#).expect("write");
+    let (ok, out, _) = mpreg(&["plugin", "test", &math, wrong.to_str().expect("path")]);
+    assert!(!ok, "a failed case fails the command");
+    assert!(out.contains("FAILED add: expected 3, got 2"), "{out}");
+}
