@@ -288,12 +288,15 @@ pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node
         Some(id) => id,
         None => stored_node_id(&store).await?,
     };
-    let manager = Arc::new(PluginManager::new(
-        runtime.clone(),
-        registry.clone(),
-        store,
-        config.node.resources.clone(),
-    ));
+    let manager = Arc::new(
+        PluginManager::new(
+            runtime.clone(),
+            registry.clone(),
+            store,
+            config.node.resources.clone(),
+        )
+        .with_replace_versions(config.admin.replace_versions),
+    );
     for spec in &config.plugins {
         let shown = spec.path.display().to_string();
         let bytes = tokio::fs::read(&spec.path)

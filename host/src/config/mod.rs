@@ -113,6 +113,9 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Largest component accepted by publish.
     pub max_upload_mib: u64,
+    /// A dev node: publishing other bytes under a version it holds replaces that version in
+    /// place (what `mpreg dev` runs). Off by default: versions are immutable.
+    pub replace_versions: bool,
 }
 
 impl Default for AdminConfig {
@@ -120,6 +123,7 @@ impl Default for AdminConfig {
         AdminConfig {
             token: None,
             max_upload_mib: 64,
+            replace_versions: false,
         }
     }
 }

@@ -73,6 +73,17 @@ impl PublishError {
     }
 }
 
+/// The refusal of other bytes under a version that exists.
+fn immutable(name: &str, version: &str, sha256: &str) -> PublishError {
+    PublishError::Conflict(format!(
+        "'{name}' version {version} is already published with different bytes (sha256 {}); \
+         versions are immutable: bump `version` in mpreg.toml (or the version your describe \
+         returns) and publish again, or develop against a dev node (`mpreg dev`), which \
+         replaces a version in place",
+        &sha256[..sha256.len().min(12)]
+    ))
+}
+
 /// How to publish: everything optional.
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
@@ -98,6 +109,9 @@ pub struct PluginManager {
     retired: tokio::sync::broadcast::Sender<(String, String)>,
     /// Publishes by outcome, retirements, hot swaps.
     metrics: PluginMetrics,
+    /// A dev node's rule: publishing other bytes under a version it holds replaces them
+    /// (`[admin] replace_versions`). Off, versions are immutable.
+    replace_versions: bool,
 }
 
 /// What the manager counts (docs/observability.md, "Metrics").
@@ -127,7 +141,15 @@ impl PluginManager {
             changed: tokio::sync::Notify::new(),
             retired: tokio::sync::broadcast::channel(256).0,
             metrics: PluginMetrics::default(),
+            replace_versions: false,
         }
+    }
+
+    /// Lets a publish replace the bytes of a version this node holds (a dev node, where nobody
+    /// should bump a version per edit). Production nodes keep versions immutable.
+    pub fn with_replace_versions(mut self, replace: bool) -> Self {
+        self.replace_versions = replace;
+        self
     }
 
     /// Registers what the manager counts, and a collector of the versions loaded now.
@@ -230,7 +252,7 @@ impl PluginManager {
         origin: &str,
     ) -> Result<(Compiled, CodeSource), PublishError> {
         if let Some(code) = self.store.compiled(sha256, &self.engine)? {
-            match self.runtime.deserialize(&code, origin) {
+            match self.runtime.deserialize(&code, &bytes, origin) {
                 Ok(compiled) => return Ok((compiled, CodeSource::Cache)),
                 Err(e) => {
                     tracing::warn!(error = %e, sha256, "cached code unusable; compiling again");
@@ -384,6 +406,16 @@ impl PluginManager {
             });
         }
 
+        // A build stamp names the version: a duplicate is refused before seconds of compiling.
+        if !self.replace_versions
+            && let Ok(Some(stamp)) = crate::runtime::stamp::read(&bytes)
+            && let Ok(version) = crate::rpc::version::parse_version_lenient(&stamp.version)
+            && let Some(r) = self.store.record(&stamp.name, &version.to_string())?
+            && r.sha256 != sha256
+        {
+            return Err(immutable(&stamp.name, &version.to_string(), &r.sha256));
+        }
+
         let origin = format!("published sha256:{}", &sha256[..12]);
         let (compiled, code) = self.code(bytes.clone(), &sha256, &origin).await?;
         // The sandbox comes from the request, else from an earlier publish of these bytes.
@@ -402,14 +434,15 @@ impl PluginManager {
         let name = plugin.manifest.name.clone();
         let version = plugin.manifest.version.to_string();
         let existing = self.store.record(&name, &version)?;
+        let mut running = running;
         if let Some(r) = &existing
             && r.sha256 != sha256
         {
-            return Err(PublishError::Conflict(format!(
-                "'{name}' version {version} is already published with different bytes \
-                 (sha256 {}); versions are immutable: publish it under a new version",
-                r.sha256
-            )));
+            if !self.replace_versions {
+                return Err(immutable(&name, &version, &r.sha256));
+            }
+            // A dev node: the new bytes take the version's place like a hot swap.
+            running = running.or_else(|| self.registry.plugin(&name, &plugin.manifest.version));
         }
         let placement = placement
             .or_else(|| existing.as_ref().map(|r| r.placement.clone()))

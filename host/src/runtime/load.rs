@@ -15,6 +15,14 @@ use crate::digest::sha256_hex;
 use crate::protocol::CacheRule;
 use crate::sandbox::Sandbox;
 
+/// The component's `mpreg-manifest` section, or why it is unreadable.
+fn read_stamp(bytes: &[u8], source: &str) -> Result<Option<super::stamp::Stamp>, LoadError> {
+    super::stamp::read(bytes).map_err(|e| LoadError::Manifest {
+        origin: source.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 impl Runtime {
     /// Compiles `bytes` with Cranelift, on a blocking thread (it takes tens of milliseconds to
     /// seconds). `Bytes`, so the caller can keep (and store) the same buffer without a copy.
@@ -23,6 +31,7 @@ impl Runtime {
             origin: source.to_owned(),
             reason,
         })?;
+        let stamp = read_stamp(&bytes, source)?;
         let engine = self.engine.clone();
         let started = Instant::now();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
@@ -33,12 +42,19 @@ impl Runtime {
                 reason: format!("{e:#}"),
             })?;
         self.metrics.compiled(started.elapsed());
-        Ok(Compiled { component })
+        Ok(Compiled { component, stamp })
     }
 
     /// Loads code that [`Compiled::serialize`] produced on an engine with the same
-    /// [`Runtime::engine_fingerprint`].
-    pub fn deserialize(&self, compiled: &[u8], source: &str) -> Result<Compiled, LoadError> {
+    /// [`Runtime::engine_fingerprint`]. `bytes` are the component it was compiled from (only
+    /// its `mpreg-manifest` section is read).
+    pub fn deserialize(
+        &self,
+        compiled: &[u8],
+        bytes: &[u8],
+        source: &str,
+    ) -> Result<Compiled, LoadError> {
+        let stamp = read_stamp(bytes, source)?;
         // SAFETY: wasmtime runs these bytes as machine code, so they must come from
         // `Component::serialize` and must not have been tampered with. The only caller is the
         // plugin store, which reads them from the node's own data directory, where this node
@@ -52,7 +68,7 @@ impl Runtime {
             }
         })?;
         self.metrics.cache_hit();
-        Ok(Compiled { component })
+        Ok(Compiled { component, stamp })
     }
 
     /// Compiles and pre-instantiates `bytes` with the default sandbox.
@@ -123,7 +139,21 @@ impl Runtime {
         if let Err(why) = check_plugin_name(&described.name) {
             return Err(manifest_err(why));
         }
-        let version = crate::rpc::version::parse_version_lenient(&described.version)
+        // A build stamp names the version (mpreg.toml is where it lives) and adds cache rules.
+        let mut version_text = described.version.as_str();
+        if let Some(stamp) = &compiled.stamp {
+            if stamp.name != described.name {
+                return Err(manifest_err(format!(
+                    "the {} section names plugin '{}' but describe returns '{}'",
+                    super::stamp::SECTION,
+                    stamp.name,
+                    described.name
+                )));
+            }
+            version_text = &stamp.version;
+            rules.extend(stamp.cache.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let version = crate::rpc::version::parse_version_lenient(version_text)
             .map_err(|e| manifest_err(format!("version: {e}")))?;
         let manifest = Manifest {
             name: described.name.clone(),

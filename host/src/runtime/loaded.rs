@@ -128,9 +128,16 @@ pub struct CallStats {
 /// Compiled code of a component, before it is checked against our world.
 pub struct Compiled {
     pub(super) component: Component,
+    /// The component's `mpreg-manifest` section ([`super::stamp`]), when it has one.
+    pub(super) stamp: Option<super::stamp::Stamp>,
 }
 
 impl Compiled {
+    /// The component's `mpreg-manifest` section, when it has one.
+    pub fn stamp(&self) -> Option<&super::stamp::Stamp> {
+        self.stamp.as_ref()
+    }
+
     /// The machine code, for the compile cache; only this engine's configuration can load it.
     pub fn serialize(&self) -> Result<Vec<u8>, LoadError> {
         self.component

@@ -17,6 +17,7 @@ mod pool;
 pub mod sandbox;
 pub mod signature;
 pub mod slots;
+pub mod stamp;
 pub mod teardown;
 
 use std::sync::Arc;

@@ -379,3 +379,99 @@ async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() -> Result<
     );
     Ok(())
 }
+
+/// The refusal of a publish: status, kind and message.
+fn refusal(r: Result<Value, mpreg::admin_client::AdminError>) -> Result<(u16, String, String)> {
+    match r {
+        Ok(v) => anyhow::bail!("accepted: {v}"),
+        Err(mpreg::admin_client::AdminError::Refused {
+            status,
+            kind,
+            message,
+        }) => Ok((status, kind, message)),
+        Err(e) => anyhow::bail!("transport error: {e}"),
+    }
+}
+
+/// `raw` with an `mpreg-manifest` section naming `name` and `version` (what `plugin build` writes).
+fn stamped(raw: &[u8], name: &str, version: &str) -> Vec<u8> {
+    let stamp = mpreg::runtime::stamp::Stamp {
+        name: name.into(),
+        version: version.into(),
+        ..Default::default()
+    };
+    mpreg::runtime::stamp::write(raw, &stamp)
+}
+
+#[tokio::test]
+async fn a_stamped_duplicate_is_refused_before_compiling_and_a_dev_node_replaces_in_place()
+-> Result<()> {
+    let greeter = bytes("greeter")?;
+    let data = tempfile::tempdir()?;
+    let node = TestNode::with_config(empty_config(data.path())).await?;
+
+    // The stamp's version is the one served, whatever describe says.
+    let v3 = publish(&node.url, stamped(&greeter, "greeter", "3.0.0")).await?;
+    assert_eq!(v3["version"], "3.0.0", "{v3}");
+    greet(&node.url, Some("=3.0.0")).await?;
+
+    // Other bytes under that version: refused without compiling them.
+    let compiles =
+        |s: &prometheus_parse::Scrape| mpreg_tests::sample(s, "mpreg_compile_seconds", &[]);
+    let before = compiles(&mpreg_tests::scrape(&node.url).await?);
+    let other = stamped(&with_custom_section(greeter.clone()), "greeter", "3.0.0");
+    let (status, kind, msg) = refusal(publish(&node.url, other.clone()).await)?;
+    assert_eq!((status, kind.as_str()), (409, "conflict"), "{msg}");
+    assert!(
+        msg.contains("mpreg.toml") && msg.contains("mpreg dev"),
+        "{msg}"
+    );
+    let after = compiles(&mpreg_tests::scrape(&node.url).await?);
+    assert_eq!(before, after, "the refused bytes were compiled");
+
+    // A stamp must name the plugin the code describes.
+    let (status, kind, msg) =
+        refusal(publish(&node.url, stamped(&greeter, "grater", "1.0.0")).await)?;
+    assert_eq!((status, kind.as_str()), (422, "invalid_metadata"), "{msg}");
+    assert!(msg.contains("grater") && msg.contains("greeter"), "{msg}");
+    // A stamp that is not a manifest is refused with the section's name.
+    let mut junk = greeter.clone();
+    let (name, payload) = (b"mpreg-manifest", b"not json");
+    junk.extend([0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
+    junk.extend_from_slice(name);
+    junk.extend_from_slice(payload);
+    let (status, _, msg) = refusal(publish(&node.url, junk).await)?;
+    assert!(
+        status >= 400 && msg.contains("mpreg-manifest"),
+        "{status} {msg}"
+    );
+    drop(node);
+
+    // A dev node replaces the version in place, under load, without a failed call.
+    let dev_data = tempfile::tempdir()?;
+    let mut cfg = empty_config(dev_data.path());
+    cfg.admin.replace_versions = true;
+    let dev = TestNode::with_config(cfg).await?;
+    let first = publish(&dev.url, stamped(&greeter, "greeter", "3.0.0")).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let load = spawn_load(&dev.url, 2, stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = publish(&dev.url, other).await?;
+    ensure!(first["sha256"] != second["sha256"], "{first} {second}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await??;
+    }
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
+    ensure!(tally.ok.load(Ordering::Relaxed) > 0, "no calls ran");
+    let d = admin(&dev.url, ADMIN_TOKEN, |c| {
+        c.describe("greeter", Some("3.0.0"))
+    })
+    .await?;
+    assert_eq!(d["sha256"], second["sha256"], "{d}");
+    let list = admin(&dev.url, ADMIN_TOKEN, |c| c.list()).await?;
+    assert_eq!(list["plugins"].as_array().map(Vec::len), Some(1), "{list}");
+    Ok(())
+}
