@@ -30,6 +30,8 @@ pub mod rpc;
 pub mod tls;
 
 #[cfg(feature = "node")]
+pub mod dev;
+#[cfg(feature = "node")]
 pub mod digest;
 #[cfg(feature = "node")]
 pub mod identity;
@@ -63,6 +65,8 @@ pub mod node;
 pub mod observe;
 #[cfg(feature = "node")]
 pub mod plugin;
+#[cfg(feature = "node")]
+pub mod project;
 pub mod pubsub;
 #[cfg(feature = "node")]
 pub mod queue;

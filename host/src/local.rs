@@ -76,8 +76,7 @@ impl Local {
         let runtime = Arc::new(
             Runtime::new(RuntimeConfig::default()).map_err(|e| LocalError::Load(e.to_string()))?,
         );
-        let plugin = runtime
-            .load(bytes, &path.display().to_string())
+        let plugin = load_cached(&runtime, bytes, &path.display().to_string())
             .await
             .map_err(|e| LocalError::Load(e.to_string()))?;
         Ok(Local {
@@ -195,6 +194,61 @@ pub async fn check(local: &Local, case: &Case) -> Result<Option<String>, LocalEr
         (Outcome::Failed { kind, message }, _, _) => Some(format!("failed ({kind}): {message}")),
         (Outcome::Returned(_), None, None) => Some("nothing expected".into()),
     })
+}
+
+/// Where this machine's tools keep compiled code: `<cache>/compiled/<sha256>-<engine>.cwasm`.
+fn compiled_path(sha256: &str, fingerprint: &str) -> std::path::PathBuf {
+    crate::scaffold::cache_dir()
+        .join("compiled")
+        .join(format!("{sha256}-{fingerprint}.cwasm"))
+}
+
+/// Loads `bytes` as [`Runtime::load`] does, compiling them only the first time this user's tools
+/// see them: the machine code is kept in the per-user cache folder by sha256 and engine
+/// fingerprint, so `plugin build`, `run` and `plugin test` of the same bytes compile once.
+/// Code that no longer loads (another wasmtime) is compiled again and replaced. The folder is
+/// the user's own, trusted like the binary itself (wasmtime runs what it holds as machine code).
+pub async fn load_cached(
+    runtime: &Runtime,
+    bytes: Vec<u8>,
+    source: &str,
+) -> Result<LoadedPlugin, crate::runtime::LoadError> {
+    let started = std::time::Instant::now();
+    let (sha256, size) = (crate::digest::sha256_hex(&bytes), bytes.len());
+    let path = compiled_path(&sha256, &runtime.engine_fingerprint());
+    let cached = std::fs::read(&path)
+        .ok()
+        .and_then(|code| runtime.deserialize(&code, &bytes, source).ok());
+    let compiled = match cached {
+        Some(c) => c,
+        None => {
+            let c = runtime.compile(bytes.into(), source).await?;
+            if let Ok(code) = c.serialize() {
+                // A cache that cannot be written only costs the next compile.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let written = path
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .and_then(|_| std::fs::write(&tmp, code))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+            c
+        }
+    };
+    runtime
+        .instantiate(
+            &compiled,
+            source,
+            crate::sandbox::Sandbox::default(),
+            sha256,
+            size,
+            started,
+        )
+        .await
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ enum Command {
         #[arg(long = "kw", value_name = "NAME=JSON")]
         kwargs: Vec<String>,
     },
+    /// Watch a plugin project: rebuild on every change, publish to a dev node (started here
+    /// unless --node names one), print `mpreg call` lines and the plugin's log lines.
+    Dev(DevArgs),
     /// Manage API keys and mint test tokens (docs/security.md).
     Auth {
         #[command(subcommand)]
@@ -246,7 +249,8 @@ enum PluginAction {
         /// Folder to create (default: ./<name>).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The Rust SDK folder (default: the plugin-sdk of the checkout this binary was built from).
+        /// The Rust SDK folder (default: the SDK this binary carries, written once into
+        /// ~/.local/share/mpreg/sdk).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -301,6 +305,25 @@ enum PluginAction {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// The project folder (with its mpreg.toml).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Address the embedded dev node listens on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:6666")]
+    listen: String,
+    /// Publish to this running node instead (each rebuild as `<version>-dev.<N>`); needs --token.
+    #[arg(long)]
+    node: Option<String>,
+    /// Admin token of --node.
+    #[arg(long, env = "MPREG_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Quiet time after a change before rebuilding, in ms.
+    #[arg(long, default_value = "100")]
+    settle_ms: u64,
 }
 
 #[derive(Args)]
@@ -493,6 +516,7 @@ fn init_tracing(
     format: LogFormat,
     level: &str,
     otlp: Option<&str>,
+    dev: bool,
 ) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -511,7 +535,17 @@ fn init_tracing(
     };
     let provider = otlp.map(mpreg::trace::otlp_provider).transpose()?;
     let traces = provider.as_ref().map(mpreg::trace::layer);
+    // `mpreg dev`: the node's own lines only when they matter, the plugin's all, tagged.
+    let (filter, plugin_log) = if dev {
+        let quiet = EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new("warn,mpreg::plugin=off"))?;
+        let plugin = EnvFilter::try_new("mpreg::plugin=trace")?;
+        (quiet, Some(mpreg::dev::PluginLog.with_filter(plugin)))
+    } else {
+        (filter, None)
+    };
     tracing_subscriber::registry()
+        .with(plugin_log)
         .with(logs.with_filter(filter))
         .with(traces)
         .init();
@@ -835,10 +869,17 @@ async fn plugin(action: PluginAction) -> Result<()> {
             sdk,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let sdk = sdk.unwrap_or_else(|| PathBuf::from(mpreg::scaffold::SDK_PATH));
+            let sdk = match sdk {
+                Some(sdk) => sdk,
+                None if lang == mpreg::scaffold::Lang::Rust => mpreg::scaffold::installed_sdk()?,
+                None => PathBuf::new(),
+            };
             let files = mpreg::scaffold::new_project(&dir, &name, lang, &sdk)?;
             println!("created {} ({} files)", dir.display(), files.len());
-            println!("next: mpreg plugin build {}", dir.display());
+            println!(
+                "next: mpreg dev {0}   (or: mpreg plugin build {0})",
+                dir.display()
+            );
             Ok(())
         }
         PluginAction::Test { file, cases } => {
@@ -862,14 +903,14 @@ async fn plugin(action: PluginAction) -> Result<()> {
             Ok(())
         }
         PluginAction::Build { dir } => {
-            let out = tokio::task::spawn_blocking(move || mpreg::scaffold::build(&dir)).await??;
-            let bytes =
-                std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+            let built = tokio::task::spawn_blocking(move || mpreg::scaffold::build(&dir)).await??;
+            let (out, bytes) = (built.path, built.bytes);
             let size = bytes.len();
             // Load it exactly as a node would: proves it targets our world and shows the
             // metadata it carries.
             let runtime = mpreg::runtime::Runtime::new(Default::default())?;
-            let plugin = runtime.load(bytes, &out.display().to_string()).await?;
+            let plugin =
+                mpreg::local::load_cached(&runtime, bytes, &out.display().to_string()).await?;
             println!(
                 "built {} ({} bytes, sha256 {})",
                 out.display(),
@@ -948,6 +989,33 @@ async fn plugin(action: PluginAction) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn dev(args: DevArgs) -> Result<()> {
+    let target = match (args.node, args.token) {
+        (Some(url), Some(token)) => mpreg::dev::Target::Remote { url, token },
+        (Some(_), None) => {
+            bail!("--node needs the node's admin token: --token or MPREG_ADMIN_TOKEN")
+        }
+        (None, _) => {
+            let (host, port) = args
+                .listen
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .with_context(|| format!("--listen takes HOST:PORT, got '{}'", args.listen))?;
+            mpreg::dev::Target::Embedded { host, port }
+        }
+    };
+    let dev = mpreg::dev::Dev::start(mpreg::dev::DevOptions {
+        dir: args.dir,
+        target,
+        tool_dirs: Vec::new(),
+        settle: Duration::from_millis(args.settle_ms),
+    })
+    .await?;
+    let mut out = std::io::stdout();
+    dev.run(&mut out, wait_for_signal()).await?;
+    Ok(())
 }
 
 /// Runs a blocking HTTP read off the async runtime.
@@ -1076,7 +1144,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let traces = match init_tracing(cli.log_format, &cli.log_level, cli.otlp_endpoint.as_deref()) {
+    let dev = matches!(cli.command, Command::Dev(_));
+    let traces = match init_tracing(
+        cli.log_format,
+        &cli.log_level,
+        cli.otlp_endpoint.as_deref(),
+        dev,
+    ) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -1142,6 +1216,7 @@ async fn run(cli: Cli) -> ExitCode {
             limit,
         } => monitor(url, endpoint, offset, limit).await,
         Command::Auth { action } => auth(action),
+        Command::Dev(args) => dev(args).await,
         Command::Run {
             file,
             fun,

@@ -10,8 +10,15 @@ use std::process::Command;
 /// The plugin ABI, as compiled into this binary.
 pub const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
 
-/// Where the Rust SDK lives when this binary was built from a checkout of the repository.
+/// Where the Rust SDK lives in the checkout this binary was built from (tests build against it;
+/// `mpreg plugin new` uses [`installed_sdk`]).
 pub const SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk");
+
+/// The Rust SDK's source and manifest, compiled into this binary so that a project builds on a
+/// machine without MPREG's repository ([`installed_sdk`] writes them out).
+const SDK_LIB: &str = include_str!("../../plugin-sdk/src/lib.rs");
+const SDK_MANIFEST: &str = include_str!("../../plugin-sdk/Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
 
 /// Pinned toolchains of the other languages.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.0";
@@ -27,6 +34,26 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js.
     Js,
+}
+
+impl From<crate::project::Language> for Lang {
+    fn from(l: crate::project::Language) -> Lang {
+        match l {
+            crate::project::Language::Rust => Lang::Rust,
+            crate::project::Language::Python => Lang::Python,
+            crate::project::Language::Js => Lang::Js,
+        }
+    }
+}
+
+impl From<Lang> for crate::project::Language {
+    fn from(l: Lang) -> crate::project::Language {
+        match l {
+            Lang::Rust => crate::project::Language::Rust,
+            Lang::Python => crate::project::Language::Python,
+            Lang::Js => crate::project::Language::Js,
+        }
+    }
 }
 
 /// Why a project could not be created or built.
@@ -124,6 +151,10 @@ pub fn new_project(
         }
     }
     files.push((
+        crate::project::FILE.into(),
+        crate::project::Manifest::new(name, lang.into()).to_toml(),
+    ));
+    files.push((
         ".gitignore".into(),
         "target/\nnode_modules/\n*.wasm\n".into(),
     ));
@@ -137,6 +168,109 @@ pub fn new_project(
         written.push(path);
     }
     Ok(written)
+}
+
+/// The SDK's `Cargo.toml` on its own: the workspace's inherited keys and dependency versions
+/// filled in, and a `[workspace]` of its own.
+fn standalone_sdk_manifest() -> Result<String, ScaffoldError> {
+    let bad = |why: &str| ScaffoldError::Build(format!("the SDK manifest compiled in: {why}"));
+    let sdk: toml::Table = toml::from_str(SDK_MANIFEST).map_err(|e| bad(&e.to_string()))?;
+    let ws: toml::Table = toml::from_str(WORKSPACE_MANIFEST).map_err(|e| bad(&e.to_string()))?;
+    let ws = ws
+        .get("workspace")
+        .and_then(|w| w.as_table())
+        .ok_or_else(|| bad("no workspace"))?;
+    let inherited = |section: &str, key: &str| {
+        ws.get(section)
+            .and_then(|t| t.as_table())
+            .and_then(|t| t.get(key))
+            .cloned()
+    };
+    let mut package = toml::Table::new();
+    for (key, value) in sdk
+        .get("package")
+        .and_then(|p| p.as_table())
+        .into_iter()
+        .flatten()
+    {
+        let value = match value.get("workspace") {
+            Some(_) => inherited("package", key).ok_or_else(|| bad(key))?,
+            None => value.clone(),
+        };
+        package.insert(key.clone(), value);
+    }
+    let mut deps = toml::Table::new();
+    for (key, value) in sdk
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .into_iter()
+        .flatten()
+    {
+        let value = match value.get("workspace") {
+            Some(_) => inherited("dependencies", key).ok_or_else(|| bad(key))?,
+            None => value.clone(),
+        };
+        deps.insert(key.clone(), value);
+    }
+    let mut out = toml::Table::new();
+    out.insert("package".into(), package.into());
+    out.insert("dependencies".into(), deps.into());
+    out.insert("workspace".into(), toml::Table::new().into());
+    toml::to_string(&out).map_err(|e| bad(&e.to_string()))
+}
+
+/// The per-user data folder of MPREG's tools (`$XDG_DATA_HOME/mpreg` or
+/// `~/.local/share/mpreg`).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mpreg")
+}
+
+/// The Rust SDK this binary carries, written once per SDK version into the per-user data folder
+/// (`<data>/sdk/<version>-<digest>/plugin-sdk`); the Rust template depends on it by path, so a
+/// project builds wherever this binary runs, with no checkout of MPREG.
+pub fn installed_sdk() -> Result<PathBuf, ScaffoldError> {
+    let manifest = standalone_sdk_manifest()?;
+    let digest = crate::digest::sha256_hex(format!("{manifest}{SDK_LIB}{PLUGIN_WIT}").as_bytes());
+    let root =
+        data_dir()
+            .join("sdk")
+            .join(format!("{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]));
+    let sdk = root.join("plugin-sdk");
+    if sdk.join("src/lib.rs").is_file() {
+        return Ok(sdk);
+    }
+    // Written beside, then renamed: a half-written SDK is never seen by a build.
+    let parent = data_dir().join("sdk");
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let staging = parent.join(format!(".staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    for (rel, text) in [
+        ("plugin-sdk/Cargo.toml", manifest.as_str()),
+        ("plugin-sdk/src/lib.rs", SDK_LIB),
+        ("wit/plugin.wit", PLUGIN_WIT),
+    ] {
+        let path = staging.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    match std::fs::rename(&staging, &root) {
+        Ok(()) => Ok(sdk),
+        // Another process wrote it first.
+        Err(_) if sdk.join("src/lib.rs").is_file() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(sdk)
+        }
+        Err(e) => Err(ScaffoldError::Io {
+            path: root,
+            source: e,
+        }),
+    }
 }
 
 fn rust_cargo_toml(name: &str, sdk: &Path) -> String {
@@ -338,15 +472,86 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), ScaffoldError> {
     }
 }
 
-/// Builds the project in `dir` into a component and returns its path.
-pub fn build(dir: &Path) -> Result<PathBuf, ScaffoldError> {
+/// A built component.
+#[derive(Debug)]
+pub struct Built {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Its bytes (stamped when the project has an `mpreg.toml`).
+    pub bytes: Vec<u8>,
+    /// The project's manifest, when it has one.
+    pub manifest: Option<crate::project::Manifest>,
+}
+
+impl From<Built> for PathBuf {
+    fn from(b: Built) -> PathBuf {
+        b.path
+    }
+}
+
+/// Builds the project in `dir` into a component and returns it.
+pub fn build(dir: &Path) -> Result<Built, ScaffoldError> {
     build_with(dir, &[])
 }
 
 /// [`build`], looking for componentize-py / componentize-js in `tool_dirs` before `PATH`.
-pub fn build_with(dir: &Path, tool_dirs: &[PathBuf]) -> Result<PathBuf, ScaffoldError> {
+/// With an `mpreg.toml`, its build command (if any) is run and the component is stamped with
+/// its name, version and cache rules ([`crate::runtime::stamp`]), in place.
+pub fn build_with(dir: &Path, tool_dirs: &[PathBuf]) -> Result<Built, ScaffoldError> {
     let dir = dir.canonicalize().map_err(io(dir))?;
-    match detect(&dir)? {
+    let manifest =
+        crate::project::Manifest::find(&dir).map_err(|e| ScaffoldError::Build(e.to_string()))?;
+    let path = match manifest.as_ref().map(|m| &m.plugin) {
+        Some(crate::project::PluginSection {
+            build: Some(command),
+            output: Some(output),
+            ..
+        }) => {
+            run(
+                Command::new("sh").current_dir(&dir).args(["-c", command]),
+                &format!("the build command `{command}` of {}", crate::project::FILE),
+            )?;
+            dir.join(output)
+        }
+        Some(m) => language_build(&dir, m.language.into(), tool_dirs)?,
+        None => language_build(&dir, detect(&dir)?, tool_dirs)?,
+    };
+    let mut bytes = std::fs::read(&path).map_err(io(&path))?;
+    if let Some(m) = &manifest {
+        bytes = crate::runtime::stamp::write(&bytes, &m.stamp());
+        std::fs::write(&path, &bytes).map_err(io(&path))?;
+    }
+    Ok(Built {
+        path,
+        bytes,
+        manifest,
+    })
+}
+
+/// The per-user cache folder of MPREG's tools (`$XDG_CACHE_HOME/mpreg` or `~/.cache/mpreg`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mpreg")
+}
+
+/// Whether rustup reports the wasm32-wasip2 target missing (`None`: no rustup to ask).
+fn wasm_target_missing() -> Option<bool> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2"))
+}
+
+/// The language's own build of the project in `dir`; returns the component's path.
+fn language_build(dir: &Path, lang: Lang, tool_dirs: &[PathBuf]) -> Result<PathBuf, ScaffoldError> {
+    let dir = dir.to_owned();
+    match lang {
         Lang::Rust => {
             let manifest = dir.join("Cargo.toml");
             let text = std::fs::read_to_string(&manifest).map_err(io(&manifest))?;
@@ -357,20 +562,26 @@ pub fn build_with(dir: &Path, tool_dirs: &[PathBuf]) -> Result<PathBuf, Scaffold
                     Some(v.trim().trim_matches('"').to_owned())
                 })
                 .ok_or_else(|| ScaffoldError::Build("Cargo.toml has no package name".into()))?;
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run(
-                Command::new(cargo).current_dir(&dir).args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                ]),
-                "cargo build --target wasm32-wasip2 (install the target with \
-                 `rustup target add wasm32-wasip2`)",
-            )?;
+            if wasm_target_missing() == Some(true) {
+                return Err(ScaffoldError::Build(
+                    "the Rust target wasm32-wasip2 is not installed: \
+                     rustup target add wasm32-wasip2"
+                        .into(),
+                ));
+            }
+            // One target folder per user: every project shares the SDK's compiled
+            // dependencies instead of building them again.
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| dir.join("target"));
+                .unwrap_or_else(|| cache_dir().join("target"));
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run(
+                Command::new(cargo)
+                    .current_dir(&dir)
+                    .env("CARGO_TARGET_DIR", &target)
+                    .args(["build", "--release", "--target", "wasm32-wasip2"]),
+                "cargo build (the compiler's errors are above)",
+            )?;
             let built = target
                 .join("wasm32-wasip2")
                 .join("release")
@@ -443,6 +654,16 @@ pub fn build_with(dir: &Path, tool_dirs: &[PathBuf]) -> Result<PathBuf, Scaffold
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sdk_manifest_stands_alone() {
+        let text = standalone_sdk_manifest().expect("manifest");
+        let t: toml::Table = toml::from_str(&text).expect("toml");
+        assert_eq!(t["package"]["name"].as_str(), Some("mpreg-plugin-sdk"));
+        assert!(t["package"]["version"].is_str(), "{text}");
+        assert!(t["dependencies"]["wit-bindgen"].is_str(), "{text}");
+        assert!(!text.contains("workspace = true"), "{text}");
+    }
 
     #[test]
     fn names_are_checked_and_projects_are_complete() {
