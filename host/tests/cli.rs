@@ -688,3 +688,147 @@ fn run_and_plugin_test_execute_a_component_without_a_node() {
     assert!(!ok, "a failed case fails the command");
     assert!(out.contains("FAILED add: expected 3, got 2"), "{out}");
 }
+
+/// Lines of a child's pipe, read on a thread, for waiting on one with a deadline.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one contains `want` (panics with what was seen after `limit`).
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    want: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) -> String {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(want) {
+                    return line;
+                }
+            }
+            Err(_) => panic!(
+                "no line with '{want}' within {limit:?}; saw:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// The dev loop of a Rust project, through the binary only: new → dev serving → edit →
+/// serving the edit (same version, replaced in place) → a compile error shown and survived →
+/// fixed; the plugin's log line tagged with function and request.
+#[test]
+fn dev_loop_serves_a_rust_project_and_every_edit() {
+    let work = tempfile::tempdir().expect("work dir");
+    let home = work.path().join("home");
+    let project = work.path().join("dev-fn");
+    let project_s = project.to_str().expect("path");
+    let env = [
+        ("XDG_DATA_HOME", home.join("data")),
+        ("XDG_CACHE_HOME", home.join("cache")),
+    ];
+    let env_s: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (*k, v.to_str().expect("path")))
+        .collect();
+    let (ok, out, err) = mpreg_env(&["plugin", "new", "dev-fn", "--dir", project_s], &env_s);
+    assert!(ok && out.contains("mpreg dev"), "{out}{err}");
+    let manifest = std::fs::read_to_string(project.join("mpreg.toml")).expect("mpreg.toml");
+    assert!(manifest.contains("version = \"0.1.0\""), "{manifest}");
+    // The SDK came from the binary, not from this checkout.
+    let cargo = std::fs::read_to_string(project.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(cargo.contains(home.to_str().expect("path")), "{cargo}");
+
+    let shared_target = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/target/scaffold");
+    let mut child = Command::new(support::BIN)
+        .args(["dev", project_s, "--listen", "127.0.0.1:0"])
+        .envs(env_s.iter().copied())
+        .env("CARGO_TARGET_DIR", shared_target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mpreg dev");
+    let out = lines_of(child.stdout.take().expect("stdout"));
+    let err = lines_of(child.stderr.take().expect("stderr"));
+    let mut dev = support::Server(child);
+    let mut seen = Vec::new();
+    let first = wait_line(
+        &out,
+        "mpreg dev: dev-fn",
+        Duration::from_secs(30),
+        &mut seen,
+    );
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .expect("url")
+        .to_owned();
+    wait_line(
+        &out,
+        "serving dev-fn 0.1.0",
+        Duration::from_secs(300),
+        &mut seen,
+    );
+    let call_line = wait_line(&out, "mpreg call", Duration::from_secs(5), &mut seen);
+    assert!(call_line.contains(&url), "{call_line}");
+    let (ok, got, e) = mpreg(&["call", &url, "dev_fn_hello", "ada"]);
+    assert!(
+        ok && got.trim() == "\"hello, ada, from dev-fn\"",
+        "{got}{e}"
+    );
+    let mut logs = Vec::new();
+    let tagged = wait_line(&err, "greeting ada", Duration::from_secs(10), &mut logs);
+    assert!(tagged.starts_with("[dev_fn_hello "), "{tagged}");
+
+    // An edit is served under the same version.
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("lib.rs");
+    std::fs::write(&lib, source.replace("hello, {name}", "hi {name}")).expect("edit");
+    wait_line(
+        &out,
+        "serving dev-fn 0.1.0",
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    let (ok, got, e) = mpreg(&["call", &url, "dev_fn_hello", "ada"]);
+    assert!(ok && got.trim() == "\"hi ada, from dev-fn\"", "{got}{e}");
+
+    // A compile error: the compiler's message, the loop keeps watching, the old code serves.
+    std::fs::write(&lib, source.replace("checked_add(b)", "checked_add(b, c)")).expect("break");
+    wait_line(&out, "build failed", Duration::from_secs(120), &mut seen);
+    let line = wait_line(
+        &out,
+        "waiting for a change",
+        Duration::from_secs(5),
+        &mut seen,
+    );
+    assert!(!line.contains("rustup target"), "{line}");
+    wait_line(&err, "error[E", Duration::from_secs(5), &mut logs);
+    let (ok, got, _) = mpreg(&["call", &url, "dev_fn_hello", "ada"]);
+    assert!(ok && got.contains("hi ada"), "{got}");
+    std::fs::write(&lib, &source).expect("fix");
+    wait_line(
+        &out,
+        "serving dev-fn 0.1.0",
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    let (ok, got, _) = mpreg(&["call", &url, "dev_fn_add", "2", "3"]);
+    assert!(ok && got.trim() == "5", "{got}");
+    dev.terminate(Duration::from_secs(10));
+}

@@ -141,7 +141,7 @@ async fn python_and_javascript_templates_build_into_working_plugins() -> Result<
     .collect();
     let mut specs = Vec::new();
     for build in builds {
-        specs.push(build.await??.into());
+        specs.push(build.await??.path.into());
     }
     let mut cfg = test_config();
     cfg.plugins = specs;
