@@ -271,7 +271,8 @@ enum PluginAction {
     },
     /// Upload a component to a node (it is validated, stored and callable at once).
     Publish {
-        /// The component.
+        /// The component, or a project folder (built first; its mpreg.toml gives the sandbox
+        /// and placement the flags do not).
         file: PathBuf,
         /// Host it only on cluster nodes with all these resource tags, comma-separated
         /// (default: every node).
@@ -932,10 +933,24 @@ async fn plugin(action: PluginAction) -> Result<()> {
             admin,
             sandbox,
         } => {
-            let sandbox = sandbox.to_sandbox()?;
-            let placement = placement.as_deref().map(split_list).unwrap_or_default();
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // A project folder is built first; its mpreg.toml gives the sandbox and placement
+            // that flags do not.
+            let (bytes, manifest) = if file.is_dir() {
+                let built =
+                    tokio::task::spawn_blocking(move || mpreg::scaffold::build(&file)).await??;
+                (built.bytes, built.manifest)
+            } else {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (bytes, None)
+            };
+            let sandbox = sandbox
+                .to_sandbox()?
+                .or_else(|| manifest.as_ref().and_then(|m| m.sandbox()));
+            let placement = match placement {
+                Some(p) => split_list(&p),
+                None => manifest.map(|m| m.plugin.placement).unwrap_or_default(),
+            };
             let reply = tokio::task::spawn_blocking(move || {
                 let bar = indicatif::ProgressBar::new(bytes.len() as u64);
                 bar.set_style(

@@ -130,6 +130,17 @@ fn plugin_new_build_publish_describe_retire() {
     ]);
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("published hello-fn 0.1.0"), "{out}");
+    // A project folder is built (the same bytes again: the stamp makes the build reproducible).
+    let out = Command::new(support::BIN)
+        .args([
+            "plugin", "publish", project_s, "--node", &url, "--token", token,
+        ])
+        .env("CARGO_TARGET_DIR", shared_target)
+        .output()
+        .expect("publish dir");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("unchanged hello-fn 0.1.0"), "{stdout}");
     let (ok, out, _) = mpreg(&["call", &url, "hello_fn_add", "2", "3"]);
     assert!(ok && out.trim() == "5", "{out}");
     let (ok, out, err) = admin(&["plugin", "list"]);
