@@ -54,9 +54,10 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// `node` may be `ws://host:port` (what clients use) or `http://host:port`.
+    /// `node` in any form the client takes ([`crate::client::transport::normalize`]):
+    /// `ws://host:port`, `http://host:port`, `host:port`, `:port`.
     pub fn new(node: &str, token: &str) -> Self {
-        let base = node
+        let base = crate::client::transport::normalize(node)
             .trim_end_matches('/')
             .replacen("ws://", "http://", 1)
             .replacen("wss://", "https://", 1);

@@ -329,7 +329,7 @@ struct DevArgs {
 
 #[derive(Args)]
 struct AdminArgs {
-    /// Node URL (ws:// or http://).
+    /// The node: ws://host:port, http://host:port, host:port or :port.
     #[arg(long, default_value = "ws://127.0.0.1:6666")]
     node: String,
     /// Admin token of the node.

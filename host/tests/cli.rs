@@ -843,3 +843,31 @@ fn dev_loop_serves_a_rust_project_and_every_edit() {
     assert!(ok && got.trim() == "5", "{got}");
     dev.terminate(Duration::from_secs(10));
 }
+
+/// Every command takes `ws://host:port`, `host:port` and `:port`; a wrong one is answered with
+/// the accepted forms.
+#[test]
+fn every_command_takes_the_same_url_forms() {
+    let (mut server, url) = start(&["--admin-token", "url-forms-token-0123456"]);
+    let port = url.rsplit(':').next().expect("port").to_owned();
+    for form in [url.clone(), format!("127.0.0.1:{port}"), format!(":{port}")] {
+        let (ok, out, err) = mpreg(&["call", &form, "echo", "1"]);
+        assert!(ok && out.trim() == "1", "{form}: {out}{err}");
+        let (ok, out, err) = mpreg(&[
+            "plugin",
+            "list",
+            "--node",
+            &form,
+            "--token",
+            "url-forms-token-0123456",
+        ]);
+        assert!(ok && out.contains("name"), "{form}: {out}{err}");
+        let (ok, out, err) = mpreg(&["metrics", &form, "--grep", "mpreg_build_info"]);
+        assert!(ok, "{form}: {out}{err}");
+    }
+    for bad in ["127.0.0.1", "gopher://h:1", "h:port"] {
+        let (ok, _, err) = mpreg(&["call", bad, "echo", "1"]);
+        assert!(!ok && err.contains("host:port or :port"), "{bad}: {err}");
+    }
+    server.terminate(Duration::from_secs(10));
+}

@@ -64,11 +64,45 @@ pub struct Target {
     pub port: u16,
 }
 
-/// Reads `scheme://host:port[/path]`.
+/// The forms every command takes for a node, for error messages.
+pub const URL_FORMS: &str =
+    "ws://host:port, wss://host:port, tcp://host:port, tcps://host:port, host:port or :port";
+
+/// A node named in any accepted form, as a full URL: `host:port` is `ws://host:port`, `:port`
+/// is `ws://127.0.0.1:port`, and `http(s)://` (the admin and metrics port is the same) is
+/// `ws(s)://`. Anything else is returned as it is (and [`parse`] says what is wrong with it).
+pub fn normalize(node: &str) -> String {
+    let node = node.trim();
+    if let Some(rest) = node.strip_prefix("http://") {
+        return format!("ws://{rest}");
+    }
+    if let Some(rest) = node.strip_prefix("https://") {
+        return format!("wss://{rest}");
+    }
+    if node.contains("://") {
+        return node.to_owned();
+    }
+    match node.strip_prefix(':') {
+        Some(port) => format!("ws://127.0.0.1:{port}"),
+        None => format!("ws://{node}"),
+    }
+}
+
+/// Reads `scheme://host:port[/path]`, or any form [`normalize`] takes.
 pub fn parse(url: &str) -> Result<Target, String> {
-    let uri: Uri = url.parse().map_err(|e| {
-        format!("not a URL ({e}); expected ws://, wss://, tcp:// or tcps://host:port")
-    })?;
+    let bare = !url.contains("://");
+    if bare
+        && url
+            .trim()
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(format!("'{url}' is not a node URL; use {URL_FORMS}"));
+    }
+    let url = normalize(url);
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("'{url}' is not a node URL ({e}); use {URL_FORMS}"))?;
     let scheme = match uri.scheme_str() {
         Some("ws") => Scheme::Ws,
         Some("wss") => Scheme::Wss,
@@ -76,7 +110,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
         Some("tcps") => Scheme::Tcps,
         other => {
             return Err(format!(
-                "unsupported scheme {:?}; expected ws://, wss://, tcp:// or tcps://",
+                "unsupported scheme {:?} in '{url}'; use {URL_FORMS}",
                 other.unwrap_or("")
             ));
         }
@@ -93,6 +127,9 @@ pub fn parse(url: &str) -> Result<Target, String> {
         (None, Scheme::Wss) => 443,
         (None, _) => return Err("a tcp:// or tcps:// URL needs a port".into()),
     };
+    if port == 0 {
+        return Err(format!("'{url}' has port 0; use {URL_FORMS}"));
+    }
     Ok(Target { scheme, host, port })
 }
 
@@ -102,6 +139,7 @@ pub async fn open(
     opts: &ConnectOptions,
 ) -> Result<(MessageSink, MessageStream), String> {
     let target = parse(url)?;
+    let url = &normalize(url);
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| e.to_string())?;
@@ -216,9 +254,31 @@ mod tests {
         assert_eq!(parse("ws://[::1]:9/x").expect("ok").host, "::1");
         assert!(parse("tcp://h").expect_err("port").contains("needs a port"));
         assert!(
-            parse("http://h:1")
+            parse("ftp://h:1")
                 .expect_err("scheme")
                 .contains("unsupported scheme")
         );
+    }
+
+    #[test]
+    fn every_command_takes_the_same_forms() {
+        for (form, want) in [
+            ("ws://h:7", ("h", 7, Scheme::Ws)),
+            ("h:7", ("h", 7, Scheme::Ws)),
+            (":7", ("127.0.0.1", 7, Scheme::Ws)),
+            ("http://h:7", ("h", 7, Scheme::Ws)),
+            ("https://h:7", ("h", 7, Scheme::Wss)),
+            (" tcp://h:7 ", ("h", 7, Scheme::Tcp)),
+        ] {
+            let t = parse(form).expect(form);
+            assert_eq!((t.host.as_str(), t.port, t.scheme), want, "{form}");
+        }
+        for bad in ["", "h:notaport", "ws://h:0", "gopher://h:1", "::::"] {
+            let e = match parse(bad) {
+                Ok(t) => panic!("{bad} parsed: {t:?}"),
+                Err(e) => e,
+            };
+            assert!(e.contains(URL_FORMS), "{bad}: {e}");
+        }
     }
 }
