@@ -9,6 +9,8 @@ pub mod port;
 pub mod route;
 pub mod signature;
 pub mod substitute;
+#[cfg(feature = "node")]
+pub mod suggest;
 pub mod version;
 
 #[cfg(feature = "node")]

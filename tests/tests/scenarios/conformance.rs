@@ -534,3 +534,24 @@ async fn discovery_builtins() -> Result<()> {
     );
     Ok(())
 }
+
+/// A 1001 keeps MPREG's text and adds what helps: the closest name for a typo, the versions
+/// that exist for a constraint that matches none.
+#[tokio::test]
+async fn not_found_says_did_you_mean_and_lists_versions() -> Result<()> {
+    let node = TestNode::start().await?;
+    let client = node.client().await?;
+    let (code, details) = mpreg_tests::rpc_error(client.call("ad", vec![json!(1), json!(2)]).await);
+    assert_eq!(code, 1001);
+    assert!(details.contains("Command not found: ad "), "{details}");
+    assert!(details.contains("did you mean 'add'?"), "{details}");
+    let mut cmd = mpreg::protocol::RpcCommand::new("g", "greet", vec![json!("x")]);
+    cmd.version_constraint = Some("^9".into());
+    let (code, details) = mpreg_tests::rpc_error(client.call_command(cmd).await);
+    assert_eq!(code, 1001);
+    assert!(
+        details.contains("versions that exist: 2.0.0, 1.0.0"),
+        "{details}"
+    );
+    Ok(())
+}

@@ -346,10 +346,30 @@ impl NodeDispatcher {
                 .map(Target::Plugin)
                 .ok_or_else(|| CallError::NotFound(not_found(cmd, 0))),
             Route::Remote(i) => Ok(Target::Remote(remote[i].clone())),
-            Route::NotFound => Err(CallError::NotFound(not_found(
-                cmd,
-                versions.len() + all_remote.len(),
-            ))),
+            Route::NotFound => {
+                let existing = versions
+                    .iter()
+                    .map(|e| e.version())
+                    .chain(all_remote.iter().map(|f| &f.ad.version));
+                let mut text = not_found(cmd, versions.len() + all_remote.len());
+                if versions.is_empty() && all_remote.is_empty() {
+                    // A typo? The closest name served here or anywhere in the cluster.
+                    let names = table.keys().map(|k| &**k).chain(
+                        view.as_ref()
+                            .into_iter()
+                            .flat_map(|v| v.all_functions().map(|f| f.ad.name.as_str())),
+                    );
+                    if let Some(near) = crate::rpc::suggest::closest(&cmd.fun, names) {
+                        text.push_str(&format!(" (did you mean '{near}'?)"));
+                    }
+                } else if cmd.version_constraint.is_some() {
+                    text.push_str(&format!(
+                        "; versions that exist: {}",
+                        crate::rpc::suggest::versions_listed(existing)
+                    ));
+                }
+                Err(CallError::NotFound(text))
+            }
         }
     }
 
