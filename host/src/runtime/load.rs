@@ -31,7 +31,9 @@ impl Runtime {
             origin: source.to_owned(),
             reason,
         })?;
-        let stamp = read_stamp(&bytes, source)?;
+        // Bytes that are not a component at all are the compiler's to describe (not_loadable),
+        // so a stamp that cannot be read counts only once they compiled.
+        let stamp = read_stamp(&bytes, source);
         let engine = self.engine.clone();
         let started = Instant::now();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
@@ -42,7 +44,10 @@ impl Runtime {
                 reason: format!("{e:#}"),
             })?;
         self.metrics.compiled(started.elapsed());
-        Ok(Compiled { component, stamp })
+        Ok(Compiled {
+            component,
+            stamp: stamp?,
+        })
     }
 
     /// Loads code that [`Compiled::serialize`] produced on an engine with the same
