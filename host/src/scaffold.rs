@@ -186,35 +186,21 @@ fn standalone_sdk_manifest() -> Result<String, ScaffoldError> {
             .and_then(|t| t.get(key))
             .cloned()
     };
-    let mut package = toml::Table::new();
-    for (key, value) in sdk
-        .get("package")
-        .and_then(|p| p.as_table())
-        .into_iter()
-        .flatten()
-    {
-        let value = match value.get("workspace") {
-            Some(_) => inherited("package", key).ok_or_else(|| bad(key))?,
-            None => value.clone(),
-        };
-        package.insert(key.clone(), value);
-    }
-    let mut deps = toml::Table::new();
-    for (key, value) in sdk
-        .get("dependencies")
-        .and_then(|d| d.as_table())
-        .into_iter()
-        .flatten()
-    {
-        let value = match value.get("workspace") {
-            Some(_) => inherited("dependencies", key).ok_or_else(|| bad(key))?,
-            None => value.clone(),
-        };
-        deps.insert(key.clone(), value);
-    }
+    // Each key of `[package]` and `[dependencies]` as written, or the workspace's where it
+    // says `workspace = true`.
     let mut out = toml::Table::new();
-    out.insert("package".into(), package.into());
-    out.insert("dependencies".into(), deps.into());
+    for section in ["package", "dependencies"] {
+        let mut filled = toml::Table::new();
+        let own = sdk.get(section).and_then(|t| t.as_table());
+        for (key, value) in own.into_iter().flatten() {
+            let value = match value.get("workspace") {
+                Some(_) => inherited(section, key).ok_or_else(|| bad(key))?,
+                None => value.clone(),
+            };
+            filled.insert(key.clone(), value);
+        }
+        out.insert(section.into(), filled.into());
+    }
     out.insert("workspace".into(), toml::Table::new().into());
     toml::to_string(&out).map_err(|e| bad(&e.to_string()))
 }
