@@ -127,6 +127,8 @@ impl Dev {
                 config.plugins.clear();
                 config.admin.token = Some(token.clone());
                 config.admin.replace_versions = true;
+                // Rebuilds compile only the functions that changed.
+                config.runtime.compile_cache_mib = 512;
                 let node = crate::node::start(config)
                     .await
                     .map_err(|e| DevError::Node(e.to_string()))?;
@@ -172,7 +174,11 @@ impl Dev {
         self.manifest = manifest.clone();
         let mut bytes = built.bytes;
         if !self.replaces {
-            let mut stamp = manifest.stamp();
+            // The build's own stamp (it knows the JSON style), else the manifest's.
+            let mut stamp = crate::runtime::stamp::read(&bytes)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| manifest.stamp());
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());

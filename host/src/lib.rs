@@ -82,3 +82,5 @@ mod sled_db;
 pub mod soak;
 #[cfg(feature = "node")]
 pub mod trace;
+#[cfg(feature = "node")]
+pub mod typed;

@@ -172,6 +172,7 @@ impl Manifest {
             name: self.plugin.name.clone(),
             version: self.plugin.version.clone(),
             cache: self.cache.clone(),
+            style: Default::default(),
         }
     }
 

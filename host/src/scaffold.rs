@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::runtime::stamp::JsonStyle;
+
 /// The plugin ABI, as compiled into this binary.
 pub const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
 
@@ -126,13 +128,15 @@ pub fn new_project(
          /// `a + b`, or an error when it overflows.\n    \
          export add: func(a: s32, b: s32) -> result<s32, string>;\n}}\n"
     );
-    let mut files: Vec<(PathBuf, String)> = vec![
-        (PathBuf::from("wit/world.wit"), world),
-        (
+    // Python plugins are typed: their WIT is generated at build time (crate::typed).
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    if lang != Lang::Python {
+        files.push((PathBuf::from("wit/world.wit"), world));
+        files.push((
             PathBuf::from("wit/deps/mpreg-plugin/plugin.wit"),
             PLUGIN_WIT.to_owned(),
-        ),
-    ];
+        ));
+    }
     match lang {
         Lang::Rust => {
             let sdk = sdk.canonicalize().map_err(|_| {
@@ -144,7 +148,7 @@ pub fn new_project(
             files.push(("Cargo.toml".into(), rust_cargo_toml(name, &sdk)));
             files.push(("src/lib.rs".into(), rust_lib(name, &snake)));
         }
-        Lang::Python => files.push(("app.py".into(), python_app(name, &snake))),
+        Lang::Python => files.push(("app.py".into(), python_app(name))),
         Lang::Js => {
             files.push(("app.js".into(), js_app(name, &snake)));
             files.push(("package.json".into(), js_package(name)));
@@ -314,45 +318,43 @@ impl Guest for Plugin {{
     )
 }
 
-fn python_app(name: &str, snake: &str) -> String {
+fn python_app(name: &str) -> String {
     format!(
         r#""""{name}: an MPREG plugin in Python.
 
-Build:   mpreg plugin build      (runs: componentize-py -d wit -w {name} componentize app -o {name}.wasm)
-Needs:   pip install {COMPONENTIZE_PY}
+Plain functions with type hints: `mpreg dev` (or `mpreg plugin build`) writes the WIT world and
+the plugin's metadata from them and builds with componentize-py ({COMPONENTIZE_PY}). Each
+public function is a command of that name; a name starting with _ stays private. Records are
+dataclasses, enums are Enum classes, `Optional[...]` may be null, `dict[str, ...]` is a JSON
+object. Raising an exception fails the call with its message; `logging` goes to the node's log.
 """
 
-import wit_world
-from wit_world import exports
-from wit_world.imports import log, types
-from componentize_py_types import Err
-
-VERSION = "0.1.0"
+import logging
+from dataclasses import dataclass
+from typing import Optional
 
 
-class WitWorld(wit_world.WitWorld):
-    def hello(self, name):
-        log.log(log.Level.INFO, f"greeting {{name}}")
-        return f"hello, {{name}}, from {name}"
-
-    def add(self, a, b):
-        total = a + b
-        if not -(2**31) <= total < 2**31:
-            raise Err(f"{{a}} + {{b}} overflows s32")
-        return total
+@dataclass
+class Greeting:
+    text: str
+    shouted: bool
 
 
-class Metadata(exports.Metadata):
-    def describe(self):
-        return types.Manifest(
-            name="{name}",
-            version=VERSION,
-            resources=[],
-            commands=[
-                types.Command("{snake}_hello", "hello", "{name}.hello", [], "greets someone"),
-                types.Command("{snake}_add", "add", "{name}.add", [], "adds two numbers"),
-            ],
-        )
+def hello(name: str) -> str:
+    """Greets `name`."""
+    logging.info("greeting %s", name)
+    return f"hello, {{name}}, from {name}"
+
+
+def add(a: int, b: int) -> int:
+    """`a + b`; more than 64 bits is an error."""
+    return a + b
+
+
+def greet(name: str, punctuation: Optional[str] = None) -> Greeting:
+    """A greeting record; `punctuation` may be null."""
+    text = f"hello, {{name}}{{punctuation or '!'}}"
+    return Greeting(text=text, shouted=text.isupper())
 "#
     )
 }
@@ -497,14 +499,17 @@ pub fn build_with(dir: &Path, tool_dirs: &[PathBuf]) -> Result<Built, ScaffoldEr
                 Command::new("sh").current_dir(&dir).args(["-c", command]),
                 &format!("the build command `{command}` of {}", crate::project::FILE),
             )?;
-            dir.join(output)
+            (dir.join(output), JsonStyle::Wit)
         }
-        Some(m) => language_build(&dir, m.language.into(), tool_dirs)?,
-        None => language_build(&dir, detect(&dir)?, tool_dirs)?,
+        Some(m) => language_build(&dir, m.language.into(), tool_dirs, manifest.as_ref())?,
+        None => language_build(&dir, detect(&dir)?, tool_dirs, None)?,
     };
+    let (path, style) = path;
     let mut bytes = std::fs::read(&path).map_err(io(&path))?;
     if let Some(m) = &manifest {
-        bytes = crate::runtime::stamp::write(&bytes, &m.stamp());
+        let mut stamp = m.stamp();
+        stamp.style = style;
+        bytes = crate::runtime::stamp::write(&bytes, &stamp);
         std::fs::write(&path, &bytes).map_err(io(&path))?;
     }
     Ok(Built {
@@ -534,9 +539,18 @@ fn wasm_target_missing() -> Option<bool> {
         .then(|| !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2"))
 }
 
-/// The language's own build of the project in `dir`; returns the component's path.
-fn language_build(dir: &Path, lang: Lang, tool_dirs: &[PathBuf]) -> Result<PathBuf, ScaffoldError> {
+/// The language's own build of the project in `dir`; returns the component's path and how
+/// its values look in JSON.
+fn language_build(
+    dir: &Path,
+    lang: Lang,
+    tool_dirs: &[PathBuf],
+    manifest: Option<&crate::project::Manifest>,
+) -> Result<(PathBuf, JsonStyle), ScaffoldError> {
     let dir = dir.to_owned();
+    if lang == Lang::Python && !dir.join("wit").join("world.wit").is_file() {
+        return typed_python_build(&dir, tool_dirs, manifest).map(|p| (p, JsonStyle::Python));
+    }
     match lang {
         Lang::Rust => {
             let manifest = dir.join("Cargo.toml");
@@ -574,7 +588,7 @@ fn language_build(dir: &Path, lang: Lang, tool_dirs: &[PathBuf]) -> Result<PathB
                 .join(format!("{}.wasm", crate_name.replace('-', "_")));
             let out = dir.join(format!("{crate_name}.wasm"));
             std::fs::copy(&built, &out).map_err(io(&built))?;
-            Ok(out)
+            Ok((out, JsonStyle::Wit))
         }
         Lang::Python => {
             let world = world_name(&dir)?;
@@ -591,7 +605,7 @@ fn language_build(dir: &Path, lang: Lang, tool_dirs: &[PathBuf]) -> Result<PathB
                     .arg(&out),
                 "componentize-py",
             )?;
-            Ok(out)
+            Ok((out, JsonStyle::Wit))
         }
         Lang::Js => {
             let world = world_name(&dir)?;
@@ -632,9 +646,88 @@ fn language_build(dir: &Path, lang: Lang, tool_dirs: &[PathBuf]) -> Result<PathB
                     .arg(&out),
                 "componentize-js",
             )?;
-            Ok(out)
+            Ok((out, JsonStyle::Wit))
         }
     }
+}
+
+/// The Python beside `componentize` (its virtual environment's), or `python3` on `PATH`.
+fn python_for(componentize: &Path, dir: &Path, tool_dirs: &[PathBuf]) -> Option<PathBuf> {
+    componentize
+        .parent()
+        .map(|bin| bin.join("python3"))
+        .filter(|p| p.is_file())
+        .or_else(|| find_tool(dir, "python3", tool_dirs))
+}
+
+/// Builds a Python project with no `wit/`: WIT world and glue generated from `app.py`'s type
+/// hints into `target/mpreg-typed/` ([`crate::typed::python`]).
+fn typed_python_build(
+    dir: &Path,
+    tool_dirs: &[PathBuf],
+    manifest: Option<&crate::project::Manifest>,
+) -> Result<PathBuf, ScaffoldError> {
+    use crate::typed::{self, python};
+    let m = manifest.ok_or_else(|| {
+        ScaffoldError::Build(format!(
+            "a Python plugin without wit/world.wit is built from its type hints and needs \
+             {} for its name and version (mpreg plugin new writes one)",
+            crate::project::FILE
+        ))
+    })?;
+    let tool = find_tool(dir, "componentize-py", tool_dirs).ok_or_else(|| {
+        ScaffoldError::Build(format!(
+            "componentize-py is not installed: pip install {COMPONENTIZE_PY}"
+        ))
+    })?;
+    let python = python_for(&tool, dir, tool_dirs).ok_or_else(|| {
+        ScaffoldError::Build("python3 is needed to read app.py's type hints".into())
+    })?;
+    let typed_err = |e: typed::TypedError| ScaffoldError::Build(e.to_string());
+    let report = python::read(dir, &python).map_err(typed_err)?;
+    let checked = typed::check(report.sig, "app.py").map_err(typed_err)?;
+    let name = &m.plugin.name;
+    let generated = dir.join("target").join("mpreg-typed");
+    let files = [
+        (
+            generated.join("wit").join("world.wit"),
+            typed::world(name, &checked),
+        ),
+        (
+            generated
+                .join("wit")
+                .join("deps")
+                .join("mpreg-plugin")
+                .join("plugin.wit"),
+            PLUGIN_WIT.to_owned(),
+        ),
+        (
+            generated.join(format!("{}.py", python::GLUE)),
+            python::glue(name, &m.plugin.version, &checked, &report.imports),
+        ),
+    ];
+    for (path, text) in files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    let out = dir.join(format!("{name}.wasm"));
+    run(
+        Command::new(tool)
+            .current_dir(dir)
+            .arg("-d")
+            .arg(generated.join("wit"))
+            .env("RUST_BACKTRACE", "0")
+            .args(["-w", name, "componentize", python::GLUE, "-p"])
+            .arg(&generated)
+            .arg("-p")
+            .arg(dir)
+            .arg("-o")
+            .arg(&out),
+        "componentize-py (its report is above)",
+    )?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -667,10 +760,15 @@ mod tests {
             let files = new_project(&dir, "demo-fn", lang, Path::new(SDK_PATH)).expect("new");
             assert!(files.iter().any(|f| f.ends_with(marker)));
             assert_eq!(detect(&dir).expect("detect"), lang);
-            assert_eq!(world_name(&dir).expect("world"), "demo-fn");
-            let wit = std::fs::read_to_string(dir.join("wit/deps/mpreg-plugin/plugin.wit"))
-                .expect("wit copy");
-            assert!(wit.contains("package mpreg:plugin@0.1.0"));
+            if lang == Lang::Python {
+                // Typed: the WIT is generated when it builds.
+                assert!(!dir.join("wit").exists());
+            } else {
+                assert_eq!(world_name(&dir).expect("world"), "demo-fn");
+                let wit = std::fs::read_to_string(dir.join("wit/deps/mpreg-plugin/plugin.wit"))
+                    .expect("wit copy");
+                assert!(wit.contains("package mpreg:plugin@0.1.0"));
+            }
             assert!(matches!(
                 new_project(&dir, "demo-fn", lang, Path::new(SDK_PATH)),
                 Err(ScaffoldError::Exists(_))

@@ -32,6 +32,11 @@ pub struct RuntimeConfig {
     /// Plugin calls running at once on this node; 0 means four per core. Further calls wait
     /// (for at most their time limit, then 1007), so guests cannot starve the node's sessions.
     pub max_running_calls: usize,
+    /// Memory for Cranelift's per-function compile cache, so a rebuilt plugin compiles only
+    /// the functions that changed (an edited Python or JavaScript image: its interpreter is
+    /// reused). 0 (the default) turns it off; `mpreg dev`'s node and the CLI's local runs
+    /// turn it on.
+    pub compile_cache_mib: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +52,7 @@ impl Default for RuntimeConfig {
             max_call_depth: 8,
             max_guest_memory_mib: 0,
             max_running_calls: 0,
+            compile_cache_mib: 0,
         }
     }
 }

@@ -6,11 +6,18 @@
 //! option ↔ `null` or the value, enum ↔ case name, variant ↔ `"case"` or `{"case": payload}`,
 //! result ↔ `{"ok": v}` / `{"err": e}`, flags ↔ array of set flag names. Non-finite floats have no
 //! JSON form and come back as `null`.
+//!
+//! A plugin built from typed Python or JavaScript signatures (its build stamp says which,
+//! [`JsonStyle`]) speaks its language's JSON: record fields come back as `snake_case` or
+//! `camelCase`, and a `list<tuple<string, T>>` (what a `dict[str, T]` / `Record<string, T>`
+//! becomes in WIT, which has no map type) comes back as an object. An object is accepted for
+//! such a list from every plugin, and a record field under any of the three spellings.
 
 use serde_json::{Map, Number, Value};
 use wasmtime::component::{Type, Val};
 
 use super::signature::type_name;
+pub use super::stamp::JsonStyle;
 
 /// A JSON value that does not fit the declared type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,12 +76,38 @@ fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
     }
 }
 
-/// The record field named `wit_name`, also found under its snake_case spelling.
+/// `kebab-case` → `camelCase`.
+pub(super) fn camel(wit_name: &str) -> String {
+    let mut out = String::with_capacity(wit_name.len());
+    let mut upper = false;
+    for c in wit_name.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `key` spells the WIT field `wit_name` (as is, snake_case or camelCase).
+fn spells(key: &str, wit_name: &str) -> bool {
+    key == wit_name
+        || (wit_name.contains('-') && (key == wit_name.replace('-', "_") || key == camel(wit_name)))
+}
+
+/// The record field named `wit_name`, under any spelling [`spells`] accepts.
 fn field<'a>(obj: &'a Map<String, Value>, wit_name: &str) -> Option<(&'a String, &'a Value)> {
-    obj.get_key_value(wit_name).or_else(|| {
-        let snake = wit_name.replace('-', "_");
-        obj.get_key_value(snake.as_str())
-    })
+    obj.get_key_value(wit_name)
+        .or_else(|| obj.iter().find(|(k, _)| spells(k, wit_name)))
+}
+
+/// Whether `list` is `list<tuple<string, T>>`: a map in typed plugins.
+fn is_pair_list(elem: &Type) -> bool {
+    matches!(elem, Type::Tuple(t) if t.types().len() == 2 && matches!(t.types().next(), Some(Type::String)))
 }
 
 /// Converts `v` to a value of type `ty`; `path` names the spot for errors.
@@ -101,6 +134,22 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
             }
         }
         Type::String => Val::String(v.as_str().ok_or_else(bad)?.to_owned()),
+        Type::List(list) if v.is_object() && is_pair_list(&list.ty()) => {
+            // An object for a list of (string, T) pairs: a map.
+            let value_ty = match list.ty() {
+                Type::Tuple(t) => t.types().nth(1).ok_or_else(bad)?,
+                _ => return Err(bad()),
+            };
+            let obj = v.as_object().ok_or_else(bad)?;
+            let pairs = obj
+                .iter()
+                .map(|(k, item)| {
+                    let val = to_val(item, &value_ty, &format!("{path}.{k}"))?;
+                    Ok(Val::Tuple(vec![Val::String(k.clone()), val]))
+                })
+                .collect::<Result<_, ConvertError>>()?;
+            Val::List(pairs)
+        }
         Type::List(list) => {
             let items = v.as_array().ok_or_else(bad)?;
             let elem = list.ty();
@@ -149,11 +198,7 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
             if used != obj.len() {
                 let unknown: Vec<&str> = obj
                     .keys()
-                    .filter(|k| {
-                        !record
-                            .fields()
-                            .any(|f| f.name == *k || f.name.replace('-', "_") == **k)
-                    })
+                    .filter(|k| !record.fields().any(|f| spells(k, f.name)))
                     .map(String::as_str)
                     .collect();
                 return Err(ConvertError {
@@ -180,11 +225,13 @@ pub fn to_val(v: &Value, ty: &Type, path: &str) -> Result<Val, ConvertError> {
             Val::Variant(case_name.to_owned(), payload)
         }
         Type::Enum(en) => {
+            // The WIT case, or the source's spelling of it (`LIGHT_BLUE`, `lightBlue`).
             let s = v.as_str().ok_or_else(bad)?;
-            if !en.names().any(|n| n == s) {
-                return Err(bad());
-            }
-            Val::Enum(s.to_owned())
+            let case = en
+                .names()
+                .find(|n| *n == s || spells(s, n) || s.replace('_', "-").to_lowercase() == *n)
+                .ok_or_else(bad)?;
+            Val::Enum(case.to_owned())
         }
         Type::Option(opt) => match v {
             Value::Null => Val::Option(None),
@@ -235,8 +282,20 @@ fn float(f: f64) -> Value {
     Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
-/// Converts a component value to JSON (the inverse of [`to_val`]).
+/// Converts a component value to JSON (the inverse of [`to_val`]) in WIT's own style.
 pub fn to_json(v: Val) -> Value {
+    to_json_styled(v, None, JsonStyle::Wit)
+}
+
+/// Converts a component value of type `ty` to JSON in `style` (see the module's doc).
+pub fn to_json_as(v: Val, ty: &Type, style: JsonStyle) -> Value {
+    to_json_styled(v, Some(ty), style)
+}
+
+fn to_json_styled(v: Val, ty: Option<&Type>, style: JsonStyle) -> Value {
+    // Child types are followed only where a style needs them (pair lists, record names).
+    let styled = !style.is_wit();
+    let child = |t: Option<Type>| -> Option<Type> { t.filter(|_| styled) };
     match v {
         Val::Bool(b) => Value::Bool(b),
         Val::S8(i) => i.into(),
@@ -251,8 +310,54 @@ pub fn to_json(v: Val) -> Value {
         Val::Float64(f) => float(f),
         Val::Char(c) => Value::String(c.to_string()),
         Val::String(s) => Value::String(s),
-        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
-            Value::Array(items.into_iter().map(to_json).collect())
+        Val::List(items) => {
+            let elem = child(match ty {
+                Some(Type::List(l)) => Some(l.ty()),
+                _ => None,
+            });
+            if elem.as_ref().is_some_and(is_pair_list) {
+                let value_ty = match &elem {
+                    Some(Type::Tuple(t)) => t.types().nth(1),
+                    _ => None,
+                };
+                return Value::Object(
+                    items
+                        .into_iter()
+                        .filter_map(|pair| match pair {
+                            Val::Tuple(mut kv) if kv.len() == 2 => {
+                                let v = kv.pop()?;
+                                match kv.pop()? {
+                                    Val::String(k) => {
+                                        Some((k, to_json_styled(v, value_ty.as_ref(), style)))
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                );
+            }
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| to_json_styled(item, elem.as_ref(), style))
+                    .collect(),
+            )
+        }
+        Val::FixedLengthList(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Val::Tuple(items) => {
+            let types: Vec<Type> = match ty {
+                Some(Type::Tuple(t)) if styled => t.types().collect(),
+                _ => Vec::new(),
+            };
+            Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| to_json_styled(item, types.get(i), style))
+                    .collect(),
+            )
         }
         Val::Map(pairs) => {
             if pairs.iter().all(|(k, _)| matches!(k, Val::String(_))) {
@@ -274,17 +379,61 @@ pub fn to_json(v: Val) -> Value {
             }
         }
         Val::Record(fields) => {
-            Value::Object(fields.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+            let types: Vec<Type> = match ty {
+                Some(Type::Record(r)) if styled => r.fields().map(|f| f.ty).collect(),
+                _ => Vec::new(),
+            };
+            Value::Object(
+                fields
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (k, v))| {
+                        (field_name(style, k), to_json_styled(v, types.get(i), style))
+                    })
+                    .collect(),
+            )
         }
         Val::Variant(case, None) | Val::Enum(case) => Value::String(case),
-        Val::Variant(case, Some(p)) => single(case, to_json(*p)),
+        Val::Variant(case, Some(p)) => {
+            let t = child(match ty {
+                Some(Type::Variant(v)) => v.cases().find(|c| c.name == case).and_then(|c| c.ty),
+                _ => None,
+            });
+            single(case, to_json_styled(*p, t.as_ref(), style))
+        }
         Val::Option(None) => Value::Null,
-        Val::Option(Some(p)) => to_json(*p),
-        Val::Result(Ok(p)) => single("ok".into(), p.map_or(Value::Null, |p| to_json(*p))),
-        Val::Result(Err(p)) => single("err".into(), p.map_or(Value::Null, |p| to_json(*p))),
+        Val::Option(Some(p)) => {
+            let t = child(match ty {
+                Some(Type::Option(o)) => Some(o.ty()),
+                _ => None,
+            });
+            to_json_styled(*p, t.as_ref(), style)
+        }
+        Val::Result(r) => {
+            let (tag, p, t) = match (r, ty) {
+                (Ok(p), Some(Type::Result(rt))) => ("ok", p, rt.ok()),
+                (Err(p), Some(Type::Result(rt))) => ("err", p, rt.err()),
+                (Ok(p), _) => ("ok", p, None),
+                (Err(p), _) => ("err", p, None),
+            };
+            let t = child(t);
+            single(
+                tag.into(),
+                p.map_or(Value::Null, |p| to_json_styled(*p, t.as_ref(), style)),
+            )
+        }
         Val::Flags(names) => Value::Array(names.into_iter().map(Value::String).collect()),
         // Exports with these types are refused when the plugin loads.
         Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => Value::Null,
+    }
+}
+
+/// A record field's name in `style`.
+fn field_name(style: JsonStyle, wit_name: String) -> String {
+    match style {
+        JsonStyle::Wit => wit_name,
+        JsonStyle::Python => wit_name.replace('-', "_"),
+        JsonStyle::Js => camel(&wit_name),
     }
 }
 

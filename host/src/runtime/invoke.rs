@@ -200,14 +200,22 @@ impl Runtime {
             }
             // The slot's reset waits until the reply is out (see `teardown`).
             teardown::defer(store, &self.teardown);
+            let json = |v: Val, ty: Option<Type>| match ty {
+                Some(ty) => convert::to_json_as(v, &ty, func.style),
+                None => convert::to_json(v),
+            };
+            let (ok_ty, err_ty) = match &func.result {
+                Some(Type::Result(r)) => (r.ok(), r.err()),
+                _ => (None, None),
+            };
             match results.pop() {
                 None => Ok(Value::Null),
                 // A top-level `result` is how a function reports failure: `err` fails the call.
-                Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| convert::to_json(*v))),
+                Some(Val::Result(Ok(v))) => Ok(v.map_or(Value::Null, |v| json(*v, ok_ty))),
                 Some(Val::Result(Err(e))) => Err(InvokeError::Returned(
-                    e.map_or(Value::Null, |v| convert::to_json(*v)),
+                    e.map_or(Value::Null, |v| json(*v, err_ty)),
                 )),
-                Some(v) => Ok(convert::to_json(v)),
+                Some(v) => Ok(json(v, func.result.clone())),
             }
         }
         .await;

@@ -215,6 +215,7 @@ impl Runtime {
             let cache = rules.remove(&cmd.name);
             functions.push(PluginFunction {
                 cache,
+                style: compiled.stamp.as_ref().map(|s| s.style).unwrap_or_default(),
                 metrics: self
                     .metrics
                     .calls

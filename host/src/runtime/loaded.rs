@@ -78,6 +78,8 @@ pub struct PluginFunction {
     pub signature: String,
     /// Memoized by default, as the plugin's `caching` export declares.
     pub cache: Option<crate::protocol::CacheRule>,
+    /// How its values look in JSON (from the build stamp; WIT's style without one).
+    pub style: super::convert::JsonStyle,
     /// Its call metrics (handles into the runtime's families).
     pub metrics: crate::metrics::FunctionCalls,
     pub(super) params: Vec<(String, Type)>,

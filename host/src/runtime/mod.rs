@@ -6,6 +6,7 @@
 //! fresh `Store`, so a trap, a runaway loop or a memory bomb fails that call only.
 
 pub mod budget;
+pub mod compile_cache;
 pub mod convert;
 mod host;
 mod invoke;
@@ -100,6 +101,12 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             .consume_fuel(config.fuel_metering)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if config.compile_cache_mib > 0 {
+            let limit = usize::try_from(config.compile_cache_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX);
+            cfg.enable_incremental_compilation(Arc::new(compile_cache::FunctionCache::new(limit)))
+                .map_err(engine_err)?;
+        }
         let engine = Engine::new(&cfg).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(engine_err)?;

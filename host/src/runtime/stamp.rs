@@ -30,6 +30,29 @@ pub struct Stamp {
     /// Memoization rules by command name (added to the `caching` export's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cache: BTreeMap<String, CacheRule>,
+    /// How the plugin's values look in JSON (set by typed Python/JavaScript builds).
+    #[serde(default, skip_serializing_if = "JsonStyle::is_wit")]
+    pub style: JsonStyle,
+}
+
+/// How a plugin's values look in JSON (from its build stamp).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonStyle {
+    /// WIT's own names (`kebab-case` fields); pair lists stay arrays.
+    #[default]
+    Wit,
+    /// `snake_case` fields; string-keyed pair lists are objects (typed Python plugins).
+    Python,
+    /// `camelCase` fields; string-keyed pair lists are objects (typed JavaScript plugins).
+    Js,
+}
+
+impl JsonStyle {
+    /// Whether this is the default (left out of stamps).
+    pub fn is_wit(&self) -> bool {
+        *self == JsonStyle::Wit
+    }
 }
 
 /// Why the section could not be read.
