@@ -304,6 +304,8 @@ impl Dev {
 
 /// Watches `paths` (relative to `dir`; folders recursively), sending each changed source's
 /// path relative to `dir`. Build output and tooling folders are not sources ([`is_output`]).
+/// A file is watched through its folder: editors that save by writing a new file and renaming
+/// it over the old one would otherwise leave the watch on the replaced file after one save.
 ///
 /// [`is_output`]: crate::project::is_output
 fn watch(
@@ -312,15 +314,41 @@ fn watch(
     tx: tokio::sync::mpsc::UnboundedSender<PathBuf>,
 ) -> Result<notify::RecommendedWatcher, DevError> {
     use notify::{EventKind, RecursiveMode, Watcher};
+    let mut files = std::collections::BTreeSet::new();
+    let mut folders = std::collections::BTreeSet::new();
+    let mut parents = std::collections::BTreeSet::new();
+    for rel in paths {
+        let path = dir.join(rel);
+        if path.is_dir() {
+            folders.insert(path);
+        } else if path.exists() {
+            if let Some(parent) = path.parent() {
+                parents.insert(parent.to_owned());
+            }
+            files.insert(path);
+        }
+    }
+    if files.is_empty() && folders.is_empty() {
+        return Err(DevError::Watch {
+            path: dir.to_owned(),
+            reason: format!(
+                "none of {paths:?} exists; list the sources in [plugin] watch of {}",
+                crate::project::FILE
+            ),
+        });
+    }
     let root = dir.to_owned();
+    let (wanted_files, wanted_folders) = (files.clone(), folders.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
         for path in event.paths {
+            let source =
+                wanted_files.contains(&path) || wanted_folders.iter().any(|f| path.starts_with(f));
             let rel = path.strip_prefix(&root).unwrap_or(&path).to_owned();
-            if !crate::project::is_output(&rel) {
+            if source && !crate::project::is_output(&rel) {
                 let _ = tx.send(rel);
             }
         }
@@ -329,31 +357,15 @@ fn watch(
         path: dir.to_owned(),
         reason: e.to_string(),
     })?;
-    let mut watched = 0;
-    for rel in paths {
-        let path = dir.join(rel);
-        if !path.exists() {
-            continue;
-        }
-        let mode = if path.is_dir() {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        watcher.watch(&path, mode).map_err(|e| DevError::Watch {
+    let watches = folders
+        .iter()
+        .map(|f| (f, RecursiveMode::Recursive))
+        .chain(parents.iter().map(|p| (p, RecursiveMode::NonRecursive)));
+    for (path, mode) in watches {
+        watcher.watch(path, mode).map_err(|e| DevError::Watch {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        watched += 1;
-    }
-    if watched == 0 {
-        return Err(DevError::Watch {
-            path: dir.to_owned(),
-            reason: format!(
-                "none of {paths:?} exists; list the sources in [plugin] watch of {}",
-                crate::project::FILE
-            ),
-        });
     }
     Ok(watcher)
 }

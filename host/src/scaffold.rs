@@ -128,9 +128,10 @@ pub fn new_project(
          /// `a + b`, or an error when it overflows.\n    \
          export add: func(a: s32, b: s32) -> result<s32, string>;\n}}\n"
     );
-    // Python plugins are typed: their WIT is generated at build time (crate::typed).
+    // Python and JavaScript plugins are typed: their WIT is generated when they build
+    // (crate::typed).
     let mut files: Vec<(PathBuf, String)> = Vec::new();
-    if lang != Lang::Python {
+    if lang == Lang::Rust {
         files.push((PathBuf::from("wit/world.wit"), world));
         files.push((
             PathBuf::from("wit/deps/mpreg-plugin/plugin.wit"),
@@ -150,7 +151,7 @@ pub fn new_project(
         }
         Lang::Python => files.push(("app.py".into(), python_app(name))),
         Lang::Js => {
-            files.push(("app.js".into(), js_app(name, &snake)));
+            files.push(("app.js".into(), js_app(name)));
             files.push(("package.json".into(), js_package(name)));
         }
     }
@@ -359,40 +360,58 @@ def greet(name: str, punctuation: Optional[str] = None) -> Greeting:
     )
 }
 
-fn js_app(name: &str, snake: &str) -> String {
+fn js_app(name: &str) -> String {
     format!(
         r#"// {name}: an MPREG plugin in JavaScript.
 //
-// Build: mpreg plugin build   (runs componentize-js; `npm install` first fetches it)
+// Exported functions with JSDoc types: `mpreg dev` (or `mpreg plugin build`) writes the WIT
+// world and the plugin's metadata from the comments and builds with componentize-js (`npm
+// install` fetches it). Each exported function is a command of that name. Records are
+// `@typedef {{Object}}` with `@property` lines, enums `@typedef {{"a"|"b"}}`, `?T` may be null,
+// `Object<string, T>` is a JSON object; `number` is a float (whole numbers come back as JSON
+// integers), `bigint` a 64-bit integer. Throwing fails the call with the error's message;
+// `console` goes to the node's log.
 
-import {{ log }} from "mpreg:plugin/log@0.1.0";
+/**
+ * @typedef {{Object}} Greeting
+ * @property {{string}} text
+ * @property {{boolean}} shouted
+ */
 
+/**
+ * Greets `name`.
+ * @param {{string}} name
+ * @returns {{string}}
+ */
 export function hello(name) {{
-  log("info", `greeting ${{name}}`);
+  console.log(`greeting ${{name}}`);
   return `hello, ${{name}}, from {name}`;
 }}
 
+/**
+ * `a + b`; past 2^53 is an error.
+ * @param {{number}} a
+ * @param {{number}} b
+ * @returns {{number}}
+ */
 export function add(a, b) {{
   const total = a + b;
-  if (total > 2147483647 || total < -2147483648) {{
-    throw `${{a}} + ${{b}} overflows s32`;
+  if (!Number.isSafeInteger(total)) {{
+    throw new RangeError(`${{a}} + ${{b}} is past 2^53`);
   }}
   return total;
 }}
 
-export const metadata = {{
-  describe() {{
-    return {{
-      name: "{name}",
-      version: "0.1.0",
-      resources: [],
-      commands: [
-        {{ name: "{snake}_hello", exportName: "hello", functionId: "{name}.hello", resources: [], description: "greets someone" }},
-        {{ name: "{snake}_add", exportName: "add", functionId: "{name}.add", resources: [], description: "adds two numbers" }},
-      ],
-    }};
-  }},
-}};
+/**
+ * A greeting record; `punctuation` may be null.
+ * @param {{string}} name
+ * @param {{?string}} punctuation
+ * @returns {{Greeting}}
+ */
+export function greet(name, punctuation) {{
+  const text = `hello, ${{name}}${{punctuation ?? "!"}}`;
+  return {{ text, shouted: text === text.toUpperCase() }};
+}}
 "#
     )
 }
@@ -548,8 +567,17 @@ fn language_build(
     manifest: Option<&crate::project::Manifest>,
 ) -> Result<(PathBuf, JsonStyle), ScaffoldError> {
     let dir = dir.to_owned();
-    if lang == Lang::Python && !dir.join("wit").join("world.wit").is_file() {
-        return typed_python_build(&dir, tool_dirs, manifest).map(|p| (p, JsonStyle::Python));
+    if !dir.join("wit").join("world.wit").is_file() {
+        match lang {
+            Lang::Python => {
+                return typed_python_build(&dir, tool_dirs, manifest)
+                    .map(|p| (p, JsonStyle::Python));
+            }
+            Lang::Js => {
+                return typed_js_build(&dir, tool_dirs, manifest).map(|p| (p, JsonStyle::Js));
+            }
+            Lang::Rust => {}
+        }
     }
     match lang {
         Lang::Rust => {
@@ -609,46 +637,140 @@ fn language_build(
         }
         Lang::Js => {
             let world = world_name(&dir)?;
-            let tool = match find_tool(&dir, "componentize-js", tool_dirs) {
-                Some(t) => t,
-                None => {
-                    run(
-                        Command::new("npm").current_dir(&dir).args([
-                            "install",
-                            "--no-audit",
-                            "--no-fund",
-                        ]),
-                        "npm install (fetches componentize-js)",
-                    )?;
-                    find_tool(&dir, "componentize-js", tool_dirs).ok_or_else(|| {
-                        ScaffoldError::Build(format!(
-                            "componentize-js missing after npm install; add {COMPONENTIZE_JS}"
-                        ))
-                    })?
-                }
-            };
             let out = dir.join(format!("{world}.wasm"));
-            run(
-                Command::new(tool)
-                    .current_dir(&dir)
-                    .args([
-                        "app.js",
-                        "--wit",
-                        "wit",
-                        "--world-name",
-                        &world,
-                        "-d",
-                        "http",
-                        "-d",
-                        "fetch-event",
-                        "-o",
-                    ])
-                    .arg(&out),
-                "componentize-js",
+            componentize_js(
+                &dir,
+                tool_dirs,
+                Path::new("app.js"),
+                Path::new("wit"),
+                &world,
+                &out,
             )?;
             Ok((out, JsonStyle::Wit))
         }
     }
+}
+
+/// Runs componentize-js on `entry` (fetching it with `npm install` when the project has not).
+fn componentize_js(
+    dir: &Path,
+    tool_dirs: &[PathBuf],
+    entry: &Path,
+    wit: &Path,
+    world: &str,
+    out: &Path,
+) -> Result<(), ScaffoldError> {
+    let tool = match find_tool(dir, "componentize-js", tool_dirs) {
+        Some(t) => t,
+        None => {
+            run(
+                Command::new("npm")
+                    .current_dir(dir)
+                    .args(["install", "--no-audit", "--no-fund"]),
+                "npm install (fetches componentize-js)",
+            )?;
+            find_tool(dir, "componentize-js", tool_dirs).ok_or_else(|| {
+                ScaffoldError::Build(format!(
+                    "componentize-js missing after npm install; add {COMPONENTIZE_JS}"
+                ))
+            })?
+        }
+    };
+    run(
+        Command::new(tool)
+            .current_dir(dir)
+            .arg(entry)
+            .arg("--wit")
+            .arg(wit)
+            .args([
+                "--world-name",
+                world,
+                "-d",
+                "http",
+                "-d",
+                "fetch-event",
+                "-o",
+            ])
+            .arg(out),
+        "componentize-js (its report is above)",
+    )
+}
+
+/// Writes the generated world (and the MPREG package beside it) and the glue module into
+/// `target/mpreg-typed/` of `dir`; returns that folder.
+fn write_generated(
+    dir: &Path,
+    world: String,
+    glue_name: &str,
+    glue: String,
+) -> Result<PathBuf, ScaffoldError> {
+    let generated = dir.join("target").join("mpreg-typed");
+    let files = [
+        (generated.join("wit").join("world.wit"), world),
+        (
+            generated
+                .join("wit")
+                .join("deps")
+                .join("mpreg-plugin")
+                .join("plugin.wit"),
+            PLUGIN_WIT.to_owned(),
+        ),
+        (generated.join(glue_name), glue),
+    ];
+    for (path, text) in files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(generated)
+}
+
+/// The manifest a typed build needs (for the plugin's name and version).
+fn typed_manifest<'a>(
+    manifest: Option<&'a crate::project::Manifest>,
+    lang: &str,
+    source: &str,
+) -> Result<&'a crate::project::Manifest, ScaffoldError> {
+    manifest.ok_or_else(|| {
+        ScaffoldError::Build(format!(
+            "a {lang} plugin without wit/world.wit is built from {source} and needs {} for \
+             its name and version (mpreg plugin new writes one)",
+            crate::project::FILE
+        ))
+    })
+}
+
+/// Builds a JavaScript project with no `wit/`: WIT world and glue generated from `app.js`'s
+/// JSDoc into `target/mpreg-typed/` ([`crate::typed::js`]).
+fn typed_js_build(
+    dir: &Path,
+    tool_dirs: &[PathBuf],
+    manifest: Option<&crate::project::Manifest>,
+) -> Result<PathBuf, ScaffoldError> {
+    use crate::typed::{self, js};
+    let m = typed_manifest(manifest, "JavaScript", "its JSDoc")?;
+    let path = dir.join(js::APP);
+    let src = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let checked = typed::check(js::read(&src), js::APP, js::DECLARED)
+        .map_err(|e| ScaffoldError::Build(e.to_string()))?;
+    let name = &m.plugin.name;
+    let generated = write_generated(
+        dir,
+        typed::world(name, &checked),
+        js::GLUE,
+        js::glue(name, &m.plugin.version, &checked),
+    )?;
+    let out = dir.join(format!("{name}.wasm"));
+    componentize_js(
+        dir,
+        tool_dirs,
+        &generated.join(js::GLUE),
+        &generated.join("wit"),
+        name,
+        &out,
+    )?;
+    Ok(out)
 }
 
 /// The Python beside `componentize` (its virtual environment's), or `python3` on `PATH`.
@@ -668,13 +790,7 @@ fn typed_python_build(
     manifest: Option<&crate::project::Manifest>,
 ) -> Result<PathBuf, ScaffoldError> {
     use crate::typed::{self, python};
-    let m = manifest.ok_or_else(|| {
-        ScaffoldError::Build(format!(
-            "a Python plugin without wit/world.wit is built from its type hints and needs \
-             {} for its name and version (mpreg plugin new writes one)",
-            crate::project::FILE
-        ))
-    })?;
+    let m = typed_manifest(manifest, "Python", "its type hints")?;
     let tool = find_tool(dir, "componentize-py", tool_dirs).ok_or_else(|| {
         ScaffoldError::Build(format!(
             "componentize-py is not installed: pip install {COMPONENTIZE_PY}"
@@ -685,33 +801,14 @@ fn typed_python_build(
     })?;
     let typed_err = |e: typed::TypedError| ScaffoldError::Build(e.to_string());
     let report = python::read(dir, &python).map_err(typed_err)?;
-    let checked = typed::check(report.sig, "app.py").map_err(typed_err)?;
+    let checked = typed::check(report.sig, "app.py", python::DECLARED).map_err(typed_err)?;
     let name = &m.plugin.name;
-    let generated = dir.join("target").join("mpreg-typed");
-    let files = [
-        (
-            generated.join("wit").join("world.wit"),
-            typed::world(name, &checked),
-        ),
-        (
-            generated
-                .join("wit")
-                .join("deps")
-                .join("mpreg-plugin")
-                .join("plugin.wit"),
-            PLUGIN_WIT.to_owned(),
-        ),
-        (
-            generated.join(format!("{}.py", python::GLUE)),
-            python::glue(name, &m.plugin.version, &checked, &report.imports),
-        ),
-    ];
-    for (path, text) in files {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&path, text).map_err(io(&path))?;
-    }
+    let generated = write_generated(
+        dir,
+        typed::world(name, &checked),
+        &format!("{}.py", python::GLUE),
+        python::glue(name, &m.plugin.version, &checked, &report.imports),
+    )?;
     let out = dir.join(format!("{name}.wasm"));
     run(
         Command::new(tool)
@@ -760,7 +857,7 @@ mod tests {
             let files = new_project(&dir, "demo-fn", lang, Path::new(SDK_PATH)).expect("new");
             assert!(files.iter().any(|f| f.ends_with(marker)));
             assert_eq!(detect(&dir).expect("detect"), lang);
-            if lang == Lang::Python {
+            if lang != Lang::Rust {
                 // Typed: the WIT is generated when it builds.
                 assert!(!dir.join("wit").exists());
             } else {

@@ -871,3 +871,260 @@ fn every_command_takes_the_same_url_forms() {
     }
     server.terminate(Duration::from_secs(10));
 }
+
+/// The toolchains `plugins/build_support.rs` installs (componentize-py, componentize-js),
+/// prepended to `PATH` for the binary.
+fn tool_path() -> String {
+    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/target/tools");
+    let py = format!("{tools}/python-venv/bin");
+    let js = format!("{tools}/js/node_modules/.bin");
+    assert!(
+        std::path::Path::new(&py).join("componentize-py").is_file(),
+        "componentize-py missing under {py}: build the plugins first (cargo build -p mpreg-tests)"
+    );
+    format!("{py}:{js}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// `mpreg dev` of a typed project: new → serving → the template's `hello` → `edited` written
+/// → serving again → `check` the edit over `mpreg call` → a source whose build must fail (its
+/// message has `broken_says`) → still serving the edit → `run` and `plugin test` on the
+/// component it built.
+fn typed_dev_loop(
+    lang: &str,
+    source_file: &str,
+    edited: &str,
+    calls: &[(&[&str], &str)],
+    broken: &str,
+    broken_says: &str,
+) {
+    let work = tempfile::tempdir().expect("work dir");
+    let home = work.path().join("home");
+    let name = format!("typed-{lang}");
+    let project = work.path().join(&name);
+    let project_s = project.to_str().expect("path");
+    let path = tool_path();
+    let env = [
+        ("XDG_DATA_HOME", home.join("data").display().to_string()),
+        ("XDG_CACHE_HOME", home.join("cache").display().to_string()),
+        ("PATH", path),
+    ];
+    let env_s: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, err) = mpreg_env(
+        &["plugin", "new", &name, "--lang", lang, "--dir", project_s],
+        &env_s,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!project.join("wit").exists(), "a typed project has no WIT");
+
+    let mut child = Command::new(support::BIN)
+        .args(["dev", project_s, "--listen", "127.0.0.1:0"])
+        .envs(env_s.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mpreg dev");
+    let out = lines_of(child.stdout.take().expect("stdout"));
+    let err = lines_of(child.stderr.take().expect("stderr"));
+    let mut dev = support::Server(child);
+    let mut seen = Vec::new();
+    let first = wait_line(&out, "mpreg dev:", Duration::from_secs(30), &mut seen);
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .expect("url")
+        .to_owned();
+    let serving = format!("serving {name} 0.1.0");
+    wait_line(&out, &serving, Duration::from_secs(400), &mut seen);
+    let (ok, got, e) = mpreg(&["call", &url, "hello", "ada"]);
+    assert!(
+        ok && got.trim() == format!("\"hello, ada, from {name}\""),
+        "{got}{e}"
+    );
+    let mut logs = Vec::new();
+    let tagged = wait_line(&err, "greeting ada", Duration::from_secs(10), &mut logs);
+    assert!(tagged.starts_with("[hello "), "{tagged}");
+
+    // Saved as many editors do, a new file renamed over the old one (twice: the second save
+    // must be seen too).
+    let source = project.join(source_file);
+    let save = |text: &str| {
+        let tmp = project.join(format!(".{source_file}.swp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &source).expect("rename");
+    };
+    save(edited);
+    wait_line(&out, &serving, Duration::from_secs(400), &mut seen);
+    for (args, want) in calls {
+        let mut full = vec!["call", url.as_str()];
+        full.extend_from_slice(args);
+        let (ok, got, e) = mpreg(&full);
+        let got: serde_json::Value = serde_json::from_str(got.trim())
+            .unwrap_or_else(|_| panic!("{args:?}: not JSON: {got}{e}"));
+        let want: serde_json::Value = serde_json::from_str(want).expect("expected JSON");
+        assert!(ok && got == want, "{args:?}: {got} != {want} {e}");
+    }
+
+    // A build that cannot succeed: the reason (in the build error on stdout, or the
+    // toolchain's report on stderr), and the loop keeps the edit serving.
+    save(broken);
+    let mark = seen.len();
+    wait_line(&out, "build failed", Duration::from_secs(300), &mut seen);
+    wait_line(
+        &out,
+        "waiting for a change",
+        Duration::from_secs(10),
+        &mut seen,
+    );
+    if !seen[mark..].iter().any(|l| l.contains(broken_says)) {
+        wait_line(&err, broken_says, Duration::from_secs(10), &mut logs);
+    }
+    let (args, want) = calls[0];
+    let want: serde_json::Value = serde_json::from_str(want).expect("expected JSON");
+    let mut full = vec!["call", url.as_str()];
+    full.extend_from_slice(args);
+    let (ok, got, _) = mpreg(&full);
+    assert!(ok, "{got}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(got.trim()).ok(),
+        Some(want.clone())
+    );
+    dev.terminate(Duration::from_secs(10));
+
+    // The component it built runs without a node, with the same JSON.
+    let wasm = project.join(format!("{name}.wasm"));
+    let wasm_s = wasm.to_str().expect("path");
+    let mut run = vec!["run", wasm_s];
+    run.extend_from_slice(args);
+    let (ok, got, e) = mpreg_env(&run, &env_s);
+    assert!(ok, "{e}");
+    let got: serde_json::Value = serde_json::from_str(got.trim()).expect("run prints JSON");
+    assert_eq!(got, want);
+    let cases = work.path().join("cases.json");
+    let case_list: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|(args, want)| {
+            let parsed: Vec<serde_json::Value> = args[1..]
+                .iter()
+                .map(|a| serde_json::from_str(a).unwrap_or_else(|_| serde_json::json!(a)))
+                .collect();
+            serde_json::json!({"call": args[0], "args": parsed,
+                "expect": serde_json::from_str::<serde_json::Value>(want).expect("json")})
+        })
+        .collect();
+    std::fs::write(&cases, serde_json::to_string(&case_list).expect("json")).expect("write");
+    let (ok, got, e) = mpreg_env(
+        &["plugin", "test", wasm_s, cases.to_str().expect("path")],
+        &env_s,
+    );
+    assert!(ok, "{got}{e}");
+    assert!(
+        got.contains(&format!("{} passed, 0 failed", calls.len())),
+        "{got}"
+    );
+}
+
+/// Typed Python through the binary: no WIT in the project; a dataclass with an `Optional` and
+/// a list, a dict, and `heapq` imported lazily inside the function; a lazily imported module
+/// that does not exist fails the build naming it and the line.
+#[test]
+fn dev_loop_serves_typed_python_without_wit() {
+    typed_dev_loop(
+        "python",
+        "app.py",
+        r#"from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class Summary:
+    count: int
+    smallest: list[int]
+    label: Optional[str]
+
+
+def hello(name: str) -> str:
+    return f"hi {name}"
+
+
+def summarize(xs: list[int], k: int, label: Optional[str]) -> Summary:
+    """The k smallest of xs."""
+    import heapq
+
+    return Summary(count=len(xs), smallest=heapq.nsmallest(k, xs), label=label)
+
+
+def word_count(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for w in text.split():
+        out[w] = out.get(w, 0) + 1
+    return out
+"#,
+        &[
+            (
+                &["summarize", "[5,1,3]", "2", "null"],
+                r#"{"count": 3, "smallest": [1, 3], "label": null}"#,
+            ),
+            (&["word_count", "a b a"], r#"{"a": 2, "b": 1}"#),
+            (&["hello", "ada"], r#""hi ada""#),
+        ],
+        "def hello(name: str) -> str:\n    import no_such_module_xyz\n\n    return name\n",
+        "no_such_module_xyz (imported at app.py:2)",
+    );
+}
+
+/// Typed JavaScript through the binary: JSDoc types only; a typedef record with an optional
+/// field and a list, a map; a function without JSDoc fails the build naming it.
+#[test]
+fn dev_loop_serves_typed_javascript_without_wit() {
+    typed_dev_loop(
+        "js",
+        "app.js",
+        r#"/**
+ * @typedef {Object} Summary
+ * @property {number} count
+ * @property {number[]} smallest
+ * @property {?string} label
+ */
+
+/**
+ * @param {string} name
+ * @returns {string}
+ */
+export function hello(name) {
+  return `hi ${name}`;
+}
+
+/**
+ * The k smallest of xs.
+ * @param {number[]} xs
+ * @param {number} k
+ * @param {?string} label
+ * @returns {Summary}
+ */
+export function summarize(xs, k, label) {
+  const smallest = [...xs].sort((a, b) => a - b).slice(0, k);
+  return { count: xs.length, smallest, label };
+}
+
+/**
+ * @param {string} text
+ * @returns {Object<string, number>}
+ */
+export function wordCount(text) {
+  const out = {};
+  for (const w of text.split(/\s+/).filter(Boolean)) out[w] = (out[w] ?? 0) + 1;
+  return out;
+}
+"#,
+        &[
+            (
+                &["summarize", "[5,1,3]", "2", "null"],
+                r#"{"count": 3, "smallest": [1, 3], "label": null}"#,
+            ),
+            (&["wordCount", "a b a"], r#"{"a": 2, "b": 1}"#),
+            (&["hello", "ada"], r#""hi ada""#),
+        ],
+        "export function hello(name) {\n  return name;\n}\n",
+        "hello needs a JSDoc comment",
+    );
+}

@@ -307,6 +307,10 @@ fn to_json_styled(v: Val, ty: Option<&Type>, style: JsonStyle) -> Value {
         Val::S64(i) => i.into(),
         Val::U64(i) => i.into(),
         Val::Float32(f) => float(f64::from(f)),
+        // JavaScript has one number type: a whole f64 prints as an integer, as JSON.stringify.
+        Val::Float64(f) if style == JsonStyle::Js && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+            (f as i64).into()
+        }
         Val::Float64(f) => float(f),
         Val::Char(c) => Value::String(c.to_string()),
         Val::String(s) => Value::String(s),

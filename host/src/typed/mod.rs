@@ -11,6 +11,7 @@
 //! records, enums → enums. Every function returns `result<T, string>`: an exception (a thrown
 //! error) is the call's error.
 
+pub mod js;
 pub mod python;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -197,8 +198,9 @@ impl Checked {
     }
 }
 
-/// Checks `sig` (names, references, no recursion, `None` only as a return) for `file`.
-pub fn check(sig: Signatures, file: &str) -> Result<Checked, TypedError> {
+/// Checks `sig` (names, references, no recursion, `None` only as a return) for `file`;
+/// `declared` says what a named type must be (`a dataclass or enum of app.py`).
+pub fn check(sig: Signatures, file: &str, declared_as: &str) -> Result<Checked, TypedError> {
     let mut problems = sig.problems.clone();
     let mut at = |line: u32, msg: String| problems.push(format!("{file}:{line}: {msg}"));
     let declared: BTreeSet<&str> = sig
@@ -234,10 +236,7 @@ pub fn check(sig: Signatures, file: &str) -> Result<Checked, TypedError> {
             ),
             Ty::Named { name, line: l } if !declared.contains(name.as_str()) => at(
                 if *l > 0 { *l } else { line },
-                format!(
-                    "{where_}: '{name}' is not a dataclass or enum of this file (or a type \
-                     MPREG can pass)"
-                ),
+                format!("{where_}: '{name}' is not {declared_as} (or a type MPREG can pass)"),
             ),
             Ty::List { of } if matches!(&**of, Ty::Tuple { items } if items.len() == 2 && items[0] == Ty::Str) => {
                 at(
@@ -494,7 +493,7 @@ mod tests {
                         {"name": "Point", "fields": [["x_coord", {"t": "float"}]]}],
             "enums": [{"name": "Color", "cases": ["RED", "LIGHT_BLUE"]}]
         }"#)?;
-        let checked = check(s, "app.py")?;
+        let checked = check(s, "app.py", "a dataclass")?;
         let w = world("demo", &checked);
         let point = w.find("record %point").ok_or("no point")?;
         let seg = w.find("record %seg").ok_or("no seg")?;
@@ -519,7 +518,7 @@ mod tests {
             "records": [{"name": "Node", "line": 9, "fields": [["next", {"t": "option", "of": {"t": "named", "name": "Node"}}]]}],
             "problems": ["app.py:1: from the reader"]
         }"#)?;
-        let Err(TypedError::Signatures(p)) = check(s, "app.py") else {
+        let Err(TypedError::Signatures(p)) = check(s, "app.py", "a dataclass or enum") else {
             panic!("bad signatures were accepted");
         };
         let text = p.join("\n");

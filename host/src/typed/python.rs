@@ -22,6 +22,9 @@ pub const READER: &str = include_str!("analyze_py.py");
 /// The module name of the user's code.
 pub const APP: &str = "app";
 
+/// What a named type must be, for error messages.
+pub const DECLARED: &str = "a dataclass or enum of app.py";
+
 /// The module componentize-py builds.
 pub const GLUE: &str = "mpreg_app";
 
