@@ -56,6 +56,8 @@ pub mod cluster;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]
+pub mod doctor;
+#[cfg(feature = "node")]
 pub mod local;
 #[cfg(feature = "node")]
 pub mod metrics;

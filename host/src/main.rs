@@ -112,6 +112,20 @@ enum Command {
     /// Watch a plugin project: rebuild on every change, publish to a dev node (started here
     /// unless --node names one), print `mpreg call` lines and the plugin's log lines.
     Dev(DevArgs),
+    /// Check the plugin toolchains (Rust's wasm32-wasip2 target, componentize-py,
+    /// componentize-js, node) and say how to install what is missing. Exits 1 when a check for
+    /// the language asked (every language without --lang) fails.
+    Doctor {
+        /// The project folder whose node_modules/.bin is searched too.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Only this language's checks decide the exit status.
+        #[arg(long, value_enum)]
+        lang: Option<mpreg::scaffold::Lang>,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage API keys and mint test tokens (docs/security.md).
     Auth {
         #[command(subcommand)]
@@ -564,6 +578,23 @@ fn init_tracing(
         .init();
     log::set_max_level(log_level);
     Ok(provider)
+}
+
+/// `mpreg doctor`: the toolchain checks, as text or JSON; exits 1 when one for `lang` fails.
+fn doctor(dir: &std::path::Path, lang: Option<mpreg::scaffold::Lang>, json: bool) -> Result<()> {
+    let search: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let checks = mpreg::doctor::checks(dir, &search);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", mpreg::doctor::render(&checks));
+    }
+    if !mpreg::doctor::healthy(&checks, lang) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn start(args: StartArgs) -> Result<()> {
@@ -1245,6 +1276,7 @@ async fn run(cli: Cli) -> ExitCode {
         } => monitor(url, endpoint, offset, limit).await,
         Command::Auth { action } => auth(action),
         Command::Dev(args) => dev(args).await,
+        Command::Doctor { dir, lang, json } => doctor(&dir, lang, json),
         Command::Run {
             file,
             fun,

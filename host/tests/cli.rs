@@ -1128,3 +1128,36 @@ export function wordCount(text) {
         "hello needs a JSDoc comment",
     );
 }
+
+/// `mpreg doctor` names what is missing and how to install it, exits 1 for a language whose
+/// toolchain is missing, 0 when it is all there, and prints JSON when asked.
+#[test]
+fn doctor_says_what_is_missing_and_how_to_install_it() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let nothing = empty.path().to_str().expect("path");
+    let (ok, out, _) = mpreg_env(&["doctor", nothing], &[("PATH", nothing)]);
+    assert!(!ok, "nothing is installed: {out}");
+    for want in [
+        "MISS rust   cargo",
+        "fix: rustup target add wasm32-wasip2",
+        "fix: pip install componentize-py==0.25.0",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    let path = tool_path();
+    let (ok, out, err) = mpreg_env(
+        &["doctor", nothing, "--lang", "python", "--json"],
+        &[("PATH", &path)],
+    );
+    assert!(ok, "componentize-py is there: {out}{err}");
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    let py = checks
+        .iter()
+        .find(|c| c["what"] == "componentize-py")
+        .expect("componentize-py check");
+    assert_eq!(py["ok"], true, "{py}");
+    assert!(
+        py["found"].as_str().is_some_and(|f| f.contains("0.25.0")),
+        "{py}"
+    );
+}
