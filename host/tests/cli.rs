@@ -153,7 +153,7 @@ fn plugin_new_build_publish_describe_retire() {
     let d: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(d["limits"]["memory_limit_mib"], 32);
     assert_eq!(d["calls"], 1);
-    let (ok, _, err) = mpreg(&[
+    let (ok, out, err) = mpreg(&[
         "plugin",
         "publish",
         wasm.to_str().expect("path"),
@@ -163,6 +163,25 @@ fn plugin_new_build_publish_describe_retire() {
         "wrong-token-000000000",
     ]);
     assert!(!ok && err.contains("wrong admin token"), "{err}");
+    assert!(
+        out.is_empty(),
+        "a refused publish prints nothing on stdout: {out}"
+    );
+    // Other bytes under the version it already serves: refused, and never "published".
+    let mut other = std::fs::read(&wasm).expect("wasm");
+    other.extend_from_slice(&[0, 6, 3, b'p', b'a', b'd', b'x', b'y']);
+    let other_path = work.join("other.wasm");
+    std::fs::write(&other_path, &other).expect("write");
+    let (ok, out, err) = admin(&["plugin", "publish", other_path.to_str().expect("path")]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.is_empty(),
+        "a refused publish prints nothing on stdout: {out}"
+    );
+    assert!(
+        err.contains("mpreg.toml"),
+        "the refusal says where to bump it: {err}"
+    );
     let (ok, out, _) = admin(&["plugin", "retire", "hello-fn", "0.1.0"]);
     assert!(ok && out.contains("drained: true"), "{out}");
     let (ok, _, err) = mpreg(&["call", &url, "hello_fn_add", "2", "3"]);

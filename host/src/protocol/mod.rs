@@ -125,6 +125,15 @@ pub struct RpcRequest {
     /// continues it (docs/observability.md, "Traces").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// OURS: a field path into a dependency's result that does not resolve (`prev.missing`)
+    /// fails the command instead of being passed as a literal string (MPREG's behaviour,
+    /// the default).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "is_false"
+    )]
+    pub strict_references: bool,
 }
 
 /// A random number from the standard library's hasher seed, for ids that only need to differ
@@ -154,6 +163,7 @@ impl RpcRequest {
             timeout_ms: None,
             stream_intermediate_results: false,
             traceparent: None,
+            strict_references: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::budget::{Budget, OverBudget, encoded_len, substituted_len};
 use super::plan::{self, Plan};
 pub use super::port::{BoxFuture, Call, CallError, Dispatcher};
-use super::substitute::{Results, substitute};
+use super::substitute::{Results, substitute, unresolved};
 use super::version::VersionConstraint;
 use crate::abort::AbortOnDrop;
 use crate::auth::Principal;
@@ -259,6 +259,15 @@ async fn run(
             b.take(bytes)
                 .map_err(|o| over_budget(o, &req.cmds[i].name))?;
             args_held[i] = bytes;
+        }
+        if req.strict_references
+            && let Some(why) = command
+                .args
+                .iter()
+                .chain(command.kwargs.values())
+                .find_map(|a| unresolved(a, &visible))
+        {
+            return Err(CallError::Malformed(format!("{why} (strict_references)")));
         }
         command
             .args
@@ -514,6 +523,38 @@ mod tests {
             },
         )
         .await
+    }
+
+    #[tokio::test]
+    async fn strict_references_fail_a_path_that_does_not_resolve() {
+        let cmds = json!([
+            {"name": "a", "fun": "echo", "args": [{"x": 1}]},
+            {"name": "b", "fun": "echo", "args": ["a.y"]},
+        ]);
+        // MPREG's default: the unresolved path is passed as a string.
+        let reply = exec(req(cmds.clone()), 5_000).await;
+        assert_eq!(reply.r.map(Value::Object), Some(json!({"b": "a.y"})));
+        let mut strict = req(cmds);
+        strict.strict_references = true;
+        let reply = exec(strict, 5_000).await;
+        let e = reply.error.expect("strict references fail");
+        assert_eq!(e.code, codes::MALFORMED_REQUEST);
+        let details = e.details.to_string();
+        assert!(
+            details.contains("command 'b'")
+                && details.contains("'a.y' does not resolve: a has no field 'y' (its fields: x)"),
+            "{details}"
+        );
+        // A path that resolves is substituted as usual.
+        let mut ok = req(json!([
+            {"name": "a", "fun": "echo", "args": [{"x": 1}]},
+            {"name": "b", "fun": "echo", "args": ["a.x"]},
+        ]));
+        ok.strict_references = true;
+        assert_eq!(
+            exec(ok, 5_000).await.r.map(Value::Object),
+            Some(json!({"b": 1}))
+        );
     }
 
     #[tokio::test]

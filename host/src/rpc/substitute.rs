@@ -43,6 +43,57 @@ pub fn substitute<R: Results + ?Sized>(v: &mut Value, results: &R) {
     }
 }
 
+/// With `strict_references`: the first string inside `v` that starts with a visible result's
+/// name and a `.` but whose field path does not resolve, described for the error.
+pub fn unresolved<R: Results + ?Sized>(v: &Value, results: &R) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            if results.get(s).is_some() {
+                return None;
+            }
+            let (base, path) = s.split_once('.')?;
+            let mut cur = results.get(base)?;
+            let mut walked = base.to_owned();
+            for key in path.split('.') {
+                let next = match cur {
+                    Value::Object(m) => m.get(key).ok_or_else(|| {
+                        let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+                        keys.truncate(20);
+                        format!(
+                            "'{s}' does not resolve: {walked} has no field '{key}' (its fields: {})",
+                            keys.join(", ")
+                        )
+                    }),
+                    other => Err(format!(
+                        "'{s}' does not resolve: {walked} is {}, not an object",
+                        kind(other)
+                    )),
+                };
+                match next {
+                    Ok(n) => cur = n,
+                    Err(e) => return Some(e),
+                }
+                walked = format!("{walked}.{key}");
+            }
+            None
+        }
+        Value::Array(items) => items.iter().find_map(|i| unresolved(i, results)),
+        Value::Object(map) => map.values().find_map(|i| unresolved(i, results)),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +131,31 @@ mod tests {
         let mut v = json!("nobody.x");
         substitute(&mut v, &results());
         assert_eq!(v, json!("nobody.x"));
+    }
+
+    #[test]
+    fn strict_references_name_the_missing_field() {
+        let r = results();
+        assert_eq!(
+            unresolved(&json!(["d.inner.value", "first", "plain", 3]), &r),
+            None
+        );
+        let msg = unresolved(&json!([{"k": ["d.inner.nope"]}]), &r);
+        assert_eq!(
+            msg.as_deref(),
+            Some(
+                "'d.inner.nope' does not resolve: d.inner has no field 'nope' (its fields: value)"
+            )
+        );
+        let msg = unresolved(&json!("d.list.0"), &r);
+        assert_eq!(
+            msg.as_deref(),
+            Some("'d.list.0' does not resolve: d.list is an array, not an object")
+        );
+        assert_eq!(
+            unresolved(&json!("nobody.x"), &r),
+            None,
+            "not a result's name"
+        );
     }
 }
