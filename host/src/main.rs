@@ -276,12 +276,18 @@ enum PluginAction {
         file: PathBuf,
         /// The test file.
         cases: PathBuf,
+        /// Print the outcome of every case as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Build the project in a folder into a component, then load it and show its metadata.
     Build {
         /// Project folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Print the component and its commands as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Upload a component to a node (it is validated, stored and callable at once).
     Publish {
@@ -349,6 +355,9 @@ struct AdminArgs {
     /// Admin token of the node.
     #[arg(long, env = "MPREG_ADMIN_TOKEN", hide_env_values = true)]
     token: String,
+    /// Print the node's reply as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -927,27 +936,39 @@ async fn plugin(action: PluginAction) -> Result<()> {
             );
             Ok(())
         }
-        PluginAction::Test { file, cases } => {
+        PluginAction::Test { file, cases, json } => {
             let cases = mpreg::local::read_cases(&cases)?;
             let local = mpreg::local::Local::load(&file).await?;
             let mut failed = 0;
+            let mut outcomes = Vec::new();
             for case in &cases {
                 let name = case.name.clone().unwrap_or_else(|| case.call.clone());
-                match mpreg::local::check(&local, case).await? {
-                    None => println!("ok     {name}"),
-                    Some(why) => {
-                        failed += 1;
-                        println!("FAILED {name}: {why}");
+                let why = mpreg::local::check(&local, case).await?;
+                if why.is_some() {
+                    failed += 1;
+                }
+                if !json {
+                    match &why {
+                        None => println!("ok     {name}"),
+                        Some(why) => println!("FAILED {name}: {why}"),
                     }
                 }
+                outcomes.push(serde_json::json!({"name": name, "ok": why.is_none(), "why": why}));
             }
-            println!("{} passed, {failed} failed", cases.len() - failed);
+            if json {
+                let report = serde_json::json!({
+                    "passed": cases.len() - failed, "failed": failed, "cases": outcomes,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} passed, {failed} failed", cases.len() - failed);
+            }
             if failed > 0 {
                 bail!("{failed} of {} cases failed", cases.len());
             }
             Ok(())
         }
-        PluginAction::Build { dir } => {
+        PluginAction::Build { dir, json } => {
             let built = tokio::task::spawn_blocking(move || mpreg::scaffold::build(&dir)).await??;
             let (out, bytes) = (built.path, built.bytes);
             let size = bytes.len();
@@ -956,6 +977,23 @@ async fn plugin(action: PluginAction) -> Result<()> {
             let runtime = mpreg::runtime::Runtime::new(Default::default())?;
             let plugin =
                 mpreg::local::load_cached(&runtime, bytes, &out.display().to_string()).await?;
+            if json {
+                let functions: Vec<serde_json::Value> = plugin
+                    .functions
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({"name": f.name, "function_id": f.function_id,
+                            "signature": f.signature, "description": f.description})
+                    })
+                    .collect();
+                let report = serde_json::json!({
+                    "path": out, "bytes": size, "sha256": plugin.sha256,
+                    "name": plugin.manifest.name, "version": plugin.manifest.version.to_string(),
+                    "functions": functions,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
             println!(
                 "built {} ({} bytes, sha256 {})",
                 out.display(),
@@ -979,6 +1017,7 @@ async fn plugin(action: PluginAction) -> Result<()> {
         } => {
             // A project folder is built first; its mpreg.toml gives the sandbox and placement
             // that flags do not.
+            let json = admin.json;
             let (bytes, manifest) = if file.is_dir() {
                 let built =
                     tokio::task::spawn_blocking(move || mpreg::scaffold::build(&file)).await??;
@@ -1012,16 +1051,17 @@ async fn plugin(action: PluginAction) -> Result<()> {
                 reply
             })
             .await??;
-            println!("{}", mpreg::render::published(&reply));
-            Ok(())
+            print_report(json, &reply, mpreg::render::published)
         }
         PluginAction::List { admin } => {
+            let json = admin.json;
             let reply = tokio::task::spawn_blocking(move || {
                 AdminClient::new(&admin.node, &admin.token).list()
             })
             .await??;
-            print!("{}", mpreg::render::plugin_table(&reply));
-            Ok(())
+            print_report(json, &reply, |r| {
+                mpreg::render::plugin_table(r).trim_end().to_owned()
+            })
         }
         PluginAction::Describe {
             name,
@@ -1040,12 +1080,12 @@ async fn plugin(action: PluginAction) -> Result<()> {
             version,
             admin,
         } => {
+            let json = admin.json;
             let reply = tokio::task::spawn_blocking(move || {
                 AdminClient::new(&admin.node, &admin.token).retire(&name, &version)
             })
             .await??;
-            println!("{}", mpreg::render::retired(&reply));
-            Ok(())
+            print_report(json, &reply, mpreg::render::retired)
         }
     }
 }

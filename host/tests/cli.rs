@@ -148,6 +148,10 @@ fn plugin_new_build_publish_describe_retire() {
         ok && out.contains("hello-fn") && out.contains("0.1.0"),
         "{out}{err}"
     );
+    let (ok, out, err) = admin(&["plugin", "list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("plugin list --json");
+    assert!(listed.to_string().contains("hello-fn"), "{listed}");
     let (ok, out, _) = admin(&["plugin", "describe", "hello-fn"]);
     assert!(ok, "{out}");
     let d: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -712,6 +716,13 @@ fn run_and_plugin_test_execute_a_component_without_a_node() {
     let (ok, out, err) = mpreg(&["plugin", "test", &math, cases]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("2 passed, 0 failed"), "{out}");
+    let (ok, out, err) = mpreg(&["plugin", "test", &math, cases, "--json"]);
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("plugin test --json");
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
     let wrong = dir.path().join("wrong.json");
     std::fs::write(&wrong, r#"[{"call": "add", "args": [1, 1], "expect": 3}]"#).expect("write");
     let (ok, out, _) = mpreg(&["plugin", "test", &math, wrong.to_str().expect("path")]);
