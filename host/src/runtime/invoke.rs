@@ -19,8 +19,10 @@ use crate::sandbox::{Limits, Sandbox};
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvokeError {
-    /// An argument does not fit the parameter types.
-    #[error("{0}")]
+    /// An argument does not fit the parameter types: the caller's mistake, so the details
+    /// say "bad arguments" where a plugin's own failure says "plugin trapped" or "function
+    /// returned an error" (all 1003, the code MPREG's clients expect).
+    #[error("bad arguments: {0}")]
     BadArguments(String),
     /// The guest trapped (panic, abort, unreachable, out-of-bounds access).
     #[error("plugin trapped: {0}")]
