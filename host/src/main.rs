@@ -899,6 +899,17 @@ async fn bench(args: BenchArgs) -> Result<()> {
     print_report(args.json, &report, mpreg::bench::render)
 }
 
+/// Turns `bar` into a spinner saying `what` (drawn only on a terminal, on stderr), for a step
+/// that gives no progress of its own.
+fn spin(bar: &indicatif::ProgressBar, what: &str) {
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+}
+
 /// Prints a report as JSON, or as the Markdown `render` makes of it.
 fn print_report<T: serde::Serialize>(
     json: bool,
@@ -975,8 +986,18 @@ async fn plugin(action: PluginAction) -> Result<()> {
             // Load it exactly as a node would: proves it targets our world and shows the
             // metadata it carries.
             let runtime = mpreg::runtime::Runtime::new(Default::default())?;
-            let plugin =
-                mpreg::local::load_cached(&runtime, bytes, &out.display().to_string()).await?;
+            let bar = indicatif::ProgressBar::hidden();
+            if !json {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            spin(
+                &bar,
+                "loading it as a node would (compiling; cached by sha256)",
+            );
+            let loaded =
+                mpreg::local::load_cached(&runtime, bytes, &out.display().to_string()).await;
+            bar.finish_and_clear();
+            let plugin = loaded?;
             if json {
                 let functions: Vec<serde_json::Value> = plugin
                     .functions
@@ -1043,9 +1064,16 @@ async fn plugin(action: PluginAction) -> Result<()> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 let client = AdminClient::new(&admin.node, &admin.token);
+                let total = bytes.len() as u64;
+                let mut spinning = false;
                 let reply =
                     client.publish_placed(&bytes, sandbox.as_ref(), &placement, &mut |sent| {
-                        bar.set_position(sent)
+                        bar.set_position(sent);
+                        if sent >= total && !spinning {
+                            spinning = true;
+                            // Everything is sent: the node validates and compiles it now.
+                            spin(&bar, "the node is compiling it");
+                        }
                     });
                 bar.finish_and_clear();
                 reply
