@@ -317,9 +317,27 @@ fn watch(
     let mut files = std::collections::BTreeSet::new();
     let mut folders = std::collections::BTreeSet::new();
     let mut parents = std::collections::BTreeSet::new();
+    // Filters events only; `folders` are also watched recursively.
+    let mut accepted = std::collections::BTreeSet::new();
     for rel in paths {
         let path = dir.join(rel);
-        if path.is_dir() {
+        if rel.as_os_str() == "." {
+            // The whole project: its top level directly, each source folder recursively
+            // (never `node_modules/` or `target/`, which can hold thousands of folders).
+            parents.insert(dir.to_owned());
+            accepted.insert(dir.to_owned());
+            let entries = std::fs::read_dir(dir).map_err(|e| DevError::Watch {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            })?;
+            for entry in entries.flatten() {
+                let p = entry.path();
+                let rel = p.strip_prefix(dir).unwrap_or(&p).to_owned();
+                if p.is_dir() && !crate::project::is_output(&rel) {
+                    folders.insert(p);
+                }
+            }
+        } else if path.is_dir() {
             folders.insert(path);
         } else if path.exists() {
             if let Some(parent) = path.parent() {
@@ -328,7 +346,7 @@ fn watch(
             files.insert(path);
         }
     }
-    if files.is_empty() && folders.is_empty() {
+    if files.is_empty() && folders.is_empty() && accepted.is_empty() {
         return Err(DevError::Watch {
             path: dir.to_owned(),
             reason: format!(
@@ -338,7 +356,8 @@ fn watch(
         });
     }
     let root = dir.to_owned();
-    let (wanted_files, wanted_folders) = (files.clone(), folders.clone());
+    let wanted_files = files.clone();
+    let wanted_folders: Vec<PathBuf> = folders.iter().chain(&accepted).cloned().collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if matches!(event.kind, EventKind::Access(_)) {

@@ -184,8 +184,9 @@ impl Manifest {
         let mut w: Vec<PathBuf> = vec!["wit".into(), FILE.into()];
         match self.plugin.language {
             Language::Rust => w.extend(["src".into(), "Cargo.toml".into()]),
-            Language::Python => w.push("app.py".into()),
-            Language::Js => w.extend(["app.js".into(), "package.json".into()]),
+            // The app may import the project's other modules: the whole folder (less what
+            // `is_output` leaves out).
+            Language::Python | Language::Js => return vec![".".into()],
         }
         w
     }
@@ -199,11 +200,22 @@ impl Manifest {
 
 /// Whether a path (relative to the project) is build output or tooling, never a source: a
 /// change there must not trigger a rebuild (the build writes these itself).
+/// Hidden files and folders (editor swap files, `.git`) are never sources either, nor is
+/// `package-lock.json`, which the JavaScript build's `npm install` writes.
 pub fn is_output(rel: &Path) -> bool {
-    let first = rel.components().next();
-    let generated = matches!(first, Some(std::path::Component::Normal(c))
-        if c == "target" || c == "node_modules" || c == "__pycache__" || c == ".git");
-    generated || rel.extension().is_some_and(|e| e == "wasm")
+    let mut parts = rel.components().filter_map(|c| match c {
+        std::path::Component::Normal(c) => c.to_str(),
+        _ => None,
+    });
+    let first = parts.next();
+    let top = matches!(first, Some("target" | "node_modules"));
+    let anywhere = first
+        .into_iter()
+        .chain(parts)
+        .any(|p| p == "__pycache__" || (p.starts_with('.') && p.len() > 1));
+    top || anywhere
+        || rel.file_name().is_some_and(|n| n == "package-lock.json")
+        || rel.extension().is_some_and(|e| e == "wasm" || e == "pyc")
 }
 
 #[cfg(test)]
@@ -218,7 +230,11 @@ mod tests {
         assert_eq!(back, m);
         assert_eq!(back.stamp().version, "0.1.0");
         assert!(back.sandbox().is_none());
-        assert!(back.watched().contains(&PathBuf::from("app.py")));
+        assert_eq!(
+            back.watched(),
+            [PathBuf::from(".")],
+            "a Python project: all of it"
+        );
         Ok(())
     }
 
@@ -280,10 +296,20 @@ ttl_seconds = 5
             "node_modules/a/b.js",
             "x.wasm",
             "__pycache__/a.pyc",
+            "helpers/__pycache__/h.cpython-312.pyc",
+            ".app.py.swp",
+            "lib/.hidden/x.py",
+            "package-lock.json",
         ] {
             assert!(is_output(Path::new(out)), "{out}");
         }
-        for src in ["src/lib.rs", "app.py", "wit/world.wit", "mpreg.toml"] {
+        for src in [
+            "src/lib.rs",
+            "app.py",
+            "helpers/text.py",
+            "wit/world.wit",
+            "mpreg.toml",
+        ] {
             assert!(!is_output(Path::new(src)), "{src}");
         }
     }

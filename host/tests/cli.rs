@@ -921,6 +921,7 @@ fn tool_path() -> String {
 /// component it built.
 fn typed_dev_loop(
     lang: &str,
+    helper: (&str, &str),
     source_file: &str,
     edited: &str,
     calls: &[(&[&str], &str)],
@@ -945,6 +946,8 @@ fn typed_dev_loop(
     );
     assert!(ok, "{out}{err}");
     assert!(!project.join("wit").exists(), "a typed project has no WIT");
+    // A module of the project's own, imported by the edit.
+    std::fs::write(project.join(helper.0), helper.1).expect("helper module");
 
     let mut child = Command::new(support::BIN)
         .args(["dev", project_s, "--listen", "127.0.0.1:0"])
@@ -1054,12 +1057,16 @@ fn typed_dev_loop(
 }
 
 /// Typed Python through the binary: no WIT in the project; a dataclass with an `Optional` and
-/// a list, a dict, and `heapq` imported lazily inside the function; a lazily imported module
-/// that does not exist fails the build naming it and the line.
+/// a list, a dict, `heapq` and a module of the project imported lazily inside functions; a
+/// lazily imported module that does not exist fails the build naming it and the line.
 #[test]
 fn dev_loop_serves_typed_python_without_wit() {
     typed_dev_loop(
         "python",
+        (
+            "helpers.py",
+            "def words(text: str) -> list[str]:\n    return text.split()\n",
+        ),
         "app.py",
         r#"from dataclasses import dataclass
 from typing import Optional
@@ -1084,8 +1091,10 @@ def summarize(xs: list[int], k: int, label: Optional[str]) -> Summary:
 
 
 def word_count(text: str) -> dict[str, int]:
+    from helpers import words
+
     out: dict[str, int] = {}
-    for w in text.split():
+    for w in words(text):
         out[w] = out.get(w, 0) + 1
     return out
 "#,
@@ -1108,8 +1117,14 @@ def word_count(text: str) -> dict[str, int]:
 fn dev_loop_serves_typed_javascript_without_wit() {
     typed_dev_loop(
         "js",
+        (
+            "helpers.js",
+            "export function words(text) {\n  return text.split(/\\s+/).filter(Boolean);\n}\n",
+        ),
         "app.js",
-        r#"/**
+        r#"import { words } from "./helpers.js";
+
+/**
  * @typedef {Object} Summary
  * @property {number} count
  * @property {number[]} smallest
@@ -1142,7 +1157,7 @@ export function summarize(xs, k, label) {
  */
 export function wordCount(text) {
   const out = {};
-  for (const w of text.split(/\s+/).filter(Boolean)) out[w] = (out[w] ?? 0) + 1;
+  for (const w of words(text)) out[w] = (out[w] ?? 0) + 1;
   return out;
 }
 "#,
