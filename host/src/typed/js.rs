@@ -818,7 +818,7 @@ export function loose(x) {}
             "export function wordCount(a0)",
             "Object.entries(",
             "\"yOffset\"",
-            "\"LIGHT_BLUE\": \"light-blue\"",
+            "\"light-blue\": \"LIGHT_BLUE\"",
             "name: \"wordCount\", exportName: \"word-count\", functionId: \"demo.wordCount\"",
         ] {
             assert!(g.contains(want), "{want} missing from:\n{g}");
