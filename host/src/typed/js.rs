@@ -368,6 +368,13 @@ pub fn read(src: &str) -> Signatures {
             continue;
         }
         let Some(rest) = header.strip_prefix("function") else {
+            if header.starts_with("const ") || header.starts_with("let ") {
+                problem(
+                    "only `export function name(…)` declarations become commands; write this one \
+                     as a function declaration"
+                        .into(),
+                );
+            }
             continue;
         };
         let Some((name, params)) = function_header(rest) else {
@@ -761,6 +768,12 @@ export function undocumented(x) { return x; }
  * @returns {void}
  */
 export function loose(x) {}
+
+/**
+ * @param {string} s
+ * @returns {string}
+ */
+export const arrow = (s) => s;
 "#;
 
     #[test]
@@ -802,6 +815,10 @@ export function loose(x) {}
         );
         assert!(
             problems.contains("parameter 'x' of loose: 'any' has no WIT form"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("only `export function name(…)` declarations"),
             "{problems}"
         );
     }
