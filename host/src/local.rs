@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::RuntimeConfig;
-use crate::runtime::{CallContext, LoadedPlugin, Runtime};
+use crate::config::{Compiler, RuntimeConfig};
+use crate::runtime::{CallContext, LoadError, LoadedPlugin, Runtime};
 
 /// Why a local run could not happen (the call's own failure is [`Outcome::Failed`]).
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +203,30 @@ fn compiled_path(sha256: &str, fingerprint: &str) -> std::path::PathBuf {
         .join(format!("{sha256}-{fingerprint}.cwasm"))
 }
 
+/// Loads `bytes` to read what they carry (`mpreg plugin build`): as a node would, but compiled
+/// with Winch, the baseline compiler, which turns a 12–18 MB Python or JavaScript image into
+/// code about 3× faster than Cranelift (docs/benchmarks.md). Nothing is run here but
+/// `describe`, so the slower code costs nothing. A component Winch cannot compile (a feature
+/// it lacks) is loaded with Cranelift instead; both kinds of code are cached as
+/// [`load_cached`] says.
+pub async fn describe(bytes: Vec<u8>, source: &str) -> Result<LoadedPlugin, LoadError> {
+    let runtime = |compiler| {
+        Runtime::new(RuntimeConfig {
+            compiler,
+            ..RuntimeConfig::default()
+        })
+    };
+    let winch = runtime(Compiler::Winch)?;
+    match load_cached(&winch, bytes.clone(), source).await {
+        // Bytes that are no component fail Cranelift's validation as fast, with its message.
+        Err(LoadError::Compile { reason, .. }) => {
+            tracing::debug!(%reason, "Winch cannot compile it; loading with Cranelift");
+            load_cached(&runtime(Compiler::Cranelift)?, bytes, source).await
+        }
+        other => other,
+    }
+}
+
 /// Loads `bytes` as [`Runtime::load`] does, compiling them only the first time this user's tools
 /// see them: the machine code is kept in the per-user cache folder by sha256 and engine
 /// fingerprint, so `plugin build`, `run` and `plugin test` of the same bytes compile once.
@@ -212,7 +236,7 @@ pub async fn load_cached(
     runtime: &Runtime,
     bytes: Vec<u8>,
     source: &str,
-) -> Result<LoadedPlugin, crate::runtime::LoadError> {
+) -> Result<LoadedPlugin, LoadError> {
     let started = std::time::Instant::now();
     let (sha256, size) = (crate::digest::sha256_hex(&bytes), bytes.len());
     let path = compiled_path(&sha256, &runtime.engine_fingerprint());

@@ -385,13 +385,22 @@ struct SandboxArgs {
     /// (repeatable; the name only, values stay on the nodes).
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// Whether calls may reuse a finished call's instance: `never` or `serial` (default:
+    /// serial for Python and JavaScript components, never for the rest; docs/plugins.md).
+    #[arg(long, value_name = "never|serial")]
+    instance_reuse: Option<String>,
 }
 
 impl SandboxArgs {
     /// `None` when no flag was given (the node keeps the stored or default sandbox).
     fn to_sandbox(&self) -> Result<Option<mpreg::sandbox::Sandbox>> {
         let limits = (self.memory_mib, self.timeout_ms, self.fuel);
-        let sandbox = mpreg::sandbox::Sandbox::from_flags(limits, &self.env, &self.dirs)?;
+        let sandbox = mpreg::sandbox::Sandbox::from_flags(
+            limits,
+            &self.env,
+            &self.dirs,
+            self.instance_reuse.as_deref(),
+        )?;
         if self.cache_namespaces.is_empty() && self.secrets.is_empty() {
             return Ok(sandbox);
         }
@@ -985,17 +994,15 @@ async fn plugin(action: PluginAction) -> Result<()> {
             let size = bytes.len();
             // Load it exactly as a node would: proves it targets our world and shows the
             // metadata it carries.
-            let runtime = mpreg::runtime::Runtime::new(Default::default())?;
             let bar = indicatif::ProgressBar::hidden();
             if !json {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             }
             spin(
                 &bar,
-                "loading it as a node would (compiling; cached by sha256)",
+                "loading it as a node would (baseline compile; cached by sha256)",
             );
-            let loaded =
-                mpreg::local::load_cached(&runtime, bytes, &out.display().to_string()).await;
+            let loaded = mpreg::local::describe(bytes, &out.display().to_string()).await;
             bar.finish_and_clear();
             let plugin = loaded?;
             if json {

@@ -160,7 +160,8 @@ impl Manifest {
              #\n# [sandbox]                   # node defaults for what is absent\n\
              # memory_limit_mib = 64\n# call_timeout_ms = 5000\n# env = {{ MODE = \"dev\" }}\n\
              # dirs = [{{ host = \"/srv/data\", guest = \"/data\" }}]\n\
-             # cache_namespaces = [\"ml*\"]\n# secrets = [\"api-key\"]\n#\n\
+             # cache_namespaces = [\"ml*\"]\n# secrets = [\"api-key\"]\n\
+             # instance_reuse = \"serial\"    # or \"never\" (docs/plugins.md, \"Instance reuse\")\n#\n\
              # [cache.my_command]          # memoize a command's results\n\
              # ttl_seconds = 60\n"
         )

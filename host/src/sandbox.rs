@@ -39,6 +39,38 @@ pub struct Sandbox {
     /// name (none by default). Only the names are part of the sandbox; values stay on the node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Whether a call may run in an instance an earlier call of this version finished in
+    /// (docs/plugins.md, "Instance reuse"). Unset: `serial` for Python and JavaScript
+    /// components, whose interpreter images are costly to start, `never` for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_reuse: Option<InstanceReuse>,
+}
+
+/// Whether calls of one plugin version share instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceReuse {
+    /// Every call gets a fresh instance: nothing one call leaves in memory is seen by another.
+    Never,
+    /// A finished call's instance serves later calls, one call at a time, until it has served
+    /// `runtime.max_calls_per_instance` or a call fails in it. What a call leaves in the
+    /// guest's memory (globals, caches) is seen by later calls of the same version; calls of
+    /// other versions and plugins never share an instance.
+    Serial,
+}
+
+impl std::str::FromStr for InstanceReuse {
+    type Err = SandboxError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(InstanceReuse::Never),
+            "serial" => Ok(InstanceReuse::Serial),
+            other => Err(SandboxError(format!(
+                "instance_reuse is \"never\" or \"serial\", got '{other}'"
+            ))),
+        }
+    }
 }
 
 /// One preopened directory.
@@ -140,12 +172,14 @@ impl Sandbox {
         limits: (Option<u64>, Option<u64>, Option<u64>),
         env: &[String],
         dirs: &[String],
+        instance_reuse: Option<&str>,
     ) -> Result<Option<Sandbox>, SandboxError> {
         let (memory_limit_mib, call_timeout_ms, fuel) = limits;
         let mut s = Sandbox {
             memory_limit_mib,
             call_timeout_ms,
             fuel,
+            instance_reuse: instance_reuse.map(str::parse).transpose()?,
             ..Default::default()
         };
         for kv in env {
@@ -264,20 +298,28 @@ mod tests {
 
     #[test]
     fn flags_make_a_sandbox_or_none() {
-        assert_eq!(Sandbox::from_flags((None, None, None), &[], &[]), Ok(None));
+        assert_eq!(
+            Sandbox::from_flags((None, None, None), &[], &[], None),
+            Ok(None)
+        );
         let s = Sandbox::from_flags(
             (Some(128), None, None),
             &["MODE=fast".into()],
             &["/tmp:/data".into(), "/var:/out:rw".into()],
+            Some("serial"),
         )
         .expect("valid")
         .expect("something given");
         assert_eq!(s.memory_limit_mib, Some(128));
         assert_eq!(s.env["MODE"], "fast");
         assert!(s.dirs[0].read_only && !s.dirs[1].read_only);
-        assert!(Sandbox::from_flags((None, None, None), &["NOVALUE".into()], &[]).is_err());
-        assert!(Sandbox::from_flags((None, None, None), &[], &["/tmp".into()]).is_err());
-        assert!(Sandbox::from_flags((None, None, None), &[], &["/a:/b:wx".into()]).is_err());
+        assert_eq!(s.instance_reuse, Some(InstanceReuse::Serial));
+        let e = Sandbox::from_flags((None, None, None), &[], &[], Some("always"))
+            .expect_err("not a policy");
+        assert!(e.to_string().contains("\"never\" or \"serial\""), "{e}");
+        assert!(Sandbox::from_flags((None, None, None), &["NOVALUE".into()], &[], None).is_err());
+        assert!(Sandbox::from_flags((None, None, None), &[], &["/tmp".into()], None).is_err());
+        assert!(Sandbox::from_flags((None, None, None), &[], &["/a:/b:wx".into()], None).is_err());
     }
 
     #[test]

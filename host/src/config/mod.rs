@@ -17,7 +17,7 @@ pub mod secrets;
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
 pub use overlay::Overrides;
-pub use runtime::RuntimeConfig;
+pub use runtime::{Compiler, RuntimeConfig};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

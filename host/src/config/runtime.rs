@@ -34,9 +34,31 @@ pub struct RuntimeConfig {
     pub max_running_calls: usize,
     /// Memory for Cranelift's per-function compile cache, so a rebuilt plugin compiles only
     /// the functions that changed (an edited Python or JavaScript image: its interpreter is
-    /// reused). 0 (the default) turns it off; `mpreg dev`'s node and the CLI's local runs
-    /// turn it on.
+    /// reused). 0 (the default) turns it off; `mpreg dev`'s node turns it on.
     pub compile_cache_mib: u64,
+    /// Which code generator compiles guests: Cranelift (the default: optimised code) or
+    /// Winch (a baseline compiler: compiles a large image about 3× faster, runs it slower).
+    /// `mpreg plugin build` reads a component's commands with Winch.
+    pub compiler: Compiler,
+    /// Idle instances kept per plugin version whose calls reuse instances (`instance_reuse =
+    /// "serial"`): how many finished calls' instances wait for the next call. They hold their
+    /// memory in the node's guest-memory budget and an instance slot each. 0 turns reuse off.
+    pub warm_instances: usize,
+    /// Calls one reused instance serves before it is replaced by a fresh one, so what calls
+    /// leave behind (a leak, a growing cache) is bounded.
+    pub max_calls_per_instance: u32,
+}
+
+/// The code generator that turns a component into machine code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// Optimising: slower to compile, fast code. What a node serves with.
+    #[default]
+    Cranelift,
+    /// Baseline (single pass): fast to compile, slower code. For reading a component's
+    /// metadata and for loops where compile time dominates.
+    Winch,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +75,9 @@ impl Default for RuntimeConfig {
             max_guest_memory_mib: 0,
             max_running_calls: 0,
             compile_cache_mib: 0,
+            compiler: Compiler::Cranelift,
+            warm_instances: 4,
+            max_calls_per_instance: 1_000,
         }
     }
 }

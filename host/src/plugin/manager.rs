@@ -607,6 +607,8 @@ impl PluginManager {
                 .in_flight
                 .load(std::sync::atomic::Ordering::Relaxed);
             drained = Arc::strong_count(&plugin) == 1;
+            // Its idle instances give their memory and slots back now, whoever still holds it.
+            plugin.warm.clear();
         }
         tracing::info!(plugin = %name, version = %parsed, drained, "plugin retired");
         Ok(Retired {
@@ -713,6 +715,9 @@ fn details(p: &LoadedPlugin, record: Option<PluginRecord>) -> Value {
         "calls": p.stats.calls.load(Relaxed),
         "failures": p.stats.failures.load(Relaxed),
         "in_flight": p.stats.in_flight.load(Relaxed),
+        "instance_reuse": p.reuse,
+        "warm_instances": p.warm.idle(),
+        "reused_calls": p.warm.reused(),
         "functions": p.functions.iter().map(|f| json!({
             "name": f.name,
             "function_id": f.function_id,

@@ -51,6 +51,8 @@ pub struct HostState {
     /// Memory limiter of this store.
     pub limiter: MemoryLimiter,
     stderr: MemoryOutputPipe,
+    /// Where this call's stderr starts (an instance that serves calls in turn keeps its pipe).
+    stderr_mark: usize,
     plugin: Arc<str>,
     ctx: CallContext,
     max_depth: u32,
@@ -116,6 +118,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit, budget),
             stderr,
+            stderr_mark: 0,
             plugin,
             ctx,
             max_depth,
@@ -129,10 +132,32 @@ impl HostState {
         })
     }
 
+    /// Starts another call in this state's instance (see [`super::warm`]): who calls, and
+    /// the stderr that is this call's own.
+    pub(super) fn begin_call(&mut self, ctx: CallContext) {
+        self.ctx = ctx;
+        self.stderr_mark = self.stderr.contents().len();
+    }
+
+    /// Ends a call whose instance waits for another: drops what ties it to the caller (the
+    /// nested-call port reaches the node, which holds this plugin; keeping it would make a
+    /// cycle that outlives the node).
+    pub(super) fn end_call(&mut self) {
+        self.ctx = CallContext::isolated(self.ctx.request_id.clone());
+    }
+
+    /// Whether the instance may serve another call: no limit was hit in it, and its stderr
+    /// pipe has room left (a full pipe would fail the guest's writes).
+    pub(super) fn reusable(&self) -> bool {
+        !self.limiter.hit
+            && !self.limiter.budget_hit
+            && self.stderr.contents().len() < STDERR_CAPACITY / 2
+    }
+
     /// What the guest wrote to stderr during this call, lossily decoded and trimmed.
     pub fn stderr_text(&self) -> String {
         let raw = self.stderr.contents();
-        let text = String::from_utf8_lossy(&raw);
+        let text = String::from_utf8_lossy(raw.get(self.stderr_mark..).unwrap_or_default());
         // Rust's panic hint is noise for someone reading an RPC error.
         let lines: Vec<&str> = text
             .lines()

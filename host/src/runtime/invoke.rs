@@ -1,5 +1,5 @@
-//! Invoking: JSON arguments → a fresh `Store` with its limits → the export → a JSON result,
-//! and how a call fails.
+//! Invoking: JSON arguments → a fresh `Store` with its limits (or a warm instance, see
+//! [`super::warm`]) → the export → a JSON result, and how a call fails.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,9 +12,10 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::host::HostState;
 use super::loaded::{LoadedPlugin, PluginFunction};
 use super::nested::CallContext;
+use super::warm::Warm;
 use super::{Runtime, convert, signature, teardown};
 use crate::metrics::Phase;
-use crate::sandbox::{Limits, Sandbox};
+use crate::sandbox::{InstanceReuse, Limits, Sandbox};
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -121,6 +122,12 @@ impl Runtime {
         )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store, limits)?;
+        Ok(store)
+    }
+
+    /// Gives `store` one call's budgets: its fuel and its deadline from now.
+    fn arm(&self, store: &mut Store<HostState>, limits: &Limits) -> wasmtime::Result<()> {
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel)?;
         } else if self.config.fuel_metering {
@@ -136,10 +143,11 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Ok(store)
+        Ok(())
     }
 
-    /// Calls `func` of `plugin` in a fresh instance. `args` fill parameters in order, then
+    /// Calls `func` of `plugin` in a fresh instance, or in a warm one when its calls reuse
+    /// instances ([`super::warm`]). `args` fill parameters in order, then
     /// `kwargs` by name; a missing `option` parameter is `none`.
     pub async fn invoke(
         &self,
@@ -163,15 +171,34 @@ impl Runtime {
             let Some(slot) = self.slots.acquire(patience).await else {
                 return Err(InvokeError::Busy(self.slots.size()));
             };
-            // Room for what this plugin's instances start with, or a short wait for it.
-            let need = stats.initial_memory.load(Ordering::Relaxed);
-            if !self.guest_memory.admit(need, MEMORY_PATIENCE).await {
-                return Err(InvokeError::MemoryBusy(self.guest_memory_mib()));
+            let reuse = plugin.reuse == InstanceReuse::Serial && self.config.warm_instances > 0;
+            let warm = if reuse { plugin.warm.take() } else { None };
+            // A fresh instance needs room for what this plugin's instances start with (or a
+            // short wait for it); a warm one holds its memory already.
+            if warm.is_none() {
+                let need = stats.initial_memory.load(Ordering::Relaxed);
+                if !self.guest_memory.admit(need, MEMORY_PATIENCE).await {
+                    return Err(InvokeError::MemoryBusy(self.guest_memory_mib()));
+                }
             }
             lap(&mut mark, |t| m.phase(Phase::QueueWait, t));
-            let mut store = self
-                .store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
-                .map_err(|e| InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}")))?;
+            let setup = |e: wasmtime::Error| {
+                InvokeError::Trapped(format!("cannot set up the sandbox: {e:#}"))
+            };
+            let (mut store, instance, served) = match warm {
+                Some(w) => {
+                    let mut store = w.store;
+                    store.data_mut().begin_call(ctx);
+                    self.arm(&mut store, &plugin.limits).map_err(setup)?;
+                    (store, Some(w.instance), w.calls)
+                }
+                None => (
+                    self.store(plugin.name.clone(), &plugin.sandbox, &plugin.limits, ctx)
+                        .map_err(setup)?,
+                    None,
+                    0,
+                ),
+            };
             store.data_mut().hold(slot, self.slots.clone());
             let mut results = if func.result.is_some() {
                 vec![Val::Bool(false)]
@@ -179,29 +206,56 @@ impl Runtime {
                 Vec::new()
             };
             let outcome = async {
-                let instance = plugin.pre.instantiate_async(&mut store).await?;
-                self.metrics.instantiated();
+                let instance = match instance {
+                    Some(instance) => instance,
+                    None => {
+                        let instance = plugin.pre.instantiate_async(&mut store).await?;
+                        self.metrics.instantiated();
+                        stats
+                            .initial_memory
+                            .store(store.data().limiter.committed, Ordering::Relaxed);
+                        instance
+                    }
+                };
                 lap(&mut mark, |t| m.phase(Phase::Instantiate, t));
-                stats
-                    .initial_memory
-                    .store(store.data().limiter.committed, Ordering::Relaxed);
                 let f = instance
                     .get_func(&mut store, func.export)
                     .ok_or_else(|| wasmtime::Error::msg("export vanished"))?;
                 let ran = f.call_async(&mut store, &params, &mut results).await;
                 lap(&mut mark, |t| m.phase(Phase::Run, t));
-                ran
+                ran.map(|()| instance)
             }
             .await;
             // The slot goes back now, not when the store is torn down.
             store.data_mut().release_slot();
-            if let Err(e) = outcome {
-                let err = self.classify(e, &store, &plugin.limits);
-                teardown::defer(store, &self.teardown);
-                return Err(err);
-            }
+            let instance = match outcome {
+                Ok(instance) => instance,
+                Err(e) => {
+                    // A call that failed never leaves its instance for another.
+                    let err = self.classify(e, &store, &plugin.limits);
+                    teardown::defer(store, &self.teardown);
+                    return Err(err);
+                }
+            };
+            let warm = Warm {
+                store,
+                instance,
+                calls: served.saturating_add(1),
+            };
+            let keep = reuse
+                && warm.calls < self.config.max_calls_per_instance
+                && warm.store.data().reusable();
+            let spare = if keep {
+                let mut warm = warm;
+                warm.store.data_mut().end_call();
+                plugin.warm.give(warm, self.config.warm_instances)
+            } else {
+                Some(warm)
+            };
             // The slot's reset waits until the reply is out (see `teardown`).
-            teardown::defer(store, &self.teardown);
+            if let Some(spare) = spare {
+                teardown::defer(spare.store, &self.teardown);
+            }
             let json = |v: Val, ty: Option<Type>| match ty {
                 Some(ty) => convert::to_json_as(v, &ty, func.style),
                 None => convert::to_json(v),

@@ -34,6 +34,7 @@ impl Runtime {
         // Bytes that are not a component at all are the compiler's to describe (not_loadable),
         // so a stamp that cannot be read counts only once they compiled.
         let stamp = read_stamp(&bytes, source);
+        let language = super::language::Language::of(&bytes);
         let engine = self.engine.clone();
         let started = Instant::now();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
@@ -47,6 +48,7 @@ impl Runtime {
         Ok(Compiled {
             component,
             stamp: stamp?,
+            language,
         })
     }
 
@@ -73,7 +75,11 @@ impl Runtime {
             }
         })?;
         self.metrics.cache_hit();
-        Ok(Compiled { component, stamp })
+        Ok(Compiled {
+            component,
+            stamp,
+            language: super::language::Language::of(bytes),
+        })
     }
 
     /// Compiles and pre-instantiates `bytes` with the default sandbox.
@@ -236,6 +242,9 @@ impl Runtime {
                 "caching declares command '{unknown}', which the manifest does not list"
             )));
         }
+        let reuse = sandbox
+            .instance_reuse
+            .unwrap_or_else(|| compiled.language.default_reuse());
         Ok(LoadedPlugin {
             name: described.name.as_str().into(),
             manifest,
@@ -248,6 +257,8 @@ impl Runtime {
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
             loaded_at: crate::clock::unix_now(),
             stats: CallStats::default(),
+            reuse,
+            warm: Default::default(),
             pre,
         })
     }

@@ -109,6 +109,10 @@ pub struct LoadedPlugin {
     pub loaded_at: f64,
     /// Call counters.
     pub stats: CallStats,
+    /// Whether its calls reuse instances (its sandbox's choice, else its language's).
+    pub reuse: crate::sandbox::InstanceReuse,
+    /// Its idle instances, when calls reuse them ([`super::warm`]).
+    pub warm: super::warm::WarmPool,
     pub(super) pre: InstancePre<HostState>,
     pub(super) name: Arc<str>,
 }
@@ -132,6 +136,8 @@ pub struct Compiled {
     pub(super) component: Component,
     /// The component's `mpreg-manifest` section ([`super::stamp`]), when it has one.
     pub(super) stamp: Option<super::stamp::Stamp>,
+    /// What built it (decides whether its calls reuse instances by default).
+    pub(super) language: super::language::Language,
 }
 
 impl Compiled {

@@ -10,6 +10,7 @@ pub mod compile_cache;
 pub mod convert;
 mod host;
 mod invoke;
+pub mod language;
 mod load;
 mod loaded;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod signature;
 pub mod slots;
 pub mod stamp;
 pub mod teardown;
+pub mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +34,7 @@ use host::HostState;
 
 pub use crate::config::RuntimeConfig;
 pub use crate::digest::sha256_hex;
-pub use crate::sandbox::{DirGrant, Limits, Sandbox, SandboxError};
+pub use crate::sandbox::{DirGrant, InstanceReuse, Limits, Sandbox, SandboxError};
 pub use convert::ConvertError;
 pub use invoke::InvokeError;
 pub use loaded::{
@@ -101,7 +103,12 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             .consume_fuel(config.fuel_metering)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if config.compile_cache_mib > 0 {
+        match config.compiler {
+            crate::config::Compiler::Cranelift => cfg.strategy(wasmtime::Strategy::Cranelift),
+            crate::config::Compiler::Winch => cfg.strategy(wasmtime::Strategy::Winch),
+        };
+        // Winch compiles each function in one pass; Cranelift's cache has nothing to keep.
+        if config.compile_cache_mib > 0 && config.compiler == crate::config::Compiler::Cranelift {
             let limit = usize::try_from(config.compile_cache_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX);
             cfg.enable_incremental_compilation(Arc::new(compile_cache::FunctionCache::new(limit)))
@@ -225,6 +232,7 @@ impl Runtime {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.config.compiler.hash(&mut h);
         format!("{:016x}", h.finish())
     }
 }

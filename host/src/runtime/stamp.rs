@@ -69,6 +69,17 @@ pub enum StampError {
 /// The top-level `mpreg-manifest` section of a component (the last one, if several), or
 /// `None` when it has none. Sections of nested modules and components are not looked at.
 pub fn read(bytes: &[u8]) -> Result<Option<Stamp>, StampError> {
+    top_level_section(bytes, SECTION)?
+        .map(|data| serde_json::from_slice(data).map_err(|e| StampError::Json(e.to_string())))
+        .transpose()
+}
+
+/// The data of the component's last top-level custom section called `name` (the sections of
+/// nested modules and components are theirs, not the component's).
+pub(super) fn top_level_section<'a>(
+    bytes: &'a [u8],
+    name: &str,
+) -> Result<Option<&'a [u8]>, StampError> {
     use wasmparser::{Parser, Payload};
     let mut depth = 0usize;
     let mut found = None;
@@ -76,15 +87,13 @@ pub fn read(bytes: &[u8]) -> Result<Option<Stamp>, StampError> {
         match payload.map_err(|e| StampError::Parse(e.to_string()))? {
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::CustomSection(c) if depth == 0 && c.name() == SECTION => {
-                found = Some(c.data().to_vec());
+            Payload::CustomSection(c) if depth == 0 && c.name() == name => {
+                found = Some(c.data());
             }
             _ => {}
         }
     }
-    found
-        .map(|data| serde_json::from_slice(&data).map_err(|e| StampError::Json(e.to_string())))
-        .transpose()
+    Ok(found)
 }
 
 /// `bytes` with `stamp` appended as a top-level custom section (a later section wins over an

@@ -20,6 +20,7 @@ mpreg_plugin_sdk::plugin! {
             export fail: func(message: string) -> result<string, string>;
             export env: func(name: string) -> option<string>;
             export read-file: func(path: string) -> result<string, string>;
+            export served: func(ms: u32) -> result<u64, string>;
         }
     "#,
     world: "mpreg-examples:chaos/chaos",
@@ -38,6 +39,10 @@ mpreg_plugin_sdk::plugin! {
             .command(Command::new("fail").describe("returns err(message)"))
             .command(Command::new("env").describe("reads an environment variable (sandbox grant)"))
             .command(Command::new("read_file").describe("reads a file (sandbox grant)"))
+            .command(
+                Command::new("served")
+                    .describe("calls this instance has served, after ms of work (instance reuse)"),
+            )
     },
 }
 
@@ -108,5 +113,20 @@ impl Guest for Chaos {
     /// Fails unless the plugin's sandbox preopens a directory holding `path`.
     fn read_file(path: String) -> Result<String, String> {
         std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Counts the calls this instance has served (1 in a fresh instance, more in a reused
+    /// one) after `ms` of work, and fails if another call entered the instance meanwhile.
+    fn served(ms: u32) -> Result<u64, String> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        static INSIDE: AtomicBool = AtomicBool::new(false);
+        static SERVED: AtomicU64 = AtomicU64::new(0);
+        if INSIDE.swap(true, Ordering::SeqCst) {
+            return Err("two calls at once in one instance".into());
+        }
+        let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+        Self::busy(ms);
+        INSIDE.store(false, Ordering::SeqCst);
+        Ok(served)
     }
 }

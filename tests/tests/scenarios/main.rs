@@ -16,6 +16,7 @@ mod observability;
 mod publish;
 mod pubsub;
 mod queues;
+mod reuse;
 mod sandbox;
 mod state;
 mod teardown;

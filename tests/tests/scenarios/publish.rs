@@ -80,8 +80,19 @@ async fn publish_hot_swap_retire_under_load_then_restart() -> Result<()> {
     let data = tempfile::tempdir()?;
     let node = TestNode::with_config(empty_config(data.path())).await?;
 
-    // v1 over HTTP, then callable over WebSocket.
-    let v1 = publish(&node.url, bytes("greeter")?).await?;
+    // v1 over HTTP, then callable over WebSocket. Both versions reuse instances, so the swap
+    // and the retire happen while warm instances of v1 wait for calls.
+    let serial = mpreg::sandbox::Sandbox {
+        instance_reuse: Some(mpreg::sandbox::InstanceReuse::Serial),
+        ..Default::default()
+    };
+    let publish_serial = |bytes: Vec<u8>| {
+        let serial = serial.clone();
+        admin(&node.url, ADMIN_TOKEN, move |c| {
+            c.publish(&bytes, Some(&serial), &mut |_| {})
+        })
+    };
+    let v1 = publish_serial(bytes("greeter")?).await?;
     assert_eq!(v1["outcome"], "published", "{v1}");
     assert_eq!(v1["version"], "1.0.0");
     assert_eq!(
@@ -93,7 +104,7 @@ async fn publish_hot_swap_retire_under_load_then_restart() -> Result<()> {
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let load = spawn_load(&node.url, 8, stop.clone(), tally.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v2 = publish(&node.url, bytes("greeter2")?).await?;
+    let v2 = publish_serial(bytes("greeter2")?).await?;
     assert_eq!(v2["version"], "2.0.0", "{v2}");
     assert_eq!(
         greet(&node.url, None).await?,
@@ -138,6 +149,8 @@ async fn publish_hot_swap_retire_under_load_then_restart() -> Result<()> {
     );
     assert_eq!(d["sha256"], v2["sha256"]);
     assert!(d["calls"].as_u64().unwrap_or(0) > 0, "{d}");
+    assert_eq!(d["instance_reuse"], "serial", "{d}");
+    assert!(d["reused_calls"].as_u64().unwrap_or(0) > 0, "{d}");
     assert!(d["size"].as_u64().unwrap_or(0) > 1000, "{d}");
     assert!(d["load_ms"].as_f64().is_some(), "{d}");
     let list = admin(&node.url, ADMIN_TOKEN, |c| c.list()).await?;
