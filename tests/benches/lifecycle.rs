@@ -102,38 +102,88 @@ async fn publish_latency() -> Result<()> {
     Ok(())
 }
 
-async fn language_overhead() -> Result<()> {
+/// One node with the Rust, Python and JavaScript examples; `warm_instances = 0` turns instance
+/// reuse off, so every call instantiates afresh (the policy before warm instances).
+async fn language_node(warm_instances: usize) -> Result<TestNode> {
     let mut cfg = test_config();
     cfg.plugins = ["text", "pystats", "jstext"]
         .into_iter()
         .map(|n| plugin(n).into())
         .collect();
     cfg.runtime.call_timeout_ms = 10_000;
+    cfg.runtime.warm_instances = warm_instances;
     cfg.node.data_dir = Some(std::env::temp_dir().join("mpreg-bench-languages"));
-    let node = TestNode::with_config(cfg).await?;
-    let client = node.client().await?;
+    TestNode::with_config(cfg).await
+}
+
+/// Calls/s of `fun` with `window` calls in flight on one connection for `secs` (bounded).
+async fn throughput(client: &Client, fun: &str, args: &[Value], window: usize) -> Result<f64> {
+    let until = Instant::now() + Duration::from_secs(2);
+    let (mut done, mut running) = (0u64, FuturesUnordered::new());
+    let t = Instant::now();
+    loop {
+        while Instant::now() < until && running.len() < window && done < 1_000_000 {
+            let c = client.clone();
+            let args = args.to_vec();
+            let fun = fun.to_owned();
+            running.push(async move { c.call(&fun, args).await });
+        }
+        match running.next().await {
+            Some(r) => {
+                r?;
+                done += 1;
+            }
+            None => break,
+        }
+    }
+    Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn language_overhead() -> Result<()> {
+    let warm = language_node(mpreg::config::RuntimeConfig::default().warm_instances).await?;
+    let fresh = language_node(0).await?;
     println!(
-        "## per-call cost by guest language (fresh instance per call, sequential, one connection)\n"
+        "## per-call cost by guest language (sequential on one connection; then 100 in flight)\n"
     );
-    println!("| function | language | calls | p50 µs | p99 µs |");
-    println!("|---|---|---:|---:|---:|");
-    for (fun, lang, args, calls) in [
+    println!(
+        "| function | language | instances | calls | p50 µs | p99 µs | calls/s, 100 in flight |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|");
+    let cases: [(&str, &str, Vec<Value>, usize); 5] = [
         ("echo", "built-in (no wasm)", vec![json!("x")], 2000),
         ("identity", "Rust", vec![json!("x")], 2000),
-        ("js_slugify", "JavaScript", vec![json!("x")], 500),
-        ("py_shout", "Python", vec![json!("x"), json!(1)], 300),
-    ] {
-        for _ in 0..20 {
-            client.call(fun, args.clone()).await?;
+        ("js_slugify", "JavaScript", vec![json!("Hello, World!")], 2000),
+        ("py_mean", "Python", vec![json!([1.0, 2.0, 4.5])], 2000),
+        ("py_shout", "Python", vec![json!("x"), json!(1)], 2000),
+    ];
+    for (node, policy) in [(&warm, "default"), (&fresh, "fresh per call")] {
+        let client = node.client().await?;
+        for (fun, lang, args, calls) in &cases {
+            if policy != "default" && matches!(*lang, "Rust" | "built-in (no wasm)") {
+                continue; // already fresh per call (Rust) or no instance at all
+            }
+            let instances = match (*lang, policy) {
+                ("built-in (no wasm)", _) => "none",
+                ("Rust", _) => "fresh per call (default)",
+                (_, "default") => "warm, serial (default)",
+                _ => "fresh per call",
+            };
+            for _ in 0..50 {
+                client.call(fun, args.clone()).await?;
+            }
+            let calls = if policy == "default" { *calls } else { calls / 4 };
+            let mut v = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = Instant::now();
+                client.call(fun, args.clone()).await?;
+                v.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let (p50, p99, _) = stats(v);
+            let rate = throughput(&client, fun, args, 100).await?;
+            println!(
+                "| {fun} | {lang} | {instances} | {calls} | {p50:.0} | {p99:.0} | {rate:.0} |"
+            );
         }
-        let mut v = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let t = Instant::now();
-            client.call(fun, args.clone()).await?;
-            v.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        let (p50, p99, _) = stats(v);
-        println!("| {fun} | {lang} | {calls} | {p50:.0} | {p99:.0} |");
     }
     println!();
     Ok(())
