@@ -112,7 +112,9 @@ async fn language_node(warm_instances: usize) -> Result<TestNode> {
         .collect();
     cfg.runtime.call_timeout_ms = 10_000;
     cfg.runtime.warm_instances = warm_instances;
-    cfg.node.data_dir = Some(std::env::temp_dir().join("mpreg-bench-languages"));
+    // Its own folder per node (the compiled images are kept for the next run).
+    let dir = format!("mpreg-bench-languages-{warm_instances}");
+    cfg.node.data_dir = Some(std::env::temp_dir().join(dir));
     TestNode::with_config(cfg).await
 }
 
