@@ -154,7 +154,12 @@ async fn language_overhead() -> Result<()> {
     let cases: [(&str, &str, Vec<Value>, usize); 5] = [
         ("echo", "built-in (no wasm)", vec![json!("x")], 2000),
         ("identity", "Rust", vec![json!("x")], 2000),
-        ("js_slugify", "JavaScript", vec![json!("Hello, World!")], 2000),
+        (
+            "js_slugify",
+            "JavaScript",
+            vec![json!("Hello, World!")],
+            2000,
+        ),
         ("py_mean", "Python", vec![json!([1.0, 2.0, 4.5])], 2000),
         ("py_shout", "Python", vec![json!("x"), json!(1)], 2000),
     ];
@@ -173,7 +178,11 @@ async fn language_overhead() -> Result<()> {
             for _ in 0..50 {
                 client.call(fun, args.clone()).await?;
             }
-            let calls = if policy == "default" { *calls } else { calls / 4 };
+            let calls = if policy == "default" {
+                *calls
+            } else {
+                calls / 4
+            };
             let mut v = Vec::with_capacity(calls);
             for _ in 0..calls {
                 let t = Instant::now();
